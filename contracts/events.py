@@ -44,6 +44,19 @@ class WakeBy(StrEnum):
     CODEMODE = "codemode"
 
 
+class PauseBy(StrEnum):
+    """What asked for a pause (``by`` of ``machine.pause-requested`` and ``machine.paused``)."""
+
+    #: ``machines.pause``.
+    REQUEST = "request"
+    #: Auto-stop: the machine had no gateway activity for its instance's ``idleAfterS`` (or
+    #: ``FLEET_AUTOPAUSE_IDLE_S``).
+    IDLE = "idle"
+    #: Its host's available memory fell under ``FLEET_PAUSE_UNDER_MB``: the provisioner paused
+    #: its longest-idle machines before the kernel's OOM killer ended anything.
+    MEMORY_PRESSURE = "memory-pressure"
+
+
 class _BaseEvent(
     msgspec.Struct, rename="camel", kw_only=True, tag_field="type", omit_defaults=False
 ):
@@ -169,6 +182,8 @@ class MachinePauseRequested(_Event, tag=EventKind.PAUSE_REQUESTED.value, kw_only
     and processes to disk and ends its sandbox."""
 
     reason: str
+    #: Who asked: ``request`` (machines.pause), ``idle`` (auto-stop) or ``memory-pressure``.
+    by: PauseBy = PauseBy.REQUEST
 
 
 class MachinePaused(_Event, tag=EventKind.PAUSED.value, kw_only=True):
@@ -178,6 +193,8 @@ class MachinePaused(_Event, tag=EventKind.PAUSED.value, kw_only=True):
     bytes: int
     #: How long the pause took (the checkpoint and the sandbox's end).
     duration_ms: float
+    #: Who asked for it (its ``machine.pause-requested``'s ``by``).
+    by: PauseBy = PauseBy.REQUEST
 
 
 class MachinePauseRefused(_Event, tag=EventKind.PAUSE_REFUSED.value, kw_only=True):

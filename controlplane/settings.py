@@ -281,9 +281,28 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: How many running machines this host takes (stopped ones do not count); past it, its
     #: provisioner stops taking ``machine.created``. 0: no limit.
     host_capacity: int = 0
-    #: Memory this host keeps free (MiB of ``/proc/meminfo`` MemAvailable): below it, its
+    #: Memory this host keeps free (MiB of its available memory: ``/proc/meminfo``'s
+    #: MemAvailable, or ``memory_cgroup``'s room where lower): below it, its
     #: provisioner takes no new machine, whatever its capacity. 0: off.
     host_min_available_mb: int = 0
+    #: A memory cgroup (its directory: ``/sys/fs/cgroup/memory/<group>`` on cgroup v1,
+    #: ``/sys/fs/cgroup/<group>`` on v2) the platform and its machines run in: its limit less
+    #: its usage is this host's available memory wherever that is lower than MemAvailable
+    #: (providers/host_memory.py). Empty: ``/proc/meminfo`` alone.
+    memory_cgroup: str = ""
+    #: Memory pressure (docs/stop-start.md#memory-pressure): while this host's available
+    #: memory is under this many MiB, its provisioner pauses its longest-idle gvisor machines
+    #: (each keeps its memory on disk) before the kernel's OOM killer ends anything; it stops
+    #: once the host is back above 1.5 times this. 0: off.
+    pause_under_mb: int = 256
+    #: The most machines one round of memory pressure pauses (a round waits for the pauses it
+    #: asked to be done, so that their memory is freed, before it asks more).
+    pause_per_round: int = 2
+    #: A machine with gateway activity in the last this many seconds is busy: memory pressure
+    #: never pauses it (its next call would wake it at once).
+    pause_idle_min_s: float = 60.0
+    #: Seconds between a provisioner's readings of its host's available memory.
+    memory_pressure_tick_s: float = 1.0
     #: Seconds between a provisioner's heartbeats for its host.
     host_heartbeat_s: float = 5.0
     #: A host with no heartbeat for this long is ``lost`` in hosts.list.
@@ -333,8 +352,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: ``local:gvisor`` is given. Each provisioner process keeps its own. Empty or 0: every
     #: machine starts cold.
     warm_pool: str = ""
-    #: Below this much available memory (``/proc/meminfo`` MemAvailable, MiB) the pool shrinks,
-    #: one machine a second, and is not refilled.
+    #: Below this much available memory (MiB, as ``host_min_available_mb`` reads it) the pool
+    #: shrinks, one machine a second, and is not refilled.
     warm_pool_min_available_mb: int = 512
     #: ``first-last``: each sandboxed local machine runs as a uid of its own from this range
     #: (providers/machine_uid.py); empty: as the platform's user, without capabilities.
@@ -503,6 +522,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             )
         if not self.wake_timeout_s > 0:
             raise ValueError(f"FLEET_WAKE_TIMEOUT_S: {self.wake_timeout_s} is not > 0")
+        if self.pause_under_mb < 0 or self.pause_per_round < 1 or self.pause_idle_min_s < 0:
+            raise SettingsError(f"FLEET_PAUSE_UNDER_MB ({self.pause_under_mb}), "
+                                f"FLEET_PAUSE_PER_ROUND ({self.pause_per_round}) and "
+                                f"FLEET_PAUSE_IDLE_MIN_S ({self.pause_idle_min_s}) are not "
+                                ">= 0, >= 1 and >= 0")  # fmt: skip
+        if not self.memory_pressure_tick_s > 0:
+            raise SettingsError(
+                f"FLEET_MEMORY_PRESSURE_TICK_S: {self.memory_pressure_tick_s} is not > 0"
+            )
         if self.host_capacity < 0:
             raise ValueError(f"FLEET_HOST_CAPACITY: {self.host_capacity} is not >= 0")
         if not self.host_id or any(c.isspace() for c in self.host_id):

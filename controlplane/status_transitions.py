@@ -15,6 +15,7 @@ from contracts.events import (
     MachineResumeRequested,
     MachineStarted,
     MachineStopped,
+    PauseBy,
     WakeBy,
 )
 from contracts.ids import new_event_id
@@ -74,14 +75,16 @@ async def start_machine(store: Store, bus: Bus, machine_id: str, reason: str,
     return t
 
 
-async def pause_machine(store: Store, bus: Bus, machine_id: str, reason: str) -> Transition:
+async def pause_machine(
+    store: Store, bus: Bus, machine_id: str, reason: str, by: PauseBy = PauseBy.REQUEST
+) -> Transition:
     """Mark a ready machine pausing and tell the provisioner to checkpoint it (it marks the
     machine paused once its sandbox is gone). Only the call that moved the status publishes."""
     t = await store.transition(machine_id, S.PAUSING, reason)
     if t.moved:
         await bus.publish(MachinePauseRequested(event_id=new_event_id(), machine_id=machine_id,
-                                                reason=reason))  # fmt: skip
-        log.info("machine.pause_requested", machine_id=machine_id, reason=reason)
+                                                reason=reason, by=by))  # fmt: skip
+        log.info("machine.pause_requested", machine_id=machine_id, reason=reason, by=by.value)
     return t
 
 

@@ -6,8 +6,8 @@ A copy's place is taken before the copy starts, at once with the sum (``reserve`
 script: copies at once never pass the limit together), from an estimate made first (the
 source's home measured, and a machine's memory limit for its memory image); once made, the
 entry is set to what the copy took (``settle``), or given back (``release``). A reservation
-lapses on its own (a provisioner that died mid-copy): the copy it left belongs to no record,
-and the host's sweeper removes it.
+its holder stops renewing lapses (a provisioner that died mid-copy), and is no longer counted:
+the copy it left belongs to no record, and the host's sweeper removes it.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from contracts.errors import DiskLimit
+from controlplane import store_scripts
 
 if TYPE_CHECKING:
     from controlplane.store import Store
@@ -36,8 +37,19 @@ redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[2])
 return -1
 """
-#: As long as the slowest copy may take (the host holds the machine's lock as long).
-RESERVATION_S = 3600.0
+#: How long a place is held unless its holder renews it (``renew``): a host's copy renews its
+#: place while it runs, so a place whose provisioner died (a restart mid-copy) lapses this soon,
+#: where it would otherwise be counted for as long as the slowest copy may take.
+RESERVATION_S = 60.0
+#: What is left of an instance's figures once its places that lapsed are given back. KEYS: the
+#: instance's hash, its reservations; ARGV: now (ms).
+USED = """
+for _, f in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])) do
+  redis.call('HDEL', KEYS[1], f)
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+return redis.call('HGETALL', KEYS[1])
+"""
 MB = 1 << 20
 
 
@@ -57,6 +69,7 @@ def image(snapshot_id: str) -> str:
 class DiskLedger:
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._used = store_scripts.BoundScript(USED)
 
     def _keys(self, instance_id: str) -> list[str]:
         k = self._store.keys
@@ -95,10 +108,17 @@ class DiskLedger:
             pipe.zrem(reservations, *fields)
             await pipe.execute()
 
+    async def renew(self, instance_id: str, field: str, hold_s: float = RESERVATION_S) -> None:
+        """A place still held (its copy runs on): held ``hold_s`` more, if it still is."""
+        reservations = self._keys(instance_id)[1]
+        until = int((time.time() + hold_s) * 1000)
+        await self._store.redis.zadd(reservations, {field: until}, xx=True)
+
     async def used(self, instance_id: str) -> dict[str, int]:
-        """Each field and its bytes (reservations included)."""
-        raw = await self._store.redis.hgetall(self._keys(instance_id)[0])
-        return {str(f): int(v) for f, v in raw.items()}
+        """Each field and its bytes (reservations not lapsed included)."""
+        script = self._used.on(self._store.redis)
+        flat = await script(keys=self._keys(instance_id), args=[int(time.time() * 1000)])
+        return {str(f): int(v) for f, v in zip(flat[::2], flat[1::2], strict=True)}
 
 
 def _mb(n: int) -> int:

@@ -108,6 +108,15 @@ UNLOCK = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+#: A lock whose holder is gone taken over: KEYS[1] the lock, ARGV the dead holder's token, ours,
+#: and the TTL (ms). 1 if it still held the dead token and is ours now.
+TAKE_OVER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
 
 # A lock kept: KEYS[1] the lock, ARGV[1] the holder's token, ARGV[2] its new TTL (ms). Returns 1
 # if the token still held it (its TTL now ARGV[2]), else 0.

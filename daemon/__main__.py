@@ -79,6 +79,8 @@ async def _serve(settings: DaemonSettings, held: HeldIdentity, kept: KeptKernels
     # A pause (SIGUSR1: let the NATS connection go) and its resume (SIGUSR2: back at once).
     loop.add_signal_handler(signal.SIGUSR1, daemon.request_park, True)
     loop.add_signal_handler(signal.SIGUSR2, daemon.request_park, False)
+    # Its supervisor starts it with them blocked: one sent meanwhile is taken now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGUSR1, signal.SIGUSR2))
     try:
         async with daemon:
             await daemon.stopped.wait()

@@ -16,7 +16,8 @@
   machine (in the sandbox, the pid namespace ends with its init).
 - SIGTERM/SIGINT: forwarded to the daemon, then we stop when it has. SIGHUP: restart the
   daemon in place (forwarded as SIGHUP, which makes the daemon leave its processes running).
-  SIGUSR1/SIGUSR2: forwarded, for a pause and its resume (daemon/park.py). At a resume, an
+  SIGUSR1/SIGUSR2: forwarded, for a pause and its resume (daemon/park.py), held until the
+  daemon has its handlers (it starts with them blocked, and lets them in). At a resume, an
   identity its provider wrote since (a fork's own, a renewed credential) is told to the
   daemon first, on its identity pipe: the daemon takes it in place (daemon/server.py).
 - A restore announces itself: from a pause's signal on, the supervisor reads every
@@ -136,9 +137,11 @@ class Supervisor:
         env[nodump.IDENTITY_FD_VAR] = str(nodump.IDENTITY_FD)
         give = [*give_token, (os.POSIX_SPAWN_DUP2, read, nodump.IDENTITY_FD)]
         try:
-            # An empty mask: a daemon started after a stop was asked must still take signals.
+            # A stop reaches the daemon at once (one started after a stop was asked must still
+            # take it); a pause's or a resume's waits until the daemon lets it in, with its
+            # handler in place (daemon/__main__.py): it would end a daemon still starting.
             self.current = os.posix_spawn(argv[0], argv, env, file_actions=give,
-                                          setsigmask=())  # fmt: skip
+                                          setsigmask=PARKS)  # fmt: skip
         except BaseException:
             os.close(write)
             raise

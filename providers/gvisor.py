@@ -237,10 +237,11 @@ def _started_sandbox(bundle: Path) -> int | None:
         pid = int((bundle / STARTED_PID_FILE).read_text())
         if _is_sandbox_of(bundle, Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")):
             return pid
-    return _find_sandbox(bundle)
+    return find_sandbox(bundle)
 
 
-def _find_sandbox(bundle: Path) -> int | None:
+def find_sandbox(bundle: Path) -> int | None:
+    """The live sandbox process started from ``bundle`` (its command line names it), if any."""
     with os.scandir("/proc") as entries:
         for entry in entries:
             if entry.name.isdigit():
@@ -575,7 +576,7 @@ def stop_machine(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: floa
 
 def remove_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, owner: str) -> None:
     """Whatever is left of a sandbox that failed to start."""
-    pid = _find_sandbox(machine_dir / BUNDLE)
+    pid = find_sandbox(machine_dir / BUNDLE)
     if pid is not None:
         (machine_dir / BUNDLE / PID_FILE).write_text(str(pid))
     stop_sandbox(runsc, machine_dir, machine_id, 0.0)

@@ -148,6 +148,16 @@ async def _frozen_image(runsc: Runsc, machine_dir: Path, machine_id: str,
     return pid, cid
 
 
+def left_frozen(runsc: Runsc, machine_dir: Path, machine_id: str, pid: int, cid: str,
+                token: str) -> None:  # fmt: skip
+    """A machine a take left frozen (its provisioner ended between its ``runsc pause`` and its
+    ``runsc resume``: a restart) goes on where it was, with its stored credential (the take
+    may have renewed it), rather than be started afresh, which loses every process of it.
+    The take's image and home copy, which no record holds, are the sweeper's."""
+    write_token(machine_dir, token, machine_id)
+    _go_on(runsc, machine_id, pid, cid)
+
+
 def _go_on(runsc: Runsc, machine_id: str, pid: int, cid: str) -> None:
     """The frozen machine thawed (``runsc resume``; nothing if it is not frozen), and its
     daemon told to reconnect."""

@@ -42,10 +42,12 @@ from contracts.errors import Conflict, ProviderError
 from providers.gvisor import (
     BUNDLE,
     IMAGE_DIR,
+    PID_FILE,
     NetnsReady,
     Runsc,
     _clean_env,
     container_id,
+    find_sandbox,
     forget_sandbox,
     running_container,
     sandbox_pid,
@@ -343,33 +345,55 @@ async def resume_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str,
     """Restore the machine from its image, in the network namespace its pause kept (else one
     made as at its start), readied by ``ready`` (its egress policy), its restore mark written
     anew (its daemon reconnects the moment it is restored: ``wake_daemon``); the sandbox's
-    host pid. The image is deleted once restored."""
+    host pid. The image is deleted once restored. A sandbox already restored from it (by a
+    provisioner killed before it saw its restore through) is the machine: a second one from
+    the same image would run every process of it twice, on the same files."""
     image = machine_dir / IMAGE_DIR
-    if not image.is_dir() or not any(image.iterdir()):
-        raise ProviderError(f"machine {machine_id} has no pause image to resume from")
     cid = container_id(machine_id)
     began = time.monotonic()
-    held = await asyncio.to_thread(held_netns, machine_dir, machine_id)
-    if held is not None and not has_netns_config(machine_dir / BUNDLE):  # no way to use it
-        held = None
-    if held is None:
-        await asyncio.to_thread(stop_pasta, machine_id)  # any left
-    await asyncio.to_thread(forget_state, runsc, cid)  # a paused machine runs nothing
-    await asyncio.to_thread(write_restore_mark, machine_dir)
-    prepared = time.monotonic()
-    pid = await start_sandbox(
-        runsc, machine_id, machine_dir / BUNDLE, machine_dir / "daemon.log", machine_id, enter,
-        verb=("restore", "--image-path", str(image)), ready=ready, netns_holder=held,
-    )  # fmt: skip
-    started = time.monotonic()
-    (machine_dir / BUNDLE / NETNS_HOLDER).unlink(missing_ok=True)
+    restored = await asyncio.to_thread(find_sandbox, machine_dir / BUNDLE)
+    if restored is not None and await asyncio.to_thread(runsc.status, cid, restored) == "running":
+        (machine_dir / BUNDLE / PID_FILE).write_text(str(restored))
+        log.warning("provider.gvisor_restore_adopted", machine_id=machine_id, pid=restored)
+        await asyncio.to_thread(signal_daemon, runsc, machine_id, restored, "USR2")
+        await asyncio.to_thread(remove_tree, image)
+        return restored
+    if restored is not None:  # half made: ended, and made again
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(restored, signal.SIGKILL)
+        await asyncio.to_thread(_wait_gone, restored)
+    if not image.is_dir() or not any(image.iterdir()):
+        raise ProviderError(f"machine {machine_id} has no pause image to resume from")
+    pid, held, prepared, started = await _restore(runsc, machine_dir, machine_id, enter, ready)
     signalled, _ = await asyncio.gather(
         wake_daemon(runsc, machine_dir, machine_id, pid, nats_ports),
         asyncio.to_thread(remove_tree, image),
     )
-    log.info("provider.gvisor_resumed", machine_id=machine_id, pid=pid, kept_netns=held is not None,
+    log.info("provider.gvisor_resumed", machine_id=machine_id, pid=pid, kept_netns=held,
              signalled=signalled,
              prep_ms=round((prepared - began) * 1000),
              sandbox_ms=round((started - prepared) * 1000),
              after_ms=round((time.monotonic() - started) * 1000))  # fmt: skip
     return pid
+
+
+async def _restore(runsc: Runsc, machine_dir: Path, machine_id: str, enter: list[str],
+                   ready: NetnsReady | None) -> tuple[int, bool, float, float]:  # fmt: skip
+    """The restore itself, in the namespace the pause kept if it can be used: the sandbox's
+    pid, whether the namespace was kept, and when the restore began and ended."""
+    held = await asyncio.to_thread(held_netns, machine_dir, machine_id)
+    if held is not None and not has_netns_config(machine_dir / BUNDLE):  # no way to use it
+        held = None
+    if held is None:
+        await asyncio.to_thread(stop_pasta, machine_id)  # any left
+    await asyncio.to_thread(forget_state, runsc, container_id(machine_id))  # it runs nothing
+    await asyncio.to_thread(write_restore_mark, machine_dir)
+    prepared = time.monotonic()
+    pid = await start_sandbox(
+        runsc, machine_id, machine_dir / BUNDLE, machine_dir / "daemon.log", machine_id, enter,
+        verb=("restore", "--image-path", str(machine_dir / IMAGE_DIR)), ready=ready,
+        netns_holder=held,
+    )  # fmt: skip
+    started = time.monotonic()
+    (machine_dir / BUNDLE / NETNS_HOLDER).unlink(missing_ok=True)
+    return pid, held is not None, prepared, started

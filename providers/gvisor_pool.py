@@ -39,6 +39,7 @@ from typing import Any
 
 import structlog
 
+from base import procinfo
 from base.poolwire import POOL_SLOT_VAR, POOL_STDIN_VAR, POOL_UP_LOG, identity_line
 from base.retry import Backoff, retry_until
 from contracts.errors import NotSupported, ProviderError
@@ -156,20 +157,26 @@ class PooledGvisor:
         self._end.unwatch()
 
     async def stop(self) -> None:
-        """Cut its lifeline (its supervisor then ends it), then delete its container and
-        whatever of the slot is left."""
+        """Delete its container while it runs (every process of it ends), cut its lifeline,
+        and remove whatever of the slot is left. Deleted first: once its sandbox has ended,
+        runsc takes it for running until it is reaped (runsc's child, reaped by whoever
+        inherits it, late where that is a busy PID 1), and its delete then fails, leaving
+        the container in runsc's state for good."""
+        await asyncio.to_thread(_remove_slot, self._backend.provider, self.slot, self.pid)
         self._cut()
         await self._end.wait(_STOP_GRACE_S)
         self._end.unwatch()
-        await asyncio.to_thread(_remove_slot, self._backend.provider, self.slot, self.pid)
         await asyncio.to_thread(shutil.rmtree, self.root, True)
 
 
 def _remove_slot(provider: LocalProvider, slot: str, pid: int | None) -> None:
     """A pooled sandbox's container (its state, any process of it), pasta and cgroup."""
     runsc = provider.gvisor_runsc()
-    inside = pid if pid is not None and Path(f"/proc/{pid}").exists() else None
-    runsc.run("delete", "--force", gvisor.container_id(slot), inside=inside, timeout_s=60)
+    cid = gvisor.container_id(slot)
+    # Its control socket is in its network namespace, which an ended sandbox no longer has
+    # (even one not yet reaped, whose /proc entry is still there).
+    inside = pid if pid is not None and procinfo.is_alive(pid, None) else None
+    runsc.run("delete", "--force", cid, inside=inside, timeout_s=60)
     if inside is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(inside, signal.SIGKILL)

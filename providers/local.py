@@ -634,8 +634,19 @@ class LocalProvider:
         machine_dir = self.machine_dir(machine_id)
         cid = gvisor.running_container(machine_dir, machine_id)
         pid = await asyncio.to_thread(gvisor.sandbox_pid, machine_dir)
-        if pid is not None and await asyncio.to_thread(runsc.status, cid, pid) == "running":
-            return f"local:{pid}"  # a redelivered machine.created: it is up
+        state = None if pid is None else await asyncio.to_thread(runsc.status, cid, pid)
+        if pid is not None and state == "running":  # a redelivered machine.created: it is up
+            # A daemon a pause or a take left parked, its provisioner gone meanwhile, takes its
+            # connection back (one that is not parked is not touched).
+            with contextlib.suppress(ProviderError):
+                await asyncio.to_thread(gvisor_pause.signal_daemon, runsc, machine_id, pid,
+                                        "USR2", cid)  # fmt: skip
+            return f"local:{pid}"
+        if pid is not None and state == "paused":  # a take's, its provisioner gone meanwhile
+            await asyncio.to_thread(gvisor_fork.left_frozen, runsc, machine_dir, machine_id, pid,
+                                    cid, token)  # fmt: skip
+            log.warning("provider.gvisor_thawed", machine_id=machine_id, pid=pid)
+            return f"local:{pid}"
         # Stopped, or half made by a provisioner that died: started afresh.
         await asyncio.to_thread(gvisor.stop_sandbox, runsc, machine_dir, machine_id, 0.0)
         if (marker := machine_dir / gvisor_fork.MARKER).is_file():  # a fork with memory

@@ -12,9 +12,7 @@ machine cold).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
-from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
@@ -24,6 +22,7 @@ from base.backoff import backoff_s
 from base.clock import SYSTEM_CLOCK, Clock, within
 from base.tasks import OwnedTasks
 from base.ticker import Ticker
+from providers.host_memory import mem_available_mb
 
 log = structlog.get_logger(__name__)
 
@@ -73,15 +72,6 @@ class PoolBackend(Protocol):
 
     async def close(self) -> None:
         """Stop whatever of the pool is still running (this process's)."""
-
-
-def mem_available_mb(meminfo: Path = Path("/proc/meminfo")) -> float | None:
-    """The kernel's estimate of memory available for new work, in MiB (None if unknown)."""
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in meminfo.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024
-    return None
 
 
 class WarmPool:

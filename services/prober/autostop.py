@@ -28,10 +28,12 @@ import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
 from base.ticker import Ticker
+from contracts.events import PauseBy
 from contracts.gateway_stop import AutoStopAction
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from controlplane.bus import Bus
+from controlplane.idleness import IDLE_CANDIDATES, idle_machines, last_activity
 from controlplane.settings import Settings
 from controlplane.status_transitions import PAUSE_REFUSED, pause_machine, stop_machine
 from controlplane.store import Store
@@ -39,10 +41,6 @@ from controlplane.store_stop import AutoStopRule
 from providers.runtimes import keeps_memory
 
 log = structlog.get_logger(__name__)
-
-#: Only a machine that is up is stopped for idleness: one on its way up has had no chance.
-_IDLE_CANDIDATES = frozenset({S.READY, S.UNRESPONSIVE})
-
 
 def idle_reason(idle_after_s: int) -> str:
     return f"idle for {idle_after_s} s"
@@ -53,17 +51,6 @@ def idle_action(machine: Machine, action: AutoStopAction | None) -> AutoStopActi
     if not keeps_memory(machine.runtime, machine.provider):
         return "stop"
     return action or "pause"
-
-
-def idle_machines(
-    machines: list[Machine], last: dict[str, float | None], idle_after_s: int, now: float
-) -> list[Machine]:
-    """The machines whose last activity is ``idle_after_s`` or more ago (None: unknown)."""
-    return [
-        m for m in machines
-        if m.status in _IDLE_CANDIDATES and (seen := last.get(m.id)) is not None
-        and now - seen >= idle_after_s
-    ]  # fmt: skip
 
 
 class IdleStopper(Ticker):
@@ -88,7 +75,7 @@ class IdleStopper(Ticker):
         machines = await self.store.list_machines()
         up: dict[str, list[Machine]] = {}
         for m in machines:
-            if m.status in _IDLE_CANDIDATES:
+            if m.status in IDLE_CANDIDATES:
                 up.setdefault(m.instance_id, []).append(m)
         moved = 0
         for instance_id, rule in rules.items():
@@ -101,10 +88,8 @@ class IdleStopper(Ticker):
     async def _idle_now(self, machines: list[Machine], idle_after_s: int) -> list[Machine]:
         """Those of ``machines`` idle for ``idle_after_s``; the clock of one with no activity
         yet starts now."""
-        last = await self.store.stops.last_activity([m.id for m in machines])
         now = self.clock.now()
-        unseen = {m.id: now for m in machines if last.get(m.id) is None}
-        await self.store.stops.record_activity(unseen)
+        last = await last_activity(self.store, machines, now)
         return idle_machines(machines, last, idle_after_s, now)
 
     async def _default_pause(self, machines: list[Machine], ruled: set[str]) -> int:
@@ -119,7 +104,7 @@ class IdleStopper(Ticker):
                       and not m.status_reason.startswith(PAUSE_REFUSED)]  # fmt: skip
         moved = 0
         for m in await self._idle_now(candidates, after):
-            t = await pause_machine(self.store, self.bus, m.id, idle_reason(after))
+            t = await pause_machine(self.store, self.bus, m.id, idle_reason(after), PauseBy.IDLE)
             if t.moved:
                 log.info("autostop.default_paused", machine_id=m.id, idle_after_s=after)
                 moved += 1
@@ -129,7 +114,7 @@ class IdleStopper(Ticker):
         reason = idle_reason(rule.idle_after_s)
         refused = m.status_reason.startswith(PAUSE_REFUSED)
         if idle_action(m, rule.action) == "pause" and not refused:
-            t = await pause_machine(self.store, self.bus, m.id, reason)
+            t = await pause_machine(self.store, self.bus, m.id, reason, PauseBy.IDLE)
             if t.moved:
                 log.info("autostop.paused", machine_id=m.id, idle_after_s=rule.idle_after_s)
                 return 1

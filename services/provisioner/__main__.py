@@ -31,6 +31,7 @@ from providers.docker import DockerProvider
 from providers.docker_pool import DockerPoolBackend
 from providers.gvisor import Runsc
 from providers.gvisor_pool import GvisorPoolBackend
+from providers.host_memory import host_memory
 from providers.local import LocalProvider
 from providers.local_pool import LocalPoolBackend
 from providers.machine_limits import Placement
@@ -45,6 +46,7 @@ from services.provisioner.environment import image_id, machine_placement, pool_k
 from services.provisioner.environment_builds import EnvironmentBuilds
 from services.provisioner.host import HostHeartbeat
 from services.provisioner.host_rpc_server import HostMethods, host_rpc_server
+from services.provisioner.memory_pressure import MemoryPressure
 from services.provisioner.secrets_proxy import gvisor_door, secrets_cache, secrets_proxy
 from services.provisioner.service import Provisioner
 from services.provisioner.sweep import DockerShelf, LocalShelf, Sweeper
@@ -83,7 +85,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
 
     docker = await stack.enter_async_context(docker_provider(settings, repo, placement=placement))
     await stack.enter_async_context(DockerNetworks(lambda: docker.docker, platform))
-    heartbeat = HostHeartbeat(store, settings, clock)
+    memory = host_memory(settings.memory_cgroup)
+    heartbeat = HostHeartbeat(store, settings, clock, memory)
     refusals = await stack.enter_async_context(EgressEvents(bus, clock=clock.monotonic))
     # The machines this host's resolver serves, and their policies: told by the enforcer.
     policies = EgressPolicies(store)
@@ -106,6 +109,9 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     )  # fmt: skip
     await svc.resume()
     await stack.enter_async_context(heartbeat)
+    if settings.pause_under_mb > 0:
+        await stack.enter_async_context(MemoryPressure(store=store, bus=bus, settings=settings,
+                                                       memory=memory, clock=clock))  # fmt: skip
     await _serve_host(settings, stack, store, bus, svc, box, shared, local, swarm, docker, clock)
     await enter_subscriptions(stack, svc, bus, settings, metrics)
 
@@ -189,7 +195,7 @@ async def warm_pools(
             log.warning("provision.pool_unsupported", provider=name, sandbox=local.sandbox)
             continue
         pool = WarmPool(backend, size, min_available_mb=settings.warm_pool_min_available_mb,
-                        clock=clock)  # fmt: skip
+                        memory=host_memory(settings.memory_cgroup), clock=clock)  # fmt: skip
         pools[name] = await stack.enter_async_context(pool)
     return pools
 

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 
 import structlog
 
+from base.ticker import Ticker
 from contracts.models import Machine
 from controlplane import store_disk
 from controlplane.settings import Settings
@@ -27,10 +29,13 @@ class DiskBudget:
     its memory image may take at most)."""
 
     def __init__(self, store: Store, limit_mb: int,
-                 memory_mb: Callable[[Machine], Awaitable[int]]) -> None:  # fmt: skip
+                 memory_mb: Callable[[Machine], Awaitable[int]],
+                 hold_s: float = store_disk.RESERVATION_S) -> None:  # fmt: skip
         self.store = store
         self.limit_mb = limit_mb
         self.memory_mb = memory_mb
+        #: How long a place is held at a time: renewed while its copy runs.
+        self.hold_s = hold_s
 
     async def measured(self, provider: object, instance_id: str, source_id: str,
                        machine: bool) -> int:  # fmt: skip
@@ -51,10 +56,18 @@ class DiskBudget:
                    keep: bool = True) -> AsyncIterator[None]:  # fmt: skip
         """``need`` bytes held as ``field`` while the body makes the copy: given back if it
         fails (DiskLimit, and the body never runs, past the limit); ``keep`` False: given
-        back after it too (the caller settles what it took)."""
-        await self.store.disk.reserve(instance_id, field, need, self.limit_mb, what)
+        back after it too (the caller settles what it took). The place is renewed while the
+        body runs: this process gone, it lapses within ``hold_s``."""
+        await self.store.disk.reserve(instance_id, field, need, self.limit_mb, what, self.hold_s)
+        renewing = Ticker(
+            self.hold_s / 3,
+            name=f"disk-renew:{field}",
+            failed_event="disk.renew_failed",
+            tick=partial(self.store.disk.renew, instance_id, field, self.hold_s),
+        )
         try:
-            yield
+            async with renewing:
+                yield
         except BaseException:
             await self.store.disk.forget(instance_id, field)
             raise

@@ -12,7 +12,7 @@ from base.clock import SYSTEM_CLOCK, Clock
 from base.ticker import Ticker
 from controlplane.settings import Settings
 from controlplane.store import Store
-from providers.warm_pool import mem_available_mb
+from providers.host_memory import mem_available_mb
 
 log = structlog.get_logger(__name__)
 
@@ -24,9 +24,14 @@ class HostHeartbeat(Ticker):
     name = "host-heartbeat"
     failed_event = "host.heartbeat_failed"
 
-    def __init__(self, store: Store, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
+    def __init__(
+        self, store: Store, settings: Settings, clock: Clock = SYSTEM_CLOCK,
+        memory: Callable[[], float | None] = mem_available_mb,
+    ) -> None:  # fmt: skip
         super().__init__(settings.host_heartbeat_s, clock)
         self._store = store
+        #: The host's available memory, MiB (providers/host_memory.py): what its floor reads.
+        self.memory = memory
         self._host_id = settings.host_id
         self._capacity = settings.host_capacity
         self._min_available_mb = settings.host_min_available_mb
@@ -44,7 +49,7 @@ class HostHeartbeat(Ticker):
 
     async def beat(self) -> None:
         """One heartbeat now (its flag: whether the host is drained)."""
-        low = memory_low(self._min_available_mb)
+        low = memory_low(self._min_available_mb, self.memory)
         draining = await self._store.hosts.beat(
             self._host_id, self._capacity, self.clock.now(), memory_low=low
         )

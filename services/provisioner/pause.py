@@ -104,7 +104,7 @@ class PauseHandlers(StopStartHandlers):
         if t.moved:
             await self.bus.publish(MachinePaused(
                 event_id=derived_event_id(event.event_id, "paused"), machine_id=machine.id,
-                bytes=size, duration_ms=round(took_ms, 1),
+                bytes=size, duration_ms=round(took_ms, 1), by=event.by,
             ))  # fmt: skip
         log.info("pause.machine_paused", machine_id=machine.id, bytes=size, ms=round(took_ms))
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Mapping
 
 import aiodocker
@@ -40,6 +39,7 @@ from providers.cgroup import NotFrozen
 from providers.egress_dns import DnsProxy
 from providers.egress_proxy import EgressProxy
 from providers.egress_proxy_door import HostDoor
+from providers.host_memory import mem_available_mb
 from providers.warm_pool import WarmPool
 from services.provisioner.claims import machine_pool
 from services.provisioner.disk import disk_budget
@@ -112,7 +112,9 @@ class Provisioner(Resumer):
         # The store's flag, not the last heartbeat's: a drain takes effect at the next fetch
         # (or at the answer of one under way), so hosts.drain's rebuilds land elsewhere.
         draining = await self.store.hosts.draining(self.host_id)
-        return await room_left(self.store, self.settings, held, draining=draining)
+        memory = mem_available_mb if self.heartbeat is None else self.heartbeat.memory
+        return await room_left(self.store, self.settings, held, draining=draining,
+                               available_mb=memory)  # fmt: skip
 
     @subscriber(MachineCreated, durable=Durable.PROVISIONER, room=room)
     async def on_created(self, event: MachineCreated) -> None:
@@ -214,7 +216,7 @@ class Provisioner(Resumer):
     ) -> None:
         mid = event.machine_id
         # Short TTL: a provisioner that dies holding it must not stall the restarted one long.
-        lock = (f"provision:{mid}", secrets.token_hex(8))
+        lock = (f"provision:{mid}", self.store.locks.token())
         if not await self.store.locks.take(*lock, ttl_s=10):
             # another delivery is starting this very machine right now
             raise Retry("another provisioner is starting this machine", delay_s=1.0)

@@ -10,7 +10,6 @@ and both go by the machine's status, so a redelivered event is a no-op:
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Mapping
 
 import structlog
@@ -66,7 +65,7 @@ class StopStartHandlers(PoolClaims):
         return self.owns(await self.store.get_machine(machine_id))
 
     async def _locked(self, machine_id: str, ttl_s: float = 30) -> tuple[str, str]:
-        lock = (f"provision:{machine_id}", secrets.token_hex(8))
+        lock = (f"provision:{machine_id}", self.store.locks.token())
         if not await self.store.locks.take(*lock, ttl_s=ttl_s):
             raise Retry("another provisioner is starting or stopping this machine", delay_s=0.5)
         return lock

@@ -17,7 +17,6 @@ after it exists.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -71,7 +70,7 @@ class Fanout:
         self._bus = bus
         self._settings = settings
         self._deliveries = deliveries
-        self._token = secrets.token_hex(8)
+        self._token = store.locks.token()
         #: The lock outlives a few ack waits: when a holder dies, its unacked events are due
         #: again (redelivered first) before another process takes over.
         self._lock_ttl_s = 3 * settings.ack_wait_s

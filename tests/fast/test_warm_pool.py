@@ -19,7 +19,8 @@ from controlplane.settings import MAX_DOCKER_POOL, SettingsError, parse_warm_poo
 from environments import devcontainer as dc
 from environments.lifecycle_commands import MachineLifecycle
 from environments.users import MachineUser
-from providers.warm_pool import UP_TIMEOUT_S, PoolMachine, WarmPool, mem_available_mb
+from providers.host_memory import mem_available_mb
+from providers.warm_pool import UP_TIMEOUT_S, PoolMachine, WarmPool
 from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 from tests.fast.test_provisioner import created

@@ -9,6 +9,7 @@ The rules in memory: tests/fast/test_runtime.py.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -24,6 +25,11 @@ from controlplane.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
+from providers.gvisor import Runsc, running_container, sandbox_pid
+from providers.gvisor_pause import signal_daemon
+from providers.local import LocalProvider
+from providers.machine_limits import Placement
+from services.provisioner.environment import machine_placement
 from tests.conftest import ADMIN_TOKEN
 from tests.integration import test_gvisor as gv
 from tests.integration.test_gvisor import answers, ready_gvisor
@@ -203,3 +209,48 @@ async def test_a_machine_made_from_a_memory_snapshot_starts_with_its_processes_r
     await stack.delete_snapshot(snapshot.id)
     assert not memory.exists()
     assert all([await answers(stack, m) for m in made])
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("frozen", [True, False], ids=["frozen", "parked"])
+async def test_a_machine_a_take_left_frozen_goes_on_where_it_was_at_its_next_start(
+    stack: FleetClient, stack_settings: Settings, store: Store, frozen: bool
+) -> None:
+    """A provisioner killed between a memory image's freeze (``runsc pause``, its daemon parked)
+    and its thaw leaves the machine frozen, or, killed before the freeze, its daemon parked:
+    the next provisioner's start of its machines thaws it and has its daemon reconnect, its
+    processes going on where they were. Before, a frozen one was taken for dead and started
+    afresh, every process of it lost, and a parked one's daemon never came back (found by the
+    soak, seed 3: a kernel's count gone, and a machine unresponsive, after a provisioner's
+    restart during a memory snapshot)."""
+    machines = stack_settings.data_path.resolve() / "machines"
+    mid, proc = await counting(stack, machines, "gv-left-frozen")
+    home, machine_dir = machines / mid / "home", machines / mid
+    runsc = Runsc(stack_settings.runsc, stack_settings.gvisor_platform, stack_settings.data_path)
+    pid, cid = sandbox_pid(machine_dir), running_container(machine_dir, mid)
+    assert pid is not None
+    signal_daemon(runsc, mid, pid, "USR1", cid)  # parked, as a take parks it
+
+    async def parked() -> bool:
+        return not await answers(stack, mid)
+
+    await wait_until(parked, timeout=60)
+    if frozen:
+        assert runsc.run("pause", cid, inside=pid).returncode == 0  # frozen, its taker gone
+    pid_inside, frozen_at = count_in(home)
+
+    async def placement(machine_id: str) -> Placement:
+        return await machine_placement(store, stack_settings, await store.get_machine(machine_id))
+
+    provider = LocalProvider(data_dir=stack_settings.data_path, nats_url=stack_settings.nats_url,
+                             environ=os.environ, uids=stack_settings.sandbox_uid_range,
+                             runsc=runsc, placement=placement)  # fmt: skip
+    sealed = await store.machine_secret(mid)
+    assert sealed is not None
+    token = SecretBox(stack_settings.secret_key).decrypt(sealed)
+    assert await provider.start(mid, token) == f"local:{pid}"  # the same sandbox, going on
+    await wait_until(counted_past(machine_dir / "home", frozen_at), timeout=180)
+    assert count_in(home)[0] == pid_inside
+    await wait_until(partial(answers, stack, mid), timeout=180, every=0.5)
+    listed = [(p.pid, p.state) for p in await stack.list_processes(mid) if p.tag == "counter"]
+    assert listed == [(proc.pid, "running")]

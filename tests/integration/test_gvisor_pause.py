@@ -26,7 +26,7 @@ import pytest_asyncio
 from contracts.events import Event, MachinePaused, MachineResumed
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from providers.gvisor import Runsc
+from providers.gvisor import BUNDLE, IMAGE_DIR, PID_FILE, Runsc, sandbox_pid, start_sandbox
 from tests.conftest import ADMIN_TOKEN, running_stack
 from tests.gvisor_stack import gvisor_settings, host_address, module_stack
 from tests.integration.test_files_cli import _fleet
@@ -353,3 +353,49 @@ async def test_a_failed_checkpoint_leaves_the_machine_running_as_it_was(
     listed = [(p.pid, p.state) for p in await stack.list_processes(mid) if p.tag == "counter"]
     assert listed == [(proc.pid, "running")]
     assert not await events_of(stack, mid, MachinePaused)
+
+
+def sandboxes_of(machine_dir: Path) -> list[int]:
+    """Every runsc sandbox process started from the machine's bundle."""
+    wants = f"--bundle={machine_dir / BUNDLE}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                if b"boot" in argv and any(a.startswith(wants) for a in argv):
+                    found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.timeout(900)
+async def test_a_resume_redone_after_its_provisioner_died_restores_the_machine_once(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    """A provisioner killed while it restored a paused machine (its runsc restore done, or
+    under way) leaves a sandbox running; the resume its successor does again takes that
+    sandbox as the machine, rather than restore a second one from the same image beside it:
+    two copies of every process, writing the same files (found by the soak, seed 3: a file's
+    lines written twice after a provisioner's restart during a resume)."""
+    mid = await ready_gvisor(stack, "gv-resume-twice")
+    machine_dir = stack_settings.data_path.resolve() / "machines" / mid
+    await stack.write_file(mid, "counter.py", COUNTER)
+    await stack.start_process(mid, [sys.executable, "-I", "counter.py", "count"], tag="counter")
+    await wait_until(lambda: (machine_dir / "home" / "count").exists(), timeout=180)
+    await stack.pause_machine(mid)
+    paused = await stack.wait_for(mid, ["paused", "ready", "failed"], timeout_s=300)
+    assert paused.status == "paused", paused.status_reason
+    runsc = Runsc(stack_settings.runsc, stack_settings.gvisor_platform, stack_settings.data_path)
+    # The dead provisioner's restore: runsc's restore made the sandbox from the image, and
+    # nothing after it (its pid never recorded).
+    await start_sandbox(runsc, mid, machine_dir / BUNDLE, machine_dir / "daemon.log", mid, [],
+                        verb=("restore", "--image-path", str(machine_dir / IMAGE_DIR)))  # fmt: skip
+    (machine_dir / BUNDLE / PID_FILE).unlink()
+    assert len(sandboxes_of(machine_dir)) == 1
+    await stack.resume_machine(mid)  # as its successor does it again
+    ready = await stack.wait_for(mid, ["ready", "failed"], timeout_s=300)
+    assert ready.status == "ready", ready.status_reason
+    await wait_until(lambda: answers(stack, mid), timeout=120, every=0.5)
+    assert len(sandboxes_of(machine_dir)) == 1
+    assert sandbox_pid(machine_dir) in sandboxes_of(machine_dir)
+    assert not (machine_dir / IMAGE_DIR).exists()

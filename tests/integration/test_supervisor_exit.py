@@ -73,3 +73,42 @@ def test_a_sigterm_before_the_first_daemon_is_spawned_stops_it_at_once(tmp_path:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(sup.pid, signal.SIGKILL)
         sup.wait()
+
+
+#: A daemon that takes a while to start (a real one imports for seconds on gVisor's ptrace), then
+#: handles the resume's signal and lets it in, as daemon/__main__.py does, says whether one came,
+#: and stops.
+SLOW_DAEMON = """
+import signal, sys, time
+time.sleep(1.0)
+signal.signal(signal.SIGUSR2, lambda *_: print("daemon: resumed", file=sys.stderr, flush=True))
+signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGUSR1, signal.SIGUSR2))
+time.sleep(0.5)
+"""
+
+
+def test_a_resume_that_reaches_a_daemon_still_starting_waits_for_it(tmp_path: Path) -> None:
+    """A resume's SIGUSR2 forwarded to a daemon that has not installed its handler yet (one the
+    supervisor has just started again, after the restore of a fork whose daemon died) waits
+    until the daemon lets it in: before, it ended the daemon (``daemon_died code=-12``), and the
+    kernels and processes it held went with it (found by the soak)."""
+    env = {**os.environ, "FLEET_HOME": str(tmp_path)}
+    sup = subprocess.Popen([sys.executable, "-m", "daemon.supervise", sys.executable, "-c",
+                            SLOW_DAEMON], env=env, stderr=subprocess.PIPE, text=True,
+                           start_new_session=True)  # fmt: skip
+    assert sup.stderr is not None
+    try:
+        said = [sup.stderr.readline()]  # once it says so, it forwards signals to the daemon
+        assert "daemon_started" in said[0], said
+        os.kill(sup.pid, signal.SIGUSR2)  # the daemon is asleep, no handler yet
+        said += sup.stderr.readlines()  # until it ends
+        sup.wait(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(sup.pid, signal.SIGKILL)
+        sup.wait()
+        sup.stderr.close()
+    err = "".join(said)
+    assert "daemon_died" not in err, err
+    assert "daemon: resumed" in err, err  # let in once the daemon could take it
+    assert sup.returncode == 0, err

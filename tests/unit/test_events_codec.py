@@ -36,6 +36,7 @@ from contracts.events import (
     MachineStarted,
     MachineStopped,
     MachineUnresponsive,
+    PauseBy,
     RepoConflict,
     ReposChanged,
     ReposReconciled,
@@ -113,9 +114,16 @@ SAMPLES: list[Event] = [
     MachineProcessesEnded(event_id="e11b", machine_id=MID, occurred_at=AT, reason="idle for 900 s"),
     MachineFilesRemoved(event_id="e11c", machine_id=MID, occurred_at=AT, reason="archived"),
     MachineStarted(event_id="e12", machine_id=MID, occurred_at=AT, reason="started by request"),
-    MachinePauseRequested(event_id="e12a", machine_id=MID, occurred_at=AT, reason="paused"),
+    MachinePauseRequested(
+        event_id="e12a", machine_id=MID, occurred_at=AT, reason="paused", by=PauseBy.MEMORY_PRESSURE
+    ),
     MachinePaused(
-        event_id="e12b", machine_id=MID, occurred_at=AT, bytes=268435456, duration_ms=1450.5
+        event_id="e12b",
+        machine_id=MID,
+        occurred_at=AT,
+        bytes=268435456,
+        duration_ms=1450.5,
+        by=PauseBy.IDLE,
     ),
     MachinePauseRefused(event_id="e12e", machine_id=MID, occurred_at=AT, reason="refused"),
     MachineResumeRequested(event_id="e12c", machine_id=MID, occurred_at=AT, by="request"),
@@ -183,8 +191,8 @@ CAMEL_FIELDS: dict[type, set[str]] = {
     MachineProcessesEnded: {"reason"},
     MachineFilesRemoved: {"reason"},
     MachineStarted: {"reason", "by"},
-    MachinePauseRequested: {"reason"},
-    MachinePaused: {"bytes", "durationMs"},
+    MachinePauseRequested: {"reason", "by"},
+    MachinePaused: {"bytes", "durationMs", "by"},
     MachinePauseRefused: {"reason"},
     MachineResumeRequested: {"by"},
     MachineResumed: {"durationMs", "by"},
@@ -337,3 +345,14 @@ def test_new_ids_match_their_formats() -> None:
     assert ids.INSTANCE_ID_RE.match(ids.new_instance_id())
     assert ids.new_machine_id() != ids.new_machine_id()
     assert len(ids.new_event_id()) == 32
+
+
+@pytest.mark.parametrize("fields", [{"type": "pause-requested", "reason": "paused by request"},
+                                    {"type": "paused", "bytes": 1, "durationMs": 1.0}])  # fmt: skip
+def test_a_pause_stored_before_it_said_who_asked_reads_as_asked_by_request(
+    fields: dict[str, object],
+) -> None:
+    old = {"eventId": "e1", "machineId": MID, "occurredAt": "2024-01-01T00:00:00Z", **fields}
+    got = decode_event(json.dumps(old).encode())
+    assert isinstance(got, MachinePauseRequested | MachinePaused)
+    assert got.by is PauseBy.REQUEST

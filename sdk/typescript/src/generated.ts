@@ -2401,6 +2401,7 @@ export interface MachinePauseRequested {
   occurredAt?: string;
   machineId: string;
   reason: string;
+  by?: PauseBy;
 }
 
 /** A pausing machine is on disk and its sandbox gone: its status is ``paused`` now. */
@@ -2411,6 +2412,7 @@ export interface MachinePaused {
   machineId: string;
   bytes: number;
   durationMs: number;
+  by?: PauseBy;
 }
 
 /**
@@ -2510,6 +2512,9 @@ export interface MachineUnresponsive {
   lastHeartbeatAt: string | null;
   reason: string;
 }
+
+/** What asked for a pause (``by`` of ``machine.pause-requested`` and ``machine.paused``). */
+export type PauseBy = "idle" | "memory-pressure" | "request";
 
 /** A repo that did not reach a machine (its checkout path), and why. */
 export interface RepoConflict {

@@ -1,0 +1,29 @@
+"""The soak's short form (tests/soak.py, docs/stop-start.md#the-soak): gvisor machines of a
+real `fleet up`, each with a dev server, a kernel and a writer of numbered lines, through
+operations chosen with a fixed seed (pause, resumes by exec and by preview, forks and snapshots
+with memory, machines made from them, stops and starts, the provisioner's and the gateway's
+restarts) while clients exec and write; then every surviving machine's files and kernel
+continuous, every operation answered, the disk figures as ``du`` has them, and nothing left.
+By hand, longer: ``python -m tests.soak --minutes 30``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.soak import Plan, soak
+
+# The chaos tier: `./run test` runs it after the rest (docs/development.md).
+pytestmark = pytest.mark.chaos
+
+#: The short form's seed: the same operations, in the same order, at every run.
+SEED = 71
+
+
+@pytest.mark.timeout(360)  # CI's budget for it: six minutes, its fleet up and audit included
+async def test_the_soak_loses_nothing(tmp_path: Path) -> None:
+    # Up to 200 operations, for three minutes at most: a slower host runs fewer of the same.
+    report = await soak(Plan(SEED, ops=200, minutes=3.0), tmp_path)
+    print(report.text())
+    assert not report.failures, report.text()
