@@ -42,6 +42,7 @@ from providers.runtimes import keeps_memory
 
 log = structlog.get_logger(__name__)
 
+
 def idle_reason(idle_after_s: int) -> str:
     return f"idle for {idle_after_s} s"
 
