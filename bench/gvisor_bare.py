@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from contracts.models import GvisorPlatform
-from providers.gvisor import IMAGE_DIR, Runsc, _find_sandbox
+from providers.gvisor import IMAGE_DIR, Runsc, find_sandbox
 from providers.gvisor_image import BUNDLE
 from providers.gvisor_pause import _wait_gone, forget_state
 from providers.gvisor_root import STAGE_SCRIPT, staged_bundle
@@ -72,7 +72,7 @@ async def restore(copy: Path, platform: GvisorPlatform, n: int) -> tuple[float, 
         if code != 0:
             said = log.read_text(errors="replace")[-300:]
             raise RuntimeError(f"bare runsc restore: exit {code}: {said}")
-        pid = await asyncio.to_thread(_find_sandbox, bundle)
+        pid = await asyncio.to_thread(find_sandbox, bundle)
         if pid is None:
             raise RuntimeError("bare runsc restore: no sandbox after it")
         t0 = time.perf_counter()
@@ -88,7 +88,7 @@ async def restore(copy: Path, platform: GvisorPlatform, n: int) -> tuple[float, 
 
 
 def _end(runsc: Runsc, cid: str, bundle: Path, pid: int | None) -> None:
-    pid = pid or _find_sandbox(bundle)
+    pid = pid or find_sandbox(bundle)
     if pid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
