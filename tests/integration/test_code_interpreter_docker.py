@@ -24,6 +24,7 @@ from base.version import SOURCE_ROOT
 from contracts.daemon_code import CodeRunResult
 from contracts.gateway_environments import Environment
 from fleet.client import FleetClient
+from providers.docker_image import host_apt_source
 from tests.code_checks import every_rule, make_wheel
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
 from tests.environments import out, ready
@@ -62,6 +63,18 @@ async def _run(*argv: str, cwd: Path | None = None) -> None:
     assert proc.returncode == 0, out.decode(errors="replace")[-3000:]
 
 
+async def _python_of(docker: aiodocker.Docker, image: str) -> str:
+    """The image's Python as pip's ``--python-version`` names it (``3.13``): its wheels are
+    fetched by this host's pip, whose Python may be another."""
+    ask = "import sys; print('%d.%d' % sys.version_info[:2])"
+    container = await docker.containers.run({"Image": image, "Cmd": ["python3", "-c", ask]})
+    try:
+        await container.wait(timeout=120)
+        return "".join(await container.log(stdout=True)).strip()
+    finally:
+        await container.delete(force=True)
+
+
 async def code_interpreter_image(tmp_path: Path) -> str:
     """The environment built as shipped, on the platform's own Debian base (this host reaches
     no image registry): its wheels fetched from PyPI by this host's pip (whose proxy a build
@@ -69,15 +82,18 @@ async def code_interpreter_image(tmp_path: Path) -> str:
     files = sorted(p for p in ENVIRONMENT.iterdir() if p.is_file())
     key = hashlib.sha256(b"".join(p.name.encode() + p.read_bytes() for p in files)).hexdigest()
     tag = f"fleet-test-code-interpreter:{key[:12]}"
+    suite = host_apt_source()[1]  # the machine image's base is of this host's suite
     async with aiodocker.Docker() as docker:
-        bases = await docker.images.list(filters={"reference": ["fleetd-base"]})
+        bases = await docker.images.list(filters={"reference": [f"fleetd-base:{suite}-*"]})
         assert bases, "no fleetd-base image: the machine image's build makes it"
         base = max(bases, key=lambda i: i["Created"])["RepoTags"][0]
+        python = await _python_of(docker, base)
     context = tmp_path / "code-interpreter"
     shutil.copytree(ENVIRONMENT, context)
     began = time.monotonic()
-    await _run(sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d",
-               str(context / "wheels"), "pip", "-r", str(context / "requirements.txt"))  # fmt: skip
+    await _run(sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
+               "--python-version", python, "-d", str(context / "wheels"), "pip",
+               "-r", str(context / "requirements.txt"))  # fmt: skip
     fetched = time.monotonic()
     await _run("docker", "build", "-q", "--build-arg", f"BASE={base}", "-t", tag, ".",
                cwd=context)  # fmt: skip

@@ -14,7 +14,7 @@ import pytest
 from base import procinfo
 from contracts.errors import ProviderError
 from providers import scratch
-from providers.docker_image import ImageBuilder, _run
+from providers.docker_image import BASE_PACKAGES, ImageBuilder, _run
 from tests.waiters import wait_until
 
 
@@ -84,7 +84,9 @@ async def test_a_build_stopped_half_way_unmounts_before_deleting(
     monkeypatch.setenv("FAKE_HOST_DIR", str(host))
     work = tmp_path / "work"
     builder = ImageBuilder(None, "", work, say=lambda _: None)  # type: ignore[arg-type]
-    build = asyncio.create_task(builder._debootstrap("fleetd-base:test", "http://x", "bookworm"))
+    build = asyncio.create_task(
+        builder._debootstrap("fleetd-base:test", "http://x", "bookworm", BASE_PACKAGES)
+    )
     await wait_until(lambda: ready.exists() or build.done(), timeout=20)
     if mode == "cancel":
         assert {p.name for p in scratch.mounts_under(work)} == {"proc", "dev"}
