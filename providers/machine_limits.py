@@ -20,6 +20,21 @@ class Limits:
             raise ValueError(f"limits must be positive: {self}")
 
 
+#: Under gVisor (its ptrace platform) each thread of a machine is several host tasks of its
+#: sandbox (Chromium's 125 threads were 854 here), and the sandbox's host cgroup counts those:
+#: it gets this many per pid the machine may have, so a pids limit means about as many threads
+#: in a gvisor machine as in any other.
+GVISOR_TASKS_PER_PID = 8
+
+
+def on_host(limits: Limits, gvisor: bool) -> Limits:
+    """What the host cgroup of a machine gets for ``limits``: a gvisor sandbox's pids scaled
+    by ``GVISOR_TASKS_PER_PID``; any other machine's as they are."""
+    if not gvisor:
+        return limits
+    return Limits(limits.memory_mb, limits.cpus, limits.pids * GVISOR_TASKS_PER_PID)
+
+
 def with_own(
     defaults: Limits, memory_mb: int | None, cpus: float | None, pids: int | None
 ) -> Limits:

@@ -21,7 +21,9 @@ import contextlib
 import re
 import sys
 import tempfile
+import threading
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from playwright.sync_api import Locator, Page, expect
@@ -46,6 +48,7 @@ SHOTS = {
     "instances": "page-instances.js",
     "env-vars": "page-env.js",
     "network": "page-network.js",
+    "webhooks": "page-webhooks.js",
     "access-tokens": "page-tokens.js",
     "codemode": "page-codemode.js",
     "hosts": "page-hosts.js",
@@ -277,6 +280,38 @@ def env_vars(s: Shooter, demo: Demo) -> None:
     s.shot("env-vars")
 
 
+class _Receiver(BaseHTTPRequestHandler):
+    """A webhook endpoint on this host that takes every event (204)."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def webhooks(s: Shooter, demo: Demo, receiver: str) -> None:
+    """An endpoint added from the page (its secret shown once), and its test event delivered."""
+    s.go(f"#/webhooks/{demo.instance_id}")
+    s.page.get_by_test_id("webhook-url").fill(receiver)
+    s.page.get_by_test_id("webhook-events").fill("machine.ready machine.failed")
+    s.page.get_by_test_id("webhook-create").click()
+    expect(s.page.get_by_test_id("webhook-secret")).to_contain_text("whsec_")
+    card = s.page.get_by_test_id("webhook")
+    expect(card.get_by_test_id("webhook-state")).to_have_text("ok")
+    card.get_by_test_id("webhook-test").click()
+    delivered = card.locator('[data-testid=delivery-row][data-outcome="delivered"]')
+    for _ in range(60):  # the test event's delivery follows its queueing by moments
+        card.get_by_test_id("webhook-refresh").click()
+        if delivered.count() >= 1:
+            break
+        s.page.wait_for_timeout(500)
+    expect(delivered).to_have_count(1)
+    s.shot("webhooks")
+
+
 def instances(s: Shooter) -> None:
     s.page.get_by_test_id("nav-instances").click()
     expect(s.page.get_by_test_id("instance-row")).to_have_count(2)
@@ -327,7 +362,7 @@ def audit_log(s: Shooter) -> None:
     s.shot("audit-log")
 
 
-def drive(s: Shooter, demo: Demo) -> None:
+def drive(s: Shooter, demo: Demo, receiver: str) -> None:
     """Every shot, in an order where each page has what it shows (the fork ready by Machines)."""
     sign_in(s)
     machine_detail(s, demo)
@@ -337,6 +372,7 @@ def drive(s: Shooter, demo: Demo) -> None:
     notebook(s)
     network(s, demo)
     env_vars(s, demo)
+    webhooks(s, demo, receiver)
     instances(s)
     access_tokens(s, demo)
     s.go(f"#/machines/{demo.machine_id}")
@@ -353,13 +389,16 @@ def screenshots(out: Path, work: Path) -> list[str]:
         raise SystemExit(f"screenshots need Debian's chromium at {CHROMIUM}")
     out.mkdir(parents=True, exist_ok=True)
     expect.set_options(timeout=WAIT_MS)
-    up = start_fleet_up(work / "data")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    receiver = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    up = start_fleet_up(work / "data", env={"FLEET_WEBHOOK_ALLOW_PRIVATE": "127.0.0.1/32"})
     try:
         demo = asyncio.run(make_demo(up))
         with browser_page(work / "chromium-profile", VIEWPORT) as b:
             s = Shooter(b.page, up, out)
             try:
-                drive(s, demo)
+                drive(s, demo, receiver)
             except BaseException:
                 print("\n".join(["--- the console's page:", *b.seen[-80:]]), file=sys.stderr)
                 raise
@@ -367,6 +406,8 @@ def screenshots(out: Path, work: Path) -> list[str]:
             raise AssertionError(f"JavaScript errors in the console: {b.errors}")
     finally:
         up.stop()
+        server.shutdown()
+        server.server_close()
     missing = sorted(set(SHOTS) - set(s.made))
     if missing:
         raise AssertionError(f"shots not made: {missing}")

@@ -67,13 +67,14 @@ async def endpoints(
     from services.prober.__main__ import build as prober
     from services.provisioner.__main__ import build as provisioner
     from services.setup_pusher.__main__ import build as setup_pusher
+    from services.webhooks.__main__ import build as webhooks
 
     auth, _ = nats_auth
     urls: dict[str, str] = {"gateway": f"http://127.0.0.1:{settings.port}/metrics"}
     async with AsyncExitStack() as es:
         for name, build in (("provisioner", provisioner), ("setup_pusher", setup_pusher),
                             ("prober", prober), ("codemode", codemode),
-                            ("auth_callout", build_callout)):  # fmt: skip
+                            ("webhooks", webhooks), ("auth_callout", build_callout)):  # fmt: skip
             # Named before the service starts, as `fleet up` names it: held (`PortHold`).
             port = es.enter_context(PortHold()).port
             own = msgspec.structs.replace(settings, metrics_port=port)
