@@ -117,6 +117,9 @@ SAMPLES: dict[str, Sample] = {
     "machines.writeFile": on(path="walk.txt", content="walked\n"),
     "machines.readFile": on(path="walk.txt"),
     "machines.stat": on(path="walk.txt"),
+    # A watch answers when it ends (POST /rpc: the stream buffered), which an open one does not
+    # within a call: a file is refused by name (WrongFileKind), having reached the daemon.
+    "machines.watch": on(path="walk.txt"),
     "machines.listDir": on(path=".", limit=50),
     "machines.removeFile": on(path="walk.txt"),
     "machines.process.start": on(command=["sleep", "600"], tag="walk"),
@@ -127,6 +130,14 @@ SAMPLES: dict[str, Sample] = {
     "sessions.list": on(),
     "sessions.resize": with_found("session", "sessionId", cols=100, rows=30),
     "sessions.close": with_found("session", "sessionId"),
+    "machines.metrics": on(),
+    "machines.desktop.start": on(width=800, height=600),
+    "machines.desktop.get": on(),
+    "machines.desktop.act": on(actions=[{"type": "move", "x": 10, "y": 10}]),
+    "machines.desktop.screenshot": on(format="png", scale=0.5),
+    "machines.desktop.open": on(url="about:blank"),
+    "machines.desktop.view": on(),
+    "machines.desktop.stop": on(),
     "machines.code.listContexts": on(),
     "machines.code.createContext": on(language="python"),
     "machines.code.run": with_found("context", "contextId", code="1 + 1", timeoutS=60),
@@ -150,6 +161,7 @@ CHECKS: dict[str, Callable[[Any], bool]] = {
     "machines.exec": lambda r: (r.exit_code, r.stdout) == (0, "walk\n"),
     "machines.execStream": lambda r: (r.exit_code, r.stdout) == (0, "walk\n"),
     "machines.readFile": lambda r: r.content == "walked\n",
+    "machines.desktop.screenshot": lambda r: (r.width, r.height) == (400, 300),
     "machines.code.run": lambda r: r.error is None and "2" in str(r.results),
     "codemode.run": lambda r: (r.status, r.result) == ("ok", "walk\n"),
 }

@@ -125,7 +125,10 @@ def _copy(tmp_path: Path) -> Path:
 def _add_spec(rpc: Path, spec: str, name: str) -> None:
     """``spec`` in contracts/gateway_rpc.py, and ``name`` in GATEWAY_METHODS."""
     _edit(rpc, "\nGATEWAY_METHODS", spec + "\n\nGATEWAY_METHODS")
-    _edit(rpc, "    *SECRETS_METHODS,\n)", f"    *SECRETS_METHODS,\n    {name},\n)")
+    text = rpc.read_text()
+    start = text.index("\nGATEWAY_METHODS: tuple[AnySpec, ...] = (\n")
+    end = text.index("\n)\n", start)  # the tuple's last entry, whichever it is
+    rpc.write_text(f"{text[:end]}\n    {name},{text[end:]}")
 
 
 def _add_tests(tree: Path, name: str, test: str, sample: str) -> None:
