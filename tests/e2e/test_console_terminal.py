@@ -1,6 +1,7 @@
 """The console's Terminal on a machine page, in a real browser against `fleet up`: a shell that
-echoes what is typed, under the console's CSP, and that is still there, scrollback and all,
-after a reload; what is typed into a new terminal before its socket opened reaches it."""
+echoes what is typed, under the console's CSP, and that is still there, scrollback and all, in
+view where the page was scrolled, after a reload; what is typed into a new terminal before its
+socket opened reaches it."""
 
 from __future__ import annotations
 
@@ -52,6 +53,9 @@ def test_terminal_tab_types_echoes_and_survives_a_reload(
 
     page.reload()
     expect(page.get_by_test_id("terminal-tab")).to_have_count(1)
+    # The page comes back where it was scrolled (the terminal is below the fold of a fresh page),
+    # and xterm.js draws a terminal only while it is in view.
+    expect(page.get_by_test_id("terminal")).to_be_in_viewport()
     rows = page.locator("[data-testid=terminal] .xterm-rows")
     expect(rows).to_contain_text("hi-42")  # the scrollback, replayed by the machine
     page.locator("[data-testid=terminal] .xterm").click()

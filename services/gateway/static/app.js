@@ -14,6 +14,7 @@ import { networkPage } from "./page-network.js";
 import { signInPage } from "./page-signin.js";
 import { tokensPage } from "./page-tokens.js";
 import { webhooksPage } from "./page-webhooks.js";
+import { keepScroll, restoreScroll } from "./scroll-keep.js";
 import { state, subscribe } from "./state.js";
 import { loadInstances, loadMachines, ROUTE_EVENT, signOut, stopFeeds, syncFeeds } from "./sync.js";
 import { errorBox, fill, h } from "./ui.js";
@@ -84,12 +85,14 @@ async function route() {
   const controller = new AbortController();
   const render = page({ root, signal: controller.signal }, ...match.slice(1));
   state.page = { render, controller };
+  restoreScroll(root, controller.signal);
   document.title = `${document.querySelector("main.page h1")?.textContent ?? "Console"} · fleetd`;
 }
 
 onUnauthorized(() =>
   signOut("The gateway refused the token (401): it is wrong or was revoked. Sign in again."),
 );
+keepScroll();
 subscribe(() => state.page?.render?.());
 window.addEventListener(ROUTE_EVENT, route);
 window.addEventListener("hashchange", () => {
