@@ -138,7 +138,7 @@ class PooledGvisor:
         await asyncio.to_thread(move_in, self.root, machine_dir, self.cid)
         (machine_dir / POOL_SLOT_FILE).write_text(self.slot)
         self.machine_dir = machine_dir
-        await provider.claim_slot(self.slot, self.root, machine_id, gvisor=True)
+        await provider.claim_slot(self.slot, self.root, machine_id, on_gvisor=True)
         await asyncio.to_thread(shutil.rmtree, self.root, True)
         log.info("provider.gvisor_claimed", machine_id=machine_id, slot=self.slot, pid=self.pid)
         return f"local:{self.pid}"

@@ -345,7 +345,7 @@ class LocalProvider:
         memory = self.memory_dir(image_id)
         code_store(machine_dir).mkdir(mode=0o755, exist_ok=True)
         await asyncio.to_thread(self.own_uid, machine_id)
-        enter = await self._limited(machine_id, [], gvisor=True)
+        enter = await self._limited(machine_id, [], on_gvisor=True)
         pid = await gvisor_fork.restore_fork(runsc, machine_dir, machine_id, token, memory, enter,
                                              self._netns_ready)  # fmt: skip
         (machine_dir / gvisor_fork.MARKER).unlink(missing_ok=True)
@@ -593,7 +593,7 @@ class LocalProvider:
         return tuple(p.exists() for p in self._shared)
 
     async def claim_slot(
-        self, slot: str, slot_dir: Path, machine_id: str, *, gvisor: bool = False
+        self, slot: str, slot_dir: Path, machine_id: str, *, on_gvisor: bool = False
     ) -> None:
         """A pooled machine is ``machine_id``'s now: the slot's uid becomes its uid, and its
         cgroup gets the instance's limits (a live change: the processes stay)."""
@@ -602,7 +602,7 @@ class LocalProvider:
             uid_file.replace(self.machine_dir(machine_id) / "uid")
         if self._placement is None:
             return
-        limits = on_host((await self._placement(machine_id)).limits, gvisor)
+        limits = on_host((await self._placement(machine_id)).limits, on_gvisor)
         group = MachineCgroup(slot)
         if all(d.is_dir() for d in group.dirs):
             await asyncio.to_thread(group.create, limits)
@@ -613,7 +613,7 @@ class LocalProvider:
 
     async def _limited(
         self, machine_id: str, argv: list[str], limits: Limits | None = None, *,
-        gvisor: bool = False,
+        on_gvisor: bool = False,
     ) -> list[str]:  # fmt: skip
         """``argv`` started in the machine's own cgroup with its limits (a gvisor sandbox's as
         ``on_host`` counts them), where cgroups can be made (fleet up said so loudly where
@@ -622,7 +622,7 @@ class LocalProvider:
             return argv
         if limits is None:
             limits = (await self._placement(machine_id)).limits
-        limits = on_host(limits, gvisor)
+        limits = on_host(limits, on_gvisor)
         group = MachineCgroup(machine_id)
         try:
             await asyncio.to_thread(group.create, limits)
@@ -672,7 +672,7 @@ class LocalProvider:
         spec = gvisor.bundle_spec(machine_dir, home, env, uid, argv, hostname(machine_id),
                                   root, image, self.shares())  # fmt: skip
         bundle = await asyncio.to_thread(gvisor.write_bundle, machine_dir, spec)
-        enter = await self._limited(machine_id, [], gvisor=True)
+        enter = await self._limited(machine_id, [], on_gvisor=True)
         log_path = machine_dir / "daemon.log"
         pid = await gvisor.start_sandbox(runsc, machine_id, bundle, log_path, machine_id, enter)
         log.info("provider.gvisor_started", machine_id=machine_id, pid=pid,
@@ -690,7 +690,7 @@ class LocalProvider:
         uid = await self._gvisor_uid(home.parent)
         root = await asyncio.to_thread(self._gvisor_root_uid, home.parent, uid, False)
         code_store(home.parent).mkdir(mode=0o755, exist_ok=True)
-        return runsc, uid, root, await self._limited(slot, [], self._default_limits, gvisor=True)
+        return runsc, uid, root, await self._limited(slot, [], self._default_limits, on_gvisor=True)
 
     async def _gvisor_uid(self, machine_dir: Path) -> int:
         """The uid of a gvisor machine (or pool slot) in ``machine_dir``, its home given to it;
@@ -772,7 +772,7 @@ class LocalProvider:
     async def resume(self, machine_id: str) -> None:
         """A paused gvisor machine restored from its image."""
         runsc = self._gvisor_runsc()
-        enter = await self._limited(machine_id, [], gvisor=True)
+        enter = await self._limited(machine_id, [], on_gvisor=True)
         ports = {port for _, port in nats_servers(self._nats_url)}
         await gvisor_pause.resume_sandbox(runsc, self.machine_dir(machine_id), machine_id, enter,
                                           self._netns_ready, nats_ports=ports)  # fmt: skip

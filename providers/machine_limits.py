@@ -27,10 +27,10 @@ class Limits:
 GVISOR_TASKS_PER_PID = 8
 
 
-def on_host(limits: Limits, gvisor: bool) -> Limits:
+def on_host(limits: Limits, on_gvisor: bool) -> Limits:
     """What the host cgroup of a machine gets for ``limits``: a gvisor sandbox's pids scaled
     by ``GVISOR_TASKS_PER_PID``; any other machine's as they are."""
-    if not gvisor:
+    if not on_gvisor:
         return limits
     return Limits(limits.memory_mb, limits.cpus, limits.pids * GVISOR_TASKS_PER_PID)
 

@@ -7,5 +7,5 @@ from providers.machine_limits import GVISOR_TASKS_PER_PID, Limits, on_host
 
 def test_a_gvisor_sandbox_gets_host_tasks_for_each_pid_and_the_rest_as_set() -> None:
     limits = Limits(memory_mb=2048, cpus=1.5, pids=512)
-    assert on_host(limits, gvisor=True) == Limits(2048, 1.5, 512 * GVISOR_TASKS_PER_PID)
-    assert on_host(limits, gvisor=False) == limits
+    assert on_host(limits, on_gvisor=True) == Limits(2048, 1.5, 512 * GVISOR_TASKS_PER_PID)
+    assert on_host(limits, on_gvisor=False) == limits
