@@ -42,7 +42,7 @@ _WRAPPER = (
 def die_with_parent(argv: list[str], sig: int = signal.SIGTERM, *, held: bool = False) -> list[str]:
     """``argv`` run so that it gets ``sig`` when this process (its main thread) ends.
 
-    ``held``: for a program whose job is that signal (fleet/keeper.py): ``sig`` is blocked
+    ``held``: for a program whose job is that signal (fleet/up/keeper.py): ``sig`` is blocked
     before the prctl, and stays blocked across the exec, so that one sent while the program
     starts waits for it (``sigwait``) instead of ending it; a parent already gone does not stop
     it either (it checks its parent itself)."""

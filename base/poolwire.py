@@ -1,5 +1,5 @@
 """The warm pool's wire between a provider and a pooled machine (``daemon/pool.py`` and
-``providers/local_pool.py``): the socket's fd variable, its two messages, and their checks."""
+``providers/local/pool.py``): the socket's fd variable, its two messages, and their checks."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ POOL_ORPHANED_LOG = "supervisor: pool_orphaned"
 #: What a claim sets; nothing else may come over the socket.
 IDENTITY_VARS = frozenset({"FLEET_MACHINE_ID", "FLEET_MACHINE_TOKEN"})
 #: What a claim may add: the machine's home, when the pooled sandbox is given the home the
-#: machine already has (a stopped machine's start, a fork's: providers/sandbox_mount.py),
+#: machine already has (a stopped machine's start, a fork's: providers/sandbox/mount.py),
 #: mounted at the machine's own path rather than the pool slot's.
 HOME_VAR = "FLEET_HOME"
 UP = b"up\n"

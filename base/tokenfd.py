@@ -33,7 +33,7 @@ DAEMON_LOG_VAR = "FLEET_DAEMON_LOG"
 #: The execute-only loader the supervisor and the daemon start through (daemon/nodump.py).
 LOADER_VAR = "FLEET_NODUMP_LOADER"
 #: That loader's ``--library-path`` where the platform brought its own runtime into a machine
-#: of another image (providers/docker_runtime.py): the image's libraries are never the daemon's.
+#: of another image (providers/docker/runtime.py): the image's libraries are never the daemon's.
 RUNTIME_LIBS_VAR = "FLEET_RUNTIME_LIBS"
 _MAX_TOKEN = 4096
 #: Beside a gvisor machine's token file: the id of the machine it is (a fork restored from its

@@ -23,7 +23,7 @@ from bench.stack import ADMIN_TOKEN, FleetUp, servers
 from contracts.codemode import MCP_PATH, RunEvent, RunJob, new_run_id
 from contracts.errors import CodemodeUnavailable
 from fleet.client import FleetClient
-from providers.seccomp import filter_fd
+from providers.sandbox import filter_fd
 from services.codemode.engine import Run
 from services.codemode.sandbox import Limits, bwrap_argv, interpreter
 

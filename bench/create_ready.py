@@ -24,7 +24,7 @@ from contracts.gateway_rpc import (
     CreateMachineParams,
 )
 from contracts.ids import new_machine_id
-from fleet.embedded import NatsServer
+from fleet.up import NatsServer
 from providers.local import daemon_argv
 
 STAGES = ("created", "provisioned", "daemon-status-reported", "setup-pushed", "ready")

@@ -1,4 +1,4 @@
-"""Benchmark 24: what an egress policy costs (providers/egress_nftables.py), on local machines of
+"""Benchmark 24: what an egress policy costs (providers/egress/nftables.py), on local machines of
 one `fleet up` stack, against the outside host (bench/outside.py):
 
 - TCP connect p50 (200 connections in a row, timed inside the machine) and a 100 MiB HTTP

@@ -1,5 +1,5 @@
 """Benchmark 31: a request through the egress proxy with a secret added
-(providers/egress_proxy.py), against a direct connection to the same upstream in the same run.
+(providers/egress/proxy.py), against a direct connection to the same upstream in the same run.
 
 Three processes, as on a host: an HTTPS upstream (a bare asyncio server with a CA of its own,
 HTTP/1.1 keep-alive), the proxy (an ``EgressProxy`` listening on 127.0.0.1 in its own namespace,
@@ -45,10 +45,9 @@ from bench.procstat import cpu_seconds
 from contracts.gateway_network import EgressPolicy
 from controlplane.crypto import SecretBox, generate_secret_key
 from controlplane.secret_ca import LeafContexts, leaf, make_ca, server_context
-from controlplane.store import Store
-from controlplane.store_secrets import StoredSecret
-from fleet.embedded import ValkeyServer
-from providers.egress_proxy import EgressProxy, Platform
+from controlplane.store import Store, StoredSecret
+from fleet.up import ValkeyServer
+from providers.egress import EgressProxy, Platform
 
 MiB = 1024 * 1024
 VALUE = "sk-bench-value"

@@ -39,7 +39,7 @@ from contracts.gateway_environments import (
 )
 from contracts.gateway_rpc import REPOS_ADD, REPOS_REMOVE, AddRepoParams, RemoveRepoParams
 from controlplane.settings import Settings
-from fleet.docker_setup import prepare
+from fleet.up import prepare
 
 GIT = ("-c", "user.name=bench", "-c", "user.email=bench@fleetd")
 

@@ -25,7 +25,7 @@ from bench.procstat import rss_mb, uss_pss_mb
 from bench.stack import EventWatch, nats_server
 from contracts.ids import new_machine_id
 from controlplane.bus import ensure_stream
-from fleet.embedded import NatsServer
+from fleet.up import NatsServer
 from providers.local import daemon_argv
 
 #: The minimal Python daemon on NATS: connect, publish the same ready report, then idle.

@@ -28,7 +28,7 @@ from bench.warm_pool import _Side
 from contracts.gateway_fork import MACHINES_FORK, ForkMachineParams
 from contracts.gateway_rpc import MACHINES_EXEC, MACHINES_PROCESS_START
 from contracts.gateway_types import MachineExecParams, MachineProcessStartParams
-from providers import homes_fs
+from providers.local import homes as homes_fs
 
 HOME_MIB = 1024
 FILL = (f"mkdir -p ~/big && for i in $(seq 16); do "

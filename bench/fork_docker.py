@@ -1,7 +1,7 @@
 """Benchmark 22's docker stack: `fleet up` with NATS on the docker machines' gateway (where
 containers reach it) and no warm pool. A machine's home is its volume's directory on this host
 (the local engine's), read for the source's ticks; each fork's copy is as its record says
-(providers/docker_copy.py). Whatever the run made on the engine is removed after it."""
+(providers/docker/copy.py). Whatever the run made on the engine is removed after it."""
 
 from __future__ import annotations
 
@@ -17,10 +17,15 @@ from bench.stack import FleetUp, servers
 from bench.warm_pool import _Side
 from contracts.events import HomeCopy
 from controlplane.settings import Settings
-from fleet.docker_setup import prepare
-from providers.docker_copy import LABEL_HOME_COPY, copy_record
-from providers.docker_home import home_volumes, remove_home
-from providers.docker_names import LABEL_STACK, container_name
+from fleet.up import prepare
+from providers.docker import (
+    LABEL_HOME_COPY,
+    LABEL_STACK,
+    container_name,
+    copy_record,
+    home_volumes,
+    remove_home,
+)
 
 HomeOf = Callable[[str], Awaitable[Path]]
 

@@ -80,7 +80,7 @@ from contracts.models import Runtime
 from controlplane.settings import Settings
 from providers.docker import ensure_network
 from providers.gvisor import IMAGE_DIR, container_id
-from providers.netns import NETNS_OF
+from providers.sandbox import NETNS_OF
 
 #: The holder's mark in the machine's home, once its 256 MiB are allocated and touched.
 HELD = "held-256"

@@ -3,7 +3,7 @@ image, outside fleetd, in the same run.
 
 A copy of the machine's image (taken while it is paused, off the clock) is restored with the
 same runsc, platform and flags as the provider's (``Runsc.argv``), from a copy of the machine's
-own spec (its sources staged as the provider stages them: providers/gvisor_root.py), in a
+own spec (its sources staged as the provider stages them: providers/gvisor/root.py), in a
 network namespace of its own with nothing in it (no pasta, no egress table, no cgroup), under
 a runsc state directory of the benchmark's. Timed: the ``runsc restore --detach`` command, to
 its end (the sandbox restored and running); then, reported beside it, its first ``runsc exec``
@@ -23,10 +23,16 @@ import time
 from pathlib import Path
 
 from contracts.models import GvisorPlatform
-from providers.gvisor import IMAGE_DIR, Runsc, find_sandbox
-from providers.gvisor_image import BUNDLE
-from providers.gvisor_pause import _wait_gone, forget_state
-from providers.gvisor_root import STAGE_SCRIPT, staged_bundle
+from providers.gvisor import (
+    BUNDLE,
+    IMAGE_DIR,
+    STAGE_SCRIPT,
+    Runsc,
+    _wait_gone,
+    find_sandbox,
+    forget_state,
+    staged_bundle,
+)
 
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
 _TIMEOUT_S = 120.0

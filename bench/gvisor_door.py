@@ -1,6 +1,6 @@
 """Benchmark 27's door row: a gvisor machine's create-to-ready while root in another gvisor
 machine keeps 20,000 connections going at the egress proxy's door on the host
-(providers/egress_proxy_door.py), against the same create with the door idle, in the same run
+(providers/egress/proxy_door.py), against the same create with the door idle, in the same run
 and the same stack (bench/gvisor.py's), alternating.
 
 The attacker runs ``FLOOD`` as root of its own kernel (``machines.exec --user root``): 20,000

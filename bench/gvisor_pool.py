@@ -31,8 +31,7 @@ from contracts.models import Runtime
 from controlplane.settings import Settings
 from providers.docker import ensure_network
 from providers.gvisor import is_gvisor
-from providers.local import POOL_SLOT_FILE
-from providers.local_pool import UP_MARKER
+from providers.local import POOL_SLOT_FILE, UP_MARKER
 
 #: Each runtime's pool directory under ``<data>/pool``.
 _POOLS: dict[Runtime, str] = {"namespaces": "local", "gvisor": "gvisor"}

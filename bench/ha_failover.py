@@ -28,7 +28,7 @@ from contracts.gateway_rpc import (
     CreateInstanceParams,
     CreateMachineParams,
 )
-from fleet.embedded import NatsServer
+from fleet.up import NatsServer
 
 CONCURRENCY = 4
 

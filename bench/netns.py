@@ -1,4 +1,4 @@
-"""Benchmark 19: what a local machine's own network costs (providers/netns.py).
+"""Benchmark 19: what a local machine's own network costs (providers/sandbox/netns.py).
 
 Two `fleet up` stacks side by side, NATS on the host's loopback as `fleet up` runs it (the
 daemon goes through the one port pasta forwards): one with each machine in its own network

@@ -12,7 +12,7 @@ sequentially, p50 over ``n`` calls (the three take turns, in rounds), with:
   trip is no part of a call).
 
 The gateway keeps a caller it resolved for at most the revocation round (0.5 s,
-``services.gateway.caller_cache``), so at this rate the p50 call reads nothing for its caller;
+``services.gateway.auth.caller_cache``), so at this rate the p50 call reads nothing for its caller;
 one call in each half second still pays the round trip (profiled with py-spy before the cache:
 the caller's own CPU was a few per cent of the gateway's, the cost was that round trip's wait).
 
@@ -30,7 +30,7 @@ from bench.common import Figure, Report, median, temp_dir
 from bench.stack import ADMIN_TOKEN, FleetUp, servers
 from controlplane.settings import Settings
 from controlplane.store import Store
-from services.gateway.web_sessions import COOKIE, WebSessions, session_id
+from services.gateway.console import COOKIE, WebSessions, session_id
 
 TARGET = 1.1
 

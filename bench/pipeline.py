@@ -40,7 +40,7 @@ from contracts.ids import new_machine_id
 from contracts.models import Instance
 from contracts.subjects import EventKind
 from controlplane.bus import ensure_stream
-from fleet.embedded import NatsServer
+from fleet.up import NatsServer
 from providers.swarm import (
     SwarmProvider,
     running_host_pid,

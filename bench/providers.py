@@ -34,9 +34,8 @@ from contracts.gateway_rpc import (
 from contracts.ids import new_machine_id
 from contracts.models import ProviderName
 from controlplane.settings import Settings
-from fleet.docker_setup import prepare
-from fleet.embedded import NatsServer
-from providers.docker_names import LABEL_MACHINE
+from fleet.up import NatsServer, prepare
+from providers.docker import LABEL_MACHINE
 
 
 async def run(report: Report, quick: bool, machines: int | None = None) -> None:

@@ -24,7 +24,7 @@ from contracts.status import MachineStatus as S
 from controlplane.redis_autopipe import AutoPipelineRedis
 from controlplane.redis_client import MAX_CONNECTIONS
 from controlplane.store import Store
-from fleet.embedded import ValkeyServer
+from fleet.up import ValkeyServer
 
 CALLERS = 64
 

@@ -3,7 +3,7 @@
 Each layout in turn, in the same run: `fleet up` (one process per service) against servers
 started here, either one nats-server and one valkey, or the layout of `fleet up --ha` (3 NATS
 nodes in a cluster, the stream at 3 replicas, valkey with 2 replicas and 3 sentinels,
-``fleet.embedded_ha``). ``N`` swarm machines are created (JSON-RPC batches, as benchmark 3)
+``fleet.up.embedded_ha``). ``N`` swarm machines are created (JSON-RPC batches, as benchmark 3)
 and timed to the last ``machine.ready``; their daemons get every node's URL and nats-py picks
 one at random, so they spread over the 3 nodes (the connections per node are counted). Then
 ``machines.refreshEnv`` (every running machine; it answers once each has written its .env),
@@ -34,8 +34,7 @@ from contracts.gateway_rpc import (
     RefreshEnvParams,
 )
 from contracts.models import Instance
-from fleet.embedded import NatsServer, ValkeyServer
-from fleet.embedded_ha import SENTINEL_MASTER, HaServers
+from fleet.up import SENTINEL_MASTER, HaServers, NatsServer, ValkeyServer
 
 HOST_SIZE = 250
 BATCH = 50

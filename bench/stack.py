@@ -27,8 +27,7 @@ from bench.procstat import children, cmdline
 from contracts import subjects
 from contracts.jsonrpc import MethodSpec, P, R
 from contracts.subjects import EventKind
-from fleet.embedded import NatsServer, ValkeyServer
-from fleet.up import banner_ports
+from fleet.up import NatsServer, ValkeyServer, banner_ports
 
 FLEET = str(Path(sys.executable).with_name("fleet"))
 ADMIN_TOKEN = "bench-admin-token-0123456789"
@@ -37,7 +36,7 @@ ADMIN_TOKEN = "bench-admin-token-0123456789"
 # --- servers ----------------------------------------------------------------------------------
 @contextlib.contextmanager
 def nats_server(data_dir: Path) -> Iterator[NatsServer]:
-    """An embedded nats-server with JetStream (fleet/embedded.py), stopped on exit."""
+    """An embedded nats-server with JetStream (fleet/up/embedded.py), stopped on exit."""
     server = NatsServer(data_dir, monitor=True)  # connz: the benchmarks count connections
     with server:
         yield server

@@ -26,8 +26,7 @@ from contracts.gateway_rpc import (
     CreateMachineParams,
 )
 from contracts.models import ProviderName
-from providers.local import POOL_SLOT_FILE
-from providers.local_pool import UP_MARKER
+from providers.local import POOL_SLOT_FILE, UP_MARKER
 
 
 def _pool_ready(data_dir: Path) -> int:

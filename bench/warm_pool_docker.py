@@ -19,9 +19,15 @@ from bench.common import Figure, Report, percentile, temp_dir
 from bench.stack import FleetUp, servers
 from contracts.models import ProviderName
 from controlplane.settings import Settings
-from fleet.docker_setup import prepare
-from providers.docker_home import home_volumes, remove_volume
-from providers.docker_names import LABEL_POOL, LABEL_STACK, POOL_PREFIX, container_name
+from fleet.up import prepare
+from providers.docker import (
+    LABEL_POOL,
+    LABEL_STACK,
+    POOL_PREFIX,
+    container_name,
+    home_volumes,
+    remove_volume,
+)
 
 
 class Side(Protocol):

@@ -1,10 +1,11 @@
-"""The Python client's methods, ``fleet/client_generated.py``, from the gateway's method table.
+"""The Python client's methods, ``fleet/client/generated.py``, from the gateway's method table.
 
 One typed ``async`` method per ``MethodSpec`` of ``GATEWAY_METHODS``: its parameters are the
 fields of the spec's params Struct (their types and defaults), its answer the spec's result (or
 one field of it), its docstring the spec's summary. ``FleetClient`` inherits them; what is not a
 one-to-one wrapper (waiting, streams, retries, transfers, the methods in ``HAND_WRITTEN``) is
-written by hand in ``fleet/client*.py`` (``hand_written`` on their specs).
+written by hand in ``fleet/client/`` (``calls.py``, ``streams.py``, ``transfer.py``, ``core.py``;
+``hand_written`` on their specs).
 
 A method's Python name and positional parameters follow one rule: ``machines.doThing`` is
 ``machines_do_thing(...)`` with the params' required fields positional (in field order) and
@@ -35,7 +36,7 @@ from codegen.generated import REPO
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, NoParams
 
-MODULE_PATH = REPO / "fleet" / "client_generated.py"
+MODULE_PATH = REPO / "fleet" / "client" / "generated.py"
 LINE_WIDTH = 100
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
@@ -44,7 +45,7 @@ _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 Py = ClientMethod
 
 #: Methods whose client method is hand-written (a convenience: a default made on the client,
-#: a longer wait, a resend, a stream), in ``fleet/client*.py``: a view of the specs'
+#: a longer wait, a resend, a stream), in ``fleet/client/``: a view of the specs'
 #: ``hand_written``; none is generated for them.
 HAND_WRITTEN = frozenset(s.name for s in GATEWAY_METHODS if s.hand_written)
 
@@ -275,7 +276,7 @@ def render() -> str:
         "",
         "class GatewayMethods:",
         '    """What FleetClient inherits: each gateway method not in codegen.pyclient\'s',
-        '    HAND_WRITTEN, through ``call`` (FleetClient\'s, which retries Unavailable)."""',
+        '    HAND_WRITTEN, through ``call`` (ClientCore\'s, which retries Unavailable)."""',
         "",
         "    if TYPE_CHECKING:",
         "",

@@ -1,6 +1,6 @@
 """People on the platform: ``users.*`` and an instance's members (``instances.setMember``).
 
-A user is made on first sign-in (``services.gateway.oidc``) or by an admin here; ``user`` in
+A user is made on first sign-in (``services.gateway.console.oidc``) or by an admin here; ``user`` in
 params is a user's id or email. Disabling a user ends, within a revocation round, everything
 their sessions and tokens hold open on every gateway replica.
 """

@@ -35,7 +35,7 @@ MAX_VALUE: Final = 8192
 #: What a machine's ``.env`` holds in a secret's place: ``<PLACEHOLDER_PREFIX><name>``.
 PLACEHOLDER_PREFIX: Final = "fleet-secret-"
 #: Where a machine reaches the platform's egress proxy: a loopback address of its own network
-#: namespace, where the proxy listens (``providers/egress_proxy.py``); its ``HTTPS_PROXY``.
+#: namespace, where the proxy listens (``providers/egress/proxy.py``); its ``HTTPS_PROXY``.
 MACHINE_PROXY: Final = ("127.0.0.53", 3128)
 MACHINE_PROXY_URL: Final = f"http://{MACHINE_PROXY[0]}:{MACHINE_PROXY[1]}"
 DEFAULT_HEADER: Final = "Authorization"

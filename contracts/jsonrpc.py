@@ -124,7 +124,7 @@ class MethodSpec(Generic[P, R]):
     - ``streams``: ``POST /rpc/stream`` streams its answer (its output as it comes);
     - ``client``: the Python client's method, where its name or positional parameters do not
       follow the rule (``codegen.pyclient``);
-    - ``hand_written``: the Python client's method is written by hand (``fleet/client_calls.py``:
+    - ``hand_written``: the Python client's method is written by hand (``fleet/client/calls.py``:
       a default made on the client, a longer wait, a resend, a stream), none generated;
     - ``in_code``: codemode's code may call it, as ``fleet.<method>`` (a run starting runs, or
       describing itself, is a loop, not a tool);

@@ -4,7 +4,7 @@ Status changes are compare-and-set: a stage moves a machine to ``target`` only w
 status is in ``ADVANCE_FROM[target]``. Each target but ``created`` admits itself, so a
 redelivered event can finish its work, but a late or repeated event never moves a machine
 backwards. This table is the one truth: the store's Lua script is generated from it
-(``controlplane.store_scripts``), and ``can_advance`` reads it.
+(``controlplane.store.scripts``), and ``can_advance`` reads it.
 """
 
 from __future__ import annotations

@@ -186,7 +186,7 @@ def codemode_cancel(run_id: str) -> str:
 #: enabled, a role changed, a session ended, a token revoked); every gateway forgets the callers
 #: it keeps and runs its revocation round at once (``contracts.people.CallersChanged``). Sent
 #: and read on the gateway's audit-account connection, an account no machine and no other
-#: service is in (``fleet.embedded.NatsAuth``).
+#: service is in (``fleet.up.embedded.NatsAuth``).
 CALLERS_CHANGED = "gateway.callers-changed"
 
 

@@ -29,8 +29,7 @@ from contracts.ids import derived_event_id
 from contracts.models import Machine, RuntimeChoice
 from contracts.status import MachineStatus as S
 from controlplane.bus import Bus
-from controlplane.store import Store
-from controlplane.store_creates import CreateOnce, Once
+from controlplane.store import CreateOnce, Once, Store
 
 log = structlog.get_logger(__name__)
 

@@ -8,8 +8,7 @@ from base.clock import SYSTEM_CLOCK, Clock
 from contracts.gateway_hosts import HostInfo
 from contracts.status import HostState
 from controlplane.settings import Settings
-from controlplane.store import Store
-from controlplane.store_hosts import HostRecord
+from controlplane.store import HostRecord, Store
 
 
 def host_info(record: HostRecord, lost_after_s: float, now: float) -> HostInfo:

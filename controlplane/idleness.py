@@ -3,8 +3,8 @@
 ``services.provisioner.memory_pressure``) both go by, so that the machine auto-pause would pause
 next is the one memory pressure pauses first.
 
-Idle means no gateway activity (``services.gateway.activity``: exec, terminal input, file or port
-traffic, codemode calls; a resume or a start counts as activity). Background processes and cron
+Idle means no gateway activity (``services.gateway.auth.activity``: exec, terminal input, file or
+port traffic, codemode calls; a resume or a start counts as activity). Background processes and cron
 jobs are not activity: the daemon never reports them. A machine with no recorded activity yet
 starts its clock at the first look (of either), so it is never taken for idle since forever.
 """

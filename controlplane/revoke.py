@@ -3,7 +3,7 @@ connections are closed.
 
 ``revoke_machine`` needs only a service's own NATS connection (account ``APP``): the server
 answers ``$SYS.REQ.ACCOUNT.PING.CONNZ`` in every account with that account's connections, and
-the embedded configuration (``fleet.embedded.NatsAuth``) imports the system account's
+the embedded configuration (``fleet.up.embedded.NatsAuth``) imports the system account's
 ``$SYS.REQ.SERVER.<id>.KICK`` into ``APP``.
 """
 

@@ -1,5 +1,5 @@
 """An instance's own certificate authority: what the egress proxy ends a machine's TLS with, for
-the hosts a secret of the instance names (``providers/egress_proxy.py``).
+the hosts a secret of the instance names (``providers/egress/proxy.py``).
 
 One CA per instance, so a leaked key exposes only that instance's traffic. Its key never leaves
 the platform: sealed in the store (``SecretBox``), opened only by the proxy. Its certificate goes
@@ -24,8 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from controlplane.crypto import SecretBox
-from controlplane.store import Store
-from controlplane.store_secrets import StoredCa
+from controlplane.store import Store, StoredCa
 
 CA_YEARS = 10
 #: A leaf lives this long; the proxy makes another well before it ends.

@@ -19,7 +19,23 @@ from controlplane.preview_origin import (
     default_preview_origin,
     parse_preview_origin,
 )
-from controlplane.store_keys import DEFAULT_PREFIX, check_prefix
+
+#: The prefix of every key unless ``FLEET_KEY_PREFIX`` says otherwise.
+DEFAULT_PREFIX = "fleet:"
+#: Letters, digits and ``:._-``, up to 64: no whitespace, no glob character (``*?[]\``, so that
+#: ``SCAN MATCH <prefix>*`` matches exactly the prefix's keys) and no ``{}`` (a cluster's hash
+#: tag, which would move keys between slots) and no ``%`` (the user lookup script formats key
+#: templates).
+_PREFIX = re.compile(r"[A-Za-z0-9:._-]{1,64}")
+
+
+def check_prefix(prefix: str) -> str:
+    """``prefix`` if it may start every key (ValueError naming FLEET_KEY_PREFIX otherwise)."""
+    if not _PREFIX.fullmatch(prefix):
+        raise ValueError(f"FLEET_KEY_PREFIX: {prefix[:80]!r} is not 1 to 64 letters, digits "
+                         "or ':._-'")  # fmt: skip
+    return prefix
+
 
 PREFIX = "FLEET_"
 
@@ -336,8 +352,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: all (``fleet up --no-sandbox``; only where bwrap cannot run).
     sandbox: Literal["bwrap", "none"] = "bwrap"
     #: ``own``: each sandboxed machine has a network namespace of its own, reaching out through
-    #: ``pasta`` (providers/netns.py); ``host``: the host's network, every loopback port of the
-    #: host and of the other machines reachable (a baseline for benchmarks; not isolated).
+    #: ``pasta`` (providers/sandbox/netns.py); ``host``: the host's network, every loopback port of
+    #: the host and of the other machines reachable (a baseline for benchmarks; not isolated).
     sandbox_network: Literal["own", "host"] = "own"
     #: Ports of the host's loopback every sandboxed machine reaches on its own loopback, beside
     #: NATS's (comma-separated; e.g. a git mirror on the host's loopback). Empty: none.
@@ -356,9 +372,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: shrinks, one machine a second, and is not refilled.
     warm_pool_min_available_mb: int = 512
     #: ``first-last``: each sandboxed local machine runs as a uid of its own from this range
-    #: (providers/machine_uid.py); empty: as the platform's user, without capabilities.
+    #: (providers/sandbox/machine_uid.py); empty: as the platform's user, without capabilities.
     sandbox_uids: str = "200000-265535"
-    #: Local homes' filesystem (providers/homes_fs.py): ``btrfs``, copy-on-write homes on the
+    #: Local homes' filesystem (providers/local/homes.py): ``btrfs``, copy-on-write homes on the
     #: data dir's btrfs or on an image fleetd makes and mounts; ``auto``, so where the data dir
     #: is btrfs or that image was made; ``plain``, directories (a fork is a plain copy).
     homes_fs: Literal["auto", "btrfs", "plain"] = "auto"
@@ -385,7 +401,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     machine_max_memory_mb: int = 16384
     machine_max_cpus: float = 8.0
     machine_max_pids: int = 8192
-    # docker machines (providers/docker.py); the engine is DOCKER_HOST's, else the local one
+    # docker machines (providers/docker/provider.py); the engine is DOCKER_HOST's, else the local
+    # one
     #: The machine image's base when a registry is reachable; empty: built offline from
     #: Debian packages (debootstrap with this host's apt sources).
     docker_base_image: str = "python:3.11-slim"
@@ -611,7 +628,7 @@ MAX_DOCKER_POOL = 32
 _IMAGE_REF = re.compile(IMAGE_REF_PATTERN)
 
 
-#: The warm pool of the local provider's gvisor machines (providers/gvisor_pool.py).
+#: The warm pool of the local provider's gvisor machines (providers/local/gvisor_pool.py).
 GVISOR_POOL = "local:gvisor"
 
 

@@ -21,8 +21,7 @@ from contracts.events import (
 from contracts.ids import new_event_id
 from contracts.status import STOPPED_OR_STOPPING, MachineStatus as S
 from controlplane.bus import Bus
-from controlplane.store import Store
-from controlplane.store_stages import Transition
+from controlplane.store import Store, Transition
 
 log = structlog.get_logger(__name__)
 

@@ -20,8 +20,7 @@ from contracts.errors import NotFound
 from contracts.gateway_people import User
 from contracts.ids import new_token_id
 from contracts.models import AccessToken
-from controlplane.store import Store
-from controlplane.store_tokens import token_record
+from controlplane.store import Store, token_record
 
 PREFIX = "fleet_"
 #: A token's last use is written at most this often.

@@ -1,7 +1,7 @@
 """Linux's inotify through ctypes over the C library the daemon already runs on.
 
 ctypes rather than a package (``inotify_simple``, ``watchdog``): the daemon brings its own
-runtime into any image and keeps its dependencies few (providers/docker_image.py
+runtime into any image and keeps its dependencies few (providers/docker/image.py
 ``DAEMON_DEPS``), and it already calls libc this way (daemon/nodump.py): ``CDLL(None)`` is the
 process's own symbols, so no library is looked for by name in an image that may have none.
 Three calls (``inotify_init1``, ``inotify_add_watch``, ``inotify_rm_watch``) and a parser of

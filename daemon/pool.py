@@ -1,4 +1,4 @@
-"""A pooled machine's side of the warm pool (``providers/local_pool.py`` is the other side).
+"""A pooled machine's side of the warm pool (``providers/local/pool.py`` is the other side).
 
 A pooled machine is started before anyone asks for it: its supervisor and daemon run, with
 their imports done, but with no machine id, no token and no NATS connection. The provider

@@ -1,5 +1,5 @@
 """``python -m daemon.ssh_session``: the ForceCommand of a machine's SSH server
-(providers/docker_image.py ``SSHD_CONFIG_TEXT``), so that an ssh session gets the machine's
+(providers/docker/image.py ``SSHD_CONFIG_TEXT``), so that an ssh session gets the machine's
 environment by the rule of every process the daemon starts (daemon/procenv.py): sshd's own
 session variables in the place of the daemon's, then the container's variables, then the
 pushed ``.env``. Both files are read as the session starts: a push reaches the next session.

@@ -48,7 +48,7 @@ from daemon.state import MACHINE_BOOT_VAR, CorruptState, DaemonState, read_state
 _MAX_BACKOFF_S = 2.0
 _HEALTHY_AFTER_S = 30.0  # a daemon up this long has its restart backoff reset
 _POLL_S = 0.2  # how often a watched daemon that is not our child is looked at
-#: Set by the provider inside a sandbox (``providers.local_sandbox.SANDBOXED_VAR``: the daemon may
+#: Set by the provider inside a sandbox (``providers.sandbox.bwrap.SANDBOXED_VAR``: the daemon may
 #: not import providers).
 SANDBOXED_VAR = "FLEET_SANDBOXED"
 #: In its own pid namespace the supervisor is bwrap's command: pid 2 (pid 1 is bwrap's init).

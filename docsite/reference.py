@@ -1,7 +1,7 @@
 """The reference pages, generated from the code: gateway and daemon methods from the OpenRPC
 document (contracts/openrpc.py), error codes from contracts/errors.py, events from the AsyncAPI
-document (contracts/asyncapi.py), the CLI from its argparse parser (fleet/cli.py), settings from
-``Settings`` and ``DaemonSettings``. The human notes beside them are in ``notes.yml``.
+document (contracts/asyncapi.py), the CLI from its argparse parser (fleet/cli/entry.py), settings
+from ``Settings`` and ``DaemonSettings``. The human notes beside them are in ``notes.yml``.
 
 Each ``*_page`` function returns a whole Markdown page; ``PAGES`` maps site paths to them.
 """
@@ -176,7 +176,7 @@ def cli_page() -> str:
     root = _root_parser()
     out = ["# The `fleet` CLI", "", GENERATED, ""]
     out += [
-        "Every command's `--help`, from the parser itself (`fleet/cli.py`). Exit codes and the "
+        "Every command's `--help`, from the parser itself (`fleet/cli/`). Exit codes and the "
         "output formats: [the CLI guide](../cli.md).",
         "",
     ]
@@ -186,7 +186,7 @@ def cli_page() -> str:
 
 
 def _root_parser() -> argparse.ArgumentParser:
-    from fleet import cli
+    from fleet.cli import entry as cli
 
     # The help text names defaults from the environment (FLEET_URL): print the documented ones.
     saved = {k: os.environ.pop(k) for k in ("FLEET_URL", "COLUMNS") if k in os.environ}
@@ -248,7 +248,7 @@ def settings_page() -> str:
 
 #: Variables read by one module rather than through ``Settings``: the module that reads each.
 OTHER_VARIABLES = {
-    "FLEET_REDIS_PASSWORD": "fleet/up.py",
+    "FLEET_REDIS_PASSWORD": "fleet/up/stack.py",
     "FLEET_SWARM_HOST_SIZE": "providers/swarm.py",
     "DOCKER_HOST": "aiodocker",
 }

@@ -21,7 +21,7 @@ class CodeInstaller(Protocol):
 class NetnsHolder(Protocol):
     async def netns_pid(self, machine_id: str) -> int | None:
         """A host pid in the machine's own network namespace (where its egress policy is
-        written: providers/egress_nftables.py); None if the machine is not running. Raises
+        written: providers/egress/nftables.py); None if the machine is not running. Raises
         NotSupported (with the reason) if the machine has no network namespace of its own
         on this host."""
 
@@ -30,7 +30,7 @@ class NetnsHolder(Protocol):
 class InterfaceEgress(Protocol):
     def egress_on_interfaces(self, machine_id: str) -> bool:
         """Whether the machine's egress policy goes on its namespace's interfaces
-        (providers/egress_netdev.py): its network stack writes frames the ``inet`` hooks
+        (providers/egress/netdev.py): its network stack writes frames the ``inet`` hooks
         never see (gVisor's)."""
 
 
@@ -38,7 +38,7 @@ class InterfaceEgress(Protocol):
 class PastaOwned(Protocol):
     def pasta_owners(self, machine_id: str) -> list[str]:
         """The names the machine's pasta was started under (its id, its pool slot's): who a
-        connection its pasta holds on the host is (providers/pasta_peer.py)."""
+        connection its pasta holds on the host is (providers/sandbox/pasta_peer.py)."""
 
 
 @runtime_checkable
@@ -72,7 +72,7 @@ class Provider(Protocol):
 
 @runtime_checkable
 class HomeCloner(Protocol):
-    """A provider whose machines can be forked (providers/homes_fs.py)."""
+    """A provider whose machines can be forked (providers/local/homes.py)."""
 
     async def clone_home(self, source_id: str, machine_id: str) -> HomeCopy:
         """``machine_id``'s home, ``source_id``'s as of one instant; how it was copied."""

@@ -1,6 +1,6 @@
 """A machine's resource limits: platform defaults (``FLEET_MACHINE_*``), maxima
 (``FLEET_MACHINE_MAX_*``) and an instance's own, for every provider that can apply them
-(docker: the container's HostConfig; local: a cgroup, providers/cgroup.py)."""
+(docker: the container's HostConfig; local: a cgroup, providers/sandbox/cgroup.py)."""
 
 from __future__ import annotations
 

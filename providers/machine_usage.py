@@ -3,8 +3,8 @@ which the provisioner's sampler turns into samples (services/provisioner/usage_s
 
 Where each figure comes from:
 - a local machine (``namespaces``, and ``gvisor``, whose runsc processes run in it): its cgroup
-  (providers/cgroup.py): CPU time (``cpuacct.usage``, v1; ``cpu.stat``, v2), memory used less
-  the page cache it could give back (``inactive_file``, as ``docker stats`` counts it) and its
+  (providers/sandbox/cgroup.py): CPU time (``cpuacct.usage``, v1; ``cpu.stat``, v2), memory used
+  less the page cache it could give back (``inactive_file``, as ``docker stats`` counts it) and its
   limit; on gvisor the memory its own kernel says its processes use (``runsc events --stats``),
   which leaves out what the sandbox itself takes;
 - its network: the counters of its network namespace's interfaces (``/proc/<pid>/net/dev`` of a
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from base.hostile_fs import disk_bytes, open_top
-from providers.cgroup import MachineCgroup
+from providers.sandbox import MachineCgroup
 
 #: cgroup v1's "no limit" (a page-aligned LONG_MAX); anything at least this large is none.
 _NO_LIMIT = 1 << 62

@@ -6,8 +6,7 @@ import os
 from pathlib import Path
 
 from controlplane.settings import Settings
-from providers.docker import DockerProvider
-from providers.docker_image import Say
+from providers.docker import DockerProvider, Say
 from providers.machine_limits import Limits, Placement, PlacementOf
 
 

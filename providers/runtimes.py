@@ -1,8 +1,8 @@
 """Which machine runtimes a provider can run here (docs/runtimes.md): checked before a machine
 is made, so that a runtime is refused by name (``NotSupported``), never run as another.
 
-The ``local`` provider runs ``runsc`` itself (providers/gvisor.py); the ``docker`` provider has
-its engine run a container with the runtime registered as ``runsc`` (``engine_refusal`` checks
+The ``local`` provider runs ``runsc`` itself (providers/gvisor/runsc.py); the ``docker`` provider
+has its engine run a container with the runtime registered as ``runsc`` (``engine_refusal`` checks
 how the engine registered it, docs/runtimes.md "Docker").
 """
 
@@ -26,7 +26,7 @@ MEMORY_PROVIDERS = ("local",)
 #: The Docker engine's name of the runtime a gvisor machine's container runs with.
 DOCKER_RUNTIME = "runsc"
 #: Its arguments a docker gvisor machine needs: its own network namespace's stack, the host
-#: kernel's (so the machine's egress policy, written there, holds: providers/egress_nftables.py).
+#: kernel's (so the machine's egress policy, written there, holds: providers/egress/nftables.py).
 DOCKER_RUNSC_NETWORK = "--network=host"
 
 

@@ -12,17 +12,37 @@ machine cold).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import secrets
 from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
 
 import structlog
 
+from base import procinfo
 from base.backoff import backoff_s
 from base.clock import SYSTEM_CLOCK, Clock, within
 from base.tasks import OwnedTasks
 from base.ticker import Ticker
 from providers.host_memory import mem_available_mb
+
+
+def owner_name(pid: int) -> str:
+    """This pool's directory name (a local or gvisor pool's; a docker pooled container made
+    before the lifeline was marked so too): the process (pid and start time: a reused pid is not
+    it) and a random part (two pools in one process, as in tests, never share a directory)."""
+    return f"{pid}-{procinfo.start_ticks(pid)}-{secrets.token_hex(4)}"
+
+
+def owner_alive(name: str) -> bool:
+    """Whether the pool named ``name`` (``owner_name``) still runs: what a gone one left is
+    removed by the next."""
+    pid, ticks, *_ = [*name.split("-"), "", ""]
+    with contextlib.suppress(ValueError):
+        return procinfo.is_alive(int(pid), int(ticks))
+    return False
+
 
 log = structlog.get_logger(__name__)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from fleet.embedded import NatsServer, ValkeyServer
+from fleet.up import NatsServer, ValkeyServer
 from tests.conftest import held_settings, make_bare_repo, running_stack
 from tests.docker_env import remove_stacks_under
 from tests.gitserver import GitHttpServer

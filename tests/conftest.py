@@ -30,13 +30,11 @@ import structlog
 from contracts.ids import new_machine_id
 from controlplane.bus import Bus
 from controlplane.crypto import generate_secret_key
-from controlplane.settings import Settings
+from controlplane.settings import DEFAULT_PREFIX, Settings
 from controlplane.store import Store
-from controlplane.store_keys import DEFAULT_PREFIX
 from fleet.client import FleetClient
-from fleet.embedded import NatsServer, PortHold, ValkeyServer
-from providers import homes_fs
-from providers.local import daemon_argv, stop_all_local
+from fleet.up.embedded import NatsServer, PortHold, ValkeyServer
+from providers.local import daemon_argv, homes as homes_fs, stop_all_local
 from providers.swarm import stop_all_swarm
 from tests import leftovers, provider_param
 from tests.gitcmd import git

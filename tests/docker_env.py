@@ -20,12 +20,11 @@ import pytest
 
 from contracts.errors import ProviderError
 from controlplane.settings import Settings
-from fleet.docker_setup import prepare
-from fleet.embedded import NatsServer
-from providers.docker_code import code_volume, secret_volume
-from providers.docker_copy import LABEL_LAYER
-from providers.docker_image import MACHINE_HOME
-from providers.docker_names import LABEL_MACHINE, LABEL_STACK, container_name, volume_name
+from fleet.up import NatsServer, prepare
+from providers.docker import MACHINE_HOME
+from providers.docker.code import code_volume, secret_volume
+from providers.docker.copy import LABEL_LAYER
+from providers.docker.names import LABEL_MACHINE, LABEL_STACK, container_name, volume_name
 
 #: Where the machine image is built (its debootstrap's scratch directories, the root file
 #: system's tar until imported), shared by every run on this host under BUILD_LOCK: a build
@@ -126,7 +125,7 @@ async def _remove_stacks(which: Callable[[str], bool]) -> None:
 
 
 async def _remove_layers(docker: aiodocker.Docker, which: Callable[[str], bool]) -> None:
-    """The forks' and snapshots' layer images (providers/docker_copy.py) of the stacks: each
+    """The forks' and snapshots' layer images (providers/docker/copy.py) of the stacks: each
     tag removed, newest first (an image goes with its last tag, and takes along the older ones
     it was committed over once nothing else is)."""
     filters = json.dumps({"label": [LABEL_LAYER]})
@@ -138,7 +137,7 @@ async def _remove_layers(docker: aiodocker.Docker, which: Callable[[str], bool])
 
 
 async def _remove_home(docker: aiodocker.Docker, name: str) -> None:
-    """A home volume and the platform's volumes beside it (providers/docker_code.py)."""
+    """A home volume and the platform's volumes beside it (providers/docker/code.py)."""
     for each in (name, code_volume(name), secret_volume(name)):
         await docker_json(docker, f"volumes/{each}", "DELETE")
 

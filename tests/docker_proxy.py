@@ -14,7 +14,7 @@ import contextlib
 from dataclasses import dataclass, field
 from types import TracebackType
 
-from fleet.embedded import PortHold
+from fleet.up.embedded import PortHold
 
 ENGINE_SOCKET = "/var/run/docker.sock"
 _METHODS = (b"GET ", b"POST ", b"DELETE ", b"HEAD ", b"PUT ")

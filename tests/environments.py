@@ -23,8 +23,8 @@ from contracts.status import MachineStatus
 from controlplane.settings import Settings
 from environments import cache
 from environments.shared_builds import SharedBuilds
+from fleet.cli.tunnel import open_tunnel
 from fleet.client import FleetClient
-from fleet.tunnel import open_tunnel
 from tests.waiters import wait_until
 
 BUSYBOX = Path("/bin/busybox")

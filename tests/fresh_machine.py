@@ -23,7 +23,7 @@ from pathlib import Path
 
 import aiodocker
 
-from providers.docker_image import BASE_PACKAGES, ImageBuilder, host_apt_source
+from providers.docker.image import BASE_PACKAGES, ImageBuilder, host_apt_source
 
 REPO = Path(__file__).resolve().parents[1]
 SUITES = ("bookworm", "trixie")

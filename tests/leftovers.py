@@ -1,7 +1,7 @@
 """What a test session left behind: processes, mounts and docker containers and volumes of this
 session, found by its base temp dir (``.../pytest-of-<user>/pytest-<n>``, xdist workers' under
 it), which names every data dir, machine home and server store its tests made, with `fleet gc`'s
-readings (fleet/gc.py). Other checkouts' sessions running on this host have base temp dirs of
+readings (fleet/up/gc.py). Other checkouts' sessions running on this host have base temp dirs of
 their own: theirs are never counted.
 
 A helper of fleetd's that names no dir (a pasta of a provider run inside a test process, whose
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from base import procinfo
-from fleet import gc
+from fleet.up import gc
 from providers.scratch import mounts_under
 
 #: Teardowns signal; their processes may still be ending as the session finishes.

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from controlplane.settings import Settings
-from providers.docker_pool import DockerPoolBackend
+from providers.docker import DockerPoolBackend
 from providers.registry import docker_provider
 
 READY = "pool-owner-ready "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.embedded import NatsServer
+from fleet.up import NatsServer
 
 PROVIDERS = ("local", "docker")
 #: The parameter tests/conftest.py reads to run a test's ``docker`` case in the Docker lanes.

@@ -37,7 +37,7 @@ import nats.errors
 import redis.asyncio as aioredis
 import redis.exceptions
 
-from fleet.embedded import NatsServer, ValkeyServer
+from fleet.up import NatsServer, ValkeyServer
 
 #: How long a test's clients may take to be gone once it ended (closed connections are seen
 #: at once; a killed process's within its kernel's teardown).

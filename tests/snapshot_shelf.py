@@ -1,5 +1,5 @@
-"""A local host's snapshots directory as takes leave it (providers/local.py's layout: ``<id>``,
-``<id>.upper``, ``<id>.memory``), made by hand for the sweeper's tests
+"""A local host's snapshots directory as takes leave it (providers/local/provider.py's layout:
+``<id>``, ``<id>.upper``, ``<id>.memory``), made by hand for the sweeper's tests
 (services/provisioner/sweep.py): no runsc is needed to leave what a checkpoint leaves. Also the
 store's side: machines moved to a status, snapshot records, and instances' disk budgets."""
 
@@ -12,9 +12,8 @@ from contracts.gateway_fork import Snapshot
 from contracts.ids import new_snapshot_id
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
-from controlplane import store_disk
-from controlplane.store import Store
-from providers.gvisor_fork import LEFT_FILE, MARKER, SOURCE_FILE, SPEC_FILE, UID_FILE
+from controlplane.store import Store, disk as store_disk
+from providers.gvisor.fork import LEFT_FILE, MARKER, SOURCE_FILE, SPEC_FILE, UID_FILE
 from providers.local import LocalProvider
 
 #: How a machine reaches each status the tests need, from ``created``.

@@ -41,7 +41,7 @@ from contracts.errors import FleetError
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
-from fleet.embedded import NatsServer, ValkeyServer
+from fleet.up import NatsServer, ValkeyServer
 from providers.scratch import mounts_under
 from tests.e2e.conftest import FleetUp, start_fleet_up
 from tests.soak_audit import Figures, archived_all, ledger, settle_leftovers, survivor

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from contracts.errors import FileNotFound, FleetError
 from controlplane.store import Store
-from fleet import gc
-from providers.cgroup import ROOT as CGROUPS, V1_CONTROLLERS
+from fleet.up import gc
 from providers.gvisor import container_id
-from providers.netns import NETNS_OF
+from providers.sandbox import NETNS_OF
+from providers.sandbox.cgroup import ROOT as CGROUPS, V1_CONTROLLERS
 from providers.scratch import mounts_under
 from tests.soak_inside import chain
 from tests.soak_ops import Broken, Fleet, Member

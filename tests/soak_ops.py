@@ -26,8 +26,7 @@ import aiohttp
 from contracts.errors import ERROR_HEADER, RETRYABLE, FleetError, error_from_http
 from contracts.events import kind_of
 from contracts.models import Machine
-from fleet.client import FleetClient
-from fleet.transport import ConnectionFailed
+from fleet.client import ConnectionFailed, FleetClient
 from tests.e2e.conftest import FleetUp
 from tests.e2e.test_chaos import service_pid
 from tests.soak_inside import DEV_PORT

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from contracts.daemon_watch import FileEvent
 from contracts.gateway_files import WatchEnded
 from fleet.client import FleetClient
-from fleet.client_streams import WatchItem
+from fleet.client.streams import WatchItem
 
 WAIT_S = 30.0
 

@@ -5,7 +5,7 @@ What the sandbox sees: ``/usr`` (and the interpreter's prefix) read-only, a priv
 its own ``/proc`` and ``/dev``, the runner script, and nothing else of the host: no data dir, no
 home, no ``/etc``. It has its own user, pid, network, ipc and uts namespaces, so it cannot open a
 socket to anything and sees only its own processes. Docker's default syscall filter
-(providers/seccomp.py) is on it: no keyrings, bpf, perf, userfaultfd, no further namespaces.
+(providers/sandbox/seccomp.py) is on it: no keyrings, bpf, perf, userfaultfd, no further namespaces.
 bwrap itself is started with an empty environment, so not even the sandbox's pid 1 (bwrap's
 reaper) holds a platform variable.
 
@@ -29,7 +29,7 @@ from types import TracebackType
 
 import structlog
 
-from providers.seccomp import docker_default_bpf, filter_fd
+from providers.sandbox import docker_default_bpf, filter_fd
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +43,8 @@ class Limits:
     processes: int = 64
     file_mb: int = 16
     open_files: int = 256
-    #: The syscall filter (Docker's default: providers/seccomp.py), compiled once per Limits.
+    #: The syscall filter (Docker's default: providers/sandbox/seccomp.py), compiled once per
+    #: Limits.
     syscalls: bytes = field(default_factory=docker_default_bpf, repr=False)
 
 

@@ -18,13 +18,11 @@ from controlplane.stage import connect
 from controlplane.subscriptions import enter_subscriptions
 from providers.code import code_repo, platform_sha
 from providers.code_status import CodeVersions
-from services.gateway.audit_log import AuditLog
-from services.gateway.caller_notices import CallerNotices
+from services.gateway.auth import AuditLog, CallerNotices, SecretUseAudit
 from services.gateway.compose import Gateway, compose
-from services.gateway.host_control import HostClient
+from services.gateway.console import OidcClient
 from services.gateway.http import HttpServer, bind_listener, make_app
-from services.gateway.oidc import OidcClient
-from services.gateway.secret_use_audit import SecretUseAudit
+from services.gateway.rpc import HostClient
 
 #: How long a call to the OpenID provider (discovery, keys, the code exchange) may take.
 OIDC_TIMEOUT_S = 10.0

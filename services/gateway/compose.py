@@ -31,46 +31,55 @@ from controlplane.tokens import TokenStore
 from environments.hook import on_attach
 from environments.repo_check import GitRepoCheck, RepoCheck
 from providers.code_status import CodeVersions
-from services.gateway.access import Access, Caller, scoped
-from services.gateway.api import GatewayApi
-from services.gateway.audit_log import AuditLog, audited
-from services.gateway.auth_http import SignIn
-from services.gateway.byte_stream_open import ByteStreamOpener
-from services.gateway.byte_stream_slots import ByteStreamSlots
-from services.gateway.callers import CallerResolver, caller_resolver
-from services.gateway.code_ops import CodeOps
-from services.gateway.codemode_ops import CodemodeOps
-from services.gateway.daemon_calls import DaemonCalls
-from services.gateway.desktop_ops import DesktopOps
-from services.gateway.env_build_ops import EnvBuildOps
-from services.gateway.environment_ops import EnvironmentOps
-from services.gateway.events_http import EventsContext
-from services.gateway.events_hub import EventHub
-from services.gateway.exec_stream import ExecStreamOps
-from services.gateway.fork_ops import ForkOps
-from services.gateway.host_control import HostControl
-from services.gateway.hosts_ops import HostOps
-from services.gateway.limits_ops import LimitsOps
-from services.gateway.mcp_http import McpEndpoint
-from services.gateway.metrics_ops import MetricsOps
-from services.gateway.network_ops import NetworkOps
-from services.gateway.oidc import OidcClient
-from services.gateway.ops import MachineOps
-from services.gateway.people_ops import PeopleOps
-from services.gateway.ports_ops import PortOps
-from services.gateway.rate_limits import BadSecrets, CallLimits
-from services.gateway.revocation import RevocationTicker
-from services.gateway.runtime_ops import RuntimeOps
-from services.gateway.secrets_ops import SecretOps
-from services.gateway.sessions_ops import SessionOps
-from services.gateway.stop_ops import StopOps
-from services.gateway.stream_rules import StreamRules
-from services.gateway.tickets import EventTickets
-from services.gateway.tunnels import Tunnels
-from services.gateway.wake import Waker
-from services.gateway.watch_ops import WatchOps
-from services.gateway.web_sessions import WebSessions
-from services.gateway.webhooks_ops import WebhookOps
+from services.gateway.auth import (
+    Access,
+    AuditLog,
+    BadSecrets,
+    Caller,
+    CallerResolver,
+    CallLimits,
+    EventTickets,
+    audited,
+    caller_resolver,
+    scoped,
+)
+from services.gateway.console import OidcClient, SignIn, WebSessions
+from services.gateway.mcp import McpEndpoint
+from services.gateway.rpc import (
+    CodemodeOps,
+    CodeOps,
+    DaemonCalls,
+    DesktopOps,
+    EnvBuildOps,
+    EnvironmentOps,
+    ForkOps,
+    GatewayApi,
+    HostControl,
+    HostOps,
+    LimitsOps,
+    MachineOps,
+    MetricsOps,
+    NetworkOps,
+    PeopleOps,
+    PortOps,
+    RuntimeOps,
+    SecretOps,
+    StopOps,
+    Waker,
+    WebhookOps,
+)
+from services.gateway.streams import (
+    ByteStreamOpener,
+    ByteStreamSlots,
+    EventHub,
+    EventsContext,
+    ExecStreamOps,
+    RevocationTicker,
+    SessionOps,
+    StreamRules,
+    Tunnels,
+    WatchOps,
+)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The gateway's HTTP surface: POST /rpc, GET /healthz, GET /events (SSE), GET /metrics
 (Prometheus), GET / (console) on its listener; machines' pages on a listener of their own
-(``services.gateway.preview``), so that no preview is ever of the console's origin.
+(``services.gateway.previews.preview``), so that no preview is ever of the console's origin.
 
 Every response of the console's listener carries the security headers (CSP, no framing, no
 opener, nosniff, no referrer), and every response but the console's static files
@@ -34,22 +34,27 @@ from contracts.people import route_scope
 from controlplane.failover import TRANSIENT, as_unavailable
 from controlplane.metrics import metrics_handler
 from controlplane.tokens import TokenStore
-from services.gateway.access import Caller
-from services.gateway.audit_log import AuditLog, origin_of
-from services.gateway.auth_http import add_auth_routes, public_url
-from services.gateway.callers import CallerResolver
-from services.gateway.codemode_stream import add_codemode_routes
+from services.gateway.auth import (
+    AuditLog,
+    BadSecrets,
+    Caller,
+    CallerResolver,
+    EventTickets,
+    origin_of,
+    record_csrf,
+    record_unauthenticated,
+)
+from services.gateway.console import COOKIE, WebSessions, add_auth_routes, check_csrf, public_url
 from services.gateway.errors_http import always_answer, error_answer, error_response
-from services.gateway.events_http import stream_events
-from services.gateway.exec_stream import stream_rpc
-from services.gateway.files_http import add_files_routes
-from services.gateway.mcp_http import add_mcp_route
-from services.gateway.preview import add_tunnel_route, make_preview_app
-from services.gateway.rate_limits import BadSecrets
-from services.gateway.refusals_http import record_csrf, record_unauthenticated
-from services.gateway.sessions_ops import SessionOps
-from services.gateway.tickets import EventTickets
-from services.gateway.web_sessions import COOKIE, WebSessions, check_csrf
+from services.gateway.mcp import add_mcp_route
+from services.gateway.previews import add_tunnel_route, make_preview_app
+from services.gateway.streams import (
+    SessionOps,
+    add_codemode_routes,
+    add_files_routes,
+    stream_events,
+    stream_rpc,
+)
 
 if TYPE_CHECKING:
     from services.gateway.compose import Gateway
@@ -93,8 +98,8 @@ SECURITY_HEADERS = {
 #: Paths past /rpc and /events that need a token too: codemode's stream, MCP, and what
 #: reaches into a machine (its sessions' WebSockets).
 AUTHED_PREFIXES = ("/codemode/", "/mcp", "/machines/")
-#: Under AUTHED_PREFIXES, but authenticated by its own route (services.gateway.preview), which
-#: rate-limits bad secrets itself. ``[^/]+`` is what the router's ``{machine_id}`` matches.
+#: Under AUTHED_PREFIXES, but authenticated by its own route (services.gateway.previews.preview),
+#: which rate-limits bad secrets itself. ``[^/]+`` is what the router's ``{machine_id}`` matches.
 _SELF_AUTHED = re.compile(r"/machines/[^/]+/tunnel/")
 #: ATTACH_PATH's shape, which a ticket may open.
 _ATTACH = re.compile(r"/machines/[^/]+/sessions/[^/]+/attach")

@@ -1,7 +1,7 @@
 """Auto-stop: the prober, which owns liveness, pauses or stops machines that have been idle
 too long, and stops machines paused too long.
 
-Idle means no gateway activity (``services.gateway.activity``: exec, terminal input, file or
+Idle means no gateway activity (``services.gateway.auth.activity``: exec, terminal input, file or
 port traffic, codemode calls) for the instance's ``idleAfterS`` (``instances.setAutoStop``).
 Background processes and cron jobs are not activity: the daemon never reports them. A machine
 with no recorded activity yet starts its clock at the first look. Replicas may look at once:
@@ -36,8 +36,7 @@ from controlplane.bus import Bus
 from controlplane.idleness import IDLE_CANDIDATES, idle_machines, last_activity
 from controlplane.settings import Settings
 from controlplane.status_transitions import PAUSE_REFUSED, pause_machine, stop_machine
-from controlplane.store import Store
-from controlplane.store_stop import AutoStopRule
+from controlplane.store import AutoStopRule, Store
 from providers.runtimes import keeps_memory
 
 log = structlog.get_logger(__name__)

@@ -34,8 +34,7 @@ from controlplane.bus import Bus
 from controlplane.consumer import Permanent, Retry
 from controlplane.failures import fail_machine
 from controlplane.settings import Settings
-from controlplane.store import Store
-from controlplane.store_boot_watch import BootWindow
+from controlplane.store import BootWindow, Store
 from controlplane.subscriptions import subscriber
 
 log = structlog.get_logger(__name__)

@@ -23,8 +23,7 @@ from controlplane import create_once
 from controlplane.bus import Bus
 from controlplane.hosts import has_room
 from controlplane.settings import Settings
-from controlplane.store import Store
-from controlplane.store_creates import CreateOnce
+from controlplane.store import CreateOnce, Store
 
 log = structlog.get_logger(__name__)
 

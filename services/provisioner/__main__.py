@@ -24,18 +24,14 @@ from controlplane.settings import GVISOR_POOL, Settings
 from controlplane.store import Store
 from controlplane.subscriptions import enter_subscriptions
 from environments.shared_builds import SharedBuilds
-from providers import homes_fs
 from providers.base import MachineControl
 from providers.code import code_repo
-from providers.docker import DockerProvider
-from providers.docker_pool import DockerPoolBackend
+from providers.docker import DockerPoolBackend, DockerProvider
+from providers.egress import PlatformAddresses, platform_addresses
 from providers.gvisor import Runsc
-from providers.gvisor_pool import GvisorPoolBackend
 from providers.host_memory import host_memory
-from providers.local import LocalProvider
-from providers.local_pool import LocalPoolBackend
+from providers.local import GvisorPoolBackend, LocalPoolBackend, LocalProvider, homes as homes_fs
 from providers.machine_limits import Placement
-from providers.platform_addresses import PlatformAddresses, platform_addresses
 from providers.registry import docker_provider, platform_limits
 from providers.swarm import SwarmProvider
 from providers.warm_pool import PoolBackend, WarmPool

@@ -1,4 +1,4 @@
-"""The instance's disk budget at this host's copies (controlplane/store_disk.py,
+"""The instance's disk budget at this host's copies (controlplane/store/disk.py,
 ``FLEET_INSTANCE_DISK_MB``): a snapshot, a memory image, a fork's home and a paused machine's
 image each take their place, estimated, before the copy starts, and hold what the copy took
 once it is made; a failed copy gives its place back."""
@@ -13,9 +13,8 @@ import structlog
 
 from base.ticker import Ticker
 from contracts.models import Machine
-from controlplane import store_disk
 from controlplane.settings import Settings
-from controlplane.store import Store
+from controlplane.store import Store, disk as store_disk
 from providers.base import DiskMeter
 from services.provisioner.environment import machine_limits
 

@@ -1,4 +1,4 @@
-"""The docker engine's networks, kept as the platform's (providers/platform_addresses.py): listed
+"""The docker engine's networks, kept as the platform's (providers/egress/addresses.py): listed
 when the provisioner starts, and again whenever the engine says a network was created or
 removed (its events), or its events are followed again after a loss. A machine's request
 through the egress proxy to an address of any of them is refused as one to the host is."""
@@ -19,7 +19,7 @@ import structlog
 from base.retry import Backoff, Retries
 from base.tasks import cancel_and_join
 from contracts.errors import ProviderError
-from providers.platform_addresses import Network, PlatformAddresses
+from providers.egress import Network, PlatformAddresses
 
 log = structlog.get_logger(__name__)
 _FIRST_LIST_S = 15.0

@@ -1,8 +1,8 @@
-"""Enforcing an instance's egress policy on this host's machines (providers/egress_nftables.py): at
+"""Enforcing an instance's egress policy on this host's machines (providers/egress/nftables.py): at
 a machine's start, before the platform announces it (so nothing of the instance's runs in it
 before), again whenever the policy changes (``host.applyEgress``, from the gateway), and at the
 provisioner's own start for the machines it resumes. Each machine's resolver is this host's DNS
-proxy (providers/egress_dns.py), attached at the same points."""
+proxy (providers/egress/dns.py), attached at the same points."""
 
 from __future__ import annotations
 
@@ -18,15 +18,23 @@ from contracts.gateway_network import EgressPolicy
 from contracts.models import Machine
 from controlplane.settings import Settings
 from controlplane.store import Store
-from providers import egress_netdev, egress_nftables as egress
 from providers.base import InterfaceEgress, NetnsHolder, PastaOwned
-from providers.egress_dns import DnsProxy, OnRefused, PolicyOf, host_upstream
-from providers.egress_dns_load import DnsCaps
-from providers.egress_proxy import EgressProxy
-from providers.egress_proxy_door import HostDoor
-from providers.gvisor_gateway import gateway_endpoints
-from providers.netns import nats_servers
-from providers.platform_addresses import PlatformAddresses, platform_addresses, resolve
+from providers.egress import (
+    DnsCaps,
+    DnsProxy,
+    EgressProxy,
+    HostDoor,
+    OnRefused,
+    PlatformAddresses,
+    PolicyOf,
+    host_upstream,
+    netdev as egress_netdev,
+    nftables as egress,
+    platform_addresses,
+    resolve,
+)
+from providers.gvisor import gateway_endpoints
+from providers.sandbox import nats_servers
 from services.provisioner.egress_events import EgressEvents
 
 log = structlog.get_logger(__name__)
@@ -86,7 +94,7 @@ async def netns_policy(
     store: Store, nats_url: str, machine_id: str, pid: int, *, proxy_port: int = 0
 ) -> None:
     """The machine's instance's policy written into the network namespace of ``pid`` (a new
-    one, before a gvisor restore runs in it: providers/gvisor.py ``NetnsReady``), so that no
+    one, before a gvisor restore runs in it: providers/gvisor/runsc.py ``NetnsReady``), so that no
     restored process meets a namespace without it; nothing for an open policy (a new
     namespace has no table). The enforcer writes it again once the machine runs."""
     machine = await store.get_machine(machine_id)
@@ -201,7 +209,7 @@ class EgressEnforcer:
 
     async def _write_on_interfaces(self, machine_id: str, pid: int, policy: EgressPolicy) -> str:
         """The policy on the interfaces of the machine's namespace (a gvisor machine's:
-        providers/egress_netdev.py), a whole new table each time; names refused by name."""
+        providers/egress/netdev.py), a whole new table each time; names refused by name."""
         no_names(machine_id, policy)
         new = await self.compiled(policy, gvisor=True)
         async with self._nft:
@@ -229,7 +237,7 @@ class EgressEnforcer:
 
     async def compiled(self, policy: EgressPolicy, gvisor: bool = False) -> egress.Ruleset:
         """``policy``'s ruleset; ``gvisor``: with NATS at the gateway among the platform's
-        endpoints (providers/gvisor_gateway.py)."""
+        endpoints (providers/gvisor/gateway.py)."""
         key = msgspec.json.encode(policy) + (b"+gvisor" if gvisor else b"")
         made = self._scripts.get(key)
         if made is None:

@@ -36,8 +36,8 @@ from environments import build as eb, cache as build_cache, sources
 from environments.lifecycle_commands import MachineLifecycle
 from environments.machine_environment import build_for_machine
 from environments.shared_builds import SharedBuilds
-from providers import egress_netdev
-from providers.docker_image import MACHINE_HOME
+from providers.docker import MACHINE_HOME
+from providers.egress import netdev as egress_netdev
 from providers.machine_limits import Limits, Placement, with_own, within
 from providers.registry import platform_limits
 from services.provisioner import image_policy

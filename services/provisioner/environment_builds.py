@@ -27,7 +27,7 @@ from environments.build import check_devcontainer
 from environments.machine_environment import build_for_machine
 from environments.shared_builds import SharedBuilds
 from environments.sources import checkout
-from providers.docker_image import MACHINE_HOME
+from providers.docker import MACHINE_HOME
 from services.provisioner import image_policy
 from services.provisioner.environment import build_source
 

@@ -18,10 +18,9 @@ from contracts.daemon_rpc import ExecCommandResult
 from contracts.errors import Conflict, NotFound, NotSupported, ProviderError
 from contracts.jsonrpc import Dispatcher, Router
 from contracts.models import Machine
-from controlplane import store_disk
 from controlplane.crypto import SecretBox, renew_connect_secret
 from controlplane.settings import Settings
-from controlplane.store import Store
+from controlplane.store import Store, disk as store_disk
 from environments.shared_builds import SharedBuilds
 from providers.base import (
     DaemonWatch,

@@ -19,8 +19,7 @@ import aiodocker
 from contracts.errors import ImageNotFound, ImageRefused, ProviderError
 from controlplane.store import Store
 from environments.dockerfile import image_refs, pulled
-from providers.docker_copy import LAYER_REPO
-from providers.docker_image import BASE_REPO, IMAGE_REPO
+from providers.docker import BASE_REPO, IMAGE_REPO, LAYER_REPO
 
 #: The platform's images every instance may run.
 PLATFORM_REPOS = frozenset({IMAGE_REPO, BASE_REPO})

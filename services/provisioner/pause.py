@@ -28,11 +28,11 @@ from contracts.events import (
 )
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
-from controlplane import store_disk
 from controlplane.daemon_client import DaemonClient
 from controlplane.failures import fail_machine
 from controlplane.settings import Settings
 from controlplane.status_transitions import PAUSE_REFUSED
+from controlplane.store import disk as store_disk
 from controlplane.subscriptions import subscriber
 from controlplane.unresponsive import mark_unresponsive
 from providers.base import DaemonWatch, Pauser

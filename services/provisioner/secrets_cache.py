@@ -2,7 +2,7 @@
 changed (services/provisioner/secrets_proxy.py).
 
 The proxy looks a connection's secrets up for each request it sends on, so that a deleted secret
-goes on no later request, on a connection kept open too (providers/egress_proxy.py). Reading the
+goes on no later request, on a connection kept open too (providers/egress/proxy.py). Reading the
 store each time would add a round trip to every request; what was read for an instance, host
 and port is kept instead, and forgotten:
 
@@ -33,7 +33,7 @@ from nats.aio.subscription import Subscription
 
 from base.clock import SYSTEM_CLOCK, Clock
 from contracts import subjects
-from controlplane.store_secrets import StoredSecret
+from controlplane.store import StoredSecret
 
 log = structlog.get_logger(__name__)
 

@@ -1,4 +1,4 @@
-"""This host's egress proxy (providers/egress_proxy.py), joined to the platform: the instance's
+"""This host's egress proxy (providers/egress/proxy.py), joined to the platform: the instance's
 policy and secrets from the store (the secrets kept between requests until they change:
 services/provisioner/secrets_cache.py), its CA's certificates, the use counts, the upstreams'
 trust."""
@@ -23,11 +23,9 @@ from controlplane.crypto import SecretBox
 from controlplane.machine_config import proxied_repo
 from controlplane.secret_ca import LeafContexts, instance_ca
 from controlplane.settings import Settings
-from controlplane.store import Store
-from controlplane.store_secrets import StoredSecret
-from providers.egress_proxy import Address, EgressProxy, Platform
-from providers.egress_proxy_door import HostDoor, recorded_pastas
-from providers.gvisor_gateway import proxy_listen
+from controlplane.store import Store, StoredSecret
+from providers.egress import Address, EgressProxy, HostDoor, Platform, recorded_pastas
+from providers.gvisor import proxy_listen
 from services.provisioner.secrets_cache import Read, SecretsCache
 
 log = structlog.get_logger(__name__)

@@ -22,7 +22,6 @@ from contracts.events import (
 from contracts.ids import derived_event_id
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
-from controlplane import store_disk
 from controlplane.bus import Bus
 from controlplane.consumer import Permanent, Retry
 from controlplane.crypto import SecretBox, mint_machine_token
@@ -30,16 +29,19 @@ from controlplane.daemon_client import DaemonClient
 from controlplane.failures import fail_machine
 from controlplane.revoke import revoke_machine
 from controlplane.settings import Settings
-from controlplane.store import Store
-from controlplane.store_keys import F_EXTERNAL_ID, F_HOST_ID, F_SEALED_CREDENTIAL
+from controlplane.store import (
+    F_EXTERNAL_ID,
+    F_HOST_ID,
+    F_SEALED_CREDENTIAL,
+    Store,
+    disk as store_disk,
+)
 from controlplane.subscriptions import subscriber
 from environments.shared_builds import SharedBuilds
 from providers.base import HomeCloner, Provider
-from providers.cgroup import NotFrozen
-from providers.egress_dns import DnsProxy
-from providers.egress_proxy import EgressProxy
-from providers.egress_proxy_door import HostDoor
+from providers.egress import DnsProxy, EgressProxy, HostDoor
 from providers.host_memory import mem_available_mb
+from providers.sandbox import NotFrozen
 from providers.warm_pool import WarmPool
 from services.provisioner.claims import machine_pool
 from services.provisioner.disk import disk_budget

@@ -9,9 +9,9 @@ it), each only once a machine of that provider ran on this host.
 An id's copies stay while any of these holds:
 - a snapshot record has the id (store.snapshots);
 - a take of it is under way: its place in its instance's disk budget or snapshot cap is
-  reserved and has not lapsed (controlplane/store_disk.py, store_snapshots.py);
+  reserved and has not lapsed (controlplane/store/disk.py, controlplane/store/snapshots.py);
 - a machine that is neither failed nor archived names it in its marker (a fork with memory not
-  restored yet: providers/gvisor_fork.py MARKER);
+  restored yet: providers/gvisor/fork.py MARKER);
 - it is a memory image and its source's instance has a machine not provisioned yet (a fork
   whose ``machine.created`` is still queued has written no marker; one being restored has
   just removed its marker and not yet counted itself);
@@ -39,12 +39,9 @@ from contracts.errors import ProviderError
 from contracts.ids import SNAPSHOT_ID_RE
 from contracts.models import Machine
 from contracts.status import NOT_PROVISIONED, TERMINAL
-from controlplane import store_disk
-from controlplane.store import Store
-from providers.docker import DockerProvider
-from providers.docker_copy import LABEL_SNAPSHOT, snapshot_volume
-from providers.docker_names import LABEL_STACK
-from providers.gvisor_fork import MARKER, SOURCE_FILE
+from controlplane.store import Store, disk as store_disk
+from providers.docker import LABEL_SNAPSHOT, LABEL_STACK, DockerProvider, snapshot_volume
+from providers.gvisor import MARKER, SOURCE_FILE
 
 log = structlog.get_logger(__name__)
 
@@ -126,7 +123,8 @@ class Shelf(Protocol):
 
 
 class LocalLayout(Protocol):
-    """LocalProvider's layout of snapshots, memory images and machines (providers/local.py)."""
+    """LocalProvider's layout of snapshots, memory images and machines
+    (providers/local/provider.py)."""
 
     def snapshot_dir(self, snapshot_id: str) -> Path: ...
     def snapshot_upper(self, snapshot_id: str) -> Path: ...
@@ -214,7 +212,7 @@ def markers(local: LocalLayout) -> dict[str, str]:
 
 
 class DockerShelf:
-    """This stack's docker snapshot volumes (providers/docker_fork.py); no memory images."""
+    """This stack's docker snapshot volumes (providers/docker/fork.py); no memory images."""
 
     provider = "docker"
 

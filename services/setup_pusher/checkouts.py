@@ -44,8 +44,8 @@ from controlplane.machine_config import (
 from controlplane.subscriptions import subscriber
 from environments.hook import run_lifecycle, with_project_env
 from environments.lifecycle_commands import ON_UPDATE, LifecycleFailed, MachineLifecycle
-from providers.egress_refusal import policy_refusal, remote_host
-from providers.gvisor_gateway import gvisor_proxy_url
+from providers.egress import policy_refusal, remote_host
+from providers.gvisor import gvisor_proxy_url
 from services.setup_pusher.live_env import LiveEnv
 
 log = structlog.get_logger(__name__)

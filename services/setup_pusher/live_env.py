@@ -32,7 +32,7 @@ from controlplane.stage import Stage
 from controlplane.subscriptions import subscriber
 from environments.hook import with_project_env
 from environments.lifecycle_commands import MachineLifecycle
-from providers.gvisor_gateway import gvisor_proxy_url
+from providers.gvisor import gvisor_proxy_url
 
 log = structlog.get_logger(__name__)
 

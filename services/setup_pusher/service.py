@@ -29,11 +29,11 @@ from controlplane.machine_config import (
     push_config,
     with_secrets,
 )
-from controlplane.store_keys import F_DAEMON_GIT_SHA, F_DAEMON_VERSION, F_EXTERNAL_ID
+from controlplane.store import F_DAEMON_GIT_SHA, F_DAEMON_VERSION, F_EXTERNAL_ID
 from controlplane.subscriptions import subscriber
 from environments.hook import run_lifecycle, with_project_env
 from environments.lifecycle_commands import ON_CREATE, ON_START, LifecycleFailed, MachineLifecycle
-from providers.gvisor_gateway import gvisor_proxy_url
+from providers.gvisor import gvisor_proxy_url
 from services.setup_pusher.checkouts import ASKPASS_PATH, ASKPASS_SCRIPT, Checkouts
 from services.setup_pusher.sshd import start_sshd
 

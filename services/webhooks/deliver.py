@@ -28,9 +28,8 @@ from contracts import webhook_signature
 from contracts.gateway_webhooks import DeliveryAttempt
 from controlplane.crypto import SecretBox
 from controlplane.settings import Settings
-from controlplane.store import Store
-from controlplane.store_webhooks import NO_MACHINE, Head, StoredWebhook, parse_member
-from providers.webhook_target import Refused, Rules, Target, check
+from controlplane.store import NO_MACHINE, Head, Store, StoredWebhook, parse_member
+from providers.egress import Refused, Rules, Target, check
 from services.webhooks.post import Answer, Connections, PostFailed, post
 from services.webhooks.rules import judge
 

@@ -37,8 +37,7 @@ from contracts.events import MachineCreated, decode_machine_event, kind_of, matc
 from contracts.gateway_webhooks import MACHINE_TYPE_PREFIX, wants
 from controlplane.bus import Bus
 from controlplane.settings import Settings
-from controlplane.store import Store
-from controlplane.store_webhooks import Target
+from controlplane.store import Store, Target
 from services.webhooks.deliver import Deliveries
 
 log = structlog.get_logger(__name__)

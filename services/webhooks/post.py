@@ -1,4 +1,4 @@
-"""One webhook POST, to a checked address (``providers/webhook_target.py``).
+"""One webhook POST, to a checked address (``providers/egress/webhook_target.py``).
 
 The connection goes to the address that was checked, with the URL's name as ``Host`` and, for
 https, as TLS's server name (its certificate verified against the system's CAs): nothing is
@@ -20,7 +20,7 @@ from types import TracebackType
 import h11
 
 from base.version import package_version
-from providers.webhook_target import Target
+from providers.egress import Target
 
 MAX_HEAD = 16 * 1024
 #: The most of an answer's body read; the rest is left unread (the connection is closed).

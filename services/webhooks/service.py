@@ -10,7 +10,7 @@ from controlplane.bus import Bus
 from controlplane.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
-from providers.webhook_target import platform_rules
+from providers.egress import platform_rules
 from services.webhooks.deliver import Deliveries
 from services.webhooks.fanout import Fanout
 

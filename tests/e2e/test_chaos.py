@@ -16,7 +16,7 @@ from contracts import subjects
 from contracts.consumers import Durable, host_durable
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
-from fleet.embedded import NatsServer, ValkeyServer
+from fleet.up import NatsServer, ValkeyServer
 from tests.conftest import CloneLog
 from tests.diagnose import wait_all
 from tests.e2e.conftest import start_fleet_up

@@ -28,7 +28,7 @@ from contracts.consumers import Durable, durable_name
 from contracts.models import Machine
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
-from fleet.embedded_ha import SENTINEL_MASTER
+from fleet.up import SENTINEL_MASTER
 from tests.conftest import CloneLog
 from tests.diagnose import wait_all
 from tests.e2e.conftest import FleetUp, start_fleet_up

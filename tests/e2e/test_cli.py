@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from fleet.cli import EXIT_API, EXIT_UNREACHABLE, EXIT_USAGE
-from fleet.embedded import PortHold
+from fleet.cli.entry import EXIT_API, EXIT_UNREACHABLE, EXIT_USAGE
+from fleet.up.embedded import PortHold
 from tests.e2e.conftest import FLEET, FleetUp, ok
 
 STAGES = ["created", "provisioned", "daemon-status-reported", "setup-pushed", "ready"]
@@ -162,7 +162,7 @@ def test_a_bad_id_says_what_an_id_looks_like_before_and_at_the_api(stack: FleetU
     )
     env = {**os.environ, "FLEET_URL": stack.url, "FLEET_TOKEN": stack.token}
     api = subprocess.run(
-        [sys.executable, "-c", "import asyncio, sys; from fleet.client import FleetClient\n"
+        [sys.executable, "-c", "import asyncio, sys; from fleet.client.client import FleetClient\n"
          "async def main():\n"
          "    async with FleetClient(sys.argv[1], sys.argv[2]) as c:\n"
          "        await c.get_machine('m-nope')\n"

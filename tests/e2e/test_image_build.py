@@ -28,7 +28,7 @@ def image_build(root: Path, data: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
     env |= {"PYTHONPATH": str(root), "FLEET_DATA_DIR": str(data)}
     done = subprocess.run(
-        [sys.executable, "-c", "from fleet.cli import main; main()", "image", "build"],
+        [sys.executable, "-c", "from fleet.cli.entry import main; main()", "image", "build"],
         cwd=root, env=env, capture_output=True, text=True, timeout=600, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

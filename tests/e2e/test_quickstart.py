@@ -18,8 +18,8 @@ from pathlib import Path
 import dotenv
 import pytest
 
-from fleet.embedded import PortHold
 from fleet.up import banner_ports
+from fleet.up.embedded import PortHold
 from providers.local import pid_alive
 from tests.conftest import git, make_bare_repo
 from tests.e2e import readme_quickstart

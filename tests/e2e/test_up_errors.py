@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.embedded import PortHold
+from fleet.up.embedded import PortHold
 from tests.e2e.conftest import FLEET, read_until
 
 #: (variable, bad value, what the line must say it takes)

@@ -1,5 +1,5 @@
 """`fleet up` killed with SIGKILL: its servers and services end with it (base.lifeline), its
-keeper stops its machines (fleet/keeper.py), and the next `fleet up` on the same data dir says
+keeper stops its machines (fleet/up/keeper.py), and the next `fleet up` on the same data dir says
 what the dead one left, ends it, and has its machines ready again."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from base.lifeline import recorded
-from fleet.up import CHILDREN_NAME, SERVICES
-from providers.local import STOP_GRACE_S, machine_roots
+from fleet.up.stack import CHILDREN_NAME, SERVICES
+from providers.local.provider import STOP_GRACE_S, machine_roots
 from tests.docker_env import docker_image, inspect, remove_containers
 from tests.e2e.conftest import FleetUp, ok, start_fleet_up
 from tests.waiters import still_running_after

@@ -2,7 +2,7 @@
 and a warm pool's machine running (and its keeper killed once, and started again), `fleet up`
 is SIGKILLed; every process of its machines
 (bwrap sandboxes, runsc's sandboxes and gofers, their pastas) ends by itself, through the
-keeper the kernel signals (fleet/keeper.py); its data dir then removed, `fleet gc` leaves
+keeper the kernel signals (fleet/up/keeper.py); its data dir then removed, `fleet gc` leaves
 nothing of it that the suite's leftovers check (tests/leftovers.py) would find. A normal stop
 leaves no pasta either, a pooled machine's included."""
 
@@ -20,8 +20,8 @@ import pytest
 
 from base import procinfo
 from base.lifeline import recorded
-from fleet import gc, keeper
-from providers.netns import NETNS_OF
+from fleet.up import gc, keeper
+from providers.sandbox import NETNS_OF
 from tests import leftovers
 from tests.e2e.conftest import FLEET, FleetUp, ok, read_until, start_fleet_up
 from tests.waiters import still_running_after, wait_until

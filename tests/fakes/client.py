@@ -17,8 +17,7 @@ from controlplane.settings import Settings
 from controlplane.store import Store
 from controlplane.tokens import TokenStore
 from fleet.client import FleetClient, MockTransport, Request, Response
-from services.gateway.access import Caller
-from services.gateway.callers import CallerResolver, caller_resolver
+from services.gateway.auth import Caller, CallerResolver, caller_resolver
 
 #: The address an in-memory client names (in its error messages only: nothing listens).
 URL = "memory://gateway"

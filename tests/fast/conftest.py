@@ -27,9 +27,7 @@ from controlplane.settings import Settings
 from controlplane.store import Store
 from environments.shared_builds import SharedBuilds
 from fleet.client import FleetClient
-from services.gateway.access import Caller
-from services.gateway.audit_log import AuditLog
-from services.gateway.callers import CallerResolver
+from services.gateway.auth import AuditLog, Caller, CallerResolver
 from services.gateway.compose import Gateway, compose
 from services.prober.service import Prober
 from services.provisioner.environment_builds import EnvironmentBuilds

@@ -1,5 +1,5 @@
 """Every way a machine comes to run passes the instance's ``maxRunningMachines`` and its host's
-room (services/gateway/admission.py), in memory: a resume and a wake of a paused machine are
+room (services/gateway/rpc/admission.py), in memory: a resume and a wake of a paused machine are
 refused past them with nothing moved, calls at once on every path never pass the limit
 together, and pause, resume and snapshot have a per-token budget. On real runsc sandboxes and
 real daemons: tests/integration/test_gvisor_admission.py."""
@@ -18,7 +18,7 @@ from contracts.errors import HostFull, RateLimited, RunningMachinesLimit
 from contracts.events import MachineCreated, MachineResumeRequested, MachineStarted
 from contracts.models import Machine
 from contracts.status import STOPPED_OR_STOPPING, TERMINAL, MachineStatus as S
-from controlplane.store_keys import F_HOST_ID
+from controlplane.store import F_HOST_ID
 from tests.fast.conftest import World
 from tests.fast.test_gateway import token_of
 from tests.fast.test_pause import ready_gvisor

@@ -13,8 +13,8 @@ from structlog.testing import capture_logs
 from contracts.audit import Action, encode_entry
 from contracts.errors import Forbidden, InvalidParams, NotFound, Unavailable
 from controlplane.settings import Settings
-from services.gateway.access import Caller
-from services.gateway.audit_log import _DROP_LOG_S, AuditLog
+from services.gateway.auth import Caller
+from services.gateway.auth.audit_log import _DROP_LOG_S, AuditLog
 from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 

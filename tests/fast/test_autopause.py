@@ -14,7 +14,7 @@ from contracts.errors import Conflict, InvalidParams
 from contracts.events import MachinePaused, MachinePauseRequested
 from contracts.status import MachineStatus as S
 from controlplane.settings import Settings
-from services.gateway.activity import ActivityClock
+from services.gateway.auth.activity import ActivityClock
 from services.prober.autostop import IdleStopper
 from tests.fakes.clock import ManualClock
 from tests.fast.conftest import World

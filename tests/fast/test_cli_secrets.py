@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet.cli import parse
-from fleet.cli_common import UsageError
+from fleet.cli.common import UsageError
+from fleet.cli.entry import parse
 from fleet.client import FleetClient
 from tests.fast.conftest import World
 

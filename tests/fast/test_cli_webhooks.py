@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from fleet.cli import parse
+from fleet.cli.entry import parse
 from fleet.client import FleetClient
 from tests.fast.conftest import World
 

@@ -13,7 +13,7 @@ from contracts.events import MachineReady, MachineUnresponsive
 from contracts.people import ALL_SCOPES
 from contracts.status import MachineStatus as S
 from controlplane.tokens import TokenStore, is_live
-from services.gateway.activity import ActivityClock
+from services.gateway.auth.activity import ActivityClock
 from services.prober.autostop import IdleStopper
 from services.prober.liveness import HeartbeatMonitor
 from tests.fakes.clock import ManualClock

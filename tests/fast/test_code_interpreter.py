@@ -20,7 +20,7 @@ from contracts.errors import (
     NotFound,
     RateLimited,
 )
-from services.gateway.access import Caller
+from services.gateway.auth import Caller
 from tests.fast.conftest import World
 from tests.fast.test_gateway import method, token_of, two_instances
 

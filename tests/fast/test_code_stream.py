@@ -17,8 +17,8 @@ from contracts import daemon_code as dc
 from contracts.errors import Forbidden, InvalidParams, MethodNotFound
 from contracts.gateway_live import RPC_STREAM_PATH, SSE_DROPPED, SSE_OUTPUT, SSE_RESULT
 from fleet.client import FleetClient
-from fleet.client_streams import sse_events
-from services.gateway.exec_stream import MAX_HELD_BYTES
+from fleet.client.streams import sse_events
+from services.gateway.streams.exec_stream import MAX_HELD_BYTES
 from tests.fast.conftest import World
 from tests.fast.test_gateway import token_of, two_instances
 from tests.fast.test_rights_routes import served

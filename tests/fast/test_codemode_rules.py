@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from contracts.errors import Forbidden, InvalidParams, NotFound
-from services.gateway.access import Caller
+from services.gateway.auth import Caller
 from tests.fast.conftest import World
 
 method = pytest.mark.gateway_method

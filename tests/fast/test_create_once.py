@@ -10,7 +10,7 @@ import pytest
 from contracts.errors import Conflict, FleetError, IdempotencyKeyReused
 from contracts.events import MachineArchived, MachineCreated
 from contracts.status import MachineStatus as S
-from services.gateway.access import Caller
+from services.gateway.auth import Caller
 from tests.fast.conftest import World
 
 

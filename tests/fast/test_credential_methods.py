@@ -11,8 +11,7 @@ from contracts.audit import REDACTED, REDACTIONS, Redact
 from contracts.credentials import credential_paths, field_paths
 from contracts.gateway_rpc import GATEWAY_METHODS
 from controlplane.settings import Settings
-from services.gateway.access import Caller
-from services.gateway.audit_log import AuditLog
+from services.gateway.auth import AuditLog, Caller
 from tests.fast.conftest import World
 
 #: What the audit log redacts by name as a secret but no method mints: ``value`` is what a

@@ -12,8 +12,8 @@ import pytest
 
 from contracts import daemon_desktop as dd
 from contracts.errors import DesktopNotRunning, Forbidden, InvalidParams
-from services.gateway.access import Caller
-from services.gateway.tunnels import port_scope
+from services.gateway.auth import Caller
+from services.gateway.streams.tunnels import port_scope
 from tests.fast.conftest import World
 from tests.fast.test_gateway import method, token_of, two_instances
 

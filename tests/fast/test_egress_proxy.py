@@ -1,4 +1,4 @@
-"""The egress proxy's rules (providers/egress_proxy.py), on real sockets in this process's own
+"""The egress proxy's rules (providers/egress/proxy.py), on real sockets in this process's own
 network namespace: a real TLS upstream with a CA of its own, a real HTTP client (aiohttp), the
 platform's side in memory. The same through a real machine: tests/integration/test_secrets.py."""
 
@@ -24,8 +24,8 @@ from contracts.gateway_network import EgressPolicy
 from contracts.gateway_secrets import covers
 from controlplane.crypto import SecretBox, generate_secret_key
 from controlplane.secret_ca import LeafContexts, make_ca
-from controlplane.store_secrets import StoredSecret
-from providers.egress_proxy import EgressProxy, Platform
+from controlplane.store import StoredSecret
+from providers.egress import EgressProxy, Platform
 from tests.tls import server_tls
 
 VALUE = "sk-live-not-for-machines"

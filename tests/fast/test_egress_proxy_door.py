@@ -1,4 +1,4 @@
-"""The egress proxy's door on the host (providers/egress_proxy_door.py): a connection is served
+"""The egress proxy's door on the host (providers/egress/proxy_door.py): a connection is served
 as the machine whose process holds its other end (a child process stands for a machine's
 pasta here), and one no machine holds is refused before anything is read. On real gvisor
 machines: tests/integration/test_gvisor_secrets.py."""
@@ -15,10 +15,9 @@ import pytest
 
 from base import procinfo
 from contracts.gateway_network import EgressPolicy
-from controlplane.store_secrets import StoredSecret
-from providers.egress_proxy import EgressProxy, Platform
-from providers.egress_proxy_door import HostDoor
-from providers.pasta_peer import Pasta
+from controlplane.store import StoredSecret
+from providers.egress import EgressProxy, HostDoor, Platform
+from providers.sandbox import Pasta
 
 #: A process that sends a CONNECT to the door (argv: its port) and prints the answer's line.
 CLIENT = """

@@ -1,4 +1,4 @@
-"""The egress proxy answers a machine without Nagle's delay (providers/egress_proxy.py): each
+"""The egress proxy answers a machine without Nagle's delay (providers/egress/proxy.py): each
 answer goes out as a head and a body, and with Nagle on the body waits for the machine's
 delayed ACK of the head, about 40 ms a request (benchmark 31 measured it)."""
 
@@ -14,7 +14,7 @@ from typing import NoReturn
 import pytest
 
 from contracts.gateway_network import EgressPolicy
-from providers.egress_proxy import EgressProxy, Platform
+from providers.egress import EgressProxy, Platform
 
 
 async def _here(pid: int, make: Callable[[], socket.socket]) -> socket.socket:

@@ -1,5 +1,5 @@
 """The gateway's streams' keepalives on a manual clock: the events stream (``GET /events``,
-services/gateway/events_http.py) and a streamed exec (``POST /rpc/stream``, exec_stream.py). A
+services/gateway/streams/events.py) and a streamed exec (``POST /rpc/stream``, exec_stream.py). A
 stream with nothing to send writes a keepalive comment once its ``KEEPALIVE_S`` has passed since it
 last wrote, and what it sends meanwhile starts that time again. The streams over a real
 gateway and NATS: tests/integration/test_gateway_events.py, test_exec_stream.py. And a code
@@ -13,11 +13,11 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from nats.aio.msg import Msg
 
-from services.gateway import codemode_stream, exec_stream
-from services.gateway.access import EVERYWHERE, Caller
-from services.gateway.events_http import KEEPALIVE_S, _pump
-from services.gateway.events_hub import Subscriber
-from services.gateway.sse_stream import SseStream
+from services.gateway.auth import EVERYWHERE, Caller
+from services.gateway.streams import codemode as codemode_stream, exec_stream
+from services.gateway.streams.events import KEEPALIVE_S, _pump
+from services.gateway.streams.events_hub import Subscriber
+from services.gateway.streams.sse import SseStream
 from tests.fakes.clock import TICK, ManualClock
 
 KEEPALIVE = b": keepalive\n\n"

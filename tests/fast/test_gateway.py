@@ -20,7 +20,7 @@ from contracts.errors import (
 )
 from contracts.events import MachineArchived, MachineCreated, MachineFilesRemoved
 from contracts.status import MachineStatus as S
-from services.gateway.access import Caller
+from services.gateway.auth import Caller
 from tests.fast.conftest import PLATFORM_SHA, World
 
 method = pytest.mark.gateway_method

@@ -6,8 +6,8 @@ import msgspec
 import pytest
 
 from contracts.errors import FleetError, RateLimited
-from services.gateway.access import Caller
-from services.gateway.rate_limits import RateLimiter
+from services.gateway.auth import Caller
+from services.gateway.auth.rate_limits import RateLimiter
 from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 from tests.fast.test_gateway import token_of

@@ -11,8 +11,7 @@ from contracts.people import PORTS
 from contracts.ports import ListeningPort
 from environments import devcontainer as dc
 from environments.lifecycle_commands import MachineLifecycle
-from services.gateway.access import Caller
-from services.gateway.callers import current_caller
+from services.gateway.auth import Caller, current_caller
 from tests.fast.conftest import World
 from tests.fast.test_gateway import method, token_of, two_instances
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 
 from contracts.people import ALL_SCOPES, MACHINES_READ
-from services.gateway.access import Caller
-from services.gateway.callers import current_caller
-from services.gateway.tickets import EventTickets
+from services.gateway.auth import Caller, EventTickets, current_caller
 from tests.fast.conftest import World
 
 method = pytest.mark.gateway_method

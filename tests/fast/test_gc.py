@@ -1,4 +1,4 @@
-"""`fleet gc`'s selection (fleet/gc.py): a gone stack's things are chosen, a live stack's never,
+"""`fleet gc`'s selection (fleet/up/gc.py): a gone stack's things are chosen, a live stack's never,
 nor a process that is not fleetd's, nor a stack whose owner it cannot know."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from base import procinfo
-from fleet import gc
+from fleet.up import gc
 
 
 def hold(data: Path, pid: int) -> None:

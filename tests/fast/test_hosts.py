@@ -25,8 +25,8 @@ from contracts.ids import new_event_id
 from contracts.status import MachineStatus as S
 from controlplane.consumer import Retry
 from controlplane.settings import Settings
-from controlplane.store_keys import F_HOST_ID
-from services.gateway.access import Caller
+from controlplane.store import F_HOST_ID
+from services.gateway.auth import Caller
 from services.prober.host_loss import HostLossMonitor
 from services.prober.liveness import HeartbeatMonitor
 from services.provisioner.host import HostHeartbeat, memory_low, room_left

@@ -1,4 +1,4 @@
-"""FLEET_INSTANCE_DISK_MB (controlplane/store_disk.py, services/provisioner/disk.py): an
+"""FLEET_INSTANCE_DISK_MB (controlplane/store/disk.py, services/provisioner/disk.py): an
 instance's homes, paused images and snapshots share one budget; each copy takes its place
 before it starts, at once with the sum, and gives it back when it fails or goes."""
 
@@ -11,8 +11,7 @@ import pytest
 
 from contracts.errors import DiskLimit
 from contracts.status import MachineStatus as S
-from controlplane import store_disk
-from controlplane.store import Store
+from controlplane.store import Store, disk as store_disk
 from services.provisioner.disk import DiskBudget
 from tests.fast.conftest import World
 from tests.fast.test_pause import ready_gvisor

@@ -9,7 +9,7 @@ from contracts.consumers import Durable
 from contracts.errors import Forbidden, InvalidParams
 from contracts.events import EnvChanged, EnvPushed, ReposChanged, ReposReconciled
 from contracts.status import MachineStatus as S
-from services.gateway.access import Caller
+from services.gateway.auth import Caller
 from tests.fakes.daemons import Checkout
 from tests.fast.conftest import World
 

@@ -1,5 +1,5 @@
 """A lock whose holder process has ended on this host is taken over at once, not when its TTL
-runs out (controlplane/store_locks.py): a provisioner killed while it held a machine's
+runs out (controlplane/store/locks.py): a provisioner killed while it held a machine's
 ``provision:`` lock through a checkpoint (up to ten minutes) left the machine's next pause,
 resume, stop or start waiting until its handler gave up, and the machine failed (found by the
 soak: a provisioner's restart during a pause). A live holder, a holder of another host and a
@@ -12,7 +12,7 @@ from pathlib import Path
 
 from contracts.status import MachineStatus as S
 from controlplane.store import Store
-from controlplane.store_locks import holder, holder_gone
+from controlplane.store.locks import holder, holder_gone
 from tests.fast.conftest import World
 from tests.fast.test_pause import ready_gvisor
 

@@ -16,7 +16,7 @@ import msgspec
 from contracts.errors import Conflict
 from contracts.events import MachinePaused, MachinePauseRequested, PauseBy
 from contracts.status import MachineStatus as S
-from services.gateway.activity import ActivityClock
+from services.gateway.auth.activity import ActivityClock
 from services.provisioner.memory_pressure import Gauge, MemoryPressure, release_mb
 from tests.fakes.clock import ManualClock
 from tests.fast.conftest import World

@@ -9,7 +9,7 @@ import pytest
 
 from contracts.errors import Forbidden, InvalidParams, NotFound
 from contracts.gateway_network import EgressPolicy
-from providers import egress_nftables as egress
+from providers.egress import nftables as egress
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_INSTANCE, token_of, two_instances
 

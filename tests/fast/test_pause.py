@@ -22,7 +22,7 @@ from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from controlplane.settings import Settings
 from controlplane.store import Store
-from services.gateway.admission import check_running_limit
+from services.gateway.rpc.admission import check_running_limit
 from tests.fakes.bus import FakeBus
 from tests.fakes.clock import ManualClock
 from tests.fast.conftest import World, make_world

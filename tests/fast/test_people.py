@@ -16,11 +16,10 @@ from contracts.errors import Conflict, Forbidden, IdTokenRejected, InvalidParams
 from contracts.gateway_people import User
 from contracts.models import AccessToken
 from controlplane.tokens import hash_token, new_secret
-from services.gateway.access import Caller
-from services.gateway.auth_http import SignIn
-from services.gateway.callers import caller_is_live, caller_resolver, user_caller
-from services.gateway.people_ops import find_user
-from services.gateway.web_sessions import WebSessions
+from services.gateway.auth import Caller
+from services.gateway.auth.callers import caller_is_live, caller_resolver, user_caller
+from services.gateway.console import SignIn, WebSessions
+from services.gateway.rpc.people import find_user
 from tests.fast.conftest import World
 
 method = pytest.mark.gateway_method

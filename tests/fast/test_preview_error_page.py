@@ -1,6 +1,6 @@
-"""A preview's errors to a browser (services/gateway/preview.py, ``error_page``): a page load (a
-GET or HEAD that takes HTML, the waking page's rule) of a port nothing listens on gets an HTML
-page that says so, with the error table's status and headers; an API client keeps the JSON-RPC
+"""A preview's errors to a browser (services/gateway/previews/preview.py, ``error_page``): a page
+load (a GET or HEAD that takes HTML, the waking page's rule) of a port nothing listens on gets an
+HTML page that says so, with the error table's status and headers; an API client keeps the JSON-RPC
 body. The real preview app on the fast layer's world, served on a loopback port; with a real
 machine: tests/integration/test_ports.py."""
 
@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestServer
 
 from contracts.errors import PortUnreachable, Unauthorized
 from contracts.ports import TunnelConnectParams
-from services.gateway.access import Caller
+from services.gateway.auth import Caller
 from services.gateway.errors_http import error_page
 from services.gateway.http import make_app
 from tests.fast.conftest import World

@@ -7,7 +7,7 @@ import pytest
 
 from contracts.errors import Forbidden
 from contracts.events import MachineCreated
-from services.gateway.access import Caller
+from services.gateway.auth import Caller
 from tests.fast.conftest import World
 
 method = pytest.mark.gateway_method

@@ -28,7 +28,7 @@ from contracts.gateway_rpc import METHOD_SCOPES
 from contracts.gateway_sessions import ATTACH_PATH
 from contracts.people import route_scope
 from contracts.ports import TUNNEL_PATH
-from services.gateway.access import Caller
+from services.gateway.auth import Caller
 from services.gateway.http import make_app
 from tests.fast.conftest import World
 from tests.fast.test_rights_table import SESSION, Who, everyone

@@ -24,7 +24,7 @@ from contracts.people import (
     PLATFORM_ROLES,
     READ_ONLY,
 )
-from services.gateway.access import Caller
+from services.gateway.auth import Caller
 from tests.fast.conftest import World
 
 NOTHING: frozenset[str] = frozenset()
@@ -203,9 +203,9 @@ LISTS: dict[str, Callable[[Any, str], bool] | None] = {
 #: Rights decided by a rule of their own as well as (or, where said, instead of) the table's
 #: scope: the rule, given the caller and whether the table allows it. Its refusal names no scope.
 BEYOND: dict[str, Callable[[Who, bool], bool]] = {
-    # services.gateway.audit_log.may_read: admins and auditors only
+    # services.gateway.auth.audit_log.may_read: admins and auditors only
     "audit.list": lambda who, table: table and (who.caller.admin or who.caller.role == "auditor"),
-    # services.gateway.people_ops.may_see, instead of the table: a token is its user's (the
+    # services.gateway.rpc.people.may_see, instead of the table: a token is its user's (the
     # walk's token is the operator's), and the business of who holds admin on its instances
     "tokens.revoke": lambda who, _: ADMIN in who.on_instance,
 }

@@ -16,8 +16,7 @@ from contracts.consumers import Durable
 from contracts.events import MachineSecretUsed, encode_event
 from contracts.ids import new_event_id
 from controlplane.settings import Settings
-from services.gateway.audit_log import AuditLog
-from services.gateway.secret_use_audit import SecretUseAudit
+from services.gateway.auth import AuditLog, SecretUseAudit
 from services.provisioner.secrets_proxy import secrets_proxy, stored_secrets
 from tests.fast.conftest import World
 

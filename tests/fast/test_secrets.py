@@ -15,7 +15,7 @@ from contracts.errors import InvalidParams, NotFound
 from contracts.events import EnvChanged
 from contracts.gateway_secrets import MAX_SECRETS
 from controlplane.settings import Settings
-from controlplane.store_secrets import StoredSecret
+from controlplane.store import StoredSecret
 from tests.fast.conftest import World
 from tests.fast.test_audit import recording
 

@@ -1,4 +1,4 @@
-"""A refused sign-in shown to a person (services/gateway/auth_http.py): the browser that comes
+"""A refused sign-in shown to a person (services/gateway/console/sign_in.py): the browser that comes
 back to ``/auth/callback`` (a page load: a GET that takes HTML, the rule of the preview's error
 pages) gets a page that says the sign-in was refused, why, and links back to the sign-in page;
 an API client keeps the JSON-RPC error. Anyone can forge a callback: the page shows no more than
@@ -17,7 +17,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from contracts.errors import NotFound, SignInStateRejected
-from services.gateway.auth_http import UNDEFINED_ERROR
+from services.gateway.console.sign_in import UNDEFINED_ERROR
 from services.gateway.http import make_app
 from tests.fast.conftest import World
 

@@ -11,9 +11,8 @@ import msgspec
 import pytest
 
 from contracts.errors import IdTokenRejected
-from services.gateway.auth_http import SignIn
-from services.gateway.people_ops import find_user
-from services.gateway.web_sessions import WebSessions
+from services.gateway.console import SignIn, WebSessions
+from services.gateway.rpc.people import find_user
 from tests.fast.conftest import World
 
 

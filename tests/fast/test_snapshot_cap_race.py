@@ -1,5 +1,5 @@
 """The snapshot cap holds for calls at once: each call's place is taken before its (slow) copy,
-at once with the count (controlplane/store_snapshots.py ``reserve``)."""
+at once with the count (controlplane/store/snapshots.py ``reserve``)."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ import itertools
 
 from contracts.status import MachineStatus, can_advance
 from controlplane.store import Store
-from controlplane.store_keys import F_EXTERNAL_ID, F_STATUS, F_STATUS_REASON
+from controlplane.store.keys import F_EXTERNAL_ID, F_STATUS, F_STATUS_REASON
 
 ALL = list(MachineStatus)
 

@@ -9,7 +9,7 @@ import itertools
 
 from contracts.status import MachineStatus, can_advance
 from controlplane.store import Store
-from controlplane.store_keys import (
+from controlplane.store.keys import (
     F_DAEMON_VERSION,
     F_EXTERNAL_ID,
     F_SEALED_CREDENTIAL,

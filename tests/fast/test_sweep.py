@@ -15,9 +15,7 @@ import pytest
 
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
-from controlplane import store_disk
-from controlplane.store import Store
-from controlplane.store_keys import F_HOST_ID
+from controlplane.store import F_HOST_ID, Store, disk as store_disk
 from services.provisioner.sweep import (
     GRACE_S,
     Copies,

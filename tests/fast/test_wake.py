@@ -34,17 +34,16 @@ from contracts.models import Machine
 from contracts.people import PORTS
 from contracts.status import MachineStatus as S
 from controlplane.settings import Settings
-from services.gateway import preview
-from services.gateway.access import Caller
-from services.gateway.rate_limits import BadSecrets
-from services.gateway.tunnels import Tunnels
-from services.gateway.wake import (
+from services.gateway.auth import BadSecrets, Caller
+from services.gateway.previews import preview
+from services.gateway.rpc.wake import (
     WAKING_PAGE_AFTER_S,
     WOKEN_PORT_WAIT_S,
     Waker,
     open_woken,
     wake_for,
 )
+from services.gateway.streams import Tunnels
 from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 from tests.fast.test_gateway import token_of, two_instances

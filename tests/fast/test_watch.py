@@ -23,8 +23,8 @@ from contracts.errors import InvalidRequest, TooManyStreams
 from contracts.gateway_live import RPC_STREAM_PATH, SSE_DROPPED, SSE_OUTPUT, SSE_RESULT
 from contracts.status import MachineStatus as S
 from fleet.client import FleetClient
-from fleet.client_streams import sse_events
-from services.gateway.access import Caller
+from fleet.client.streams import sse_events
+from services.gateway.auth import Caller
 from tests.fakes.watches import FakeWatches
 from tests.fast.conftest import World
 from tests.fast.test_gateway import token_of
@@ -155,7 +155,7 @@ async def test_a_slow_client_is_told_what_it_missed_as_it_goes(
 ) -> None:
     """Past what the gateway holds for a client that does not read, events are left out and
     the client is told the count so far before the next event it gets, not only at the end."""
-    monkeypatch.setattr("services.gateway.exec_stream.MAX_HELD_BYTES", 4096)
+    monkeypatch.setattr("services.gateway.streams.exec_stream.MAX_HELD_BYTES", 4096)
     mid, inst, fake = await _watched(world)
     async with _served_watch(world, inst, mid) as (_, resp):
         await asyncio.wait_for(fake.opened.wait(), WAIT_S)

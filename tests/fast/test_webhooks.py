@@ -23,8 +23,8 @@ from contracts.errors import Forbidden, InvalidParams, NotFound
 from contracts.events import encode_event, subject_of
 from contracts.gateway_webhooks import MAX_WEBHOOKS
 from controlplane.settings import Settings
-from providers.webhook_target import Rules, Target
-from services.gateway.access import Caller
+from providers.egress import Rules, Target
+from services.gateway.auth import Caller
 from services.webhooks.deliver import Deliveries
 from services.webhooks.fanout import Fanout
 from services.webhooks.post import Answer

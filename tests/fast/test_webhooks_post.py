@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from providers.webhook_target import Target
+from providers.egress import Target
 from services.webhooks.post import EXCERPT, Connections, PostFailed, post
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

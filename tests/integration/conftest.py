@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from controlplane.settings import Settings
-from fleet.embedded_ha import SENTINEL_MASTER, HaServers
+from fleet.up import SENTINEL_MASTER, HaServers
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from contracts.events import MachineEgressDenied
 from contracts.subjects import EventKind
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from providers.netns import RESOLVER
+from providers.sandbox import RESOLVER
 
 __all__ = ["outside", "stack_settings", "zone"]
 REFUSED = "ConnectionRefusedError"

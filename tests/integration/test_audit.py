@@ -20,9 +20,9 @@ from contracts import audit as a
 from contracts.errors import Forbidden, NotFound, PortUnreachable
 from controlplane.settings import Settings
 from controlplane.store import Store
+from fleet.cli.tunnel import open_tunnel
 from fleet.client import FleetClient
-from fleet.tunnel import open_tunnel
-from services.gateway.audit_log import AuditLog, audit_stream_config
+from services.gateway.auth.audit_log import AuditLog, audit_stream_config
 from tests.conftest import ADMIN_TOKEN, new_ready_machine as ready_machine
 from tests.integration.test_metrics import scrape, value
 from tests.waiters import wait_until
@@ -70,7 +70,7 @@ async def raw_stream(settings: Settings) -> bytes:
 
 async def fleet_audit(settings: Settings, *args: str) -> list[dict[str, Any]]:
     cli = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from fleet.cli import main; main()", "--json", "audit", *args,
+        sys.executable, "-c", "from fleet.cli.entry import main; main()", "--json", "audit", *args,
         env={"FLEET_URL": f"http://127.0.0.1:{settings.port}", "FLEET_TOKEN": ADMIN_TOKEN},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

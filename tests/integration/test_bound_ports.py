@@ -29,9 +29,9 @@ import redis
 from base import procinfo
 from controlplane.redis_client import redis_client
 from controlplane.settings import Settings
-from fleet import embedded
-from fleet.embedded import NatsServer, PortHold, ValkeyServer
-from fleet.up_servers import ServerSupervisor
+from fleet.up import embedded
+from fleet.up.embedded import NatsServer, PortHold, ValkeyServer
+from fleet.up.servers import ServerSupervisor
 from tests.conftest import ADMIN_TOKEN
 from tests.oidc_provider import CLIENT_ID, CLIENT_SECRET
 from tests.waiters import wait_until

@@ -20,7 +20,7 @@ from contracts.status import MachineStatus
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
-from fleet.embedded import NatsServer
+from fleet.up import NatsServer
 from tests.conftest import ADMIN_TOKEN
 from tests.waiters import wait_until
 

@@ -24,7 +24,7 @@ from base.version import SOURCE_ROOT
 from contracts.daemon_code import CodeRunResult
 from contracts.gateway_environments import Environment
 from fleet.client import FleetClient
-from providers.docker_image import host_apt_source
+from providers.docker.image import host_apt_source
 from tests.code_checks import every_rule, make_wheel
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
 from tests.environments import out, ready

@@ -9,9 +9,9 @@ import os
 import secrets
 from pathlib import Path
 
-from fleet.embedded import NatsServer
-from providers.local import CUT_OFF, LocalProvider, exit_records, pid_alive, stop_local
-from providers.netns import has_pasta, stop_pasta
+from fleet.up import NatsServer
+from providers.local.provider import CUT_OFF, LocalProvider, exit_records, pid_alive, stop_local
+from providers.sandbox import has_pasta, stop_pasta
 from tests.waiters import wait_until
 
 

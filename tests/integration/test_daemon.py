@@ -26,7 +26,7 @@ from daemon.__main__ import compose
 from daemon.server import Daemon
 from daemon.settings import DaemonSettings
 from daemon.state import load_state
-from fleet.embedded import NatsServer, PortHold
+from fleet.up.embedded import NatsServer, PortHold
 from tests.conftest import MACHINE_TOKEN, DaemonProc, SpawnDaemon
 from tests.waiters import subscribed, wait_until
 

@@ -20,7 +20,7 @@ from contracts.events import DaemonStatusReported
 from contracts.ids import new_machine_id
 from controlplane.bus import Bus, ensure_stream
 from controlplane.daemon_client import DaemonClient, static_key
-from fleet.embedded import NatsServer
+from fleet.up import NatsServer
 from tests.conftest import MACHINE_TOKEN, DaemonProc, SpawnDaemon
 from tests.waiters import subscribed
 

@@ -35,9 +35,9 @@ from controlplane.daemon_client import DaemonClient
 from daemon.__main__ import main as daemon_main
 from daemon.control import ControlUnavailable, control_request
 from daemon.state import load_state, state_path
-from fleet.embedded import NatsServer
+from fleet.up import NatsServer
 from providers.code import install_code
-from providers.local import STOP_GRACE_S
+from providers.local.provider import STOP_GRACE_S
 from tests.conftest import SpawnDaemon
 from tests.integration.test_daemon import KEY, boot
 from tests.integration.test_refresh import code_repo

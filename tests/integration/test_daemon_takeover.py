@@ -28,7 +28,7 @@ from controlplane.store import Store
 from daemon.control import ControlUnavailable, control_request
 from daemon.state import load_state
 from fleet.client import FleetClient
-from fleet.embedded import NatsServer
+from fleet.up import NatsServer
 from providers.code import resolve_sha, unpack
 from providers.local import daemon_argv
 from tests.conftest import MACHINE_TOKEN, SpawnDaemon, git, kill_leftovers

@@ -20,7 +20,7 @@ from contracts.status import MachineStatus
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from providers.docker import DockerProvider
-from providers.docker_names import LABEL_INSTANCE, LABEL_MACHINE
+from providers.docker.names import LABEL_INSTANCE, LABEL_MACHINE
 from tests.docker_env import (
     docker_gateway,
     docker_image,

@@ -21,9 +21,9 @@ from base.poolwire import POOL_CLAIMED_LOG, POOL_ORPHANED_LOG, POOL_UP_LOG
 from contracts.errors import ProviderError
 from contracts.ids import new_machine_id
 from controlplane.settings import Settings
-from providers import docker_pool, warm_pool
-from providers.docker_names import POOL_PREFIX, container_name
-from providers.docker_pool import DockerPoolBackend, pool_volume
+from providers import warm_pool
+from providers.docker import POOL_PREFIX, container_name, pool as docker_pool
+from providers.docker.pool import DockerPoolBackend, pool_volume
 from providers.registry import docker_provider
 from providers.warm_pool import WarmPool
 from tests.docker_env import (

@@ -23,10 +23,10 @@ from contracts.errors import NotSupported
 from contracts.status import MachineStatus
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from fleet.up import UpOptions, check_sandbox
-from providers.docker_code import TOKEN_FILE
-from providers.docker_image import MACHINE_HOME
-from providers.docker_names import LABEL_POOL
+from fleet.up import UpOptions
+from fleet.up.stack import check_sandbox
+from providers.docker import LABEL_POOL, MACHINE_HOME
+from providers.docker.code import TOKEN_FILE
 from tests.attack_stack import attack_stack
 from tests.conftest import running_stack
 from tests.docker_env import (

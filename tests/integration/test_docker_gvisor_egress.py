@@ -1,6 +1,6 @@
-"""An instance's egress policy on a docker gvisor machine (providers/docker_gvisor.py), with
+"""An instance's egress policy on a docker gvisor machine (providers/docker/gvisor.py), with
 the real engine's runsc: the machine's stack is the host kernel's in the container's own
-namespace (``--network=host``), so the namespaces machine's rules (providers/egress_nftables.py) see
+namespace (``--network=host``), so the namespaces machine's rules (providers/egress/nftables.py) see
 its every packet. Under ``default: deny`` with one address allowed, the machine reaches that
 one and never the other, from its start and after a live change; the machine's processes,
 trying a route change, ``nft flush ruleset`` as netlink and a raw socket, change nothing (root

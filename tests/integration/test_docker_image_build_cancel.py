@@ -14,7 +14,7 @@ import pytest
 from base import procinfo
 from contracts.errors import ProviderError
 from providers import scratch
-from providers.docker_image import BASE_PACKAGES, ImageBuilder, _run
+from providers.docker.image import BASE_PACKAGES, ImageBuilder, _run
 from tests.waiters import wait_until
 
 

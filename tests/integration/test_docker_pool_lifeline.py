@@ -27,7 +27,7 @@ from contracts.errors import ProviderError
 from contracts.ids import new_machine_id
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from providers.docker_names import (
+from providers.docker.names import (
     LABEL_MACHINE,
     LABEL_POOL,
     LABEL_POOL_OWNER,
@@ -35,9 +35,9 @@ from providers.docker_names import (
     POOL_PREFIX,
     container_name,
 )
-from providers.docker_pool import DockerPoolBackend, pool_volume
-from providers.local_pool import owner_name
+from providers.docker.pool import DockerPoolBackend, pool_volume
 from providers.registry import docker_provider
+from providers.warm_pool import owner_name
 from tests.conftest import ADMIN_TOKEN
 from tests.docker_env import (
     docker_gateway,

@@ -35,7 +35,7 @@ async def ssh(
 ) -> tuple[int, str]:  # fmt: skip
     """``program`` (ssh, sftp) to the machine through a tunnel: its exit code and output.
     ``command`` None: no command (a login shell, or sftp's batch), ``stdin`` what it reads."""
-    proxy = f"{sys.executable} -c 'from fleet.cli import main; main()' machines tunnel %h 22"
+    proxy = f"{sys.executable} -c 'from fleet.cli.entry import main; main()' machines tunnel %h 22"
     env = {**os.environ, "FLEET_URL": f"http://127.0.0.1:{settings.port}",
            "FLEET_TOKEN": ADMIN_TOKEN}  # fmt: skip
     proc = await asyncio.create_subprocess_exec(

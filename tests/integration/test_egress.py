@@ -27,7 +27,7 @@ from bench.outside import PORT, Outside
 from contracts.status import MachineStatus
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from providers.netns import nats_servers
+from providers.sandbox import nats_servers
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
 from tests.integration.egress_outside import (
     REFUSED,

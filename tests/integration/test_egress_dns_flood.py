@@ -17,9 +17,8 @@ import pytest
 from dnslib import QTYPE, RCODE, RR, DNSRecord
 
 from contracts.gateway_network import EgressPolicy
-from providers import egress_dns
-from providers.egress_dns import DnsProxy
-from providers.netns import RESOLVER
+from providers.egress import DnsProxy, dns as egress_dns
+from providers.sandbox import RESOLVER
 from tests.waiters import wait_until
 
 FLOODER, OTHER = "m-0000000000f100d0", "m-00000000000000b0"

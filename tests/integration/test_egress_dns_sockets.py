@@ -17,8 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from contracts.gateway_network import EgressPolicy
-from providers import egress_dns, egress_nftables as egress
-from providers.egress_dns import DnsProxy
+from providers.egress import DnsProxy, dns as egress_dns, nftables as egress
 from tests.waiters import wait_until
 
 MACHINE = "m-0123456789abcdef"

@@ -1,4 +1,4 @@
-"""A docker machine never reaches another through the egress proxy (providers/egress_proxy.py):
+"""A docker machine never reaches another through the egress proxy (providers/egress/proxy.py):
 the proxy connects from the host's namespace, where another container's bridge address is
 reached as the host reaches it, past the network's ``enable_icc=false``; so every docker
 network's subnet is refused as the platform's own addresses are, unless a policy names it.

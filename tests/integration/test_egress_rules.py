@@ -1,4 +1,4 @@
-"""The egress ruleset (providers/egress_nftables.py) in a real kernel, without machines: a network
+"""The egress ruleset (providers/egress/nftables.py) in a real kernel, without machines: a network
 namespace like a machine's, linked to an "outside" namespace that listens on several ports of
 two IPv4 addresses and an IPv6 one. From inside, as a process without capabilities (as a
 machine's are): deny wins over allow, ports and port ranges, IPv4 and IPv6, NATS always open, a
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pytest
 
 from contracts.gateway_network import EgressPolicy
-from providers import egress_nftables as egress
+from providers.egress import nftables as egress
 
 PORTS = (22, 80, 443, 8080, 9000)
 LISTEN = f"""

@@ -41,7 +41,7 @@ def _origin(tmp_path: Path, dockerfile: str) -> Path:
 def _fleet(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "FLEET_URL": f"http://127.0.0.1:{settings.port}",
            "FLEET_TOKEN": ADMIN_TOKEN}  # fmt: skip
-    argv = [sys.executable, "-c", "from fleet.cli import main; main()", "environments", *args]
+    argv = [sys.executable, "-c", "from fleet.cli.entry import main; main()", "environments", *args]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
 
 

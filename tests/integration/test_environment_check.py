@@ -64,5 +64,5 @@ async def test_refused_when_set_through_the_hosts_provisioner(
 def _fleet(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "FLEET_URL": f"http://127.0.0.1:{settings.port}",
            "FLEET_TOKEN": ADMIN_TOKEN}  # fmt: skip
-    argv = [sys.executable, "-c", "from fleet.cli import main; main()", *args]
+    argv = [sys.executable, "-c", "from fleet.cli.entry import main; main()", *args]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)

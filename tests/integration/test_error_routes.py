@@ -112,7 +112,7 @@ async def every_route(base: str, previews: str, mid: str) -> dict[str, Answer]:
 async def cli_says(base: str, *args: str) -> tuple[int | None, str]:
     env = {**os.environ, "FLEET_URL": base, "FLEET_TOKEN": ADMIN_TOKEN}
     cli = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from fleet.cli import main; main()", *args, env=env,
+        sys.executable, "-c", "from fleet.cli.entry import main; main()", *args, env=env,
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     _, err = await asyncio.wait_for(cli.communicate(), 60)

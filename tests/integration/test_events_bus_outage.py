@@ -21,7 +21,7 @@ from contracts.ids import new_event_id, new_machine_id
 from controlplane.bus import Bus
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from fleet.embedded import NatsServer
+from fleet.up import NatsServer
 from tests.conftest import ADMIN_TOKEN
 from tests.waiters import wait_until
 

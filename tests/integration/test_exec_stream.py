@@ -13,7 +13,7 @@ import pytest
 
 from contracts.daemon_rpc import ExecCommandResult, OutputChunk
 from controlplane.settings import Settings
-from fleet.cli_common import EXIT_INTERRUPTED
+from fleet.cli.common import EXIT_INTERRUPTED
 from fleet.client import FleetClient
 from tests.conftest import ADMIN_TOKEN, ReadyMachine
 from tests.stop_checks import host_pids_running, unique_sleep
@@ -78,7 +78,7 @@ async def test_ctrl_c_in_fleet_machines_exec_ends_the_remote_group(
     # (a blocked or ignored signal would be inherited across exec).
     launch = ("import signal; signal.pthread_sigmask(signal.SIG_SETMASK, []); "
               "signal.signal(signal.SIGINT, signal.default_int_handler); "
-              "from fleet.cli import main; main()")  # fmt: skip
+              "from fleet.cli.entry import main; main()")  # fmt: skip
     cli = await asyncio.create_subprocess_exec(
         sys.executable, "-c", launch,
         "machines", "exec", mid, "--", "sh", "-c", script,

@@ -17,7 +17,7 @@ import pytest
 from contracts.errors import Unavailable
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from fleet.embedded import ValkeyServer
+from fleet.up import ValkeyServer
 from tests.conftest import ADMIN_TOKEN
 from tests.waiters import wait_until
 

@@ -26,7 +26,7 @@ def _env(settings: Settings) -> dict[str, str]:
 
 async def _fleet(settings: Settings, *args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from fleet.cli import main; main()", *args, env=_env(settings),
+        sys.executable, "-c", "from fleet.cli.entry import main; main()", *args, env=_env(settings),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
 

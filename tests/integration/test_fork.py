@@ -15,7 +15,7 @@ import pytest
 
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from providers import homes_fs
+from providers.local import homes as homes_fs
 from tests.fork_checks import (
     HomeOf,
     fork_is_one_instant,

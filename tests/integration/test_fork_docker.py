@@ -23,14 +23,14 @@ from controlplane.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
-from providers.docker_copy import (
+from providers.docker import LABEL_POOL, LABEL_STACK, container_name
+from providers.docker.copy import (
     LABEL_HOME_COPY,
     LABEL_LAYER,
     copy_record,
     layer_ref,
     snapshot_volume,
 )
-from providers.docker_names import LABEL_POOL, LABEL_STACK, container_name
 from providers.registry import docker_provider, stack_id
 from services.provisioner.service import Provisioner
 from tests.docker_env import (

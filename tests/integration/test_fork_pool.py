@@ -9,7 +9,7 @@ import pytest
 
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from providers import homes_fs
+from providers.local import homes as homes_fs
 from tests.fork_checks import home_copy, ready_forks
 from tests.integration.test_pipeline import home_of
 from tests.integration.test_warm_pool import pooled, ready_machine, slot_of

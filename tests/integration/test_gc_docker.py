@@ -1,4 +1,4 @@
-"""`fleet gc` and docker (fleet/gc.py): the containers and volumes of a stack whose data dir is
+"""`fleet gc` and docker (fleet/up/gc.py): the containers and volumes of a stack whose data dir is
 removed are removed; a running stack's, and those of a stack whose dir is still there (its
 next `fleet up` resumes them), are kept."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet import gc
-from providers.docker_names import LABEL_STACK
+from fleet.up import gc
+from providers.docker import LABEL_STACK
 from tests import leftovers
 from tests.docker_env import docker_image, remove_containers
 from tests.fast.test_gc import dead_pid, hold

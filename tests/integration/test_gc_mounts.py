@@ -1,4 +1,4 @@
-"""`fleet gc` and mounts (fleet/gc.py): a mount point in a gone stack's data dir (an image
+"""`fleet gc` and mounts (fleet/up/gc.py): a mount point in a gone stack's data dir (an image
 machine's overlay, say) is unmounted; one in a running stack's is kept."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from fleet import gc
+from fleet.up import gc
 from providers.scratch import mounts_under
 from tests.fast.test_gc import dead_pid, hold
 

@@ -21,10 +21,10 @@ from controlplane.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
-from fleet.embedded import NatsServer
-from fleet.up import UpOptions, check_sandbox
+from fleet.up import NatsServer, UpOptions
+from fleet.up.stack import check_sandbox
 from providers.gvisor import container_id
-from providers.local_pool import UP_MARKER
+from providers.local import UP_MARKER
 from tests.gvisor_stack import gvisor_settings, host_address, module_stack, module_store
 from tests.integration.test_files_cli import _fleet
 from tests.integration.test_sessions import SHELL, Term

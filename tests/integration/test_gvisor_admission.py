@@ -1,5 +1,5 @@
 """A paused gvisor machine is not resumed past its instance's ``maxRunningMachines``
-(services/gateway/admission.py), on real runsc sandboxes with real daemons: neither by
+(services/gateway/rpc/admission.py), on real runsc sandboxes with real daemons: neither by
 ``machines.resume`` nor by a wake on access (an exec), each refused with 1041 and the machine
 left paused with no sandbox of it started. Every path, calls at once and the host's room, in
 memory: tests/fast/test_admission.py.

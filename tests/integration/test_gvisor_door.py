@@ -1,4 +1,4 @@
-"""Attacks on the egress proxy's door on the host (providers/egress_proxy_door.py), which serves
+"""Attacks on the egress proxy's door on the host (providers/egress/proxy_door.py), which serves
 gvisor machines as the machine whose recorded pasta holds a connection's other end. On real
 runsc sandboxes with real daemons, a real upstream on the host:
 
@@ -27,7 +27,7 @@ from aiohttp import web
 from bench.gvisor_door import FLOOD, at_the_door
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from providers.netns import NETNS_OF
+from providers.sandbox import NETNS_OF
 from tests.gvisor_stack import gvisor_settings, host_address, module_stack
 from tests.httpserve import start_site
 from tests.integration.test_gvisor import READY_S

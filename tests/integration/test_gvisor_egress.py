@@ -1,4 +1,4 @@
-"""An instance's egress policy on a gvisor machine (providers/egress_netdev.py), on a real runsc
+"""An instance's egress policy on a gvisor machine (providers/egress/netdev.py), on a real runsc
 sandbox with a real daemon, against two listeners of the test's own on an address of the host
 the sandbox reaches: under ``default: deny`` with one of them allowed, the machine reaches that
 one and never the other, from its start, after a live change of policy, and after a pause and
@@ -28,7 +28,7 @@ nats_server = gv.nats_server
 #: One attempt at each of two ports of argv[1] in one exec: first the one that must be refused
 #: (argv[3]), without waiting on it, then the allowed one (argv[2]), whose greeting it reads to
 #: its end; then it gives the refused one argv[4] seconds more. Prints a line for each, allowed
-#: first: the greeting, or why not. A refused packet is dropped (providers/egress_netdev.py),
+#: first: the greeting, or why not. A refused packet is dropped (providers/egress/netdev.py),
 #: so nothing answers it: its SYN left before the allowed one's, which was answered, and a
 #: grace after that proves the drop without waiting out the kernel's connect timeout.
 #: The listener closes first: a connection the machine closed first would wait in TIME_WAIT,

@@ -19,7 +19,7 @@ import pytest_asyncio
 from contracts.gateway_environments import DevcontainerSource, Environment
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from providers.image_rootfs import rootfs_dir
+from providers.local.image_rootfs import rootfs_dir
 from tests.docker_env import docker_image
 from tests.environments import out
 from tests.gitserver import GitHttpServer

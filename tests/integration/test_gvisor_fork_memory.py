@@ -25,8 +25,7 @@ from controlplane.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
-from providers.gvisor import Runsc, running_container, sandbox_pid
-from providers.gvisor_pause import signal_daemon
+from providers.gvisor import Runsc, running_container, sandbox_pid, signal_daemon
 from providers.local import LocalProvider
 from providers.machine_limits import Placement
 from services.provisioner.environment import machine_placement

@@ -1,6 +1,6 @@
 """A pause runs nothing inside a gvisor machine of an image, where root inside owns the
 image's PATH: it sees the daemon let its NATS connection go from the host's side (pasta's own
-sockets: providers/gvisor_pause.py ``nats_held``). On a real runsc sandbox with a real daemon
+sockets: providers/gvisor/pause.py ``nats_held``). On a real runsc sandbox with a real daemon
 and a real engine, a ``cat`` that floods, planted where the image's PATH finds it first (a
 pause once listed the machine's TCP endpoints with ``cat``), is never run, the pause is made,
 and the provisioner's memory stays where it was. The host-side check itself:

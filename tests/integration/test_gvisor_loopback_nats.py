@@ -1,5 +1,5 @@
 """A gvisor machine on the stack ``fleet up`` starts by default: NATS on the host's loopback
-(providers/gvisor_gateway.py). gVisor's loopback is its own, so the daemon reaches NATS at the
+(providers/gvisor/gateway.py). gVisor's loopback is its own, so the daemon reaches NATS at the
 namespace's gateway, which pasta maps to the host's loopback; a table of the platform's lets
 only NATS's ports through there. On a real runsc sandbox with a real daemon: the machine is
 made ready, answers, pauses and resumes; from inside it, NATS's port at the gateway answers and
@@ -15,8 +15,8 @@ import pytest
 
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from providers.gvisor_gateway import gateway
-from providers.netns import loopback_ports
+from providers.gvisor.gateway import gateway
+from providers.sandbox import loopback_ports
 from tests.gvisor_stack import gvisor_settings
 from tests.integration.test_gvisor import READY_S, paused_and_resumed
 

@@ -26,7 +26,7 @@ import pytest_asyncio
 from contracts.events import Event, MachinePaused, MachineResumed
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from providers.gvisor import BUNDLE, IMAGE_DIR, PID_FILE, Runsc, sandbox_pid, start_sandbox
+from providers.gvisor.runsc import BUNDLE, IMAGE_DIR, PID_FILE, Runsc, sandbox_pid, start_sandbox
 from tests.conftest import ADMIN_TOKEN, running_stack
 from tests.gvisor_stack import gvisor_settings, host_address, module_stack
 from tests.integration.test_files_cli import _fleet

@@ -1,4 +1,4 @@
-"""The warm pool of gvisor sandboxes (docs/warm-pool.md, providers/gvisor_pool.py), on real
+"""The warm pool of gvisor sandboxes (docs/warm-pool.md, providers/local/gvisor_pool.py), on real
 runsc sandboxes with real daemons: a gvisor create takes a pooled gvisor sandbox, which ends up
 as a cold one would (its own uid, its token root's, gVisor's kernel), and a namespaces create on
 the same host still takes a bwrap one. The setting's rules: tests/fast/test_warm_pool.py; a
@@ -26,13 +26,11 @@ from controlplane.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
-from fleet.embedded import NatsServer
-from providers.gvisor import BUNDLE, PID_FILE, Runsc, is_gvisor, sandbox_pid
-from providers.gvisor_pool import GvisorPoolBackend
-from providers.local import POOL_SLOT_FILE, LocalProvider
-from providers.local_pool import UP_MARKER
+from fleet.up import NatsServer
+from providers.gvisor.runsc import BUNDLE, PID_FILE, Runsc, is_gvisor, sandbox_pid
+from providers.local import POOL_SLOT_FILE, UP_MARKER, GvisorPoolBackend, LocalProvider
 from providers.machine_limits import Placement
-from providers.netns import NETNS_OF, has_pasta
+from providers.sandbox import NETNS_OF, has_pasta
 from services.provisioner.environment import machine_placement
 from tests.gvisor_stack import gvisor_settings, module_stack, module_store
 from tests.integration import test_gvisor_fork_memory as fork_memory
@@ -240,9 +238,9 @@ async def test_a_pooled_gvisor_machine_holds_its_egress_policy_across_a_pause_an
 POOL_HOLDER = """
 import asyncio, os, sys
 from pathlib import Path
-from providers.gvisor import Runsc
-from providers.gvisor_pool import GvisorPoolBackend
-from providers.local import LocalProvider
+from providers.gvisor.runsc import Runsc
+from providers.local.gvisor_pool import GvisorPoolBackend
+from providers.local.provider import LocalProvider
 
 async def main(data, nats, first, last):
     runsc = Runsc("runsc", "ptrace", Path(data))
@@ -306,9 +304,9 @@ POOL_CLOSER = """
 import asyncio, os, subprocess, sys, threading, time
 from pathlib import Path
 from base import procinfo
-from providers.gvisor import Runsc
-from providers.gvisor_pool import GvisorPoolBackend
-from providers.local import LocalProvider
+from providers.gvisor.runsc import Runsc
+from providers.local.gvisor_pool import GvisorPoolBackend
+from providers.local.provider import LocalProvider
 from providers.warm_pool import WarmPool
 
 spawned = set()  # this process's own children: their waits are their Popen's

@@ -22,7 +22,7 @@ import pytest_asyncio
 
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from providers.gvisor_root import FSTAB, STAGE, STAGE_SCRIPT, id_mappings, staged_bundle
+from providers.gvisor.root import FSTAB, STAGE, STAGE_SCRIPT, id_mappings, staged_bundle
 from tests.gvisor_stack import gvisor_settings, module_stack
 from tests.integration.test_gvisor import READY_S, paused_and_resumed, ready_gvisor
 

@@ -19,7 +19,7 @@ from contracts.daemon_rpc import ExecCommandResult
 from contracts.errors import FleetError
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from providers.gvisor import OUTPUT_CAP
+from providers.gvisor.runsc import OUTPUT_CAP
 from tests.gvisor_stack import gvisor_settings, module_stack
 from tests.integration.test_gvisor import ready_gvisor
 

@@ -1,5 +1,5 @@
 """Secrets on a gvisor machine (docs/secrets.md): its stack has a loopback of its own, so it goes
-out through the egress proxy's door on the host (providers/egress_proxy_door.py), which knows
+out through the egress proxy's door on the host (providers/egress/proxy_door.py), which knows
 it by the pasta holding its connection. On a real runsc sandbox with a real daemon: curl in the
 machine reaches a real HTTPS upstream (its own CA, trusted through FLEET_SECRETS_UPSTREAM_CA)
 with the secret added, while the machine holds only the placeholder. Both other providers:

@@ -1,4 +1,4 @@
-"""The clustered layout of `fleet up --ha` (fleet.embedded_ha): a service survives losing the
+"""The clustered layout of `fleet up --ha` (fleet.up.embedded_ha): a service survives losing the
 valkey primary (Sentinel names the new one) and the NATS node it talks to (it reconnects to
 another node and its durable consumer goes on)."""
 
@@ -22,7 +22,7 @@ from controlplane.redis_client import (
 )
 from controlplane.settings import Settings
 from controlplane.store import Store
-from fleet.embedded_ha import SENTINEL_MASTER, HaServers
+from fleet.up import SENTINEL_MASTER, HaServers
 from tests.integration.test_consumer import created
 from tests.waiters import wait_until
 

@@ -21,10 +21,10 @@ from base import natsconn
 from contracts import subjects
 from controlplane.crypto import generate_secret_key
 from controlplane.settings import Settings
-from controlplane.store_keys import Keys
+from controlplane.store.keys import Keys
 from fleet.client import FleetClient
-from fleet.embedded import PortHold
-from fleet.embedded_ha import HaServers, NatsNode
+from fleet.up.embedded import PortHold
+from fleet.up.embedded_ha import HaServers, NatsNode
 from services.gateway.__main__ import build as gateway
 from tests.conftest import ADMIN_TOKEN
 from tests.waiters import wait_until

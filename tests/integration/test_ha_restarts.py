@@ -1,4 +1,4 @@
-"""`fleet up` restarts an embedded server that dies (fleet.up_servers), on its port and data
+"""`fleet up` restarts an embedded server that dies (fleet.up.servers), on its port and data
 dir: a SIGKILLed NATS node comes back and catches up with the stream it missed events of; a
 SIGKILLed valkey primary comes back and, the sentinels having promoted a replica meanwhile,
 is a replica of the new primary. The cluster is whole again: 3 current stream replicas, a
@@ -21,9 +21,8 @@ import redis.asyncio as aioredis
 from contracts import subjects
 from controlplane.bus import Bus
 from controlplane.settings import Settings
-from fleet.embedded import NatsServer, ValkeyServer
-from fleet.embedded_ha import SENTINEL_MASTER, HaServers
-from fleet.up_servers import ServerSupervisor
+from fleet.up import SENTINEL_MASTER, HaServers, NatsServer, ValkeyServer
+from fleet.up.servers import ServerSupervisor
 from tests.integration.test_consumer import created
 from tests.integration.test_ha import _primary_port
 from tests.waiters import wait_until

@@ -27,7 +27,7 @@ import pytest
 from contracts.status import MachineStatus
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from providers.local import STOP_GRACE_S, machine_roots
+from providers.local.provider import STOP_GRACE_S, machine_roots
 from tests.docker_env import docker_gateway, docker_image, home_of, inspect, remove_containers
 from tests.environments import refresh_code
 from tests.hostile import SWAP, Canary

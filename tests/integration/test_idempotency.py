@@ -28,7 +28,7 @@ from controlplane.bus import Bus
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
-from providers.local import running_pid, stop_local
+from providers.local.provider import running_pid, stop_local
 from tests.conftest import CloneLog
 from tests.fakes.bus import subject_matches
 from tests.waiters import wait_until

@@ -24,8 +24,8 @@ from contracts.gateway_environments import DockerfileSource, Environment
 from contracts.status import MachineStatus
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from providers.cgroup import MachineCgroup
-from providers.docker_names import LABEL_POOL
+from providers.docker import LABEL_POOL
+from providers.sandbox import MachineCgroup
 from tests.docker_env import docker_gateway, docker_image, inspect, remove_containers
 from tests.environments import (
     BusyboxPool,

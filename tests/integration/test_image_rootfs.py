@@ -1,5 +1,5 @@
-"""Unpacking a hostile image's root file system (providers/image_rootfs.py), as root: links are
-made, never followed (an absolute ``etc`` link to a host directory, ``home -> /``, a link out
+"""Unpacking a hostile image's root file system (providers/local/image_rootfs.py), as root: links
+are made, never followed (an absolute ``etc`` link to a host directory, ``home -> /``, a link out
 through ``..``), so nothing lands outside the unpack directory; no device node, no FIFO, no
 setuid or setgid bit; names with ``..`` are dropped; the top is root's."""
 
@@ -11,7 +11,7 @@ import stat
 import tarfile
 from pathlib import Path
 
-from providers.image_rootfs import unpack
+from providers.local.image_rootfs import unpack
 
 
 def _add(tar: tarfile.TarFile, name: str, kind: bytes = tarfile.REGTYPE, *, data: bytes = b"",

@@ -362,8 +362,8 @@ async def test_valkey_answers_nothing_without_credentials(
         "    print(host, s.recv(4096))\n"
     )
     result = await stack.exec(pair.a, [pair.python, "-I", "-c", probe], timeout_s=20)
-    # The machine's own loopback (a local machine's network is its own too: providers/netns.py);
-    # on the gateway valkey does not listen at all.
+    # The machine's own loopback (a local machine's network is its own too:
+    # providers/sandbox/netns.py); on the gateway valkey does not listen at all.
     assert result.stdout.count("unreachable") == 2, result
     assert "PONG" not in result.stdout
     assert "machine" not in result.stdout

@@ -8,7 +8,7 @@ import pytest
 from contracts.errors import NotFound
 from contracts.status import MachineStatus
 from controlplane.store import Store
-from fleet.embedded import ValkeyServer
+from fleet.up import ValkeyServer
 
 
 async def test_two_prefixes_on_one_server_see_nothing_of_each_other(

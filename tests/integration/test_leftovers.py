@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from base import procinfo
-from providers.docker_names import LABEL_STACK
+from providers.docker import LABEL_STACK
 from tests import leftovers
 from tests.docker_env import docker_image, remove_containers
 

@@ -14,8 +14,7 @@ from contracts.errors import ToolError
 from contracts.status import MachineStatus
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from providers import cgroup
-from providers.cgroup import MachineCgroup
+from providers.sandbox import MachineCgroup, cgroup
 from tests.docker_env import docker_gateway, docker_image, inspect, nats_server, remove_containers
 from tests.waiters import wait_until
 

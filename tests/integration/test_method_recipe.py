@@ -43,7 +43,7 @@ HANDLER = """    @handles(g.MACHINES_ECHO)
 TEST = """
 import pytest
 
-from fleet.client import FleetClient
+from fleet.client.client import FleetClient
 from tests.fast.conftest import World
 
 
@@ -91,7 +91,7 @@ MACHINES_DAEMON_VERSION = MethodSpec(
 PASS_THROUGH_TEST = """
 import pytest
 
-from fleet.client import FleetClient
+from fleet.client.client import FleetClient
 from tests.fast.conftest import World
 
 

@@ -25,7 +25,7 @@ from controlplane.daemon_client import DaemonClient, static_key
 from controlplane.metrics import Metrics, MetricsServer
 from controlplane.settings import Settings
 from controlplane.store import Store
-from fleet.embedded import PortHold
+from fleet.up.embedded import PortHold
 from tests.conftest import MACHINE_TOKEN, SpawnDaemon
 from tests.waiters import subscribed, wait_until
 

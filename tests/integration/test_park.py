@@ -11,7 +11,7 @@ import nats
 
 from base import natsconn
 from daemon.park import Parked, Parking
-from fleet.embedded import NatsServer
+from fleet.up import NatsServer
 
 WAIT_S = 10.0
 

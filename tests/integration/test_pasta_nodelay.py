@@ -1,5 +1,5 @@
 """A local machine's connection to NATS goes through pasta's sockets with Nagle off
-(providers/pasta_nodelay.py): with it on, two writes of the daemon with no answer between
+(providers/sandbox/pasta_nodelay.py): with it on, two writes of the daemon with no answer between
 them waited for a delayed ACK, 40 ms each."""
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from base.procinfo import env_roots
 from contracts.status import MachineStatus
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from providers.netns import NETNS_OF
-from providers.pasta_nodelay import tcp_sockets
+from providers.sandbox import NETNS_OF, tcp_sockets
 
 
 def nats_side(pid: int, port: int) -> list[int]:

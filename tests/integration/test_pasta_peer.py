@@ -1,10 +1,10 @@
-"""How the egress proxy's door finds who holds a connection's other end (providers/pasta_peer.py,
-providers/sock_diag.py, providers/netns.py's records), on this host's own sockets and a real
-pasta: the kernel's exact lookup of a connection by its addresses (never a listener that would
-take such a segment), a host address the host rewrote matched by its port only when one socket
-has it, the holder found among recorded processes only while each is the process recorded,
-and a pasta recorded as the platform spawned it. On real gvisor machines at the door:
-tests/integration/test_gvisor_door.py."""
+"""How the egress proxy's door finds who holds a connection's other end
+(providers/sandbox/pasta_peer.py, providers/sandbox/sock_diag.py, providers/sandbox/netns.py's
+records), on this host's own sockets and a real pasta: the kernel's exact lookup of a connection by
+its addresses (never a listener that would take such a segment), a host address the host rewrote
+matched by its port only when one socket has it, the holder found among recorded processes only
+while each is the process recorded, and a pasta recorded as the platform spawned it. On real gvisor
+machines at the door: tests/integration/test_gvisor_door.py."""
 
 from __future__ import annotations
 
@@ -20,9 +20,8 @@ from pathlib import Path
 import pytest
 
 from base import procinfo
-from providers.netns import attach, pasta_record, recorded_pasta
-from providers.pasta_peer import LARGE, LARGE_EVERY_S, Found, Holders, Pasta, peer_socket
-from providers.sock_diag import SockDiag
+from providers.sandbox import SockDiag, attach, pasta_record, recorded_pasta
+from providers.sandbox.pasta_peer import LARGE, LARGE_EVERY_S, Found, Holders, Pasta, peer_socket
 from tests.waiters import wait_until
 
 #: Holds one connection to the port in argv (and argv[2] more sockets, idle) until its stdin

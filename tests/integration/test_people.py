@@ -21,7 +21,7 @@ from contracts.errors import Forbidden, Unauthorized
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
-from fleet.embedded import PortHold
+from fleet.up.embedded import PortHold
 from services.gateway.__main__ import build as gateway
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_audit import fleet_audit
@@ -126,7 +126,7 @@ async def test_a_disabled_users_open_terminal_and_event_stream_close(
 async def fleet_cli(settings: Settings, *args: str) -> str:
     """``fleet ARGS`` with the admin token; its stdout (exit 0 asserted)."""
     cli = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from fleet.cli import main; main()", *args,
+        sys.executable, "-c", "from fleet.cli.entry import main; main()", *args,
         env=_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(cli.communicate(), 60)

@@ -135,7 +135,7 @@ async def test_fleet_login_signs_in_with_the_device_flow_and_keeps_its_token_060
     env = {k: v for k, v in os.environ.items() if k != "FLEET_TOKEN"}
     env |= {"FLEET_URL": base, "XDG_CONFIG_HOME": str(tmp_path / "config")}
     cli = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from fleet.cli import main; main()", "login", env=env,
+        sys.executable, "-c", "from fleet.cli.entry import main; main()", "login", env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path,
     )  # fmt: skip
     assert cli.stdout is not None

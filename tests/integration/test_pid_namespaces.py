@@ -19,7 +19,7 @@ from contextlib import contextmanager
 
 from base import procinfo
 from providers.local import pid_alive
-from providers.local_sandbox import sandbox_root_children
+from providers.sandbox import sandbox_root_children
 
 
 def _first_child(pid: int) -> int | None:

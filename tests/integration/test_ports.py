@@ -193,7 +193,7 @@ async def fleet_cli(settings: Settings, *argv: str) -> AsyncIterator[asyncio.sub
     env = {**os.environ, "FLEET_URL": f"http://127.0.0.1:{settings.port}",
            "FLEET_TOKEN": ADMIN_TOKEN}  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from fleet.cli import main; main()", *argv, env=env,
+        sys.executable, "-c", "from fleet.cli.entry import main; main()", *argv, env=env,
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     try:

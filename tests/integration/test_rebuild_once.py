@@ -18,7 +18,7 @@ from controlplane.bus import Bus
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
-from fleet.embedded import NatsServer
+from fleet.up import NatsServer
 from tests.conftest import ADMIN_TOKEN
 from tests.httpserve import serving
 from tests.integration.test_create_once import LosesFirstAnswer, created_events, post

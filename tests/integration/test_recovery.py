@@ -19,7 +19,7 @@ from contracts.events import MachineCreated
 from controlplane.bus import Bus
 from controlplane.consumer import stage_consumer
 from controlplane.settings import Settings
-from fleet.embedded import NatsServer
+from fleet.up import NatsServer
 from tests.integration.test_consumer import created
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,8 +14,8 @@ from redis.exceptions import ConnectionError, ResponseError
 from controlplane import redis_autopipe
 from controlplane.redis_autopipe import AutoPipelineRedis
 from controlplane.redis_client import close_client, redis_client
-from controlplane.store_scripts import BoundScript
-from fleet.embedded import ValkeyServer
+from controlplane.store.scripts import BoundScript
+from fleet.up import ValkeyServer
 from tests.waiters import wait_until
 
 

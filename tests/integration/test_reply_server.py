@@ -15,7 +15,7 @@ from nats.aio.msg import Msg
 from structlog.testing import capture_logs
 
 from base.reply_server import ReplyServer
-from fleet.embedded import NatsServer
+from fleet.up import NatsServer
 
 SUBJECT = "test.rpc"
 

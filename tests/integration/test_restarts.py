@@ -9,7 +9,7 @@ import pytest
 
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
-from fleet.embedded import NatsServer, ValkeyServer
+from fleet.up import NatsServer, ValkeyServer
 from tests.conftest import CloneLog
 
 

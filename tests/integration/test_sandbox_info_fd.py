@@ -11,7 +11,7 @@ import os
 
 import uvloop
 
-from providers.netns import read_child_pid
+from providers.sandbox.netns import read_child_pid
 
 
 async def _cancelled_read_then_reused() -> bool:

@@ -17,8 +17,7 @@ from controlplane.settings import Settings
 from controlplane.store import Store
 from controlplane.subscriptions import enter_subscriptions
 from fleet.client import FleetClient
-from services.gateway.audit_log import AuditLog
-from services.gateway.secret_use_audit import SecretUseAudit
+from services.gateway.auth import AuditLog, SecretUseAudit
 from tests.waiters import wait_until
 
 USES = 40

@@ -17,8 +17,8 @@ from contracts.events import EnvChanged, ReposChanged
 from contracts.ids import new_event_id
 from controlplane.bus import Bus
 from controlplane.settings import Settings
-from controlplane.store_secrets import StoredSecret
-from fleet.embedded import NatsServer
+from controlplane.store import StoredSecret
+from fleet.up import NatsServer
 from services.provisioner.secrets_cache import SecretsCache
 from tests.fakes.clock import TICK, ManualClock
 from tests.waiters import wait_until

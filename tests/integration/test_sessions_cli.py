@@ -28,7 +28,7 @@ def _env(settings: Settings) -> dict[str, str]:
 
 
 def _fleet(*args: str) -> list[str]:
-    return [sys.executable, "-c", "from fleet.cli import main; main()", *args]
+    return [sys.executable, "-c", "from fleet.cli.entry import main; main()", *args]
 
 
 async def test_shell_on_a_pipe_types_stdin_and_exits_with_the_remote_code(

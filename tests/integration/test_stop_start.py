@@ -37,9 +37,9 @@ from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
 from providers.base import Provider
-from providers.docker_home import home_ref_name
-from providers.docker_names import LABEL_POOL
-from providers.local import POOL_SLOT_FILE, LocalProvider, machine_processes, machine_roots
+from providers.docker import LABEL_POOL
+from providers.docker.home import home_ref_name
+from providers.local.provider import POOL_SLOT_FILE, LocalProvider, machine_processes, machine_roots
 from providers.registry import docker_provider
 from services.prober.autostop import idle_reason
 from services.provisioner.service import Provisioner

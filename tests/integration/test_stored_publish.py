@@ -11,7 +11,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import StreamConfig
 
 from base import natsconn
-from fleet.embedded import NatsServer
+from fleet.up import NatsServer
 
 STREAM = StreamConfig(name="T", subjects=["t.>"], max_msg_size=1024)
 

@@ -17,7 +17,7 @@ from contracts.errors import RateLimited
 from contracts.gateway_live import RPC_STREAM_PATH, SSE_RESULT
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from fleet.client_streams import sse_events
+from fleet.client.streams import sse_events
 from tests.conftest import new_ready_machine
 
 BUDGET = 4

@@ -21,7 +21,7 @@ from contracts.status import MachineStatus
 from controlplane.bus import Bus
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from fleet.embedded import NatsServer
+from fleet.up import NatsServer
 from providers.swarm import (
     HOST_SIZE_VAR,
     SwarmProvider,

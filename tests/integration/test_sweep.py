@@ -11,12 +11,10 @@ from pathlib import Path
 
 from base.version import SOURCE_ROOT
 from contracts.status import MachineStatus as S
-from controlplane import store_disk
 from controlplane.settings import Settings
-from controlplane.store import Store
-from providers.docker_copy import LABEL_SNAPSHOT, snapshot_volume
-from providers.docker_home import remove_volume, volume_exists
-from providers.docker_names import LABEL_STACK
+from controlplane.store import Store, disk as store_disk
+from providers.docker import LABEL_SNAPSHOT, LABEL_STACK, snapshot_volume
+from providers.docker.home import remove_volume, volume_exists
 from providers.registry import docker_provider
 from services.provisioner.sweep import GRACE_S, DockerShelf, LocalShelf, Sweeper
 from tests.fakes.clock import ManualClock

@@ -28,15 +28,10 @@ from controlplane.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
-from providers import cgroup
-from providers.cgroup import MachineCgroup
-from providers.docker_names import LABEL_MACHINE, LABEL_POOL, LABEL_STACK, POOL_PREFIX
-from providers.docker_pool import DockerPoolBackend
-from providers.local import POOL_SLOT_FILE
-from providers.local_pool import UP_MARKER
-from providers.local_sandbox import sandbox_root_children, supervisor_pid
-from providers.netns import NETNS_OF
+from providers.docker import LABEL_MACHINE, LABEL_POOL, LABEL_STACK, POOL_PREFIX, DockerPoolBackend
+from providers.local import POOL_SLOT_FILE, UP_MARKER
 from providers.registry import docker_provider, stack_id
+from providers.sandbox import NETNS_OF, MachineCgroup, cgroup, sandbox_root_children, supervisor_pid
 from providers.warm_pool import WarmPool
 from tests.docker_env import (
     docker_gateway,

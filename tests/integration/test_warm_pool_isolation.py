@@ -16,7 +16,7 @@ import pytest_asyncio
 
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from providers.docker_names import LABEL_POOL
+from providers.docker import LABEL_POOL
 from tests.attack_stack import attack_settings, attack_stack
 from tests.docker_env import docker_image, inspect, remove_containers
 from tests.gitserver import GitHttpServer

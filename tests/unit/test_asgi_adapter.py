@@ -1,4 +1,4 @@
-"""services/gateway/asgi.py: an ASGI app served from aiohttp, over a real socket."""
+"""services/gateway/mcp/asgi.py: an ASGI app served from aiohttp, over a real socket."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from services.gateway.asgi import Receive, Scope, Send, serve_asgi
+from services.gateway.mcp.asgi import Receive, Scope, Send, serve_asgi
 
 
 async def echo(scope: Scope, receive: Receive, send: Send) -> None:

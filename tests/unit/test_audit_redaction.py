@@ -9,9 +9,9 @@ import pytest
 
 from contracts import audit as a
 from contracts.gateway_rpc import GATEWAY_METHODS, READ_ONLY_METHODS
-from fleet.cli_audit import parse_since
-from services.gateway.access import Caller
-from services.gateway.audit_log import actor_of
+from fleet.cli.audit import parse_since
+from services.gateway.auth import Caller
+from services.gateway.auth.audit_log import actor_of
 
 R = a.REDACTED
 

@@ -3,7 +3,7 @@ once per period."""
 
 from __future__ import annotations
 
-from services.gateway.audit_refusals import (
+from services.gateway.auth.audit_refusals import (
     MAX_ADDRESSES,
     OTHER,
     OVERALL_FACTOR,

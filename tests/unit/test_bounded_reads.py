@@ -34,31 +34,31 @@ ALLOWED = {
         "the bounded reader itself", "_pump_sync"),
     ("base/version.py", "git_sha"): Allowed(
         "git rev-parse of the platform's own source: one line"),
-    ("providers/homes_fs.py", "fs_type"): Allowed(
+    ("providers/local/homes.py", "fs_type"): Allowed(
         "stat -f -c %t prints one hex number"),
-    ("providers/homes_fs.py", "_run"): Allowed(
+    ("providers/local/homes.py", "_run"): Allowed(
         "mkfs.btrfs, mount, btrfs subvolume on paths the platform names: a line of their own"),
-    ("providers/homes_fs.py", "unmount"): Allowed(
+    ("providers/local/homes.py", "unmount"): Allowed(
         "umount of the platform's image: a line of its own"),
-    ("providers/egress_nftables.py", "nft"): Allowed(
+    ("providers/egress/nftables.py", "nft"): Allowed(
         "nft's messages on the platform's own script (its size the policy's)"),
     ("providers/code_status.py", "CodeVersions._is_ancestor"): Allowed(
         "git merge-base in the platform's code repository: a line"),
-    ("providers/local_image.py", "overlay"): Allowed(
+    ("providers/sandbox/image.py", "overlay"): Allowed(
         "mount of an overlay the platform names: a line"),
-    ("providers/local_sandbox.py", "probe"): Allowed(
+    ("providers/sandbox/bwrap.py", "probe"): Allowed(
         "bwrap running `true`: a line"),
     ("providers/runtimes.py", "runsc_version"): Allowed(
         "runsc --version: a few lines"),
-    ("providers/docker_image.py", "_lib_dir"): Allowed(
+    ("providers/docker/image.py", "_lib_dir"): Allowed(
         "pip wheel of the platform's pinned dependencies"),
-    ("providers/docker_image.py", "_run"): Allowed(
+    ("providers/docker/image.py", "_run"): Allowed(
         "debootstrap and tar of the platform's base image, from its configured mirror"),
     ("providers/code.py", "_git"): Allowed(
         "git in the platform's code store"),
-    ("providers/docker_copy.py", "_exec"): Allowed(
+    ("providers/docker/copy.py", "_exec"): Allowed(
         "a copy's tools over a machine's volume: each stream kept in a CappedSink", "CappedSink"),
-    ("providers/platform_addresses.py", "host_addresses"): Allowed(
+    ("providers/egress/addresses.py", "host_addresses"): Allowed(
         "ip -j addr of the host's own interfaces"),
     ("services/codemode/sandbox.py", "Sandbox.__aenter__"): Allowed(
         "a run's output: read a line at a time under the pipes' limit, kept to MAX_LOG_BYTES "

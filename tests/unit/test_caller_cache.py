@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from controlplane.store import Store
-from services.gateway.caller_cache import CallerCache
+from services.gateway.auth import CallerCache
 from tests.fakes.clock import TICK, ManualClock
 
 

@@ -1,4 +1,4 @@
-"""providers/cgroup.py on a directory tree shaped like /sys/fs/cgroup (the real one is in
+"""providers/sandbox/cgroup.py on a directory tree shaped like /sys/fs/cgroup (the real one is in
 tests/integration/test_limits.py)."""
 
 from __future__ import annotations
@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from providers import cgroup
-from providers.cgroup import MachineCgroup, NotFrozen, frozen
 from providers.machine_limits import Limits
+from providers.sandbox import MachineCgroup, NotFrozen, cgroup, frozen
 
 
 def v1_tree(root: Path) -> Path:

@@ -9,9 +9,9 @@ import pytest
 
 from contracts.credentials import credential_paths
 from contracts.gateway_rpc import GATEWAY_METHODS
-from fleet.cli import parse
-from fleet.cli_call import method_groups, params_of, spec_of
-from fleet.cli_common import UsageError
+from fleet.cli.call import method_groups, params_of, spec_of
+from fleet.cli.common import UsageError
+from fleet.cli.entry import parse
 
 MID = "m-0123456789abcdef"
 

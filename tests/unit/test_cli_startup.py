@@ -19,15 +19,15 @@ from typing import Any
 import pytest
 
 from base.version import git_sha, package_version
-from fleet.cli import main, parse
-from fleet.cli_call import group_names, method_groups, specs
-from fleet.cli_common import LazyCommands, Parser
-from fleet.cli_defaults import COMMANDS, METHOD_GROUPS
+from fleet.cli.call import group_names, method_groups, specs
+from fleet.cli.common import LazyCommands, Parser
+from fleet.cli.defaults import COMMANDS, METHOD_GROUPS
+from fleet.cli.entry import main, parse
 
 PROBE = """
 import json, sys
-import fleet.cli
-fleet.cli._parser()
+import fleet.cli.entry
+fleet.cli.entry._parser()
 heavy = ["aiohttp", "asyncio", "structlog", "contracts.jsonrpc", "contracts.gateway_rpc"]
 print(json.dumps([m for m in heavy if m in sys.modules]))
 """
@@ -121,11 +121,11 @@ async def test_a_run_without_timeout_gets_the_contracts_default(
 
 LOOKUPS = """
 import gettext, json
-import fleet.cli
+import fleet.cli.entry
 searches = []
 real_find = gettext.find
 gettext.find = lambda *a, **kw: searches.append(a[0]) or real_find(*a, **kw)
-fleet.cli._parser()
+fleet.cli.entry._parser()
 print(json.dumps(len(searches)))
 """
 
@@ -140,18 +140,18 @@ def test_building_the_parser_looks_each_argparse_string_up_once() -> None:
 
 VERSION_PROBE = """
 import contextlib, io, json, sys
-import fleet.cli
+import fleet.cli.entry
 with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
-    fleet.cli.main(["--version"])
-heavy = ["contracts.errors", "contracts.events", "fleet.cli_machines", "fleet.render", "msgspec",
-         "argparse", "fleet.cli_common"]
+    fleet.cli.entry.main(["--version"])
+heavy = ["contracts.errors", "contracts.events", "fleet.cli.machines", "fleet.cli.render",
+         "msgspec", "argparse", "fleet.cli.common"]
 print(json.dumps([m for m in heavy if m in sys.modules]))
 """
 
 
 def test_fleet_version_builds_no_parser_and_loads_no_method_records() -> None:
     """Nor msgspec (the code directory's marker it looks for is in contracts.code_files), nor
-    argparse: fleet.cli imports the parser's module where it builds the parser."""
+    argparse: fleet.cli.entry imports the parser's module where it builds the parser."""
     out = subprocess.run([sys.executable, "-c", VERSION_PROBE], capture_output=True, text=True,
                          timeout=60, check=True).stdout  # fmt: skip
     assert json.loads(out) == []
@@ -165,12 +165,12 @@ def test_the_lazy_commands_table_is_what_their_modules_register() -> None:
     """cli_defaults.COMMANDS (what `fleet --help` lists without importing the commands'
     modules) names every command the modules register, in the same order, with the same help
     and the module that registers it."""
-    from fleet import cli
+    from fleet.cli import entry as cli
 
     registered = []
     for module in dict.fromkeys(m for m, _ in COMMANDS.values()):
         scratch = Parser().add_subparsers()
-        __import__(f"fleet.{module}", fromlist=["register"]).register(scratch)
+        __import__(f"fleet.cli.{module}", fromlist=["register"]).register(scratch)
         registered += [(c.dest, (module, c.help)) for c in scratch._choices_actions]
     order = {name: i for i, name in enumerate(COMMANDS)}
     assert sorted(registered, key=lambda r: order.get(r[0], -1)) == list(COMMANDS.items())
@@ -190,7 +190,7 @@ def test_a_lazily_built_command_has_the_whole_parsers_help(
 ) -> None:
     """`fleet --help` and each command's `--help`, from the parser a command runs with (each
     command built when it is given), are those of the parser built whole (the docs' pages)."""
-    from fleet import cli
+    from fleet.cli import entry as cli
 
     monkeypatch.setenv("COLUMNS", "100")
     whole = cli._parser()
@@ -201,9 +201,9 @@ def test_a_lazily_built_command_has_the_whole_parsers_help(
 
 HELP_PROBE = """
 import contextlib, io, json, sys
-import fleet.cli
+import fleet.cli.entry
 with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
-    fleet.cli.main(sys.argv[1:])
+    fleet.cli.entry.main(sys.argv[1:])
 print(json.dumps(sorted(m for m in sys.modules if m.startswith(("fleet.", "msgspec")))))
 """
 
@@ -215,20 +215,21 @@ def _imported(*argv: str) -> set[str]:
 
 
 def test_fleet_help_imports_no_commands_module_nor_msgspec() -> None:
-    assert _imported("--help") == {"fleet.cli", "fleet.cli_common", "fleet.cli_defaults"}
+    assert _imported("--help") == {"fleet.cli", "fleet.cli.entry", "fleet.cli.common",
+                                   "fleet.cli.defaults"}  # fmt: skip
 
 
 def test_a_command_imports_its_own_module_only() -> None:
     """(`fleet machines list --help`: the parse stops at the help, before the client.)"""
     modules = {m for m in _imported("machines", "list", "--help") if m.startswith("fleet.")}
-    assert "fleet.cli_machines" in modules
-    others = {f"fleet.{m}" for m, _ in COMMANDS.values()} - {"fleet.cli_machines"}
+    assert "fleet.cli.machines" in modules
+    others = {f"fleet.cli.{m}" for m, _ in COMMANDS.values()} - {"fleet.cli.machines"}
     assert not modules & others
 
 
 CLIENT_PROBE = """
 import json, sys
-import fleet.cli_machines, fleet.client
+import fleet.cli.machines, fleet.client.client
 print(json.dumps([m for m in ("structlog", "aiohttp") if m in sys.modules]))
 """
 
@@ -247,7 +248,7 @@ def test_the_lazy_logger_logs_through_structlog() -> None:
     from contracts.jsonrpc import LazyLogger
 
     with capture_logs() as logs:
-        LazyLogger("fleet.client_retry").info("client.retry_cut", attempt=2)
+        LazyLogger("fleet.client.core").info("client.retry_cut", attempt=2)
     assert logs == [{"event": "client.retry_cut", "attempt": 2, "log_level": "info"}]
 
 

@@ -14,9 +14,9 @@ from contracts.gateway_types import InstanceRef, MachineRef
 from contracts.models import Instance, Machine
 from contracts.rpc_params import invalid_params
 from contracts.status import MachineStatus
-from fleet.cli_common import UsageError
-from fleet.cli_refs import instance_by_name, same_name
-from fleet.render import CELL_WIDTH, describe, machine_detail, machines_table, table
+from fleet.cli.common import UsageError
+from fleet.cli.refs import instance_by_name, same_name
+from fleet.cli.render import CELL_WIDTH, describe, machine_detail, machines_table, table
 
 NOW = datetime.now(UTC)
 REASON = "setup failed:\nTraceback (most recent call last):\r\n  File x\n\nValueError: boom"

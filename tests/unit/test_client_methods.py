@@ -1,6 +1,6 @@
 """The client cannot drift from the contract: every gateway method has a FleetClient method that
 calls it through its spec constant, building the spec's own params Struct with only its fields,
-generated (``fleet/client_generated.py``) or hand-written (``fleet/client*.py``). (mypy checks
+generated (``fleet/client/generated.py``) or hand-written (``fleet/client*.py``). (mypy checks
 the rest: ``call(spec, params) -> R`` ties the params and result types to the spec.)"""
 
 from __future__ import annotations
@@ -39,7 +39,12 @@ from contracts import (
 )
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.jsonrpc import AnySpec, NoParams
-from fleet import client, client_calls, client_generated, client_streams
+from fleet.client import (
+    calls as client_calls,
+    client,
+    generated as client_generated,
+    streams as client_streams,
+)
 
 SPECS = {spec.name: spec for spec in GATEWAY_METHODS}
 #: Where the spec constants live (codemode's are in their own module, listed in the table).

@@ -1,5 +1,5 @@
-"""``FleetClient``'s public transport (``fleet/transport.py``): a ``MockTransport`` handler sees
-each request as the client sends it (the route, the bearer secret, the body) and its answers
+"""``FleetClient``'s public transport (``fleet/client/transport.py``): a ``MockTransport`` handler
+sees each request as the client sends it (the route, the bearer secret, the body) and its answers
 are read as HTTP's are (a 401, a JSON-RPC error, a stream cut mid-way, a short download);
 importing the client and making one loads no aiohttp, which only ``HttpTransport`` needs."""
 
@@ -176,11 +176,11 @@ async def test_a_websocket_needs_the_http_transport() -> None:
 
 PROBE = """
 import asyncio, json, sys
-import fleet.client
+import fleet.client.client
 seen = ["aiohttp" in sys.modules]
 
 async def main():
-    async with fleet.client.FleetClient("http://127.0.0.1:9") as client:
+    async with fleet.client.client.FleetClient("http://127.0.0.1:9") as client:
         seen.append("aiohttp" in sys.modules)
         client.session  # what the first request opens
         seen.append("aiohttp" in sys.modules)

@@ -1,4 +1,4 @@
-"""A docker gvisor machine's container (providers/docker_gvisor.py) and the check of the
+"""A docker gvisor machine's container (providers/docker/gvisor.py) and the check of the
 engine's runsc (providers/runtimes.py ``engine_refusal``): a gvisor machine's container names
 runsc, every other names runc; an engine whose runsc would run the machine on gVisor's own
 network stack (where the machine's egress rules see nothing) is refused by name."""
@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from base.tokenfd import DAEMON_RUN_AS_VAR, LOADER_VAR
-from providers.docker import DockerProvider, token_owner
-from providers.docker_gvisor import GVISOR_ARGV, as_gvisor
-from providers.docker_image import LOADER
+from providers.docker.gvisor import GVISOR_ARGV, as_gvisor
+from providers.docker.image import LOADER
+from providers.docker.provider import DockerProvider, token_owner
 from providers.machine_limits import Limits, Placement
 from providers.runtimes import engine_refusal, keeps_memory, refusal
 

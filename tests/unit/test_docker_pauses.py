@@ -1,4 +1,4 @@
-"""A docker source's pause for copies (providers/docker_copy.py ``Pauses``): copies of one
+"""A docker source's pause for copies (providers/docker/copy.py ``Pauses``): copies of one
 container at once share one pause, which ends with the last of them, even a cancelled one; a
 container that does not run is not paused; one paused by someone else is refused."""
 
@@ -11,7 +11,7 @@ import aiodocker
 import pytest
 
 from contracts.errors import ProviderError
-from providers.docker_copy import Pauses
+from providers.docker.copy import Pauses
 
 
 class Container:

@@ -1,4 +1,4 @@
-"""What a docker pool's start removes (``providers/docker_pool.py``'s ``orphaned``): with the
+"""What a docker pool's start removes (``providers/docker/pool.py``'s ``orphaned``): with the
 lifeline, an owner's liveness is its containers' own state, never a pid looked up on this
 host. Only unclaimed pooled containers that are dead for sure go; a running one has a live
 owner (on whatever host), a claimed one is a machine's. The real engine's cases are in
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from providers.docker_pool import STALE_CREATED_S, DockerPoolBackend, orphaned
+from providers.docker.pool import STALE_CREATED_S, DockerPoolBackend, orphaned
 
 NOW = 1_800_000_000.0
 POOLED = "/fleet-pool-p0123456789abcdef"

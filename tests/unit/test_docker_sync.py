@@ -1,4 +1,4 @@
-"""The second pass of a docker home's copy (providers/docker_sync.py), on this host's files: after
+"""The second pass of a docker home's copy (providers/docker/sync.py), on this host's files: after
 a ``cp -a`` of a tree that then changed in every way a machine changes its home, the pass makes
 the copy equal to the tree (content, kinds, owners, modes, times, links); an entry unchanged
 since before the first pass is left as that pass made it (it is not read again)."""
@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from providers.docker_sync import Sync, main
+from providers.docker.sync import Sync, main
 
 
 def tree(top: Path) -> dict[str, tuple[object, ...]]:
@@ -34,7 +34,8 @@ def tree(top: Path) -> dict[str, tuple[object, ...]]:
 
 
 def cp_a(src: Path, dst: Path) -> int:
-    """``dst``, a ``cp -a`` of ``src``; the pass's ``since``, as docker_copy.py takes it."""
+    """``dst``, a ``cp -a`` of ``src``; the pass's ``since``, as providers/docker/copy.py takes
+    it."""
     since = time.time_ns() - 10**9
     dst.mkdir()
     subprocess.run(["cp", "-a", "-P", f"{src}/.", f"{dst}/"], check=True)

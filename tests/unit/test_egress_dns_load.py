@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from providers.egress_dns_load import DnsCaps, Gate
+from providers.egress.dns_load import DnsCaps, Gate
 
 
 def test_a_burst_then_the_rate() -> None:

@@ -1,11 +1,11 @@
-"""A gvisor machine's egress table (providers/egress_netdev.py), pure. That the kernel holds it
+"""A gvisor machine's egress table (providers/egress/netdev.py), pure. That the kernel holds it
 against a real runsc sandbox: tests/integration/test_gvisor_egress.py."""
 
 from __future__ import annotations
 
 from contracts.gateway_network import EgressPolicy
-from providers.egress_netdev import names, script
-from providers.egress_nftables import compile_ruleset
+from providers.egress.netdev import names, script
+from providers.egress.nftables import compile_ruleset
 
 PLATFORM = [("172.17.0.1", 4222)]
 

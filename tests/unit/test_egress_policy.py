@@ -1,5 +1,5 @@
 """The egress policy's grammar (contracts/gateway_network.py) and its nft ruleset
-(providers/egress_nftables.py), pure. That the kernel enforces it:
+(providers/egress/nftables.py), pure. That the kernel enforces it:
 tests/integration/test_egress.py."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from contracts.gateway_network import (
     parse_entry,
 )
 from contracts.rpc_params import invalid_params
-from providers.egress_nftables import disjoint, ruleset
+from providers.egress.nftables import disjoint, ruleset
 
 INSTANCE = "i-" + "0" * 16
 
@@ -146,7 +146,7 @@ def test_the_ruleset_denies_first_and_rejects_the_rest_under_deny() -> None:
 
 
 def test_names_are_decided_by_the_domain_entries() -> None:
-    from providers.egress_dns import NameRules, decide, forbidden, host_upstream
+    from providers.egress.dns import NameRules, decide, forbidden, host_upstream
 
     deny = NameRules.of(EgressPolicy(default="deny", allow=["*.example.test:8000-8090",
                         "pypi.org", "10.0.0.0/8"], deny=["bad.example.test"]))  # fmt: skip

@@ -1,4 +1,4 @@
-"""Which request in an intercepted tunnel may carry a secret (providers/egress_request.py): the
+"""Which request in an intercepted tunnel may carry a secret (providers/egress/request.py): the
 tunnel's scheme, host and port, an ordinary method. On real sockets and a real upstream:
 tests/fast/test_egress_proxy.py; on a real machine: tests/integration/test_secrets.py."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from providers.egress_request import (
+from providers.egress.request import (
     ORDINARY_METHODS,
     Inadmissible,
     admitted_target,

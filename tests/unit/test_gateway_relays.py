@@ -16,9 +16,9 @@ from base.byte_stream import ByteStream
 from contracts import gateway_sessions as gs, sessions as ss
 from contracts.errors import StreamAborted
 from contracts.ports import EOF_FRAME
-from services.gateway.files_http import relay_download
-from services.gateway.sessions_ops import relay_terminal
-from services.gateway.tunnels import CLOSE_BROKEN, CLOSE_DONE, relay_tunnel
+from services.gateway.streams.files import relay_download
+from services.gateway.streams.sessions import relay_terminal
+from services.gateway.streams.tunnels import CLOSE_BROKEN, CLOSE_DONE, relay_tunnel
 from tests.unit.test_bytestream import Wire
 from tests.waiters import wait_until
 

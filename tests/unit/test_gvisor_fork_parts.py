@@ -17,7 +17,7 @@ from daemon import nodump
 from daemon.__main__ import compose
 from daemon.server import Daemon
 from daemon.settings import DaemonSettings
-from providers.gvisor_fork import LEFT_FILE, fork_spec, one_fork_less
+from providers.gvisor.fork import LEFT_FILE, fork_spec, one_fork_less
 
 
 def test_a_forks_spec_mounts_its_own_directories_where_its_source_had_its_own(

@@ -20,8 +20,8 @@ from base import procinfo
 from base.retry import Backoff, retry_until
 from daemon.park import Parked, Parking
 from providers.gvisor import BUNDLE, Runsc
-from providers.gvisor_pause import NETNS_HOLDER, held_netns, hold_netns, let_netns_go, nats_held
-from providers.netns import NETNS_OF, pasta_record
+from providers.gvisor.pause import NETNS_HOLDER, held_netns, hold_netns, let_netns_go, nats_held
+from providers.sandbox import NETNS_OF, pasta_record
 
 #: Holds a connection to 127.0.0.1:argv[1] until its stdin ends (a stand-in for a machine's
 #: pasta, marked as the machine's by its environment).

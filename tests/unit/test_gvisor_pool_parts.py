@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from providers.gvisor import (
+from providers.gvisor.runsc import (
     BUNDLE,
     PID_FILE,
     STARTED_AS_FILE,
@@ -18,7 +18,7 @@ from providers.gvisor import (
     sandbox_pid,
     started_as,
 )
-from providers.gvisor_pool import move_in
+from providers.local.gvisor_pool import move_in
 
 
 def test_a_claim_moves_the_slots_files_and_spec_and_records_the_name_it_runs_under(

@@ -1,4 +1,4 @@
-"""The host writes a gvisor machine's token into its token directory (providers/gvisor.py
+"""The host writes a gvisor machine's token into its token directory (providers/gvisor/runsc.py
 ``write_token``): whatever stands at the token's name, a FIFO, a symlink or a directory, the host
 neither blocks on it nor writes through it."""
 

@@ -1,4 +1,4 @@
-"""Which home filesystem a data dir gets (providers/homes_fs.py): ``auto`` never makes an image
+"""Which home filesystem a data dir gets (providers/local/homes.py): ``auto`` never makes an image
 unasked, and plain homes already there are never hidden under a mount."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from contracts.errors import ProviderError
-from providers import homes_fs
+from providers.local import homes as homes_fs
 
 
 def test_auto_and_plain_keep_plain_homes_without_an_image(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from base import hostile_fs
 from base.hostile_fs import Refused
-from providers.machine_uid import give_home
+from providers.sandbox import give_home
 from tests.hostile import KINDS, Canary, bounded, plant, swapping
 
 UID = 54_321

@@ -18,7 +18,7 @@ from base.loader import (
     withheld,
     write_blind,
 )
-from providers.nodump_loader import host_loader
+from providers.sandbox import host_loader
 
 
 def test_the_copy_names_no_preload_file_and_keeps_every_offset(tmp_path: Path) -> None:

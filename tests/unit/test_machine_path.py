@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleet.render import machine_path
+from fleet.cli.render import machine_path
 
 HOST_HOME = "/srv/fleetd/.fleet-data/pool/local/slot-1/home"
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from base.atomic import replace_file
-from providers.gvisor_fork import UID_FILE
-from providers.gvisor_root import ROOT_UID_FILE
+from providers.gvisor import ROOT_UID_FILE
+from providers.gvisor.fork import UID_FILE
 from providers.local import LocalProvider
-from providers.machine_uid import allocate_uid, give_upper, machine_uid
+from providers.sandbox.machine_uid import allocate_uid, give_upper, machine_uid
 
 UIDS = (70000, 70009)
 
@@ -75,7 +75,7 @@ def test_give_upper_gives_machine_files_and_follows_no_link(tmp_path: Path) -> N
 
 def test_a_uid_kept_by_a_memory_image_is_never_given(tmp_path: Path) -> None:
     # A machine made from a memory image runs as its source's uid (and its root's), which the
-    # image keeps beside it (providers/gvisor_fork.py): its source may be long archived.
+    # image keeps beside it (providers/gvisor/fork.py): its source may be long archived.
     local = LocalProvider(data_dir=tmp_path, nats_url="nats://127.0.0.1:4222", environ={},
                           sandbox=False)  # fmt: skip
     memory = local.memory_dir("s-0123456789abcdef")

@@ -1,4 +1,5 @@
-"""What pasta is told for a machine's network (providers/netns.py), and the settings around it."""
+"""What pasta is told for a machine's network (providers/sandbox/netns.py), and the settings around
+it."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from controlplane.settings import Settings
-from providers.local_sandbox import bwrap_argv
-from providers.netns import loopback_ports, pasta_argv
+from providers.sandbox import bwrap_argv
+from providers.sandbox.netns import loopback_ports, pasta_argv
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from contracts.errors import IdTokenRejected
-from services.gateway.oidc import REFETCH_EVERY_S, Keys, validate_id_token, with_userinfo
+from services.gateway.console.oidc import REFETCH_EVERY_S, Keys, validate_id_token, with_userinfo
 from tests.fakes.clock import TICK, ManualClock
 
 ISSUER, CLIENT, NONCE = "https://idp.example.com", "fleet", "n-0123456789"

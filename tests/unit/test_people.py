@@ -15,7 +15,7 @@ from contracts.people import (
     PORTS,
     route_scope,
 )
-from services.gateway.access import Caller
+from services.gateway.auth import Caller
 
 
 def test_every_gateway_method_has_exactly_one_scope() -> None:

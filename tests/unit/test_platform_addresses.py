@@ -1,5 +1,5 @@
 """What the egress and DNS proxies never send a machine to unless its policy names it
-(providers/platform_addresses.py): the host's and NATS's addresses, and every subnet of the
+(providers/egress/addresses.py): the host's and NATS's addresses, and every subnet of the
 docker engine's networks as they are now (services/provisioner/docker_networks.py lists them).
 On real docker machines: tests/integration/test_egress_proxy_neighbours.py."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import ipaddress
 
-from providers.egress_dns import forbidden
-from providers.platform_addresses import PlatformAddresses
+from providers.egress import PlatformAddresses
+from providers.egress.dns import forbidden
 from services.provisioner.docker_networks import subnets
 
 ip = ipaddress.ip_address

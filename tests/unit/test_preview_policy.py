@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from contracts.errors import BadUpstream
-from services.gateway.preview_policy import (
+from services.gateway.previews.policy import (
     MAX_COOKIES_TRIED,
     View,
     answer_headers,

@@ -1,4 +1,4 @@
-"""The Python client's generated methods (``fleet/client_generated.py``) follow the method table:
+"""The Python client's generated methods (``fleet/client/generated.py``) follow the method table:
 the committed file is current, a new method needs no entry of its own, and FleetClient is the
 generated class and its conveniences, no tower of mixins."""
 
@@ -14,7 +14,8 @@ from codegen.pyclient import HAND_WRITTEN, MODULE_PATH, NAMES, client_method
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.jsonrpc import ClientMethod, MethodSpec, Params, Result
 from fleet.client import FleetClient
-from fleet.client_generated import GatewayMethods
+from fleet.client.core import ClientCore
+from fleet.client.generated import GatewayMethods
 
 SPECS = {spec.name: spec for spec in GATEWAY_METHODS}
 
@@ -87,5 +88,5 @@ def test_every_generated_method_is_the_client_s_with_its_summary() -> None:
         assert spec.summary.split()[0] in (method.__doc__ or ""), name
 
 
-def test_fleet_client_is_the_generated_methods_and_its_own() -> None:
-    assert len(FleetClient.__mro__) <= 3, FleetClient.__mro__
+def test_fleet_client_is_the_generated_methods_its_plumbing_and_its_own() -> None:
+    assert FleetClient.__mro__ == (FleetClient, ClientCore, GatewayMethods, object)

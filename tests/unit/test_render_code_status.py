@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from contracts.models import CodeStatus, Machine
 from contracts.status import MachineStatus
-from fleet.render import machine_detail, machines_table
+from fleet.cli.render import machine_detail, machines_table
 
 
 def machine(n: int, code: CodeStatus, *, status: MachineStatus = MachineStatus.READY) -> Machine:

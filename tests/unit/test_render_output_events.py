@@ -1,4 +1,4 @@
-"""How the CLI shows output events and a lifecycle command's end (fleet/render.py):
+"""How the CLI shows output events and a lifecycle command's end (fleet/cli/render.py):
 ``fleet machines events`` lists an output event's lines under it; a pipeline's progress shows
 its last line."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from contracts.events import EnvironmentBuildOutput, LifecycleOutput, LifecycleRan
-from fleet.render import describe, event_line
+from fleet.cli.render import describe, event_line
 
 AT = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 

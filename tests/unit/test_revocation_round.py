@@ -16,11 +16,9 @@ from contracts.events import now
 from contracts.gateway_people import User
 from contracts.people import MACHINES_EXEC, MACHINES_READ, PlatformRole
 from controlplane.caller_changes import CallerChanges
-from controlplane.store_users import Found
-from services.gateway.access import EVERYWHERE, Caller, Reach
-from services.gateway.byte_stream_slots import ByteStreamSlots
-from services.gateway.events_hub import EventHub
-from services.gateway.revocation import RevocationTicker
+from controlplane.store.users import Found
+from services.gateway.auth import EVERYWHERE, Caller, Reach
+from services.gateway.streams import ByteStreamSlots, EventHub, RevocationTicker
 from tests.fakes.clock import TICK, ManualClock
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from providers import gvisor, local
-from providers.gvisor_image import BUNDLE
+from providers.gvisor import BUNDLE, runsc as gvisor
+from providers.local import provider as local
 
 
 def test_every_gvisor_machine_is_stopped_at_once(

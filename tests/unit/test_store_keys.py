@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from controlplane.settings import Settings, SettingsError
+from controlplane.settings import DEFAULT_PREFIX, Settings, SettingsError
 from controlplane.store import Store
-from controlplane.store_keys import DEFAULT_PREFIX, Keys
+from controlplane.store.keys import Keys
 
 BAD_PREFIXES = [
     "",

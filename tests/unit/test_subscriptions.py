@@ -23,7 +23,7 @@ from contracts.events import (
 )
 from controlplane.settings import Settings
 from controlplane.subscriptions import declared_subscriptions, subscriber
-from services.gateway.secret_use_audit import SecretUseAudit
+from services.gateway.auth import SecretUseAudit
 from services.prober.service import Prober
 from services.provisioner.service import Provisioner
 from services.setup_pusher.service import SetupPusher

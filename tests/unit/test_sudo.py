@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from daemon.sudo import SECURE_PATH, Refused, _command, _run_session, parse
-from providers.gvisor_fork import fork_spec
-from providers.gvisor_root import FSTAB, STAGE, id_mappings, staged_bundle
+from providers.gvisor.fork import fork_spec
+from providers.gvisor.root import FSTAB, STAGE, id_mappings, staged_bundle
 
 
 def test_sudos_common_forms_are_read() -> None:

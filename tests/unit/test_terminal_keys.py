@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fleet.terminal import DetachKeys
+from fleet.cli.terminal import DetachKeys
 
 
 def test_enter_tilde_dot_detaches_and_nothing_of_it_is_sent() -> None:

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from fleet.cli import parse
-from fleet.embedded import held_ports
-from fleet.up import SERVICES, UpOptions
-from fleet.up_ha import Plan, host_uids, service_plan
+from fleet.cli.entry import parse
+from fleet.up import UpOptions
+from fleet.up.embedded import held_ports
+from fleet.up.ha import Plan, host_uids, service_plan
+from fleet.up.stack import SERVICES
 
 
 def plan(opts: UpOptions, uids: tuple[int, int] | None = None) -> Plan:

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from controlplane.settings import Settings
-from fleet.embedded import PortHold, held_ports
-from fleet.up import SERVICES, UpOptions, _banner, banner_ports, listeners_refusal, up
-from fleet.up_ha import service_plan
+from fleet.up import UpOptions
+from fleet.up.embedded import PortHold, held_ports
+from fleet.up.ha import service_plan
+from fleet.up.stack import SERVICES, _banner, banner_ports, listeners_refusal, up
 
 
 def test_each_gateway_replica_listens_for_previews_on_a_port_of_its_own(tmp_path: Path) -> None:

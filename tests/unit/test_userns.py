@@ -1,14 +1,14 @@
-"""A local machine's user namespace for its image's user (providers/userns.py): what bwrap is
-told, and the maps: root for the set-up, the image's user on the machine's own host uid, and
+"""A local machine's user namespace for its image's user (providers/sandbox/userns.py): what bwrap
+is told, and the maps: root for the set-up, the image's user on the machine's own host uid, and
 nothing else."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from providers.local_sandbox import bwrap_argv
-from providers.netns import INFO_FD
-from providers.userns import USERNS_FD, UserMap
+from providers.sandbox import bwrap_argv
+from providers.sandbox.netns import INFO_FD
+from providers.sandbox.userns import USERNS_FD, UserMap
 
 
 def test_the_maps_give_the_user_the_machines_own_uid_and_nothing_else() -> None:

@@ -1,4 +1,4 @@
-"""Wake on access's rules as plain functions (services/gateway/wake.py): what a wake does next
+"""Wake on access's rules as plain functions (services/gateway/rpc/wake.py): what a wake does next
 for each status, which preview requests get the "waking" page, and that page."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from contracts.status import MachineStatus as S
-from services.gateway.wake import (
+from services.gateway.rpc.wake import (
     WAKING_PAGE_REFRESH_S,
     Step,
     next_step,

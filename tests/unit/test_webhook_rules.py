@@ -11,7 +11,7 @@ import pytest
 
 from contracts.gateway_webhooks import EVENT_TYPES, check_types, parse_url, wants
 from controlplane.settings import Settings, SettingsError
-from providers.webhook_target import Address, Refused, Rules, check
+from providers.egress.webhook_target import Address, Refused, Rules, check
 from services.webhooks.rules import judge, next_wait_s
 
 S = Settings()

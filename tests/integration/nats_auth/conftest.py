@@ -17,7 +17,7 @@ import pytest
 
 from controlplane.crypto import SecretBox, generate_secret_key
 from controlplane.settings import Settings
-from fleet.embedded import NatsAuth, NatsServer, PortHold, ValkeyServer
+from fleet.up.embedded import NatsAuth, NatsServer, PortHold, ValkeyServer
 from services.auth_callout.__main__ import build as build_callout
 from tests.conftest import ADMIN_TOKEN
 

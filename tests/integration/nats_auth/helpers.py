@@ -17,7 +17,7 @@ from contracts.events import DaemonStatusReported, encode_event
 from controlplane.bus import Bus
 from controlplane.crypto import SecretBox, mint_machine_token
 from controlplane.store import Store
-from fleet.embedded import NatsServer
+from fleet.up import NatsServer
 from tests.conftest import DaemonProc, SpawnDaemon
 from tests.waiters import subscribed, wait_until
 

@@ -10,7 +10,7 @@ from contracts import audit as a
 from controlplane.crypto import SecretBox
 from controlplane.store import Store
 from fleet.client import FleetClient
-from fleet.embedded import NatsAuth, NatsServer
+from fleet.up.embedded import NatsAuth, NatsServer
 from tests.integration.nats_auth.helpers import Attacker, connect_as, enroll
 from tests.integration.test_audit import entry
 

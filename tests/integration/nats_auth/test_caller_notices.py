@@ -12,7 +12,7 @@ from contracts.people import CallersChanged
 from controlplane.crypto import SecretBox
 from controlplane.store import Store
 from fleet.client import FleetClient
-from fleet.embedded import NatsAuth, NatsServer
+from fleet.up.embedded import NatsAuth, NatsServer
 from tests.integration.nats_auth.helpers import Attacker, connect_as, enroll
 from tests.waiters import before_marker, subscribed
 

@@ -15,7 +15,7 @@ from controlplane.bus import Bus
 from controlplane.crypto import SecretBox, mint_machine_token
 from controlplane.daemon_client import DaemonClient, static_key
 from controlplane.store import Store
-from fleet.embedded import NatsAuth, NatsServer
+from fleet.up.embedded import NatsAuth, NatsServer
 from tests.conftest import SpawnDaemon
 from tests.integration.nats_auth.helpers import (
     REFUSED,

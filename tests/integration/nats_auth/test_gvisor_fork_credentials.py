@@ -19,7 +19,7 @@ from controlplane.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
-from fleet.embedded import NatsAuth, NatsServer
+from fleet.up.embedded import NatsAuth, NatsServer
 from tests.integration.nats_auth.helpers import connz
 from tests.integration.nats_auth.test_machine_network import HANDSHAKE
 from tests.integration.test_gvisor import host_address, ready_gvisor

@@ -21,7 +21,7 @@ from controlplane.daemon_client import DaemonClient, static_key
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
-from fleet.embedded import NatsServer
+from fleet.up import NatsServer
 from tests.conftest import SpawnDaemon
 from tests.integration.nats_auth.helpers import (
     STATUS,

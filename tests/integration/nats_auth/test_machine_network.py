@@ -20,7 +20,7 @@ from contracts.status import MachineStatus
 from controlplane.bus import Bus
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from fleet.embedded import NatsAuth, NatsServer
+from fleet.up.embedded import NatsAuth, NatsServer
 from tests.docker_env import docker_gateway, docker_image, remove_containers
 from tests.integration.nats_auth.helpers import connz
 

@@ -21,8 +21,8 @@ from controlplane.crypto import SecretBox
 from controlplane.metrics import EVENT_OUTCOMES
 from controlplane.settings import Settings
 from controlplane.store import Store
-from fleet.embedded import NatsAuth, NatsServer, PortHold
-from fleet.up import SERVICES
+from fleet.up.embedded import NatsAuth, NatsServer, PortHold
+from fleet.up.stack import SERVICES
 from services.auth_callout.__main__ import build as build_callout
 from services.auth_callout.callout_metrics import CALLOUT_OUTCOMES, Refusal
 from tests.integration.nats_auth.helpers import connect_as, enroll, refused
@@ -91,7 +91,7 @@ async def endpoints(
 async def test_every_endpoint_passes_promtool_with_no_empty_family(
     endpoints: dict[str, str],
 ) -> None:
-    # Every service `fleet up` runs (fleet.up.SERVICES), each on the port it is given.
+    # Every service `fleet up` runs (fleet.up.stack.SERVICES), each on the port it is given.
     assert set(endpoints) == set(SERVICES)
     for name, url in endpoints.items():
         status, text, _ = await scrape(url)

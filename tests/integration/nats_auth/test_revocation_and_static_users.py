@@ -24,8 +24,8 @@ from controlplane.revoke import machine_connections, revoke_machine
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
-from fleet.embedded import NatsAuth, NatsServer
-from providers.local import exit_records, running_pid
+from fleet.up.embedded import NatsAuth, NatsServer
+from providers.local.provider import exit_records, running_pid
 from tests.conftest import SpawnDaemon
 from tests.integration.nats_auth.helpers import (
     REFUSED,

@@ -14,7 +14,7 @@ from controlplane.byte_stream_join import join
 from controlplane.crypto import SecretBox
 from controlplane.daemon_client import DaemonClient, static_key
 from controlplane.store import Store
-from fleet.embedded import NatsServer
+from fleet.up import NatsServer
 from tests.conftest import SpawnDaemon
 from tests.integration.nats_auth.helpers import Attacker, boot, connect_as, enroll
 from tests.integration.test_tunnels import digest

@@ -1,0 +1,48 @@
+"""The Python client of the gateway: ``FleetClient`` (every gateway method, typed: generated
+ones and hand-written ones), ``MachineHandle`` (the client bound to one machine), and the
+transports requests go through (``HttpTransport``, ``MockTransport`` for tests).
+"""
+
+from base.lazy_front import lazy_front
+
+TYPE_CHECKING = False  # typing's, without importing typing
+
+__all__ = [
+    "ConnectionFailed",
+    "FleetClient",
+    "HttpTransport",
+    "MachineHandle",
+    "MachineNotReady",
+    "MockTransport",
+    "Request",
+    "Response",
+    "StreamCut",
+    "Transport",
+]
+
+if TYPE_CHECKING:
+    from fleet.client.client import FleetClient, MachineHandle, MachineNotReady
+    from fleet.client.transport import ConnectionFailed, HttpTransport, StreamCut, Transport
+    from fleet.client.transport_mock import MockTransport, Request, Response
+else:
+    __getattr__ = lazy_front(
+        __name__,
+        {
+            "client": (
+                "FleetClient",
+                "MachineHandle",
+                "MachineNotReady",
+            ),
+            "transport": (
+                "ConnectionFailed",
+                "HttpTransport",
+                "StreamCut",
+                "Transport",
+            ),
+            "transport_mock": (
+                "MockTransport",
+                "Request",
+                "Response",
+            ),
+        },
+    )

@@ -1,0 +1,107 @@
+"""Where a machine may connect, enforced on its host: its ruleset in the kernel
+(nftables in the machine's network namespace, or a netdev table for gvisor machines), the
+platform's DNS proxy and egress proxy (which adds an instance's secrets to the requests that
+may carry them), the proxy's door for gvisor machines, and why a destination is refused, in its
+user's words. The same rules hold where the platform itself sends a tenant's webhook
+(``webhook_target``).
+
+The two rulesets are used qualified: ``nftables`` and ``netdev`` (``nftables.apply``).
+"""
+
+from base.lazy_front import lazy_front
+
+TYPE_CHECKING = False  # typing's, without importing typing
+
+__all__ = [
+    "Address",
+    "DnsCaps",
+    "DnsProxy",
+    "EgressProxy",
+    "HostDoor",
+    "Network",
+    "OnRefused",
+    "Platform",
+    "PlatformAddresses",
+    "PolicyOf",
+    "Refused",
+    "Resolve",
+    "Rules",
+    "Target",
+    "check",
+    "host_upstream",
+    "netdev",
+    "nft",
+    "nftables",
+    "platform_addresses",
+    "platform_rules",
+    "policy_refusal",
+    "recorded_pastas",
+    "remote_host",
+    "resolve",
+    "run_nft",
+    "system_resolve",
+]
+
+if TYPE_CHECKING:
+    from providers.egress import netdev as netdev, nftables as nftables
+    from providers.egress.addresses import Network, PlatformAddresses, platform_addresses, resolve
+    from providers.egress.dns import DnsProxy, OnRefused, PolicyOf, host_upstream
+    from providers.egress.dns_load import DnsCaps
+    from providers.egress.nftables import nft, run_nft
+    from providers.egress.proxy import Address, EgressProxy, Platform
+    from providers.egress.proxy_door import HostDoor, recorded_pastas
+    from providers.egress.refusal import policy_refusal, remote_host
+    from providers.egress.webhook_target import (
+        Refused,
+        Resolve,
+        Rules,
+        Target,
+        check,
+        platform_rules,
+        system_resolve,
+    )
+else:
+    __getattr__ = lazy_front(
+        __name__,
+        {
+            "addresses": (
+                "Network",
+                "PlatformAddresses",
+                "platform_addresses",
+                "resolve",
+            ),
+            "dns": (
+                "DnsProxy",
+                "OnRefused",
+                "PolicyOf",
+                "host_upstream",
+            ),
+            "dns_load": ("DnsCaps",),
+            "nftables": (
+                "nft",
+                "run_nft",
+            ),
+            "proxy": (
+                "Address",
+                "EgressProxy",
+                "Platform",
+            ),
+            "proxy_door": (
+                "HostDoor",
+                "recorded_pastas",
+            ),
+            "refusal": (
+                "policy_refusal",
+                "remote_host",
+            ),
+            "webhook_target": (
+                "Refused",
+                "Resolve",
+                "Rules",
+                "Target",
+                "check",
+                "platform_rules",
+                "system_resolve",
+            ),
+        },
+    )

@@ -1,0 +1,232 @@
+"""What a sandboxed machine is made of on this host, whichever runtime runs it: the
+bubblewrap sandbox and what a machine sees of the host, an image's root for a local machine,
+the machine's own uid, cgroup, namespaces (user, network with pasta, mount), syscall filter,
+an ID-mapped mount, the execute-only loader, and which machine's pasta a connection comes from.
+"""
+
+from base.lazy_front import lazy_front
+
+TYPE_CHECKING = False  # typing's, without importing typing
+
+__all__ = [
+    "CLONE_NEWNET",
+    "DAEMON_PACKAGES",
+    "ETC_ALLOWED",
+    "MACHINE_HOME",
+    "NETNS_OF",
+    "RESOLVER",
+    "RUNTIME_DIR",
+    "SANDBOXED_VAR",
+    "SANDBOX_LOADER",
+    "SECCOMP_FD",
+    "STACK_VAR",
+    "TOKEN_FD",
+    "Address",
+    "Endpoint",
+    "Found",
+    "Holders",
+    "MachineCgroup",
+    "NotFrozen",
+    "Pasta",
+    "SockDiag",
+    "UserMap",
+    "allocate_uid",
+    "as_uid",
+    "attach",
+    "bwrap_argv",
+    "docker_default_bpf",
+    "execute_only_loader",
+    "filter_fd",
+    "forget_pastas",
+    "frozen",
+    "give_home",
+    "give_upper",
+    "has_pasta",
+    "host_loader",
+    "hostname",
+    "in_namespaces",
+    "installed",
+    "loopback_ports",
+    "mount_idmapped",
+    "mount_in_sandbox",
+    "mount_overlay",
+    "nats_servers",
+    "network_probe",
+    "overlay",
+    "overlay_dirs",
+    "pasta_record",
+    "peer_socket",
+    "python_roots",
+    "read_uid",
+    "recorded_pasta",
+    "remove_overlay",
+    "runtime_argv",
+    "runtime_binds",
+    "runtime_env",
+    "sandbox_probe",
+    "sandbox_root_children",
+    "start_sandboxed",
+    "stop_pasta",
+    "supervisor_pid",
+    "tcp_sockets",
+    "token_pipe",
+    "trusting_gitconfig",
+    "unavailable",
+    "unmount_overlay",
+]
+
+if TYPE_CHECKING:
+    from providers.sandbox.bwrap import (
+        DAEMON_PACKAGES,
+        ETC_ALLOWED,
+        SANDBOXED_VAR,
+        SECCOMP_FD,
+        bwrap_argv,
+        hostname,
+        probe as sandbox_probe,
+        python_roots,
+        sandbox_root_children,
+        supervisor_pid,
+    )
+    from providers.sandbox.cgroup import MachineCgroup, NotFrozen, frozen, unavailable
+    from providers.sandbox.idmap import mount_idmapped
+    from providers.sandbox.image import (
+        MACHINE_HOME,
+        RUNTIME_DIR,
+        mount_overlay,
+        overlay,
+        overlay_dirs,
+        remove_overlay,
+        runtime_argv,
+        runtime_binds,
+        runtime_env,
+        unmount_overlay,
+    )
+    from providers.sandbox.machine_uid import (
+        allocate_uid,
+        as_uid,
+        give_home,
+        give_upper,
+        read_uid,
+        trusting_gitconfig,
+    )
+    from providers.sandbox.mount import mount_in_sandbox
+    from providers.sandbox.namespaces import CLONE_NEWNET, in_namespaces
+    from providers.sandbox.netns import (
+        NETNS_OF,
+        RESOLVER,
+        STACK_VAR,
+        attach,
+        forget_pastas,
+        has_pasta,
+        installed,
+        loopback_ports,
+        nats_servers,
+        pasta_record,
+        probe as network_probe,
+        recorded_pasta,
+        start_sandboxed,
+        stop_pasta,
+    )
+    from providers.sandbox.nodump_loader import (
+        SANDBOX_LOADER,
+        TOKEN_FD,
+        execute_only_loader,
+        host_loader,
+        token_pipe,
+    )
+    from providers.sandbox.pasta_nodelay import tcp_sockets
+    from providers.sandbox.pasta_peer import Address, Found, Holders, Pasta, peer_socket
+    from providers.sandbox.seccomp import docker_default_bpf, filter_fd
+    from providers.sandbox.sock_diag import Endpoint, SockDiag
+    from providers.sandbox.userns import UserMap
+else:
+    __getattr__ = lazy_front(
+        __name__,
+        {
+            "bwrap": (
+                "DAEMON_PACKAGES",
+                "ETC_ALLOWED",
+                "SANDBOXED_VAR",
+                "SECCOMP_FD",
+                "bwrap_argv",
+                "hostname",
+                "python_roots",
+                "probe as sandbox_probe",
+                "sandbox_root_children",
+                "supervisor_pid",
+            ),
+            "cgroup": (
+                "MachineCgroup",
+                "NotFrozen",
+                "frozen",
+                "unavailable",
+            ),
+            "idmap": ("mount_idmapped",),
+            "image": (
+                "MACHINE_HOME",
+                "RUNTIME_DIR",
+                "mount_overlay",
+                "overlay",
+                "overlay_dirs",
+                "remove_overlay",
+                "runtime_argv",
+                "runtime_binds",
+                "runtime_env",
+                "unmount_overlay",
+            ),
+            "machine_uid": (
+                "allocate_uid",
+                "as_uid",
+                "give_home",
+                "give_upper",
+                "read_uid",
+                "trusting_gitconfig",
+            ),
+            "mount": ("mount_in_sandbox",),
+            "namespaces": (
+                "CLONE_NEWNET",
+                "in_namespaces",
+            ),
+            "netns": (
+                "NETNS_OF",
+                "RESOLVER",
+                "STACK_VAR",
+                "attach",
+                "forget_pastas",
+                "has_pasta",
+                "installed",
+                "loopback_ports",
+                "nats_servers",
+                "probe as network_probe",
+                "pasta_record",
+                "recorded_pasta",
+                "start_sandboxed",
+                "stop_pasta",
+            ),
+            "nodump_loader": (
+                "SANDBOX_LOADER",
+                "TOKEN_FD",
+                "execute_only_loader",
+                "host_loader",
+                "token_pipe",
+            ),
+            "pasta_nodelay": ("tcp_sockets",),
+            "pasta_peer": (
+                "Address",
+                "Found",
+                "Holders",
+                "Pasta",
+                "peer_socket",
+            ),
+            "seccomp": (
+                "docker_default_bpf",
+                "filter_fd",
+            ),
+            "sock_diag": (
+                "Endpoint",
+                "SockDiag",
+            ),
+            "userns": ("UserMap",),
+        },
+    )
