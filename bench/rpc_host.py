@@ -46,7 +46,7 @@ def _content(body: bytes) -> bytes:
 async def serve(settings: DaemonSettings) -> None:
     import asyncio
 
-    from daemon.__main__ import compose
+    from daemon.compose import compose
 
     home = settings.home_path
     stop = asyncio.Event()

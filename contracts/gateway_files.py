@@ -46,7 +46,8 @@ from contracts.errors import (
     WrongFileKind,
 )
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
-from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, PassThrough, Result
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Result
+from contracts.pass_through import PassThrough
 
 _MachineId = Annotated[
     str, msgspec.Meta(pattern=MACHINE_ID_RE.pattern, min_length=ID_LENGTH, max_length=ID_LENGTH)

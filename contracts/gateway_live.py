@@ -29,7 +29,8 @@ from contracts.errors import (
     ToolError,
 )
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
-from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params, PassThrough
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params
+from contracts.pass_through import PassThrough
 
 _MachineId = Annotated[
     str, msgspec.Meta(pattern=MACHINE_ID_RE.pattern, min_length=ID_LENGTH, max_length=ID_LENGTH)

@@ -97,9 +97,10 @@ from contracts.gateway_types import (  # re-exported: callers use gateway_rpc.X
     UnsetEnvParams as UnsetEnvParams,
 )
 from contracts.gateway_webhooks import WEBHOOK_METHODS
-from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, NoParams, PassThrough
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, NoParams
 from contracts.models import EnvVar, Instance, Machine
 from contracts.openrpc import OpenRpcDocument
+from contracts.pass_through import PassThrough
 from contracts.people import Scope
 from contracts.ports import PORT_METHODS
 

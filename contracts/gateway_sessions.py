@@ -25,7 +25,8 @@ from contracts.errors import (
     TooManyStreams,
 )
 from contracts.gateway_types import MachineId
-from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params, PassThrough
+from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params
+from contracts.pass_through import PassThrough
 from contracts.sessions import (
     Cols,
     Rows,

@@ -25,7 +25,6 @@ from contracts.errors import (
     error_from_wire,
 )
 from contracts.marks import mark, marked
-from contracts.pass_through import PassThrough as PassThrough  # the specs import it here
 from contracts.people import Scope
 from contracts.rpc_params import (
     by_name,
@@ -131,7 +130,7 @@ class MethodSpec(Generic[P, R]):
     - ``tool``: codemode's ``machine`` provider offers it as ``machine.<tool>``, ``machineId``
       bound to the run's machine;
     - ``passes``: a gateway method that is one daemon method on the caller's machine, its
-      params mapped (``PassThrough``): the gateway serves it with no handler of its own."""
+      params mapped (``Passes``): the gateway serves it with no handler of its own."""
 
     name: str
     params: type[P]
@@ -149,7 +148,7 @@ class MethodSpec(Generic[P, R]):
     hand_written: bool = field(default=False, kw_only=True)
     in_code: bool = field(default=True, kw_only=True)
     tool: str | None = field(default=None, kw_only=True)
-    passes: PassThrough | None = field(default=None, kw_only=True)
+    passes: Passes | None = field(default=None, kw_only=True)
 
     def __post_init__(self) -> None:
         if self.passes is not None:
@@ -157,6 +156,25 @@ class MethodSpec(Generic[P, R]):
 
 
 AnySpec = MethodSpec[Any, Any]
+
+
+class Passes(Protocol):
+    """What a spec's ``passes`` is (``contracts.pass_through.PassThrough``, which imports this
+    module, never the other way): the daemon method it is, how its params map (checked
+    against the spec when the spec is made), and how the gateway waits on it."""
+
+    @property
+    def method(self) -> AnySpec: ...
+
+    @property
+    def look(self) -> bool: ...
+
+    @property
+    def takes_s(self) -> float | None: ...
+
+    def params_of(self, params: Params) -> Params: ...
+
+    def check(self, spec: AnySpec) -> None: ...
 
 
 class Request(msgspec.Struct):

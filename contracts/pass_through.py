@@ -4,12 +4,10 @@ which daemon method, how its params map, and the check, at import, that they do.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import msgspec
 
-if TYPE_CHECKING:
-    from contracts.jsonrpc import AnySpec, Params
+from contracts.jsonrpc import AnySpec, Params
 
 
 @dataclass(frozen=True)

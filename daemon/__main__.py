@@ -7,7 +7,6 @@ import argparse
 import os
 import signal
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,17 +15,9 @@ from daemon.lean import lean_imports
 from daemon.settings import DaemonSettings
 
 if TYPE_CHECKING:
-    from contracts.jsonrpc import Dispatcher
-    from daemon.byte_stream_hub import ByteStreamHub
-    from daemon.code_kernels import CodeKernels, KeptKernels
-    from daemon.lifecycle import Lifecycle
-    from daemon.link import Link
+    from daemon.code_kernels import KeptKernels
     from daemon.nodump import HeldIdentity
-    from daemon.procenv import ProcessEnv
     from daemon.server import Daemon
-    from daemon.session_methods import Sessions
-    from daemon.stops import Stops
-    from daemon.watches import Watches
 
 # asyncio, structlog, nats-py and everything importing them are imported in the functions
 # below, after lean_imports() (see there): it decides what they load.
@@ -62,6 +53,8 @@ async def _serve(settings: DaemonSettings, held: HeldIdentity, kept: KeptKernels
 
     log = structlog.get_logger(__name__)
 
+    from daemon.compose import compose
+
     daemon = compose(settings, held=held, kept=kept)
     main = asyncio.current_task()
     assert main is not None
@@ -93,101 +86,6 @@ async def _serve(settings: DaemonSettings, held: HeldIdentity, kept: KeptKernels
         return None
     log.info("daemon.stopped", reason=daemon.stop_reason, mode=daemon.exit_mode)
     return daemon
-
-
-def compose(
-    settings: DaemonSettings,
-    *,
-    held: HeldIdentity | None = None,
-    kept: KeptKernels | None = None,
-    environ: Mapping[str, str] = os.environ,
-    lifecycle: bool = True,
-) -> Daemon:
-    """The daemon's one composition root: its parts, each made once with its collaborators,
-    handed to the ``Daemon``. ``held``: the machine's identity this process holds (its token,
-    its identity pipe: daemon/nodump.py; none by default); ``kept``: the code kernels a
-    daemon before this one in the process left running (none by default); ``environ``: the
-    environment the machine's processes start from (the daemon's own; a swarm daemon's
-    machine's); ``lifecycle`` False: no state file, control port, background processes or
-    cron (a swarm daemon, many to a process)."""
-    import random
-
-    from base.lockfile import DaemonLock
-    from contracts.signing import ReplayGuard
-    from daemon.byte_stream_hub import ByteStreamHub
-    from daemon.code_kernels import CodeKernels
-    from daemon.lifecycle import Lifecycle
-    from daemon.link import Link
-    from daemon.nodump import HeldIdentity
-    from daemon.park import Parking
-    from daemon.procenv import ProcessEnv
-    from daemon.server import Daemon, DaemonParts
-    from daemon.session_methods import Sessions
-    from daemon.stops import Stops
-    from daemon.watches import Watches
-
-    s, home = settings, settings.home_path
-    stops = Stops()
-    # nats-py has no jitter knob: the wait between reconnect attempts is drawn per daemon.
-    parking = Parking(random.uniform(*_RECONNECT_WAIT_S), _on_nats_error)
-    link = Link(s.nats_url, s.machine_id, s.machine_token, parking)
-    env = ProcessEnv(home, environ)  # the one environment of every process started here
-    life = Lifecycle(s, env=env, request_stop=stops.request) if lifecycle else None
-    hub = ByteStreamHub(s.machine_id)
-    sessions = Sessions(hub=hub, home=home, env=env)
-    kernels = CodeKernels(home=home, env=env, contexts_max=s.code_contexts_max,
-                          room=link.room, machine_id=s.machine_id,
-                          publish=link.publish_chunk, kept=kept)  # fmt: skip
-    watches = Watches(hub=hub, home=str(home))
-    parts = DaemonParts(
-        link=link, stops=stops, life=life, lock=DaemonLock(home), hub=hub, sessions=sessions,
-        kernels=kernels, watches=watches, replays=ReplayGuard(skew_s=s.boot_skew_s),
-        held=held or HeldIdentity(),
-        dispatcher=_dispatcher(s, env, link, life, stops, hub, sessions, kernels, watches),
-    )  # fmt: skip
-    return Daemon(s, parts)
-
-
-def _dispatcher(
-    s: DaemonSettings, env: ProcessEnv, link: Link, life: Lifecycle | None, stops: Stops,
-    hub: ByteStreamHub, sessions: Sessions, kernels: CodeKernels, watches: Watches,
-) -> Dispatcher[None]:  # fmt: skip
-    """Every daemon method's handler: the methods of the daemon's parts, the ones made here
-    and those given."""
-    from contracts.daemon_rpc import DAEMON_METHODS
-    from contracts.jsonrpc import Dispatcher, Router
-    from daemon import tools
-    from daemon.byte_stream_hub import Pipes
-    from daemon.desktop import Desktop
-    from daemon.exec_streams import ExecStreams
-    from daemon.files import FileTools
-    from daemon.machine_tools import MachineTools
-    from daemon.transfers import FileTransfers
-    from daemon.tunnel_connect import Tunnels
-
-    home = s.home_path
-    router = Router[None]()
-    router.collect(
-        MachineTools(home=home, env=env, output_cap=s.exec_output_cap, life=life, stops=stops,
-                     kernels=kernels),
-        FileTools(home, link.room),
-        ExecStreams(home=home, machine_id=s.machine_id, env=env, output_cap=s.exec_output_cap,
-                    publish=link.publish_chunk, procs=life.procs if life is not None else None),
-        Pipes(hub=hub, home=home, env=env), sessions, Tunnels(hub),
-        FileTransfers(hub=hub, home=str(home)), kernels, watches,
-        Desktop(home=home, env=env, max_pixels=s.desktop_max_pixels),
-    )  # fmt: skip
-    return Dispatcher(DAEMON_METHODS, router, translate=tools.at_thread_limit)
-
-
-#: The bounds of a daemon's wait between reconnect attempts (drawn once per daemon).
-_RECONNECT_WAIT_S = (0.5, 2.0)
-
-
-async def _on_nats_error(exc: Exception) -> None:
-    import structlog
-
-    structlog.get_logger(__name__).warning("daemon.nats_error", error=str(exc))
 
 
 def _home(arg: str | None) -> Path:

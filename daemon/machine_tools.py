@@ -1,6 +1,6 @@
 """The daemon's own methods on its machine: write a file, run a command, clone a repo, its
 version and health, background processes, its log, listening ports, selfUpdate and stop. The
-rest are the methods of the parts ``daemon.__main__.compose`` makes (files, streams, sessions,
+rest are the methods of the parts ``daemon.compose.compose`` makes (files, streams, sessions,
 tunnels, transfers, code kernels)."""
 
 from __future__ import annotations

@@ -96,7 +96,7 @@ def _prewarm(environ: os._Environ[str]) -> None:
     too (the package version from its metadata, the RPC router's types): about 8 ms less
     between the claim and the ready report. Nothing of it is kept (no lock, no file)."""
     import base.logs  # noqa: F401
-    from daemon.__main__ import compose
+    from daemon.compose import compose
     from daemon.settings import DaemonSettings
 
     home = environ.get("FLEET_HOME") or environ.get("HOME") or "/"

@@ -1,5 +1,5 @@
 """The daemon's connection to the platform: connect as this machine, serve RPC, report status.
-Its parts are made by ``daemon.__main__.compose`` and handed to it (``DaemonParts``)."""
+Its parts are made by ``daemon.compose.compose`` and handed to it (``DaemonParts``)."""
 
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ _UNSTORED = (natsconn.PublishRejected, natsconn.StreamUnavailable)
 
 @dataclass(frozen=True)
 class DaemonParts:
-    """What a daemon is made with (``daemon.__main__.compose``)."""
+    """What a daemon is made with (``daemon.compose.compose``)."""
 
     #: Its connection to NATS, as its machine.
     link: Link

@@ -44,7 +44,7 @@ import structlog
 from base.first import first_of
 from base.logs import configure_logging
 from contracts.ids import MACHINE_ID_RE
-from daemon.__main__ import compose
+from daemon.compose import compose
 from daemon.server import Daemon
 from daemon.settings import DaemonSettings
 

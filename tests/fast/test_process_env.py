@@ -19,7 +19,7 @@ from base.dotenv import render
 from contracts import daemon_rpc as d, sessions as ss
 from contracts.jsonrpc import encode_request
 from contracts.machine_files import CONTAINER_ENV_FILE, ENV_FILE
-from daemon.__main__ import compose
+from daemon.compose import compose
 from daemon.server import Daemon
 from daemon.settings import DaemonSettings
 from tests.waiters import wait_until

@@ -22,7 +22,7 @@ from contracts.signing import sign, signing_key
 from controlplane.bus import Bus
 from controlplane.daemon_client import DaemonClient, MachineClient, static_key
 from controlplane.settings import Settings
-from daemon.__main__ import compose
+from daemon.compose import compose
 from daemon.server import Daemon
 from daemon.settings import DaemonSettings
 from daemon.state import load_state
