@@ -1,4 +1,4 @@
-"""A local host's snapshots directory as takes leave it (providers/local/provider.py's layout:
+"""A local host's snapshots directory as takes leave it (providers/local/home_copies.py's layout:
 ``<id>``, ``<id>.upper``, ``<id>.memory``), made by hand for the sweeper's tests
 (services/provisioner/sweep.py): no runsc is needed to leave what a checkpoint leaves. Also the
 store's side: machines moved to a status, snapshot records, and instances' disk budgets."""

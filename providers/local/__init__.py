@@ -29,16 +29,16 @@ if TYPE_CHECKING:
     from providers.local import homes as homes
     from providers.local.gvisor_pool import GvisorPoolBackend
     from providers.local.pool import UP_MARKER, LocalPoolBackend
-    from providers.local.provider import (
+    from providers.local.processes import (
         INHERITED_ENV,
         POOL_SLOT_FILE,
-        LocalProvider,
         daemon_argv,
         machine_roots,
         pid_alive,
         spawn_detached,
-        stop_all_local,
     )
+    from providers.local.provider import LocalProvider
+    from providers.local.supervision import stop_all_local
 else:
     __getattr__ = lazy_front(
         __name__,
@@ -48,15 +48,15 @@ else:
                 "LocalPoolBackend",
                 "UP_MARKER",
             ),
-            "provider": (
+            "processes": (
                 "INHERITED_ENV",
-                "LocalProvider",
                 "POOL_SLOT_FILE",
                 "daemon_argv",
                 "machine_roots",
                 "pid_alive",
                 "spawn_detached",
-                "stop_all_local",
             ),
+            "provider": ("LocalProvider",),
+            "supervision": ("stop_all_local",),
         },
     )

@@ -47,7 +47,8 @@ from providers import gvisor
 from providers.gvisor import BIN_DIR, ROOT_UID_FILE
 from providers.local.homes import make_home
 from providers.local.pool import UP_MARKER, PidWatch
-from providers.local.provider import POOL_SLOT_FILE, LocalProvider, supervised_argv
+from providers.local.processes import POOL_SLOT_FILE, supervised_argv
+from providers.local.provider import LocalProvider
 from providers.sandbox import MachineCgroup, hostname, stop_pasta
 from providers.warm_pool import PoolMachine, owner_alive, owner_name
 

@@ -43,13 +43,8 @@ from base.codestore import CURRENT_FILE
 from base.poolwire import POOL_FD_VAR, POOL_SLOT_VAR, UP, identity_line
 from contracts.errors import ProviderError
 from providers.local.homes import make_home
-from providers.local.provider import (
-    IDENTIFIED_FILE,
-    POOL_SLOT_FILE,
-    LocalProvider,
-    code_store,
-    write_pid,
-)
+from providers.local.processes import IDENTIFIED_FILE, POOL_SLOT_FILE, code_store, write_pid
+from providers.local.provider import LocalProvider
 from providers.sandbox import (
     TOKEN_FD,
     hostname,
@@ -208,7 +203,7 @@ class PooledLocal:
         finally:
             self._sock.close()
         # Told: a later start finds it running as this machine. Untold, with its claimer
-        # gone, a start ends it and starts the machine afresh (LocalProvider._orphan).
+        # gone, a start ends it and starts the machine afresh (providers/local/namespaces.py).
         assert self.machine_dir is not None
         (self.machine_dir / IDENTIFIED_FILE).write_text(self.slot)
 

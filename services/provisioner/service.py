@@ -235,7 +235,7 @@ class Provisioner(Resumer):
                 await self.disk.took(provider, event.instance_id, store_disk.image(image), image)
             # The booting transition and the lock's release in one step; a pooled machine's
             # start keeps the lock until the machine is told who it is (a start that saw it
-            # untold meanwhile would take it for an orphan: LocalProvider._orphan).
+            # untold meanwhile would take it for an orphan: providers/local/namespaces.py).
             step = await self.store.stages.advance(
                 mid, S.BOOTING, "waiting for the daemon to report ready",
                 move={F_EXTERNAL_ID: external_id, F_HOST_ID: self.host_id},

@@ -124,7 +124,7 @@ class Shelf(Protocol):
 
 class LocalLayout(Protocol):
     """LocalProvider's layout of snapshots, memory images and machines
-    (providers/local/provider.py)."""
+    (providers/local/home_copies.py, host.py)."""
 
     def snapshot_dir(self, snapshot_id: str) -> Path: ...
     def snapshot_upper(self, snapshot_id: str) -> Path: ...

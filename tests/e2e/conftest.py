@@ -16,7 +16,7 @@ import pytest
 
 from base.lifeline import die_with_parent
 from fleet.up import banner_ports
-from providers.local.provider import exit_records
+from providers.local.supervision import exit_records
 
 FLEET = str(Path(sys.executable).with_name("fleet"))
 

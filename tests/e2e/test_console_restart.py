@@ -10,7 +10,7 @@ import time
 import pytest
 from playwright.sync_api import Page, expect
 
-from providers.local.provider import running_pid
+from providers.local.processes import running_pid
 from providers.sandbox import sandbox_root_children, supervisor_pid
 from tests.e2e.conftest import FleetUp, ok
 from tests.e2e.test_console import WAIT_MS, machine_row, page, sign_in

@@ -13,7 +13,8 @@ import pytest
 
 from base.lifeline import recorded
 from fleet.up.stack import CHILDREN_NAME, SERVICES
-from providers.local.provider import STOP_GRACE_S, machine_roots
+from providers.local.processes import machine_roots
+from providers.local.supervision import STOP_GRACE_S
 from tests.docker_env import docker_image, inspect, remove_containers
 from tests.e2e.conftest import FleetUp, ok, start_fleet_up
 from tests.waiters import still_running_after

@@ -12,7 +12,7 @@ import pytest
 from contracts.errors import DaemonUnavailable
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
-from providers.local.provider import STOP_GRACE_S
+from providers.local.supervision import STOP_GRACE_S
 from tests.e2e.conftest import FleetUp, start_fleet_up
 from tests.e2e.test_up_killed import kill_and_start_again, ready_machine, ups
 

@@ -24,7 +24,8 @@ from contracts.status import MachineStatus as S
 from fleet.client import FleetClient
 from fleet.up.stack import CHILDREN_NAME
 from providers.local import UP_MARKER
-from providers.local.provider import STOP_GRACE_S, machine_processes
+from providers.local.processes import machine_processes
+from providers.local.supervision import STOP_GRACE_S
 from tests.e2e.conftest import FleetUp, ok, start_fleet_up
 from tests.e2e.test_up_killed import ups
 from tests.waiters import still_running_after, wait_until

@@ -10,7 +10,9 @@ import secrets
 from pathlib import Path
 
 from fleet.up import NatsServer
-from providers.local.provider import CUT_OFF, LocalProvider, exit_records, pid_alive, stop_local
+from providers.local.processes import pid_alive
+from providers.local.provider import LocalProvider
+from providers.local.supervision import CUT_OFF, exit_records, stop_local
 from providers.sandbox import has_pasta, stop_pasta
 from tests.waiters import wait_until
 

@@ -37,7 +37,7 @@ from daemon.control import ControlUnavailable, control_request
 from daemon.state import load_state, state_path
 from fleet.up import NatsServer
 from providers.code import install_code
-from providers.local.provider import STOP_GRACE_S
+from providers.local.supervision import STOP_GRACE_S
 from tests.conftest import SpawnDaemon
 from tests.integration.test_daemon import KEY, boot
 from tests.integration.test_refresh import code_repo

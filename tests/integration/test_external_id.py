@@ -17,7 +17,7 @@ from controlplane.bus import Bus
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from providers.code import install_code
-from providers.local.provider import code_store
+from providers.local.processes import code_store
 from tests.integration.test_refresh import code_repo, ready_machine
 from tests.waiters import subscribed
 

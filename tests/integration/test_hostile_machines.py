@@ -27,7 +27,8 @@ import pytest
 from contracts.status import MachineStatus
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from providers.local.provider import STOP_GRACE_S, machine_roots
+from providers.local.processes import machine_roots
+from providers.local.supervision import STOP_GRACE_S
 from tests.docker_env import docker_gateway, docker_image, home_of, inspect, remove_containers
 from tests.environments import refresh_code
 from tests.hostile import SWAP, Canary

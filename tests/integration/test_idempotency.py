@@ -28,7 +28,8 @@ from controlplane.bus import Bus
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
-from providers.local.provider import running_pid, stop_local
+from providers.local.processes import running_pid
+from providers.local.supervision import stop_local
 from tests.conftest import CloneLog
 from tests.fakes.bus import subject_matches
 from tests.waiters import wait_until

@@ -18,7 +18,7 @@ from controlplane.bus import Bus
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
-from providers.local.provider import running_pid
+from providers.local.processes import running_pid
 from tests.waiters import wait_until
 
 

@@ -22,7 +22,7 @@ from controlplane.bus import Bus
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
-from providers.local.provider import running_pid
+from providers.local.processes import running_pid
 from tests.conftest import ADMIN_TOKEN
 from tests.gitcmd import git
 from tests.waiters import wait_until

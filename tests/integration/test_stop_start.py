@@ -39,7 +39,8 @@ from fleet.client import FleetClient
 from providers.base import Provider
 from providers.docker import LABEL_POOL
 from providers.docker.home import home_ref_name
-from providers.local.provider import POOL_SLOT_FILE, LocalProvider, machine_processes, machine_roots
+from providers.local.processes import POOL_SLOT_FILE, machine_processes, machine_roots
+from providers.local.provider import LocalProvider
 from providers.registry import docker_provider
 from services.prober.autostop import idle_reason
 from services.provisioner.service import Provisioner

@@ -9,7 +9,7 @@ from contracts.errors import DaemonUnavailable
 from contracts.status import MachineStatus
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from providers.local.provider import running_pid
+from providers.local.processes import running_pid
 from providers.sandbox import sandbox_root_children, supervisor_pid
 from tests.waiters import wait_until
 

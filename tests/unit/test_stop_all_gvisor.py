@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from providers.gvisor import BUNDLE, runsc as gvisor
-from providers.local import provider as local
+from providers.local import supervision as local
 
 
 def test_every_gvisor_machine_is_stopped_at_once(

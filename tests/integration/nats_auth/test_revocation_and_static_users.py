@@ -25,7 +25,8 @@ from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
 from fleet.up.embedded import NatsAuth, NatsServer
-from providers.local.provider import exit_records, running_pid
+from providers.local.processes import running_pid
+from providers.local.supervision import exit_records
 from tests.conftest import SpawnDaemon
 from tests.integration.nats_auth.helpers import (
     REFUSED,
