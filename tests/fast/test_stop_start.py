@@ -246,8 +246,8 @@ async def test_a_failed_machine_is_started_again_without_a_rebuild(world: World)
     assert world.provider.starts[-1][0] == m.id  # the same machine, not a new one
     again = await world.machine(m.id)
     assert (again.status, again.external_id) == (S.READY, m.external_id)
-    kinds = [type(e) for e in world.bus.events if e.machine_id == m.id
-             and isinstance(e, Stopped | MachineStarted)]  # fmt: skip
+    kinds = [type(e) for e in world.bus.events
+             if isinstance(e, Stopped | MachineStarted) and e.machine_id == m.id]  # fmt: skip
     assert kinds == [Stopped, MachineStarted]
 
 
