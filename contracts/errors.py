@@ -98,6 +98,13 @@ class MachineStopped(FleetError, code=1040, http_status=409):
     Answered at once (never a timeout); ``data.hint`` says how to start it."""
 
 
+class NeverStarted(FleetError, code=1042, http_status=409):
+    """``machines.start`` of a failed machine its provider never made anything of (it failed
+    before a host placed it, or before its provider started it): there is no home nor sandbox
+    to start. ``machines.rebuild`` makes a new machine in its place (or ``machines.archive``,
+    then ``machines.create``). ``data.status``: ``failed``."""
+
+
 class RunningMachinesLimit(FleetError, code=1041, http_status=409):
     """Starting (or creating) this machine would pass the instance's ``maxRunningMachines``;
     ``data.limit`` and ``data.running`` say by how much."""

@@ -154,9 +154,11 @@ class MachineFilesRemoved(_Event, tag=EventKind.FILES_REMOVED.value, kw_only=Tru
 
 class MachineStopped(_Event, tag=EventKind.STOPPED.value, kw_only=True):
     """The machine is stopping (its status says so already): the provisioner ends its
-    processes (or its container) and keeps its home."""
+    processes (or its container) and keeps its home. Also the first step of a failed machine's
+    start (its ``machine.started`` follows at once)."""
 
-    #: Why: "stopped by request", "idle for 900 s".
+    #: Why: "stopped by request", "idle for 900 s", "started by request: ending what is left
+    #: of the failed machine first".
     reason: str
 
 
@@ -169,8 +171,9 @@ class MachineProcessesEnded(_Event, tag=EventKind.PROCESSES_ENDED.value, kw_only
 
 
 class MachineStarted(_Event, tag=EventKind.STARTED.value, kw_only=True):
-    """A stopped machine is booting again: the provisioner starts the same machine (same id,
-    same home); the pipeline then runs from its daemon's ready report as after a create."""
+    """A stopped (or failed) machine is booting again: the provisioner starts the same machine
+    (same id, same home); the pipeline then runs from its daemon's ready report as after a
+    create."""
 
     reason: str
     #: What started it: ``request`` (machines.start), or the call that woke it.

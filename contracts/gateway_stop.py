@@ -17,6 +17,7 @@ from contracts.errors import (
     Conflict,
     Forbidden,
     HostFull,
+    NeverStarted,
     NotFound,
     NotSupported,
     RunningMachinesLimit,
@@ -62,9 +63,11 @@ MACHINES_START: MethodSpec[MachineRef, Machine] = MethodSpec(
     MachineRef,
     Machine,
     "Start a stopped machine again: the same machine, its home and background processes "
-    "(a running one: no change). Refused with HostFull while its host has no room; "
-    "Unavailable (retry) while other starts on its host hold its place for over 5 s.",
-    (NotFound, Forbidden, Conflict, RunningMachinesLimit, HostFull, Unavailable),
+    "(a running one: no change). A failed one too: what is left of it is ended, then it is "
+    "started; NeverStarted if its provider never made it (rebuild it). Conflict once archived. "
+    "Refused with HostFull while its host has no room; Unavailable (retry) while other starts "
+    "on its host hold its place for over 5 s.",
+    (NotFound, Forbidden, Conflict, NeverStarted, RunningMachinesLimit, HostFull, Unavailable),
     scope="machines:exec",
     client=ClientMethod("start_machine", "machine_id"),
 )

@@ -85,7 +85,8 @@ STOPPED_OR_STOPPING: frozenset[MachineStatus] = frozenset({S.STOPPING, S.STOPPED
 #: heartbeats are not expected.
 PAUSE_STATES: frozenset[MachineStatus] = frozenset({S.PAUSING, S.PAUSED, S.RESUMING})
 
-#: Statuses from which nothing but archiving moves a machine.
+#: Statuses a machine never leaves by itself: failed (a ``machines.start`` brings back one
+#: whose provider made it, as a stopped one), archiving and archived (nothing moves it back).
 TERMINAL: frozenset[MachineStatus] = frozenset({S.FAILED, S.ARCHIVING, S.ARCHIVED})
 
 #: Archived, or on its way there: it is not reached into again, and holds no place on its host.
@@ -94,8 +95,13 @@ ARCHIVED_OR_ARCHIVING: frozenset[MachineStatus] = frozenset({S.ARCHIVING, S.ARCH
 #: Paused or stopped, or on its way into or out of either: a wake on access has work to do.
 ASLEEP: frozenset[MachineStatus] = PAUSE_STATES | STOPPED_OR_STOPPING
 
-#: What one start or one resume wakes a machine from: paused, or stopped (or stopping).
-WAKEABLE: tuple[frozenset[MachineStatus], ...] = (frozenset({S.PAUSED}), STOPPED_OR_STOPPING)
+#: What one start or one resume wakes a machine from: paused, or stopped (or stopping), or
+#: failed (``machines.start`` only: what is left of it is stopped first, then it is started).
+WAKEABLE: tuple[frozenset[MachineStatus], ...] = (
+    frozenset({S.PAUSED}),
+    STOPPED_OR_STOPPING,
+    frozenset({S.FAILED}),
+)
 
 #: A machine that does not run: it does not count against its instance's running limit.
 NOT_RUNNING: frozenset[MachineStatus] = TERMINAL | STOPPED_OR_STOPPING | {S.PAUSED}
@@ -140,8 +146,9 @@ ADVANCE_FROM: dict[MachineStatus, frozenset[MachineStatus]] = {
     # its host's provisioner does; one still setting up fails by its stage.
     S.LOST: frozenset({S.UNRESPONSIVE, S.LOST}),
     S.FAILED: _LIVE | {S.FAILED},
-    # A paused machine too: its memory image is deleted.
-    S.STOPPING: STOPPABLE | {S.STOPPING, S.PAUSED},
+    # A paused machine too: its memory image is deleted. A failed one on its way to a start:
+    # what is left of it (a daemon that reported too late, a sandbox) is ended first.
+    S.STOPPING: STOPPABLE | {S.STOPPING, S.PAUSED, S.FAILED},
     # Only by the provisioner, once every process of the machine has exited.
     S.STOPPED: frozenset({S.STOPPING, S.STOPPED}),
     S.PAUSING: frozenset({S.READY, S.PAUSING}),

@@ -29,6 +29,8 @@ log = structlog.get_logger(__name__)
 START_HINT = "start it with machines.start (fleet machines start {machine_id})"
 #: And on a paused one.
 RESUME_HINT = "resume it with machines.resume"
+#: What the stop that comes before a failed machine's start says.
+FAILED_ENDED = "ending what is left of the failed machine first"
 #: How a refused pause's status reason begins (the machine runs on, ready).
 PAUSE_REFUSED = "pause refused: "
 
@@ -54,8 +56,16 @@ async def start_machine(store: Store, bus: Bus, machine_id: str, reason: str,
                         by: WakeBy = WakeBy.REQUEST) -> Transition:  # fmt: skip
     """Move a stopped (or stopping) machine to booting and tell the provisioner to start it
     again, once its stop is carried out. Only such a one: booting also admits provisioning,
-    which is a create's business. ``by``: what asked (``machine.started``'s ``by``)."""
+    which is a create's business. A failed one is stopped first (``machines.start`` checks
+    that its provider made it). ``by``: what asked (``machine.started``'s ``by``)."""
     status = (await store.get_machine(machine_id)).status
+    if status is S.FAILED:
+        # Its daemon may still run, or its sandbox be left: ended as a stop ends them, a stop
+        # this start then overtakes and waits for, as any start right behind its stop does.
+        await stop_machine(store, bus, machine_id, f"{reason}: {FAILED_ENDED}")
+        # Its new boot's deadline counts from this start, never from the boot that failed.
+        await store.boot_watch.forget(machine_id)
+        status = (await store.get_machine(machine_id)).status
     if status is S.BOOTING and await store.stops.done(machine_id):
         # A start on its way (or one whose event a dying gateway never published): publishing
         # again is harmless, the provisioner's start is idempotent.

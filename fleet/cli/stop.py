@@ -33,7 +33,8 @@ def machine_commands(g: SubAction) -> None:
                    "waits until every process of it has exited")  # fmt: skip
     stop.add_argument("machine_id")
     stop.add_argument("--timeout", type=float, default=120.0, help="seconds to wait")
-    start = command(g, "start", _start, "start a stopped machine again (the same machine)")
+    start = command(g, "start", _start, "start a stopped machine again (the same machine); a "
+                    "failed one too, once what is left of it is ended")  # fmt: skip
     start.add_argument("machine_id")
     start.add_argument("--wait", action="store_true", help="wait until it is ready")
     start.add_argument("--timeout", type=float, default=300.0, help="seconds, for --wait")

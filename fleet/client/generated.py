@@ -491,8 +491,10 @@ class GatewayMethods:
 
     async def start_machine(self, machine_id: str) -> Machine:
         """Start a stopped machine again: the same machine, its home and background processes (a
-        running one: no change). Refused with HostFull while its host has no room; Unavailable
-        (retry) while other starts on its host hold its place for over 5 s.
+        running one: no change). A failed one too: what is left of it is ended, then it is
+        started; NeverStarted if its provider never made it (rebuild it). Conflict once
+        archived. Refused with HostFull while its host has no room; Unavailable (retry) while
+        other starts on its host hold its place for over 5 s.
         """
         return await self.call(MACHINES_START, new_params(MachineRef, machine_id=machine_id))
 

@@ -15,7 +15,9 @@ from contracts.errors import (
     Forbidden,
     InvalidParams,
     MachineStopped,
+    NeverStarted,
     NotFound,
+    ProviderError,
     RunningMachinesLimit,
 )
 from contracts.events import (
@@ -24,6 +26,7 @@ from contracts.events import (
     MachineStopped as Stopped,
 )
 from contracts.status import MachineStatus as S
+from controlplane.failures import fail_machine
 from controlplane.settings import Settings
 from services.prober.autostop import IdleStopper
 from tests.fast.conftest import World
@@ -222,3 +225,43 @@ async def test_a_start_of_a_machine_booting_after_its_create_publishes_nothing(
     got = await world.rpc("machines.start", {"machineId": created["id"]})
     assert got["status"] == "booting"
     assert not [e for e in world.bus.events if isinstance(e, MachineStarted)]
+
+
+@method("machines.start")
+async def test_a_failed_machine_is_started_again_without_a_rebuild(world: World) -> None:
+    """A machine failed at its boot or setup (its daemon late, the platform stopped meanwhile)
+    still has its home: a start ends what is left of it first, then starts the same machine,
+    which goes through its pipeline to ready."""
+    m = await world.ready_machine()
+    await fail_machine(world.store, world.bus, m.id, stage="boot",
+                       reason="the daemon did not report ready",
+                       cause_event_id="e-boot")  # fmt: skip
+    assert m.id in world.provider.running  # a failed machine's daemon may still run
+    starts = len(world.provider.starts)
+    started = await world.rpc("machines.start", {"machineId": m.id})
+    assert started["status"] == "booting"
+    await world.bus.settle()
+    assert world.provider.stops == [m.id]  # what was left of it ended, before its start
+    assert len(world.provider.starts) == starts + 1
+    assert world.provider.starts[-1][0] == m.id  # the same machine, not a new one
+    again = await world.machine(m.id)
+    assert (again.status, again.external_id) == (S.READY, m.external_id)
+    kinds = [type(e) for e in world.bus.events
+             if isinstance(e, Stopped | MachineStarted) and e.machine_id == m.id]  # fmt: skip
+    assert kinds == [Stopped, MachineStarted]
+
+
+@method("machines.start")
+async def test_a_failed_machine_its_provider_never_made_needs_a_rebuild(world: World) -> None:
+    inst = await world.instance()
+    world.provider.fail_start = ProviderError("no capacity left")
+    created = await world.rpc("machines.create", {"instanceId": inst.id})
+    await world.bus.settle()
+    assert (await world.machine(created["id"])).status is S.FAILED
+    with pytest.raises(NeverStarted) as refused:
+        await world.rpc("machines.start", {"machineId": created["id"]})
+    assert refused.value.code == 1042
+    assert "machines.rebuild" in refused.value.message
+    assert refused.value.data == {"status": "failed"}
+    assert (await world.machine(created["id"])).status is S.FAILED  # nothing moved
+    assert not [e for e in world.bus.events if isinstance(e, MachineStarted | Stopped)]

@@ -118,8 +118,10 @@ def test_terminal_statuses() -> None:
 
 
 @pytest.mark.parametrize("target", ALL)
-def test_failed_only_moves_to_archiving(target: MachineStatus) -> None:
-    assert can_advance(S.FAILED, target) == (target in {S.FAILED, S.ARCHIVING})
+def test_failed_only_moves_to_archiving_or_to_a_stop(target: MachineStatus) -> None:
+    """A failed machine is archived, or stopped on its way to a start (``machines.start``):
+    never back into its pipeline by a late or repeated event."""
+    assert can_advance(S.FAILED, target) == (target in {S.FAILED, S.ARCHIVING, S.STOPPING})
 
 
 @pytest.mark.parametrize("target", ALL)

@@ -1735,9 +1735,9 @@ export interface Methods {
    */
   "machines.stop": { params: MachinesStopParams; result: Machine };
   /**
-   * Start a stopped machine again: the same machine, its home and background processes (a running one: no change). Refused with HostFull while its host has no room; Unavailable (retry) while other starts on its host hold its place for over 5 s.
+   * Start a stopped machine again: the same machine, its home and background processes (a running one: no change). A failed one too: what is left of it is ended, then it is started; NeverStarted if its provider never made it (rebuild it). Conflict once archived. Refused with HostFull while its host has no room; Unavailable (retry) while other starts on its host hold its place for over 5 s.
    *
-   * Errors: 1004, 1003, 1009, 1041, 1048, 1501.
+   * Errors: 1004, 1003, 1009, 1042, 1041, 1048, 1501.
    */
   "machines.start": { params: MachinesStartParams; result: Machine };
   /**
@@ -2480,8 +2480,9 @@ export interface MachineSecretUsed {
 }
 
 /**
- * A stopped machine is booting again: the provisioner starts the same machine (same id,
- * same home); the pipeline then runs from its daemon's ready report as after a create.
+ * A stopped (or failed) machine is booting again: the provisioner starts the same machine
+ * (same id, same home); the pipeline then runs from its daemon's ready report as after a
+ * create.
  */
 export interface MachineStarted {
   type: "started";
@@ -2494,7 +2495,8 @@ export interface MachineStarted {
 
 /**
  * The machine is stopping (its status says so already): the provisioner ends its
- * processes (or its container) and keeps its home.
+ * processes (or its container) and keeps its home. Also the first step of a failed machine's
+ * start (its ``machine.started`` follows at once).
  */
 export interface MachineStopped {
   type: "stopped";
@@ -2683,6 +2685,7 @@ export const ERRORS = {
   "1009": { name: "Conflict", httpStatus: 409, retryable: false },
   "1022": { name: "IdempotencyKeyReused", httpStatus: 409, retryable: false },
   "1040": { name: "MachineStopped", httpStatus: 409, retryable: false },
+  "1042": { name: "NeverStarted", httpStatus: 409, retryable: false },
   "1041": { name: "RunningMachinesLimit", httpStatus: 409, retryable: false },
   "1060": { name: "SnapshotLimit", httpStatus: 409, retryable: false },
   "1061": { name: "DiskLimit", httpStatus: 409, retryable: false },

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import structlog
 
-from contracts.errors import Conflict, NotSupported
+from contracts.errors import Conflict, NeverStarted, NotSupported
 from contracts.events import WakeBy
 from contracts.gateway_stop import (
     INSTANCES_GET_AUTOSTOP,
@@ -22,12 +22,12 @@ from contracts.gateway_types import InstanceRef, MachineRef
 from contracts.jsonrpc import handles
 from contracts.models import Machine
 from contracts.status import (
+    ARCHIVED_OR_ARCHIVING,
     PAUSABLE,
     PAUSE_STATES,
     RESUMED_OR_RESUMING,
     STOPPABLE,
     STOPPED_OR_STOPPING,
-    TERMINAL,
     MachineStatus as S,
 )
 from controlplane.bus import Bus
@@ -61,13 +61,20 @@ class StopOps:
     @handles(MACHINES_START)
     async def machines_start(self, p: MachineRef, c: Caller) -> Machine:
         machine = await self.access.machine(c, p.machine_id)
-        if machine.status in TERMINAL:
+        if machine.status in ARCHIVED_OR_ARCHIVING:
             raise Conflict(
-                f"machine {machine.id} is {machine.status.value}; only a stopped machine can be "
-                "started (make a new one with machines.create or machines.rebuild)",
+                f"machine {machine.id} is {machine.status.value}: its files are gone (make a "
+                "new one with machines.create or machines.rebuild)",
                 data={"status": machine.status.value},
             )
-        if machine.status not in STOPPED_OR_STOPPING | {S.BOOTING}:
+        if machine.status is S.FAILED and machine.external_id is None:
+            raise NeverStarted(
+                f"machine {machine.id} failed before its provider started it ("
+                f"{machine.status_reason}): it has no home to start; machines.rebuild makes a "
+                "new machine in its place (or machines.archive, then machines.create)",
+                data={"status": machine.status.value},
+            )
+        if machine.status not in STOPPED_OR_STOPPING | {S.BOOTING, S.FAILED}:
             return machine  # running, or on its way up after a create: nothing to do
         await wake_up(self.store, self.bus, machine, "started by request", WakeBy.REQUEST)
         return await self.access.machine(c, p.machine_id)
