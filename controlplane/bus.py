@@ -118,10 +118,40 @@ async def ensure_stream(js: JetStreamContext, settings: Settings | None = None) 
     await put_stream(js, stream_config(settings))
 
 
+#: JetStream's code for a stream whose ``max_bytes`` its storage cannot reserve.
+_NO_ROOM = 10047
+_NO_ROOM_HINT = (
+    "JetStream's store (by default 75% of the disk free when nats-server started) cannot "
+    "reserve the stream's size: free disk, or lower FLEET_STREAM_MAX_BYTES/FLEET_AUDIT_MAX_BYTES"
+)
+
+
 async def put_stream(js: JetStreamContext, config: StreamConfig) -> None:
-    """Create the stream ``config`` names, or bring it to ``config`` where it exists."""
+    """Create the stream ``config`` names, or bring it to ``config`` where it exists: an
+    existing stream is updated, never added again, since the server counts an add of an
+    existing stream's ``max_bytes`` on top of what that stream reserves already (10047,
+    insufficient storage, on a store with room for it once: every restart of a service then
+    failed where free disk was under about twice the streams' sizes)."""
+    assert config.name is not None
     try:
-        await js.add_stream(config)
-    except nats.js.errors.BadRequestError:
-        # The stream exists with another configuration (an older fleetd, other settings).
-        await js.update_stream(config)
+        await js.stream_info(config.name)
+    except nats.js.errors.NotFoundError:
+        try:
+            await js.add_stream(config)
+            return
+        except nats.js.errors.APIError as exc:
+            if not await _exists(js, config.name):
+                if exc.err_code == _NO_ROOM:
+                    log.error("bus.stream_no_room", stream=config.name,
+                              max_bytes=config.max_bytes, hint=_NO_ROOM_HINT)  # fmt: skip
+                raise
+            # Made meanwhile by another process: brought to this configuration below.
+    await js.update_stream(config)
+
+
+async def _exists(js: JetStreamContext, name: str) -> bool:
+    try:
+        await js.stream_info(name)
+    except nats.js.errors.NotFoundError:
+        return False
+    return True

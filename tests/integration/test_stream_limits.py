@@ -3,13 +3,17 @@ them is brought up to date."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgspec
+import nats
 import nats.js.errors
 import pytest
 
 from contracts import subjects
-from controlplane.bus import Bus, stream_config
+from controlplane.bus import Bus, put_stream, stream_config
 from controlplane.settings import Settings
+from fleet.up import NatsServer
 
 SUBJECT = subjects.event(subjects.EventKind.DAEMON_STATUS_REPORTED, "m-00000000000000f1")
 
@@ -57,3 +61,50 @@ async def test_an_existing_stream_without_limits_gets_them(
         config = (await bus.js.stream_info(subjects.STREAM_NAME)).config
         assert config.max_msg_size == settings.stream_max_msg_size
         assert config.max_msgs_per_subject == settings.stream_max_msgs_per_subject
+
+
+class _SmallStore(NatsServer):
+    """A nats-server whose JetStream store has room for ``store_bytes``."""
+
+    def __init__(self, data_dir: Path, store_bytes: int) -> None:
+        super().__init__(data_dir)
+        self.store_bytes = store_bytes
+
+    def config(self) -> str:
+        return (
+            super()
+            .config()
+            .replace("jetstream { ", f"jetstream {{ max_file_store: {self.store_bytes}, ")
+        )
+
+
+async def test_a_stream_is_put_again_on_a_store_with_room_for_it_once(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """Each service puts the stream at its start: the second put (a restart) failed with
+    10047 insufficient storage where the store had room for the stream once but not twice."""
+    config = stream_config(settings)
+    with _SmallStore(tmp_path / "nats", store_bytes=settings.stream_max_bytes * 3 // 2) as server:
+        nc = await nats.connect(server.url)
+        try:
+            js = nc.jetstream()
+            for _ in range(3):
+                await put_stream(js, config)
+            assert (await js.stream_info(subjects.STREAM_NAME)).config.max_bytes == (
+                settings.stream_max_bytes
+            )
+        finally:
+            await nc.close()
+
+
+async def test_a_stream_the_store_cannot_hold_is_refused_by_its_code(
+    tmp_path: Path, settings: Settings
+) -> None:
+    with _SmallStore(tmp_path / "nats", store_bytes=settings.stream_max_bytes // 2) as server:
+        nc = await nats.connect(server.url)
+        try:
+            with pytest.raises(nats.js.errors.APIError) as refused:
+                await put_stream(nc.jetstream(), stream_config(settings))
+            assert refused.value.err_code == 10047
+        finally:
+            await nc.close()
