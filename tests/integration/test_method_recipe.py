@@ -67,12 +67,12 @@ def test_a_new_method_is_its_spec_its_handler_and_its_tests(tmp_path: Path) -> N
     rpc = tree / "contracts" / "gateway_rpc.py"
     _edit(
         rpc,
-        "MethodSpec, NoParams, PassThrough\n",
-        "MethodSpec, NoParams, Params, PassThrough, Result\n",
+        "MethodSpec, NoParams\n",
+        "MethodSpec, NoParams, Params, Result\n",
     )
     _add_spec(rpc, SPEC, "MACHINES_ECHO")
     # 2. The handler, on the object of its area.
-    _edit(tree / "services" / "gateway" / "api.py", "    @handles(RPC_DISCOVER)\n",
+    _edit(tree / "services" / "gateway" / "rpc" / "api.py", "    @handles(RPC_DISCOVER)\n",
           HANDLER + "    @handles(RPC_DISCOVER)\n")  # fmt: skip
     # 3. The tests: a fast test of it, and its sample in the rights table's walk.
     _add_tests(tree, "test_echo.py", TEST, '"machines.echo": Sample({**mm, "text": "x"}),')
