@@ -228,10 +228,13 @@ def _record_holder(pid_file: Path) -> None:
 
 
 async def _holds(machine_dir: Path, machine_id: str, want: int) -> bool:
-    """The holder named in ``NETNS_HOLDER`` is in the namespace ``want`` (an inode)."""
+    """The holder named in ``NETNS_HOLDER`` is in the namespace ``want`` (an inode) and is its
+    ``sleep`` at last: while it still execs (sh, nsenter, sleep) its environment, its mark,
+    can read as empty, and the holder as nobody's."""
     pid = _marked_holder(machine_dir, machine_id)
     try:
-        return pid is not None and os.stat(f"/proc/{pid}/ns/net").st_ino == want
+        return (pid is not None and os.stat(f"/proc/{pid}/ns/net").st_ino == want
+                and Path(f"/proc/{pid}/comm").read_text().strip() == "sleep")  # fmt: skip
     except OSError:
         return False
 
