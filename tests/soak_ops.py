@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import aiohttp
 
-from contracts.errors import ERROR_HEADER, RETRYABLE, FleetError, error_from_http
+from contracts.errors import ERROR_HEADER, RETRYABLE, FleetError, NotFound, error_from_http
 from contracts.events import kind_of
 from contracts.models import Machine
 from fleet.client import ConnectionFailed, FleetClient
@@ -281,8 +281,14 @@ async def fork_memory(f: Fleet, m: Member, note: Note) -> str:
 async def snapshot_memory(f: Fleet, m: Member, note: Note) -> str:
     dropped = ""
     if len(f.shots) >= MAX_SHOTS:
-        old = f.shots.pop(0)
-        await f.answered(lambda: f.client.delete_snapshot(old.id))
+        old = f.shots[0]
+        try:
+            await f.answered(lambda: f.client.delete_snapshot(old.id))
+        except FleetError as exc:  # refused (its host's provisioner restarting): still ours
+            if exc.code != NotFound.code:  # or deleted by another operation meanwhile
+                raise
+        with contextlib.suppress(ValueError):
+            f.shots.remove(old)
         dropped = f"deleted {old.id}; "
     name = f"soak-{note.index}"
     try:
