@@ -108,8 +108,9 @@ class Pauser(Protocol):
         size in bytes. Conflict if refused before the sandbox was touched (it runs on);
         ProviderError if the pause failed after (the sandbox may be gone)."""
 
-    async def resume(self, machine_id: str) -> None:
-        """Restore a paused machine from its image; its daemon reconnects."""
+    async def resume(self, machine_id: str) -> str:
+        """Restore a paused machine from its image; its daemon reconnects. Its external id
+        now (a restored sandbox is a new process)."""
 
 
 @runtime_checkable

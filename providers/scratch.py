@@ -83,33 +83,40 @@ def remove_tree(path: Path) -> None:
             os.close(fd)
         if left:
             raise ProviderError(f"left under {top} (another file system): {', '.join(left[:5])}")
-        os.rmdir(top.name, dir_fd=parent)
+        with contextlib.suppress(FileNotFoundError):  # removed by another meanwhile
+            os.rmdir(top.name, dir_fd=parent)
     finally:
         os.close(parent)
 
 
 def _empty(fd: int, dev: int, at: Path, mounts: set[Path]) -> list[str]:
-    """Deletes what directory ``fd`` holds on device ``dev``; the paths it left."""
+    """Deletes what directory ``fd`` holds on device ``dev``; the paths it left. An entry that
+    is gone meanwhile (another removal of the same tree: two deletes of one snapshot) is
+    gone as asked."""
     left: list[str] = []
     for name in os.listdir(fd):
-        where = at / name
-        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-        if st.st_dev != dev or where in mounts:
-            left.append(str(where))
-        elif not stat.S_ISDIR(st.st_mode):
-            os.unlink(name, dir_fd=fd)
-        else:
-            sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
-            try:
-                # Checked again on what was opened: the entry may have been swapped since.
-                inner = [str(where)] if os.fstat(sub).st_dev != dev else []
-                inner = inner or _empty(sub, dev, where, mounts)
-            finally:
-                os.close(sub)
-            left += inner
-            if not inner:
-                os.rmdir(name, dir_fd=fd)
+        with contextlib.suppress(FileNotFoundError):
+            left += _remove_entry(fd, name, dev, at / name, mounts)
     return left
+
+
+def _remove_entry(fd: int, name: str, dev: int, where: Path, mounts: set[Path]) -> list[str]:
+    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+    if st.st_dev != dev or where in mounts:
+        return [str(where)]
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=fd)
+        return []
+    sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+    try:
+        # Checked again on what was opened: the entry may have been swapped since.
+        inner = [str(where)] if os.fstat(sub).st_dev != dev else []
+        inner = inner or _empty(sub, dev, where, mounts)
+    finally:
+        os.close(sub)
+    if not inner:
+        os.rmdir(name, dir_fd=fd)
+    return inner
 
 
 def clean(path: Path) -> None:

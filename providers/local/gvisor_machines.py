@@ -260,12 +260,14 @@ class GvisorMachines:
                  kept_netns=kept is not None)  # fmt: skip
         return size
 
-    async def resume(self, machine_id: str) -> None:
-        """A paused gvisor machine restored from its image."""
+    async def resume(self, machine_id: str) -> str:
+        """A paused gvisor machine restored from its image; its external id (its sandbox)."""
         runsc = self._checked_runsc()
         enter = await self._host.limited(machine_id, [], on_gvisor=True)
-        await gvisor.resume_sandbox(runsc, self._host.machine_dir(machine_id), machine_id, enter,
-                                    self._netns_ready, nats_ports=self._nats_ports())  # fmt: skip
+        pid = await gvisor.resume_sandbox(runsc, self._host.machine_dir(machine_id), machine_id,
+                                          enter, self._netns_ready,
+                                          nats_ports=self._nats_ports())  # fmt: skip
+        return f"local:{pid}"
 
     async def stop(self, machine_id: str) -> bool:
         machine_dir = self._host.machine_dir(machine_id)

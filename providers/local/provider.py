@@ -255,8 +255,8 @@ class LocalProvider:
     async def pause(self, machine_id: str) -> int:
         return await self._gvisor.pause(machine_id)
 
-    async def resume(self, machine_id: str) -> None:
-        await self._gvisor.resume(machine_id)
+    async def resume(self, machine_id: str) -> str:
+        return await self._gvisor.resume(machine_id)
 
     async def restart(self, machine_id: str) -> bool:
         """Restart the machine's daemon in place (its processes stay); False if not running."""

@@ -157,7 +157,9 @@ class PauseHandlers(StopStartHandlers):
             try:
                 # Restored already: a redelivery after a stop while its daemon was waited for.
                 if not (isinstance(pauser, DaemonWatch) and await pauser.daemon_runs(machine.id)):
-                    await pauser.resume(machine.id)
+                    # A restored sandbox is a new process: the machine's id for it stored, or
+                    # the provisioner's next start would take its daemon for started anew.
+                    await self.store.set_external_id(machine.id, await pauser.resume(machine.id))
                 restored = self.clock.monotonic()
                 # The restore's namespace is a new one: the instance's policy goes on it again.
                 await self.egress.enforce(machine, at_start=True)

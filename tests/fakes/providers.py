@@ -42,6 +42,8 @@ class FakeProvider:
     #: Every pause and resume, in order: machine ids.
     pauses: list[str] = field(default_factory=list)
     resumes: list[str] = field(default_factory=list)
+    #: A resumed machine's external id: its restored sandbox is a new process.
+    resumed_as: dict[str, str] = field(default_factory=dict)
     #: Raised by ``pause`` while set (a Conflict: refused, the machine runs on).
     fail_pause: Exception | None = None
     #: A restored daemon serves at once (False: not until a test brings it up, as a real one
@@ -65,12 +67,14 @@ class FakeProvider:
         self.running.discard(machine_id)
         return 4096
 
-    async def resume(self, machine_id: str) -> None:
-        """The same daemon back (no new boot: no ready report)."""
+    async def resume(self, machine_id: str) -> str:
+        """The same daemon back (no new boot: no ready report), as a process of its own."""
         self.resumes.append(machine_id)
         self.running.add(machine_id)
         if self.resumed_daemon_serves:
             self.daemons[machine_id].mode = "up"
+        self.resumed_as[machine_id] = f"{self.external_id(machine_id)}:resumed-{len(self.resumes)}"
+        return self.resumed_as[machine_id]
 
     async def clone_home(self, source_id: str, machine_id: str) -> HomeCopy:
         self.clones.append((source_id, machine_id))
@@ -99,6 +103,9 @@ class FakeProvider:
         if self.fail_start is not None:
             raise self.fail_start
         booted = machine_id in self.daemons.machines and (self.daemons[machine_id].mode == "up")
+        if booted and machine_id in self.resumed_as:  # running: the process a resume made
+            return self.resumed_as[machine_id]
+        self.resumed_as.pop(machine_id, None)
         self.running.add(machine_id)
         machine = self.daemons.boot(machine_id)
         machine.mode = "up"

@@ -88,6 +88,26 @@ async def test_pause_then_resume_goes_paused_and_back_ready_with_events(
     assert ran["exitCode"] == 1  # answered by its daemon again
 
 
+@method("machines.pause", "machines.resume")
+async def test_a_resumed_machine_keeps_its_new_sandbox_id_and_a_provisioner_start_leaves_it(
+    world: World, tmp_path: Path
+) -> None:
+    """A restored sandbox is a new process: its id is the machine's, so the provisioner's start
+    of its machines (a restart of it) finds it running, and does not take its daemon for one
+    started anew (unresponsive until a heartbeat)."""
+    m = await ready_gvisor(world, tmp_path)
+    await world.rpc("machines.pause", {"machineId": m.id})
+    await world.bus.settle()
+    await world.rpc("machines.resume", {"machineId": m.id})
+    await world.bus.settle()
+    resumed = await world.machine(m.id)
+    assert resumed.external_id == world.provider.resumed_as[m.id] != m.external_id
+    assert await world.provisioner.resume() == 0
+    await world.bus.settle()
+    assert (await world.machine(m.id)).status is S.READY
+    assert not [e for e in world.bus.events if isinstance(e, MachineUnresponsive)]
+
+
 @method("machines.pause", "machines.get")
 async def test_a_paused_machine_says_the_size_of_its_pause_and_keeps_it_after_resume(
     world: World, tmp_path: Path
