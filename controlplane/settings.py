@@ -331,6 +331,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: Seconds between a provisioner's sweeps of its host's snapshot copies and memory images
     #: that no record holds (services/provisioner/sweep.py); one runs at its start too.
     sweep_interval_s: float = 600.0
+    #: Copies and memory images the platform made or changed this recently are never swept,
+    #: whatever the records say: the moments between a take's end and its records.
+    sweep_grace_s: float = 900.0
     # boot
     #: How long a booting machine's daemon has to report ready before the machine fails,
     #: counted only while the platform watches it: from its daemon's (re)start, from the
@@ -560,6 +563,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             raise SettingsError(f"FLEET_METRICS_SAMPLE_S: {self.metrics_sample_s} is not 1 to 60")
         if not self.sweep_interval_s > 0:
             raise SettingsError(f"FLEET_SWEEP_INTERVAL_S: {self.sweep_interval_s} is not > 0")
+        if not self.sweep_grace_s > 0:
+            raise SettingsError(f"FLEET_SWEEP_GRACE_S: {self.sweep_grace_s} is not > 0")
         if self.instance_disk_mb < 0:
             raise SettingsError(f"FLEET_INSTANCE_DISK_MB: {self.instance_disk_mb} is not >= 0")
         _ = self.webhook_retry_steps, self.webhook_allowed_networks  # named at start if bad

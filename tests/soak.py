@@ -62,6 +62,10 @@ from tests.soak_ops import (
 
 #: An operation that has not ended after this long hangs.
 OP_DEADLINE_S = 420.0
+#: The sweeper as often as its soak may need it: what a take cut short by a provisioner's kill
+#: left is swept once its disk place lapses (a minute) and it is this old, before the audit
+#: (soak_audit.ledger) looks for copies no figure counts.
+SWEEP_ENV = {"FLEET_SWEEP_INTERVAL_S": "5", "FLEET_SWEEP_GRACE_S": "30"}
 #: What a client's exec or write may be refused with (see soak_ops.REFUSALS): the machine is
 #: archived or on its way, stopped, past a limit, its wake took longer than the wake timeout,
 #: or its daemon did not come back within the retries (a machine that failed says so itself).
@@ -141,7 +145,7 @@ async def soak(plan: Plan, work: Path, say: Callable[[str], None] = print) -> Re
         up = start_fleet_up(
             work / "data", "--runtime", "gvisor", "--nats-url", nats.url,
             "--redis-url", redis.url, timeout=300,
-            env={"FLEET_LOG_LEVEL": "info", "PATH": os.environ["PATH"]},
+            env={"FLEET_LOG_LEVEL": "info", "PATH": os.environ["PATH"], **SWEEP_ENV},
         )  # fmt: skip
         drained = drain(up, work / "fleet-up.out")
         try:
