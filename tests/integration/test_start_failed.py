@@ -17,7 +17,7 @@ from contracts.status import MachineStatus as S
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
-from providers.local.provider import machine_processes, machine_roots
+from providers.local.processes import machine_processes, machine_roots
 from tests.stop_checks import ready_machine
 from tests.waiters import wait_until
 
