@@ -136,7 +136,7 @@ def _alive(pid: int, within_s: float = 10.0) -> bool:
             with open(f"/proc/{pid}/stat") as f:
                 if f.read().rsplit(")", 1)[1].split()[0] == "Z":
                     return False
-        except FileNotFoundError:
+        except (FileNotFoundError, ProcessLookupError):  # gone, or being reaped as it is read
             return False
         time.sleep(0.01)
     return True
