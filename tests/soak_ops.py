@@ -104,6 +104,9 @@ class Shot:
     source: Member
     kernel: int | None
     stopped: bool
+    #: Machines being made from it now: the rotation deletes none of those (a user's delete of
+    #: a snapshot a create is reading answers 1004 to the create, rightly, and that is not a loss).
+    users: int = 0
 
 
 @dataclass
@@ -280,8 +283,9 @@ async def fork_memory(f: Fleet, m: Member, note: Note) -> str:
 
 async def snapshot_memory(f: Fleet, m: Member, note: Note) -> str:
     dropped = ""
-    if len(f.shots) >= MAX_SHOTS:
-        old = f.shots[0]
+    idle = [s for s in f.shots if not s.users]
+    if len(f.shots) >= MAX_SHOTS and idle:
+        old = idle[0]
         try:
             await f.answered(lambda: f.client.delete_snapshot(old.id))
         except FleetError as exc:  # refused (its host's provisioner restarting): still ours
@@ -311,12 +315,15 @@ async def from_snapshot(f: Fleet, m: Member, note: Note) -> str:
     shot = shots[-1]
     room = await make_room(f, m)
     iid = shot.source.instance_id
+    shot.users += 1
     try:
         made = await f.answered(lambda: f.client.create_from_snapshot(iid, shot.id),
                                 resend=False)  # fmt: skip
     except Cut:
         await adopt(f, iid, f"from {shot.id} (its answer cut)", shot.kernel, shot.stopped)
         raise
+    finally:
+        shot.users -= 1
     child = await joined(f, made.id, iid, f"from {shot.id} of {shot.source.id}", shot.kernel,
                          shot.stopped)  # fmt: skip
     return f"{room}{child.id} from {shot.id}, kernel at {child.kernel}"

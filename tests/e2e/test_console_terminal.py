@@ -1,7 +1,7 @@
-"""The console's Terminal on a machine page, in a real browser against `fleet up`: a shell that
-echoes what is typed, under the console's CSP, and that is still there, scrollback and all, in
-view where the page was scrolled, after a reload; what is typed into a new terminal before its
-socket opened reaches it."""
+"""The console's Terminal on a machine page, in a real browser against `fleet up`: a new terminal
+brought into view, a shell that echoes what is typed, under the console's CSP, and that is
+still there, scrollback and all, in view where the page was scrolled, after a reload; what is
+typed into a new terminal before its socket opened reaches it."""
 
 from __future__ import annotations
 
@@ -37,7 +37,15 @@ def test_terminal_tab_types_echoes_and_survives_a_reload(
     page.get_by_test_id("signin-submit").click()
     expect(page.get_by_role("heading", name="Machines")).to_be_visible()
     page.goto(f"{up.url}/#/machines/{mid.group(0)}")
-    page.get_by_test_id("terminal-new").click()
+    # The button at the very bottom of the view (as a long list's scroll can leave the page), the
+    # new terminal below the fold: opening it brings it into view, where xterm.js draws it.
+    new_terminal = page.get_by_test_id("terminal-new")
+    expect(new_terminal).to_be_visible()
+    new_terminal.evaluate(
+        "b => scrollTo(0, b.getBoundingClientRect().bottom + scrollY - innerHeight)"
+    )
+    new_terminal.click()
+    expect(page.get_by_test_id("terminal")).to_be_in_viewport()
     rows = page.locator("[data-testid=terminal] .xterm-rows")
     expect(rows).to_contain_text("$")  # the shell's prompt
     page.locator("[data-testid=terminal] .xterm").click()

@@ -149,7 +149,10 @@ export function terminals(machineId, signal) {
   const problems = h("div");
   const view = { detach: null, active: sessionStorage.getItem(ACTIVE_KEY(machineId)) };
 
-  const show = async (info) => {
+  // `reveal`: the user asked for this terminal (a new one, a tab): it is scrolled into view,
+  // since xterm.js draws nothing while it is out of view and a terminal just below the fold
+  // would stay an empty box.
+  const show = async (info, reveal = false) => {
     view.detach?.();
     view.detach = null;
     fill(box);
@@ -161,6 +164,7 @@ export function terminals(machineId, signal) {
     }
     try {
       view.detach = await attach(machineId, info, box, () => refresh().catch(() => {}));
+      if (reveal) box.scrollIntoView({ block: "nearest" });
     } catch (err) {
       fill(problems, errorBox(err, "terminal-error"));
     }
@@ -174,18 +178,18 @@ export function terminals(machineId, signal) {
         role: "tab",
         testid: "terminal-tab",
         dataset: { session: info.sessionId },
-        onclick: () => show(info),
+        onclick: () => show(info, true),
       },
       `${info.name} ${info.running ? "" : `(exit ${info.exitCode})`}`.trim(),
     );
 
-  const refresh = async (select = null) => {
+  const refresh = async (select = null, reveal = false) => {
     const { sessions } = await rpc(METHODS.SESSIONS_LIST, { machineId });
     fill(tabs, ...sessions.map(tab), newButton);
     const pick =
       sessions.find((s) => s.sessionId === (select ?? view.active)) ??
       sessions.find((s) => s.running);
-    if (pick && !(view.detach && view.active === pick.sessionId)) await show(pick);
+    if (pick && !(view.detach && view.active === pick.sessionId)) await show(pick, reveal);
   };
 
   const newButton = h(
@@ -196,7 +200,7 @@ export function terminals(machineId, signal) {
       onclick: async () => {
         try {
           const opened = await rpc(METHODS.SESSIONS_OPEN, { machineId, cols: 80, rows: 24 });
-          await refresh(opened.sessionId);
+          await refresh(opened.sessionId, true);
         } catch (err) {
           fill(problems, errorBox(err, "terminal-error"));
         }
