@@ -314,8 +314,10 @@ class CodeKernels:
                  pid=_pid(km))  # fmt: skip
 
     async def _died(self, ctx: _Context, when: str) -> None:
+        # How it ended (negative: the signal that ended it), read before the shutdown forgets it.
+        code = None if ctx.km is None else _exit_code(ctx.km)
         await _shutdown(ctx)
-        log.warning("code.kernel_died", context_id=ctx.info.id, when=when)
+        log.warning("code.kernel_died", context_id=ctx.info.id, when=when, exit_code=code)
         raise KernelDied(f"the kernel of context {ctx.info.id} died {when}: its state is "
                          "gone; the next call starts a new one",
                          data={"contextId": ctx.info.id})  # fmt: skip
@@ -432,6 +434,11 @@ async def _shutdown(ctx: _Context) -> None:
 def _pid(km: Any) -> int | None:
     process = getattr(km.provisioner, "process", None)
     return getattr(process, "pid", None)
+
+
+def _exit_code(km: Any) -> int | None:
+    process = getattr(km.provisioner, "process", None)
+    return getattr(process, "returncode", None)
 
 
 def _env_code(language: str, env: Mapping[str, str], *, set_: bool) -> str:

@@ -140,10 +140,27 @@ async def park_daemon(runsc: Runsc, machine_dir: Path, machine_id: str, pid: int
 async def pause_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str,
                         nats_ports: set[int]) -> int:  # fmt: skip
     """Checkpoint the machine and end its sandbox, its network namespace kept for its resume
-    (``NETNS_HOLDER``); the image's size in bytes."""
+    (``NETNS_HOLDER``); the image's size in bytes. A pause done again after its provisioner
+    died once the checkpoint had run finds the machine saved: that is its pause."""
     image = machine_dir / IMAGE_DIR
-    await checkpoint_sandbox(runsc, machine_dir, machine_id, nats_ports, image)
+    if await asyncio.to_thread(saved_already, runsc, machine_dir, machine_id, image):
+        log.warning("provider.gvisor_pause_found_saved", machine_id=machine_id)
+    else:
+        await checkpoint_sandbox(runsc, machine_dir, machine_id, nats_ports, image)
     return await asyncio.to_thread(image_size, image)
+
+
+def saved_already(runsc: Runsc, machine_dir: Path, machine_id: str, image: Path) -> bool:
+    """The machine was checkpointed by a pause whose provisioner died before it recorded it:
+    no sandbox runs (a sandbox ends once saved, and one that could not be saved runs on) and
+    an image is there (each pause makes it anew, each resume deletes it, a failed checkpoint
+    deletes its own). runsc's records of the ended sandbox are forgotten, as the pause would."""
+    if sandbox_pid(machine_dir) is not None:
+        return False
+    if not image.is_dir() or not any(image.iterdir()):
+        return False
+    _end_sandbox(runsc, machine_dir, running_container(machine_dir, machine_id), None)
+    return True
 
 
 def image_size(image: Path) -> int:
@@ -293,12 +310,13 @@ def _runsc_error(stderr: str) -> str:
     return (said or lines or ["no message"])[0][:_ERROR_CAP]
 
 
-def _end_sandbox(runsc: Runsc, machine_dir: Path, cid: str, pid: int) -> None:
+def _end_sandbox(runsc: Runsc, machine_dir: Path, cid: str, pid: int | None) -> None:
     """After its checkpoint: nothing of the sandbox left running (its sandbox and gofer
     processes end once it is saved; killed if not), and its state forgotten."""
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    _wait_gone(pid)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid)
     forget_state(runsc, cid)
     forget_sandbox(machine_dir / BUNDLE)
 

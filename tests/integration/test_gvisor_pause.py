@@ -26,7 +26,9 @@ import pytest_asyncio
 from contracts.events import Event, MachinePaused, MachineResumed
 from controlplane.settings import Settings
 from fleet.client import FleetClient
+from providers.gvisor.pause import checkpoint_sandbox
 from providers.gvisor.runsc import BUNDLE, IMAGE_DIR, PID_FILE, Runsc, sandbox_pid, start_sandbox
+from providers.sandbox import nats_servers
 from tests.conftest import ADMIN_TOKEN, running_stack
 from tests.gvisor_stack import gvisor_settings, host_address, module_stack
 from tests.integration.test_files_cli import _fleet
@@ -353,6 +355,42 @@ async def test_a_failed_checkpoint_leaves_the_machine_running_as_it_was(
     listed = [(p.pid, p.state) for p in await stack.list_processes(mid) if p.tag == "counter"]
     assert listed == [(proc.pid, "running")]
     assert not await events_of(stack, mid, MachinePaused)
+
+
+@pytest.mark.timeout(900)
+async def test_a_pause_redone_after_its_provisioner_died_past_the_checkpoint_is_paused(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    """A provisioner killed once its pause's checkpoint had run (the sandbox saved and ended,
+    nothing recorded) leaves a machine with an image and no sandbox; the pause its successor
+    does again takes that image as the pause, and the resume goes on from it with the same
+    process (found by the soak: the machine failed, 'sandbox is not running', its image left
+    counted by no figure)."""
+    mid = await ready_gvisor(stack, "gv-pause-twice")
+    machine_dir = stack_settings.data_path.resolve() / "machines" / mid
+    await stack.write_file(mid, "counter.py", COUNTER)
+    await stack.start_process(mid, [sys.executable, "-I", "counter.py", "count"], tag="counter")
+    count = machine_dir / "home" / "count"
+    await wait_until(lambda: count.exists(), timeout=180)
+    runsc = Runsc(stack_settings.runsc, stack_settings.gvisor_platform, stack_settings.data_path)
+    nats_ports = {port for _, port in nats_servers(stack_settings.nats_url)}
+    # The dead provisioner's pause: its checkpoint done, and nothing after it.
+    await checkpoint_sandbox(runsc, machine_dir, mid, nats_ports, machine_dir / IMAGE_DIR)
+    assert sandbox_pid(machine_dir) is None
+    before = count.read_text().split()
+    await stack.pause_machine(mid)  # as its successor does it again
+    paused = await stack.wait_for(mid, ["paused", "ready", "failed"], timeout_s=300)
+    assert paused.status == "paused", paused.status_reason
+    assert paused.paused_bytes
+    await stack.resume_machine(mid)
+    ready = await stack.wait_for(mid, ["ready", "failed"], timeout_s=300)
+    assert ready.status == "ready", ready.status_reason
+
+    def counted_on() -> bool:
+        pid, n, _ = count.read_text().split()
+        return pid == before[0] and int(n) > int(before[1])
+
+    await wait_until(counted_on, timeout=120, every=0.2)
 
 
 def sandboxes_of(machine_dir: Path) -> list[int]:
