@@ -121,8 +121,13 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run() -> None:
+    import faulthandler
+
     from daemon import nodump
 
+    # A crash in native code (a signal such as SIGSEGV) leaves every thread's Python stack in
+    # the daemon's log: the supervisor only sees the signal, and no core is dumped.
+    faulthandler.enable(all_threads=True)
     nodump.forbid_dumps()  # the loader did it already where there is one (see there)
     held = nodump.HeldIdentity()
     held.take_token()  # from its pipe: never in our environment, nor our children's

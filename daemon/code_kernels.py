@@ -29,6 +29,7 @@ import importlib.util
 import queue
 import shlex
 import shutil
+import tempfile
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -58,6 +59,11 @@ KERNELS: dict[str, tuple[str, str | None]] = {
 }
 #: Where the kernels' connection files go (their ports and HMAC key), under the home.
 _RUNTIME_DIR = ".fleet/kernels"
+# A kernel's channels are Unix sockets (ZeroMQ's ipc transport), each in a directory of its own
+# made by mkdtemp (the user's alone, a short path: a socket's is at most 107 bytes, which a
+# home's can pass). Not TCP: a gvisor machine restored with its loopback TCP connections to
+# its kernels (a resume, a fork) now and then made libzmq abort the daemon ("Assertion failed:
+# _decoder (src/stream_engine_base.cpp:244)"), and its kernels ended with it.
 #: How often a run waiting on its kernel looks whether the kernel is still alive.
 _POLL_S = 1.0
 _ENCODE = msgspec.json.Encoder()
@@ -296,8 +302,10 @@ class CodeKernels:
                 "display_name": ctx.info.language, "language": ctx.info.language,
                 "interrupt_mode": "signal"}  # fmt: skip
         connection = runtime / f"{ctx.info.id}-{uuid.uuid4().hex}.json"
+        sockets = await asyncio.to_thread(tempfile.mkdtemp, prefix="fleet-kernel-")
         km = manager(kernel_name=ctx.info.language, kernel_spec_manager=specs(),
-                     connection_file=str(connection))  # fmt: skip
+                     connection_file=str(connection), transport="ipc",
+                     ip=f"{sockets}/{ctx.info.id}")  # fmt: skip
         km.kernel_spec_manager.spec = spec
         listening = await asyncio.to_thread(listener_inodes)
         await km.start_kernel(cwd=ctx.info.cwd, env=env)
@@ -429,6 +437,8 @@ async def _shutdown(ctx: _Context) -> None:
             await km.shutdown_kernel(now=True)
         except (OSError, RuntimeError, TimeoutError) as exc:  # gone already: nothing to keep
             log.warning("code.kernel_shutdown_failed", context_id=ctx.info.id, error=repr(exc))
+        # Its sockets' directory (jupyter_client removes the sockets in it).
+        await asyncio.to_thread(shutil.rmtree, Path(km.ip).parent, True)
 
 
 def _pid(km: Any) -> int | None:

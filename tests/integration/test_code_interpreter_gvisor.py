@@ -75,6 +75,12 @@ async def test_state_carries_across_calls_in_a_gvisor_machine(
     assert main_text(second) == ["42"]
     bash = await stack.machines_code_run(machine_id=mid, code="echo hi", language="bash")
     assert ("".join(bash.stdout), bash.error) == ("hi\n", None)
+    # Each kernel's channels are Unix sockets: loopback TCP connections restored by gVisor made
+    # libzmq abort the daemon now and then (docs/code-interpreter.md).
+    said = await stack.machines_code_run(
+        machine_id=mid, code="grep -h '\"transport\"' ~/.fleet/kernels/*.json", language="bash"
+    )
+    assert "".join(said.stdout).split() == ['"transport":', '"ipc",'] * 2, said.stdout
     await every_rule(stack, mid, tmp_path)
 
 
