@@ -70,7 +70,11 @@ def test_the_desktop_panel_and_the_live_view_show_the_page(
     view.set_default_timeout(WAIT_MS)
     view.wait_for_load_state()
     canvas = view.locator("#noVNC_container canvas, canvas").first
-    expect(canvas).to_be_visible()
+    try:
+        expect(canvas).to_be_visible()
+    except AssertionError as exc:  # what noVNC's page says (its status: a refused connection)
+        said = view.locator("body").inner_text(timeout=5_000)
+        raise AssertionError(f"{exc}\nthe live view's page at {view.url} says: {said!r}") from None
     # noVNC draws the screen into its canvas once connected: the square shows there too.
     view.wait_for_function(
         "() => { const c = document.querySelector('canvas'); if (!c || !c.width) return false;"
