@@ -8,8 +8,10 @@ it), each only once a machine of that provider ran on this host.
 
 An id's copies stay while any of these holds:
 - a snapshot record has the id (store.snapshots);
-- a take of it is under way: its place in its instance's disk budget or snapshot cap is
-  reserved and has not lapsed (controlplane/store/disk.py, controlplane/store/snapshots.py);
+- a take of it is under way: its place in its instance's disk budget is reserved and has not
+  lapsed (controlplane/store/disk.py), or its place under the instance's snapshot cap is
+  (controlplane/store/snapshots.py) and its disk place is not settled yet (a cap's place is
+  held for an hour: a gateway that died after the take, before the record, holds nothing);
 - a machine that is neither failed nor archived names it in its marker (a fork with memory not
   restored yet: providers/gvisor/fork.py MARKER);
 - it is a memory image and its source's instance has a machine not provisioned yet (a fork
@@ -322,8 +324,12 @@ class Sweeper:
         ledger: dict[str, str] = {}
         for n, iid in enumerate(instances):
             disk, snapshots, fields = got[3 * n : 3 * n + 3]
-            reserved |= {_image_id(f) for f in disk} | set(snapshots)
-            ledger |= {_image_id(f): iid for f in fields if f.startswith(_IMAGE)}
+            counted = {_image_id(f) for f in fields if f.startswith(_IMAGE)}
+            # A place under the snapshot cap holds copies only until they are made (their
+            # disk place settled, or lapsed): then the record comes within the grace, or never
+            # (a gateway that died first), and the cap's place lapses only after an hour.
+            reserved |= {_image_id(f) for f in disk} | (set(snapshots) - counted)
+            ledger |= dict.fromkeys(counted, iid)
         return frozenset(reserved), ledger
 
 
