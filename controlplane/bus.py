@@ -16,8 +16,10 @@ from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 from base import natsconn
+from base.retry import Backoff, retry
 from contracts import subjects
 from contracts.events import AnyEvent, encode_event, subject_of
+from controlplane.failover import TRANSIENT
 from controlplane.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -118,6 +120,9 @@ async def ensure_stream(js: JetStreamContext, settings: Settings | None = None) 
     await put_stream(js, stream_config(settings))
 
 
+#: How long a stream's setup waits out a cluster that does not answer yet, and its waits.
+_SETUP_BUDGET_S = 120.0
+_SETUP_RETRY = Backoff(base=0.25, cap=2.0)
 #: JetStream's code for a stream whose ``max_bytes`` its storage cannot reserve.
 _NO_ROOM = 10047
 _NO_ROOM_HINT = (
@@ -131,7 +136,19 @@ async def put_stream(js: JetStreamContext, config: StreamConfig) -> None:
     existing stream is updated, never added again, since the server counts an add of an
     existing stream's ``max_bytes`` on top of what that stream reserves already (10047,
     insufficient storage, on a store with room for it once: every restart of a service then
-    failed where free disk was under about twice the streams' sizes)."""
+    failed where free disk was under about twice the streams' sizes). What a cluster that is
+    still electing its leaders answers (no answer, 503) is tried again within
+    ``_SETUP_BUDGET_S``: a service that gave up at the first timeout crashed at its start."""
+
+    def retrying(tried: int, wait_s: float, failure: BaseException | None) -> None:
+        log.warning("bus.stream_setup_retry", stream=config.name, attempt=tried,
+                    error=repr(failure))  # fmt: skip
+
+    await retry(lambda: _put_stream(js, config), on=TRANSIENT, backoff=_SETUP_RETRY,
+                budget_s=_SETUP_BUDGET_S, on_retry=retrying)  # fmt: skip
+
+
+async def _put_stream(js: JetStreamContext, config: StreamConfig) -> None:
     assert config.name is not None
     try:
         await js.stream_info(config.name)

@@ -117,6 +117,8 @@ def start_fleet_up(
     except BaseException:
         proc.send_signal(signal.SIGINT)  # nobody else owns this process yet: never leak it
         proc.wait(60)
+        if proc.stdout is not None:
+            proc.stdout.close()
         raise
     token = (data_dir / "admin-token").read_text().strip()
     url, preview = banner_ports(banner)

@@ -1,0 +1,68 @@
+"""A stream's setup rides out a JetStream that does not answer yet (controlplane/bus.py
+put_stream): a cluster that has just started elects its meta leader before it makes a stream,
+and a service that gave up on the first timeout crashed there (the HA chaos test's gateway,
+whose `fleet up` then ended). In memory, a JetStream API that fails as a cluster's does; on
+real servers: tests/integration/test_stream_limits.py, tests/e2e/test_chaos_ha.py."""
+
+from __future__ import annotations
+
+import nats.errors
+import nats.js.errors
+import pytest
+from nats.js.api import StreamConfig
+
+from controlplane.bus import put_stream
+
+CONFIG = StreamConfig(name="events", subjects=["machine.>"])
+
+
+class ClusterStarting:
+    """A JetStream API that answers nothing ``silent`` times, then 503 once, then serves."""
+
+    def __init__(self, silent: int) -> None:
+        self.failures: list[BaseException] = [nats.errors.TimeoutError()] * silent + [
+            nats.js.errors.ServiceUnavailableError()
+        ]
+        self.streams: dict[str, StreamConfig] = {}
+        self.calls: list[str] = []
+
+    def _maybe_fail(self, call: str) -> None:
+        self.calls.append(call)
+        if self.failures:
+            raise self.failures.pop(0)
+
+    async def stream_info(self, name: str) -> StreamConfig:
+        self._maybe_fail("info")
+        if name not in self.streams:
+            raise nats.js.errors.NotFoundError()
+        return self.streams[name]
+
+    async def add_stream(self, config: StreamConfig) -> None:
+        self._maybe_fail("add")
+        assert config.name is not None
+        self.streams[config.name] = config
+
+    async def update_stream(self, config: StreamConfig) -> None:
+        self._maybe_fail("update")
+        assert config.name is not None
+        self.streams[config.name] = config
+
+
+async def test_a_stream_is_made_once_the_cluster_answers() -> None:
+    js = ClusterStarting(silent=2)
+    await put_stream(js, CONFIG)  # type: ignore[arg-type]
+    assert js.streams == {"events": CONFIG}
+    assert js.calls.count("info") >= 3  # each try asks again what is there
+
+
+async def test_an_error_that_is_not_a_cluster_starting_is_raised_at_once() -> None:
+    class Refusing(ClusterStarting):
+        async def add_stream(self, config: StreamConfig) -> None:
+            self.calls.append("add")
+            raise nats.js.errors.BadRequestError()
+
+    js = Refusing(silent=0)
+    js.failures = []
+    with pytest.raises(nats.js.errors.BadRequestError):
+        await put_stream(js, CONFIG)  # type: ignore[arg-type]
+    assert js.calls.count("add") == 1
