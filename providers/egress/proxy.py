@@ -29,6 +29,7 @@ open connection too.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import ssl
@@ -58,6 +59,8 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 MAX_CONNECTIONS = 256
 CONNECT_TIMEOUT_S = 15.0
 _TLS_TIMEOUT_S = 15.0
+#: How long a closed connection's transport is waited for (a peer's TLS close is not).
+_CLOSE_WAIT_S = 2.0
 
 
 SocketIn = Callable[[int, Callable[[], socket.socket]], Awaitable[socket.socket]]
@@ -182,7 +185,7 @@ class EgressProxy:
         except (ConnectionError, http.ProxyHttpError, ssl.SSLError, TimeoutError) as exc:
             log.debug("egress.proxy_ended", machine_id=m.machine_id, error=str(exc)[:200])
         finally:
-            w.close()
+            await _closed(w)
 
     async def _one(
         self, m: ProxiedMachine, r: asyncio.StreamReader, w: asyncio.StreamWriter
@@ -255,7 +258,7 @@ class EgressProxy:
                      reason=str(exc))  # fmt: skip
             down[1].write(http.refusal(403, f"refused by the egress proxy: {exc}"))
         finally:
-            up[1].close()
+            await _closed(up[1])
 
     async def _plain(
         self, m: ProxiedMachine, down: tuple[asyncio.StreamReader, asyncio.StreamWriter],
@@ -272,7 +275,7 @@ class EgressProxy:
             await http.body(srv, down[0], cli, up[1])
             await http.answer(cli, up[0], srv, down[1])
         finally:
-            up[1].close()
+            await _closed(up[1])
 
 
 def _headers(secrets: list[StoredSecret], open_value: Callable[[str], str]) -> dict[bytes, bytes]:
@@ -371,7 +374,15 @@ async def _tunnel(
     try:
         await relay(_pump(down[0], up[1]), _pump(up[0], down[1]), until="both")
     finally:
-        up[1].close()
+        await _closed(up[1])
+
+
+async def _closed(w: asyncio.StreamWriter) -> None:
+    """``w`` closed, its transport gone (within ``_CLOSE_WAIT_S``): a connection is over when
+    its task is joined, not later (uvloop cannot close a loop with a transport still closing)."""
+    w.close()
+    with contextlib.suppress(OSError, ssl.SSLError, TimeoutError):
+        await asyncio.wait_for(w.wait_closed(), _CLOSE_WAIT_S)
 
 
 async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
