@@ -308,7 +308,11 @@ class CodeKernels:
                      ip=f"{sockets}/{ctx.info.id}")  # fmt: skip
         km.kernel_spec_manager.spec = spec
         listening = await asyncio.to_thread(listener_inodes)
-        await km.start_kernel(cwd=ctx.info.cwd, env=env)
+        try:
+            await km.start_kernel(cwd=ctx.info.cwd, env=env)
+        except BaseException:  # no kernel: its sockets' directory goes with it
+            await asyncio.to_thread(shutil.rmtree, sockets, True)
+            raise
         kc = km.client()
         kc.start_channels()
         ctx.km, ctx.kc = km, kc
@@ -437,8 +441,8 @@ async def _shutdown(ctx: _Context) -> None:
             await km.shutdown_kernel(now=True)
         except (OSError, RuntimeError, TimeoutError) as exc:  # gone already: nothing to keep
             log.warning("code.kernel_shutdown_failed", context_id=ctx.info.id, error=repr(exc))
-        # Its sockets' directory (jupyter_client removes the sockets in it).
-        await asyncio.to_thread(shutil.rmtree, Path(km.ip).parent, True)
+        if km.transport == "ipc":  # its sockets' directory (jupyter_client removes the sockets)
+            await asyncio.to_thread(shutil.rmtree, Path(km.ip).parent, True)
 
 
 def _pid(km: Any) -> int | None:

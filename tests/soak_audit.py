@@ -5,7 +5,7 @@ homes, sandboxes, pasta, cgroups, mounts. Each problem names its machine (or its
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +19,7 @@ from providers.sandbox.cgroup import ROOT as CGROUPS, V1_CONTROLLERS
 from providers.scratch import mounts_under
 from tests.soak_inside import chain
 from tests.soak_ops import Broken, Fleet, Member
+from tests.waiters import wait_until
 
 #: A disk figure and ``du`` agree within this much (du counts a hard link once).
 _SLACK = 0.01
@@ -151,10 +152,9 @@ async def ledger(f: Fleet, store: Store, data: Path, figures: Figures) -> list[s
                 problems.append(f"{iid} {name}: {figure} bytes counted, du {on_disk}")
     # What a take cut short left has no figure once its place lapsed; the sweeper takes it
     # within its grace and interval (tests/soak.py SWEEP_ENV).
-    for _ in range(int(SWEPT_WITHIN_S / 0.5)):
-        if not _uncounted(snapshots, counted):
-            break
-        await asyncio.sleep(0.5)
+    with contextlib.suppress(TimeoutError):  # what is left then is reported below
+        await wait_until(lambda: not _uncounted(snapshots, counted), timeout=SWEPT_WITHIN_S,
+                         every=0.5)  # fmt: skip
     for entry in _uncounted(snapshots, counted):
         problems.append(f"{entry}: on disk, counted by no figure ({du(entry)} bytes)")
     for image in sorted((data / "machines").glob("*/gvisor-image")):
@@ -235,8 +235,7 @@ def leftovers(data: Path, machine_ids: set[str], mounts: set[str]) -> list[str]:
 async def settle_leftovers(data: Path, machine_ids: set[str], mounts: set[str],
                            timeout_s: float = 30.0) -> list[str]:  # fmt: skip
     """``leftovers``, given what was asked to end ``timeout_s`` to end."""
-    for _ in range(int(timeout_s / 0.5)):
-        if not leftovers(data, machine_ids, mounts):
-            return []
-        await asyncio.sleep(0.5)
+    with contextlib.suppress(TimeoutError):  # what is left then is the answer
+        await wait_until(lambda: not leftovers(data, machine_ids, mounts), timeout=timeout_s,
+                         every=0.5)  # fmt: skip
     return leftovers(data, machine_ids, mounts)

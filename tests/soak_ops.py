@@ -210,11 +210,15 @@ class Fleet:
         headers = {"Authorization": f"Bearer {self.up.token}"}
         deadline = time.monotonic() + _REACH_S
         while True:
+            restarts = self.restarts["gateway"]
             try:
                 async with self.http.get(url, headers=headers) as r:
                     status, body = r.status, await r.read()
                     header = r.headers.get(ERROR_HEADER)
                     break
+            except aiohttp.ClientPayloadError:  # an answer cut short: only a restart may
+                if self.restarts["gateway"] == restarts:
+                    raise
             except aiohttp.ClientConnectionError:
                 if time.monotonic() > deadline:
                     raise Broken(f"the preview of {m.id} was out of reach") from None
