@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,13 +45,15 @@ class FleetUp:
             check=False,
         )
 
-    def stop(self, timeout: float = 60) -> int:
+    def stop(self, timeout: float = 60, killed: Collection[int] = ()) -> int:
+        """Ctrl-C; its exit code once every daemon ended by itself (but those of ``killed``,
+        the pids the test SIGKILLed itself)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)  # what Ctrl-C does
             self.proc.wait(timeout)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
-        assert_no_daemon_killed(self.data_dir)
+        assert_no_daemon_killed(self.data_dir, killed)
         return self.proc.returncode
 
 
@@ -61,12 +63,14 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
-def assert_no_daemon_killed(data_dir: Path) -> None:
+def assert_no_daemon_killed(data_dir: Path, by_test: Collection[int] = ()) -> None:
     """From the local provider's exit records: every daemon archived or stopped with the stack
-    ended by itself (exit code, or within its SIGTERM grace), none was SIGKILLed."""
+    ended by itself (exit code, or within its SIGTERM grace), none was SIGKILLed (but by the
+    test: ``by_test``)."""
     killed = [
         r for r in exit_records(data_dir)
-        if r.get("endedBy") == "SIGKILL" or r.get("code") == -signal.SIGKILL
+        if (r.get("endedBy") == "SIGKILL" or r.get("code") == -signal.SIGKILL)
+        and r.get("pid") not in by_test
     ]  # fmt: skip
     assert not killed, f"daemons SIGKILLed: {killed}"
 

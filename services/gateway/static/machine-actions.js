@@ -15,11 +15,21 @@ const STOPPABLE = new Set(STOPPABLE_STATUSES);
 
 /** Stop or Start, as the machine's status allows; its status then follows live. */
 function stopStartAction(m, act) {
-  if (m.status === STATUS.STOPPED || m.status === STATUS.STOPPING) {
-    return act("Start", "action-start", async () => {
-      updateMachine(await rpc(METHODS.MACHINES_START, { machineId: m.id }));
-      return `Machine ${m.id} is starting: the same machine, its home and processes.`;
-    });
+  // A failed machine its provider made is started again in its own home (what is left of it
+  // ended first); one it never made has no home: Rebuild is its way back.
+  const startable = m.status === STATUS.FAILED && Boolean(m.externalId);
+  if (m.status === STATUS.STOPPED || m.status === STATUS.STOPPING || startable) {
+    return act(
+      "Start",
+      "action-start",
+      async () => {
+        updateMachine(await rpc(METHODS.MACHINES_START, { machineId: m.id }));
+        return `Machine ${m.id} is starting: the same machine, its home and processes.`;
+      },
+      startable
+        ? { title: "Start the failed machine again in its own home, without a rebuild" }
+        : {},
+    );
   }
   return act(
     "Stop",
