@@ -136,6 +136,11 @@ class Fleet:
     #: (machine, path, content) of every write a client saw answered.
     writes: list[tuple[Member, str, str]] = field(default_factory=list)
     restarts: dict[str, int] = field(default_factory=lambda: {"provisioner": 0, "gateway": 0})
+    #: One restart of a service at a time: a second meets no process between the first's
+    #: kill and its supervisor's new one, which is the first's to wait for, not a failure.
+    restarting: dict[str, asyncio.Lock] = field(
+        default_factory=lambda: {"provisioner": asyncio.Lock(), "gateway": asyncio.Lock()}
+    )
 
     def alive(self) -> list[Member]:
         return [m for m in self.members if not m.gone]
@@ -290,13 +295,13 @@ async def snapshot_memory(f: Fleet, m: Member, note: Note) -> str:
     idle = [s for s in f.shots if not s.users]
     if len(f.shots) >= MAX_SHOTS and idle:
         old = idle[0]
+        f.shots.remove(old)  # before the delete: no operation chooses it meanwhile
         try:
             await f.answered(lambda: f.client.delete_snapshot(old.id))
-        except FleetError as exc:  # refused (its host's provisioner restarting): still ours
-            if exc.code != NotFound.code:  # or deleted by another operation meanwhile
+        except FleetError as exc:
+            if exc.code != NotFound.code:  # deleted by another operation meanwhile
+                f.shots.append(old)  # refused (its provisioner restarting): still ours
                 raise
-        with contextlib.suppress(ValueError):
-            f.shots.remove(old)
         dropped = f"deleted {old.id}; "
     name = f"soak-{note.index}"
     try:
@@ -317,10 +322,10 @@ async def from_snapshot(f: Fleet, m: Member, note: Note) -> str:
     if not shots:
         return f"no snapshot yet: took one, {await snapshot_memory(f, m, note)}"
     shot = shots[-1]
-    room = await make_room(f, m)
     iid = shot.source.instance_id
-    shot.users += 1
+    shot.users += 1  # from its choice on: the rotation may run while room is made
     try:
+        room = await make_room(f, m)
         made = await f.answered(lambda: f.client.create_from_snapshot(iid, shot.id),
                                 resend=False)  # fmt: skip
     except Cut:
@@ -347,17 +352,18 @@ async def restart(f: Fleet, service: str, rng: random.Random) -> str:
     """End a service of `fleet up` (SIGTERM or SIGKILL, by ``rng``), and wait for the one its
     supervisor starts in its place."""
     sig = rng.choice([signal.SIGTERM, signal.SIGKILL])
-    old = service_pid(f.up.proc.pid, service)
-    os.kill(old, sig)
-    f.restarts[service] += 1
-    deadline = time.monotonic() + _REACH_S
-    while True:
-        with contextlib.suppress(AssertionError):
-            if (new := service_pid(f.up.proc.pid, service)) != old:
-                break
-        if time.monotonic() > deadline:
-            raise Broken(f"no {service} again {_REACH_S:.0f} s after {sig.name}")
-        await asyncio.sleep(0.2)
+    async with f.restarting[service]:
+        old = service_pid(f.up.proc.pid, service)
+        os.kill(old, sig)
+        f.restarts[service] += 1
+        deadline = time.monotonic() + _REACH_S
+        while True:
+            with contextlib.suppress(AssertionError):
+                if (new := service_pid(f.up.proc.pid, service)) != old:
+                    break
+            if time.monotonic() > deadline:
+                raise Broken(f"no {service} again {_REACH_S:.0f} s after {sig.name}")
+            await asyncio.sleep(0.2)
     if service == "gateway":  # back when it answers
         await f.answered(lambda: f.client.list_instances())
     return f"{sig.name}: pid {old}, then {new}"
