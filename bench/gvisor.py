@@ -309,8 +309,11 @@ async def _steps(
             side, mids[0], small, root / "bare", times))  # fmt: skip
         await steps.run("small fork", 60 if quick else 180,
                         gvisor_resume.forks(side, mids[1], small, times))  # fmt: skip
-        await steps.run("at once", 90 if quick else 300,
-                        gvisor_resume.at_once(side, mids, many, times))  # fmt: skip
+        await steps.run(
+            "at once",
+            90 if quick else 300,
+            gvisor_resume.at_once(side, mids, many, root / "bare-many", times),
+        )
     else:
         for name in ("small resume", "small fork", "at once"):
             steps.skip(name, "not run: its machines were not made")

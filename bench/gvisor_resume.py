@@ -13,12 +13,15 @@ well under 64 MB) are made at once, off the clock.
 - 8 at once: ``machines.pause`` of one machine to its ``machine.paused``, then of all ``MANY``
   at once to the last one's (goal: at most 2x); then ``machines.resume`` of one to its first
   exec answered, then of all at once to the last one's first exec (goal: at most 2x). A pause
-  refused or a machine failed is counted, and makes the row missed.
+  refused or a machine failed is counted, and makes the row missed. Beside it, the host's
+  floor: one bare ``runsc restore`` of a copy of a paused machine's image, then ``MANY`` at
+  once (each machine's own copy): what the cores allow before fleetd adds anything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -102,14 +105,28 @@ async def forks(side: _Side, mid: str, rounds: int, times: dict[str, list[float]
         times.setdefault("small fork", []).append(took)
 
 
-async def at_once(side: _Side, mids: list[str], rounds: int,
+async def at_once(side: _Side, mids: list[str], rounds: int, scratch: Path,
                   times: dict[str, list[float]]) -> None:  # fmt: skip
-    """One pause and resume, then ``MANY`` at once, ``rounds`` times, into ``times``."""
-    for _ in range(rounds):
+    """One pause and resume, then ``MANY`` at once, ``rounds`` times, into ``times``; with
+    the host's floor: one bare ``runsc restore`` of a copy of a paused machine's image, then
+    ``MANY`` of them at once (copies of each machine's, taken while paused, off the clock)."""
+    platform = (await side.gw.call(MACHINES_GET, MachineRef(machine_id=mids[0]))).runtime_platform
+    assert platform is not None, f"{mids[0]} is a gvisor machine"
+    for r in range(rounds):
         times.setdefault("one pause", []).append(await _pause(side, mids[:1]))
         times.setdefault("one resume", []).append(await _resume(side, mids[:1]))
         times.setdefault("many pause", []).append(await _pause(side, mids))
+        copies = [await asyncio.to_thread(gvisor_bare.copy_image,
+                                          side.up.data_dir / "machines" / mid,
+                                          scratch / f"{r}-{n}")
+                  for n, mid in enumerate([mids[0], *mids])]  # fmt: skip
         times.setdefault("many resume", []).append(await _resume(side, mids))
+        one, _ = await gvisor_bare.restore(copies[0], platform, 100 * r)
+        times.setdefault("one bare restore", []).append(one)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(gvisor_bare.restore(c, platform, 100 * r + n)
+                               for n, c in enumerate(copies[1:], 1)))  # fmt: skip
+        times.setdefault("many bare restores", []).append(time.perf_counter() - t0)
 
 
 def report_small(report: Report, steps: Steps, times: dict[str, list[float]], on: str) -> None:
@@ -126,12 +143,18 @@ def report_small(report: Report, steps: Steps, times: dict[str, list[float]], on
     figure(report, steps, "small fork", "fork with memory p50, small machine, to ready", fork,
            "s", bare, "bare runsc restore of its image", target="<= 2x",
            met=fork is not None and bare is not None and fork <= 2 * bare, note=small)  # fmt: skip
+    bare_one, bare_many = p50(times, "one bare restore"), p50(times, "many bare restores")
+    floor = ""
+    if bare_one and bare_many:
+        floor = (f"; the host's floor: {MANY} bare runsc restores at once "
+                 f"{bare_many * 1000:.0f} ms, {bare_many / bare_one:.2f}x one "
+                 f"({bare_one * 1000:.0f} ms), on {os.cpu_count()} cores")  # fmt: skip
     for verb in ("pause", "resume"):
         many, one = p50(times, f"many {verb}"), p50(times, f"one {verb}")
         figure(report, steps, "at once", f"{MANY} {verb}s at once, all done p50", many, "s",
                one, f"one {verb}", target="<= 2x",
                met=many is not None and one is not None and many <= 2 * one,
-               note=f"{on}; none refused or failed")  # fmt: skip
+               note=f"{on}; none refused or failed{floor if verb == 'resume' else ''}")  # fmt: skip
     ms = {k: (p50(times, k) or 0) * 1000 for k in ("bare first exec", "small restored",
                                                      "small restored to ready")}  # fmt: skip
     report.note(f"27: small machines: a bare restore's first runsc exec p50 "

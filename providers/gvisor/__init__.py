@@ -41,6 +41,7 @@ __all__ = [
     "machine_nats_url",
     "mount_root",
     "one_fork_less",
+    "park_daemon",
     "pause_sandbox",
     "prepare_fork",
     "probe",
@@ -59,6 +60,7 @@ __all__ = [
     "stop_machine",
     "stop_sandbox",
     "take_image",
+    "unpark_if_parked",
     "write_bundle",
     "write_token",
 ]
@@ -92,9 +94,11 @@ if TYPE_CHECKING:
         _wait_gone,
         forget_state,
         held_netns,
+        park_daemon,
         pause_sandbox,
         resume_sandbox,
         signal_daemon,
+        unpark_if_parked,
     )
     from providers.gvisor.root import BIN_DIR, ROOT_UID_FILE, STAGE_SCRIPT, staged_bundle
     from providers.gvisor.runsc import (
@@ -153,9 +157,11 @@ else:
                 "_wait_gone",
                 "forget_state",
                 "held_netns",
+                "park_daemon",
                 "pause_sandbox",
                 "resume_sandbox",
                 "signal_daemon",
+                "unpark_if_parked",
             ),
             "root": (
                 "BIN_DIR",

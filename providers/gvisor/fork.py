@@ -47,6 +47,7 @@ from providers.gvisor.pause import (
     image_size,
     park_daemon,
     signal_daemon,
+    unpark,
 )
 from providers.gvisor.root import ROOT_UID_FILE, give_rootfs, write_bin
 from providers.gvisor.runsc import (
@@ -112,7 +113,7 @@ async def take_image(
         await asyncio.to_thread(remove_tree, memory)  # no fork is made of it
         raise
     finally:
-        await asyncio.to_thread(_go_on, runsc, machine_id, pid, cid)
+        await asyncio.to_thread(_go_on, runsc, machine_dir, machine_id, pid, cid)
     stood_ms = (time.monotonic() - began) * 1000
     log.info("provider.gvisor_memory_image", machine_id=machine_id, pid=pid, forks=forks,
              ms=round(stood_ms), checkpoint_ms=round((checkpointed - began) * 1000),
@@ -140,7 +141,7 @@ async def _frozen_image(runsc: Runsc, machine_dir: Path, machine_id: str,
     if got.returncode != 0:
         log.warning("provider.gvisor_checkpoint_failed", machine_id=machine_id,
                     stderr=got.stderr[:20000])  # fmt: skip
-        await asyncio.to_thread(_go_on, runsc, machine_id, pid, cid)
+        await asyncio.to_thread(_go_on, runsc, machine_dir, machine_id, pid, cid)
         await asyncio.to_thread(remove_tree, memory)
         why = _runsc_error(got.stderr)
         raise Conflict(f"runsc could not checkpoint machine {machine_id}, which runs on as it "
@@ -155,14 +156,14 @@ def left_frozen(runsc: Runsc, machine_dir: Path, machine_id: str, pid: int, cid:
     may have renewed it), rather than be started afresh, which loses every process of it.
     The take's image and home copy, which no record holds, are the sweeper's."""
     write_token(machine_dir, token, machine_id)
-    _go_on(runsc, machine_id, pid, cid)
+    _go_on(runsc, machine_dir, machine_id, pid, cid)
 
 
-def _go_on(runsc: Runsc, machine_id: str, pid: int, cid: str) -> None:
+def _go_on(runsc: Runsc, machine_dir: Path, machine_id: str, pid: int, cid: str) -> None:
     """The frozen machine thawed (``runsc resume``; nothing if it is not frozen), and its
     daemon told to reconnect."""
     runsc.run("resume", cid, inside=pid, timeout_s=60)
-    signal_daemon(runsc, machine_id, pid, "USR2", cid)
+    unpark(runsc, machine_dir, machine_id, pid, cid)
 
 
 def _describe_image(machine_dir: Path, memory: Path, forks: int | None) -> None:

@@ -43,6 +43,7 @@ from providers.gvisor.netns import has_netns_config
 from providers.gvisor.runsc import (
     BUNDLE,
     IMAGE_DIR,
+    PARKED_FILE,
     PID_FILE,
     NetnsReady,
     Runsc,
@@ -116,6 +117,25 @@ def signal_daemon(runsc: Runsc, machine_id: str, pid: int, sig: str,
                             f"{got.stderr.strip()[-_ERROR_CAP:]}")  # fmt: skip
 
 
+def unpark(runsc: Runsc, machine_dir: Path, machine_id: str, pid: int, cid: str) -> None:
+    """The running sandbox's parked daemon told to take its NATS connection back (the
+    resume's SIGUSR2), and its parking forgotten."""
+    signal_daemon(runsc, machine_id, pid, "USR2", cid)
+    (machine_dir / BUNDLE / PARKED_FILE).unlink(missing_ok=True)
+
+
+def unpark_if_parked(runsc: Runsc, machine_dir: Path, machine_id: str, pid: int,
+                     cid: str) -> bool:  # fmt: skip
+    """``unpark`` the running sandbox's daemon if the provider parked it (a pause or a take
+    whose provisioner ended before it let the daemon go on); whether it was. Never a sandbox
+    that was not parked: one just started has a supervisor without its signal handlers yet,
+    which SIGUSR2 ends (and the machine with it, before it printed a word)."""
+    if not (machine_dir / BUNDLE / PARKED_FILE).is_file():
+        return False
+    unpark(runsc, machine_dir, machine_id, pid, cid)
+    return True
+
+
 async def park_daemon(runsc: Runsc, machine_dir: Path, machine_id: str, pid: int, cid: str,
                       nats_ports: set[int]) -> None:  # fmt: skip
     """The daemon lets its NATS connection go (the only one the platform lets go itself: the
@@ -124,11 +144,12 @@ async def park_daemon(runsc: Runsc, machine_dir: Path, machine_id: str, pid: int
     recorded one (``nats_held``): each look reads its record and its sockets, no scan."""
     bundle = started_as(machine_dir, machine_id)[1]
     owners = {machine_id, bundle.parent.name}
+    (machine_dir / BUNDLE / PARKED_FILE).touch()  # before the signal: a start after sees it
     await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "USR1", cid)
     deadline = time.monotonic() + runsc.park_wait_s
     while held := await asyncio.to_thread(nats_held, runsc.data_dir, owners, nats_ports):
         if time.monotonic() > deadline:
-            await asyncio.to_thread(signal_daemon, runsc, machine_id, pid, "USR2", cid)
+            await asyncio.to_thread(unpark, runsc, machine_dir, machine_id, pid, cid)
             raise Conflict(
                 f"machine {machine_id}'s daemon did not let its NATS connection go within "
                 f"{runsc.park_wait_s:g}s ({held} still open): it runs on; pause again",
@@ -294,7 +315,7 @@ def _checkpoint_failed(runsc: Runsc, machine_dir: Path, machine_id: str, pid: in
     """After a failed checkpoint: Conflict if the sandbox runs on (its daemon woken: the
     machine is as it was), else ProviderError (it is gone; its state cleaned up)."""
     if runsc.status(cid, pid) == "running":
-        signal_daemon(runsc, machine_id, pid, "USR2", cid)
+        unpark(runsc, machine_dir, machine_id, pid, cid)
         raise Conflict(f"runsc could not checkpoint machine {machine_id}, which runs on as it "
                        f"was: {why}", data={"checkpoint": "failed"})  # fmt: skip
     stop_sandbox(runsc, machine_dir, machine_id, 0.0)

@@ -212,9 +212,16 @@ def running_container(machine_dir: Path, machine_id: str) -> str:
     return started_as(machine_dir, machine_id)[0]
 
 
+#: In a machine's bundle while its running sandbox's daemon is parked: told by the provider to
+#: let NATS go (a pause's or a take's SIGUSR1) and not yet told to take it back. Only such a
+#: daemon is sent the resume's SIGUSR2 by a start that finds its sandbox running: a sandbox
+#: just started has a supervisor without signal handlers yet, which the signal would end.
+PARKED_FILE = "daemon-parked"
+
+
 def forget_sandbox(bundle: Path) -> None:
-    """The ended sandbox's records: its pid, and the name it was started under."""
-    for name in (PID_FILE, STARTED_PID_FILE, STARTED_AS_FILE):
+    """The ended sandbox's records: its pid, the name it was started under, its parking."""
+    for name in (PID_FILE, STARTED_PID_FILE, STARTED_AS_FILE, PARKED_FILE):
         (bundle / name).unlink(missing_ok=True)
 
 

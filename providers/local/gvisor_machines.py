@@ -66,12 +66,12 @@ class GvisorMachines:
         cid = gvisor.running_container(machine_dir, machine_id)
         pid = await asyncio.to_thread(gvisor.sandbox_pid, machine_dir)
         state = None if pid is None else await asyncio.to_thread(runsc.status, cid, pid)
-        if pid is not None and state == "running":  # a redelivered machine.created: it is up
+        if pid is not None and state == "running":  # a start or create again: it is up
             # A daemon a pause or a take left parked, its provisioner gone meanwhile, takes its
-            # connection back (one that is not parked is not touched).
+            # connection back; any other is left be (one just started would die of the signal).
             with contextlib.suppress(ProviderError):
-                await asyncio.to_thread(gvisor.signal_daemon, runsc, machine_id, pid,
-                                        "USR2", cid)  # fmt: skip
+                await asyncio.to_thread(gvisor.unpark_if_parked, runsc, machine_dir,
+                                        machine_id, pid, cid)  # fmt: skip
             return f"local:{pid}"
         if pid is not None and state == "paused":  # a take's, its provisioner gone meanwhile
             await asyncio.to_thread(gvisor.left_frozen, runsc, machine_dir, machine_id, pid,
