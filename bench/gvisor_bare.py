@@ -7,8 +7,9 @@ own spec (its sources staged as the provider stages them: providers/gvisor/root.
 network namespace of its own with nothing in it (no pasta, no egress table, no cgroup), under
 a runsc state directory of the benchmark's. Timed: the ``runsc restore --detach`` command, to
 its end (the sandbox restored and running); then, reported beside it, its first ``runsc exec``
-(``echo ok``). The restored copy is killed after, its daemon never woken (it stays parked, as
-the image has it, so it never reaches NATS).
+(``echo ok``), and, for a fork's floor, a ``runsc checkpoint --leave-running`` of the restored
+copy (a fork is its source's checkpoint, then its restore). The restored copy is killed after,
+its daemon never woken (it stays parked, as the image has it, so it never reaches NATS).
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ import shutil
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from contracts.models import GvisorPlatform
 from providers.gvisor import (
     BUNDLE,
+    CHECKPOINT_FLAGS,
     IMAGE_DIR,
     STAGE_SCRIPT,
     Runsc,
@@ -49,9 +52,19 @@ def copy_image(machine_dir: Path, to: Path) -> Path:
     return to
 
 
-async def restore(copy: Path, platform: GvisorPlatform, n: int) -> tuple[float, float]:
-    """The copy restored bare: the restore's seconds and its first exec's; the copy and its
-    sandbox gone after."""
+@dataclass(frozen=True)
+class Bare:
+    """Seconds of a bare restore, of its first exec, and (if asked) of a checkpoint of the
+    restored sandbox, left running, as a fork's take checkpoints its source."""
+
+    restored: float
+    first_exec: float
+    checkpoint: float | None = None
+
+
+async def restore(copy: Path, platform: GvisorPlatform, n: int, *,
+                  checkpoint: bool = False) -> Bare:  # fmt: skip
+    """The copy restored bare, timed (``Bare``); the copy and its sandbox gone after."""
     runsc = Runsc("runsc", platform, copy)  # ``copy/gvisor``: a state directory of its own
     runsc.state.mkdir(exist_ok=True)
     cid = f"bench-bare-{n}"
@@ -87,10 +100,24 @@ async def restore(copy: Path, platform: GvisorPlatform, n: int) -> tuple[float, 
         first_exec = time.perf_counter() - t0
         if run.stdout != "ok\n":
             raise RuntimeError(f"bare runsc exec: exit {run.returncode}: {run.stderr[-300:]}")
-        return restored, first_exec
+        took = await _checkpoint(runsc, cid, pid, copy / "again") if checkpoint else None
+        return Bare(restored, first_exec, took)
     finally:
         await asyncio.to_thread(_end, runsc, cid, bundle, pid)
         await asyncio.to_thread(shutil.rmtree, copy, True)
+
+
+async def _checkpoint(runsc: Runsc, cid: str, pid: int, image: Path) -> float:
+    """``runsc checkpoint --leave-running`` of the restored sandbox into ``image``, with the
+    provider's flags (providers/gvisor/fork.py's take): its seconds."""
+    image.mkdir()
+    t0 = time.perf_counter()
+    argv = ["--image-path", str(image), *CHECKPOINT_FLAGS, "--leave-running", cid]
+    got = await runsc.run_async("checkpoint", *argv, inside=pid, timeout_s=_TIMEOUT_S)
+    took = time.perf_counter() - t0
+    if got.returncode != 0:
+        raise RuntimeError(f"bare runsc checkpoint: exit {got.returncode}: {got.stderr[-300:]}")
+    return took
 
 
 def _end(runsc: Runsc, cid: str, bundle: Path, pid: int | None) -> None:

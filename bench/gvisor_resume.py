@@ -9,7 +9,9 @@ well under 64 MB) are made at once, off the clock.
   clock), then ``machines.resume`` to the first ``machines.exec`` answered (goal: at most 1.5x),
   against a bare ``runsc restore`` of the copy (bench/gvisor_bare.py); the two alternate.
 - fork with memory p50, small machine: ``machines.fork {count: 1, memory: true}`` to the fork's
-  ``machine.ready`` (goal: at most 2x), against the same bare restores.
+  ``machine.ready`` (goal: at most 2x), against the same bare restores; beside it, the floor
+  of a fork's two steps: a bare ``runsc checkpoint --leave-running`` of each restored copy
+  (as a take checkpoints its source) plus its restore.
 - 8 at once: ``machines.pause`` of one machine to its ``machine.paused``, then of all ``MANY``
   at once to the last one's (goal: at most 2x); then ``machines.resume`` of one to its first
   exec answered, then of all at once to the last one's first exec (goal: at most 2x). A pause
@@ -93,9 +95,10 @@ async def against_bare(side: _Side, mid: str, rounds: int, scratch: Path,
         await side.gw.call(MACHINES_RESUME, MachineRef(machine_id=mid))
         times.setdefault("small resume", []).append(await _first_exec(side, mid) - t0)
         times.setdefault("small restored", []).append(await _event(side, mid, "resumed") - t0)
-        restored, first = await gvisor_bare.restore(copy, platform, n)
-        times.setdefault("bare restore", []).append(restored)
-        times.setdefault("bare first exec", []).append(first)
+        bare = await gvisor_bare.restore(copy, platform, n, checkpoint=True)
+        times.setdefault("bare restore", []).append(bare.restored)
+        times.setdefault("bare first exec", []).append(bare.first_exec)
+        times.setdefault("bare checkpoint", []).append(bare.checkpoint or 0.0)
 
 
 async def forks(side: _Side, mid: str, rounds: int, times: dict[str, list[float]]) -> None:
@@ -121,8 +124,8 @@ async def at_once(side: _Side, mids: list[str], rounds: int, scratch: Path,
                                           scratch / f"{r}-{n}")
                   for n, mid in enumerate([mids[0], *mids])]  # fmt: skip
         times.setdefault("many resume", []).append(await _resume(side, mids))
-        one, _ = await gvisor_bare.restore(copies[0], platform, 100 * r)
-        times.setdefault("one bare restore", []).append(one)
+        one = await gvisor_bare.restore(copies[0], platform, 100 * r)
+        times.setdefault("one bare restore", []).append(one.restored)
         t0 = time.perf_counter()
         await asyncio.gather(*(gvisor_bare.restore(c, platform, 100 * r + n)
                                for n, c in enumerate(copies[1:], 1)))  # fmt: skip
@@ -140,9 +143,15 @@ def report_small(report: Report, steps: Steps, times: dict[str, list[float]], on
            met=resume is not None and bare is not None and resume <= 1.5 * bare
            and image <= SMALL_MB, note=small)  # fmt: skip
     fork = p50(times, "small fork")
+    floor = ""
+    if (taken := p50(times, "bare checkpoint")) and bare and fork:
+        floor = (f"; its floor, a bare runsc checkpoint (--leave-running, as a take's) "
+                 f"{taken * 1000:.0f} ms plus that restore: {taken + bare:.3f} s, the fork "
+                 f"{fork / (taken + bare):.2f}x that")  # fmt: skip
     figure(report, steps, "small fork", "fork with memory p50, small machine, to ready", fork,
            "s", bare, "bare runsc restore of its image", target="<= 2x",
-           met=fork is not None and bare is not None and fork <= 2 * bare, note=small)  # fmt: skip
+           met=fork is not None and bare is not None and fork <= 2 * bare,
+           note=small + floor)  # fmt: skip
     bare_one, bare_many = p50(times, "one bare restore"), p50(times, "many bare restores")
     floor = ""
     if bare_one and bare_many:

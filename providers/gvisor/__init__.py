@@ -13,6 +13,7 @@ TYPE_CHECKING = False  # typing's, without importing typing
 __all__ = [
     "BIN_DIR",
     "BUNDLE",
+    "CHECKPOINT_FLAGS",
     "IMAGE_DIR",
     "MARKER",
     "ROOT_UID_FILE",
@@ -91,6 +92,7 @@ if TYPE_CHECKING:
         runs_image,
     )
     from providers.gvisor.pause import (
+        CHECKPOINT_FLAGS,
         _wait_gone,
         forget_state,
         held_netns,
@@ -154,6 +156,7 @@ else:
                 "runs_image",
             ),
             "pause": (
+                "CHECKPOINT_FLAGS",
                 "_wait_gone",
                 "forget_state",
                 "held_netns",
