@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
@@ -31,6 +32,35 @@ async def respond(msg: Msg, answer: bytes | None) -> None:
         await msg.respond(answer)
 
 
+@dataclass(frozen=True)
+class Working:
+    """While a request is handled, a notice to its asker at once and every ``every_s``: an
+    empty message with ``headers``, before the answer on the same inbox. An asker that has
+    heard one and then hears nothing for a few of those knows its server is gone (restarted,
+    killed) rather than slow, and need not wait out its whole timeout."""
+
+    every_s: float
+    headers: dict[str, str]
+
+    @contextlib.asynccontextmanager
+    async def told(self, nc: NATS, reply: str) -> AsyncIterator[None]:
+        """The notices while the block runs (their task ended with it)."""
+
+        async def tell() -> None:
+            while True:
+                with contextlib.suppress(nats.errors.Error):
+                    await nc.publish(reply, b"", headers=self.headers)
+                await asyncio.sleep(self.every_s)
+
+        ticker = asyncio.create_task(tell(), name=f"working:{reply}")
+        try:
+            yield
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+
+
 class ReplyServer:
     """Async context manager: serves ``subject`` (in ``queue``, if given) while entered.
 
@@ -46,7 +76,7 @@ class ReplyServer:
         self, nc: NATS, subject: str, handle: Handle, *, queue: str = "",
         concurrency: int | None = None, drain_s: float | None = None,
         failed_event: str = "rpc.failed", triage: Triage | None = None,
-        reply: Reply = respond,
+        reply: Reply = respond, working: Working | None = None,
     ) -> None:  # fmt: skip
         self._nc = nc
         self.subject = subject
@@ -54,6 +84,7 @@ class ReplyServer:
         self._handle = handle
         self._triage = triage
         self._reply = reply
+        self._working = working
         self._slots = asyncio.Semaphore(concurrency or sys.maxsize)
         self.tasks = OwnedTasks(f"rpc:{subject}", drain_s=drain_s, failed_event=failed_event)
         self._sub: Subscription | None = None
@@ -90,6 +121,11 @@ class ReplyServer:
 
     async def _serve(self, msg: Msg, work: Awaitable[bytes | None]) -> None:
         try:
-            await self._reply(msg, await work)
+            if self._working is None or not msg.reply:
+                answer = await work
+            else:
+                async with self._working.told(self._nc, msg.reply):
+                    answer = await work
+            await self._reply(msg, answer)
         finally:
             self._slots.release()

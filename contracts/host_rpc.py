@@ -21,6 +21,14 @@ from contracts.gateway_fork import MAX_FORKS
 from contracts.gateway_types import MachineId, SnapshotId
 from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
 
+#: While a replica handles a request it tells the asker so, at once and every
+#: ``WORKING_EVERY_S``: an empty message with this header on the request's inbox, before the
+#: answer. An asker that heard one and then nothing for ``WORKING_SILENCE_S`` knows the replica
+#: is gone (a restart, a kill) and says so, rather than wait out a long call's whole timeout.
+WORKING_HEADER = "Fleet-Working"
+WORKING_EVERY_S = 2.0
+WORKING_SILENCE_S = 15.0
+
 
 class HostMachineParams(Params, kw_only=True):
     machine_id: MachineId

@@ -4,11 +4,15 @@ prober's boot watchdog (``HostLiveness``) both ask through ``call_host``."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import time
 
 import nats.errors
 import structlog
-from nats.aio.client import Client as NATS
+from nats.aio.client import NO_RESPONDERS_STATUS, Client as NATS
+from nats.aio.subscription import Subscription
+from nats.js.api import Header
 
 from contracts import host_rpc as h, subjects
 from contracts.errors import FleetError, HostUnavailable, NotFound, NotSupported
@@ -20,24 +24,57 @@ log = structlog.get_logger(__name__)
 
 async def call_host(
     nc: NATS, host: str, spec: MethodSpec[P, R], params: P, timeout_s: float, *,
-    request_id: int, machine_id: str | None = None,
+    request_id: int, machine_id: str | None = None, silence_s: float = h.WORKING_SILENCE_S,
 ) -> R:  # fmt: skip
     """``spec`` on ``host`` (``request_id``: the caller's count of its requests);
-    HostUnavailable when none of its provisioners answers in time."""
+    HostUnavailable when none of its provisioners answers in time, or when the one that took
+    the request stops telling it works on it (``silence_s``: it ended, and will not answer)."""
     body = encode_call(spec, params, request_id)
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
     try:
-        msg = await nc.request(subjects.host_rpc(host), body, timeout=timeout_s)
+        await nc.publish(subjects.host_rpc(host), body, reply=inbox)
+        data = await _answer(sub, host, spec.name, timeout_s, silence_s)
     except nats.errors.NoRespondersError:
         raise HostUnavailable(
             f"no provisioner of host {host} answers (the host is lost, or its provisioner "
             f"is down)" + (f": machine {machine_id} waits for it" if machine_id else ""),
             data={"hostId": host},
         ) from None
-    except nats.errors.TimeoutError:
-        raise HostUnavailable(
-            f"host {host} did not answer within {timeout_s:g}s", data={"hostId": host}
-        ) from None
-    return decode_result(spec, msg.data)
+    finally:
+        with contextlib.suppress(nats.errors.Error):
+            await sub.unsubscribe()
+    return decode_result(spec, data)
+
+
+async def _answer(sub: Subscription, host: str, method: str, timeout_s: float,
+                  silence_s: float) -> bytes:  # fmt: skip
+    """The answer on ``sub``, past the replica's working notices (``h.WORKING_HEADER``): within
+    ``timeout_s``, and, once a notice was heard, within ``silence_s`` of the last."""
+    deadline = time.monotonic() + timeout_s
+    heard = False
+    while True:
+        left = deadline - time.monotonic()
+        wait = min(left, silence_s) if heard else left
+        try:
+            msg = await sub.next_msg(timeout=max(wait, 0.001))
+        except nats.errors.TimeoutError:
+            if heard and time.monotonic() < deadline:
+                raise HostUnavailable(
+                    f"host {host}'s provisioner stopped answering while it worked on {method} "
+                    f"(it restarted or was killed): what it did is not known; ask again",
+                    data={"hostId": host},
+                ) from None
+            raise HostUnavailable(
+                f"host {host} did not answer within {timeout_s:g}s", data={"hostId": host}
+            ) from None
+        headers = msg.headers or {}
+        if headers.get(Header.STATUS) == NO_RESPONDERS_STATUS and not msg.data:
+            raise nats.errors.NoRespondersError
+        if h.WORKING_HEADER in headers:
+            heard = True
+            continue
+        return msg.data
 
 
 class HostLiveness:

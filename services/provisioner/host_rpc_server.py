@@ -12,7 +12,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from base.reply_server import ReplyServer
+from base.reply_server import ReplyServer, Working
 from contracts import gateway_env_builds as geb, host_rpc as h, subjects
 from contracts.daemon_rpc import ExecCommandResult
 from contracts.errors import Conflict, NotFound, NotSupported, ProviderError
@@ -193,8 +193,11 @@ def host_rpc_server(nc: NATS, methods: HostMethods) -> ReplyServer:
     async def handle(msg: Msg) -> bytes | None:
         return await dispatcher.handle(msg.data, None)
 
+    # Its asker knows a replica that ends while it works (a take of minutes) at once.
+    working = Working(h.WORKING_EVERY_S, {h.WORKING_HEADER: "1"})
     return ReplyServer(nc, subjects.host_rpc(methods.host_id), handle,
-                       queue=subjects.HOST_RPC_QUEUE, failed_event="host.rpc_failed")  # fmt: skip
+                       queue=subjects.HOST_RPC_QUEUE, failed_event="host.rpc_failed",
+                       working=working)  # fmt: skip
 
 
 async def _no_memory(_: Machine) -> int:

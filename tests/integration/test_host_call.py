@@ -1,0 +1,101 @@
+"""controlplane.host_call.call_host against a real nats-server and a host's ReplyServer as
+the provisioner serves it (its working notices, contracts/host_rpc.py): a replica that ends
+while it works on a long call is known at once (it stops telling it works), never waited out
+to the call's timeout (found by the soak: a memory snapshot whose provisioner was killed after
+its take hung its caller for 600 s); a slow replica that lives is waited for past that
+silence; no replica at all is said at once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+
+from base.reply_server import ReplyServer, Working
+from contracts import host_rpc as h, subjects
+from contracts.errors import HostUnavailable
+from contracts.jsonrpc import Dispatcher, Router
+from controlplane.host_call import call_host
+from fleet.up import NatsServer
+
+HOST = "test-host"
+#: The notices' pace and the asker's patience, short: the rules are the platform's.
+EVERY_S, SILENCE_S = 0.05, 1.0
+#: A call's whole timeout: far longer than any wait the test allows.
+TIMEOUT_S = 120.0
+
+
+@pytest.fixture
+async def conns(nats_server: NatsServer) -> AsyncIterator[tuple[NATS, NATS]]:
+    """The asker's connection and the replica's."""
+    asker, replica = await nats.connect(nats_server.url), await nats.connect(nats_server.url)
+    yield asker, replica
+    await asker.close()
+    if not replica.is_closed:
+        await replica.close()
+
+
+def replica(nc: NATS, release: asyncio.Event, asked: asyncio.Event) -> ReplyServer:
+    """A host replica whose ``host.daemonRuns`` answers once ``release`` is set."""
+
+    async def daemon_runs(_: h.HostMachineParams, __: None) -> h.DaemonRunsResult:
+        asked.set()
+        await release.wait()
+        return h.DaemonRunsResult(runs=True)
+
+    router: Router[None] = Router()
+    router.register(h.DAEMON_RUNS, daemon_runs)
+    dispatcher = Dispatcher([h.DAEMON_RUNS], router)  # the one this replica needs
+
+    async def handle(msg: Msg) -> bytes | None:
+        return await dispatcher.handle(msg.data, None)
+
+    return ReplyServer(nc, subjects.host_rpc(HOST), handle, queue=subjects.HOST_RPC_QUEUE,
+                       working=Working(EVERY_S, {h.WORKING_HEADER: "1"}))  # fmt: skip
+
+
+async def ask(nc: NATS) -> h.DaemonRunsResult:
+    return await call_host(nc, HOST, h.DAEMON_RUNS, h.HostMachineParams(machine_id="m-0123456789abcdef"),
+                           TIMEOUT_S, request_id=1, silence_s=SILENCE_S)  # fmt: skip
+
+
+async def test_a_replica_that_ends_while_it_works_is_said_at_once(
+    conns: tuple[NATS, NATS],
+) -> None:
+    asker, own = conns
+    release, asked = asyncio.Event(), asyncio.Event()
+    async with replica(own, release, asked):
+        call = asyncio.create_task(ask(asker))
+        await asyncio.wait_for(asked.wait(), 30)
+        began = time.monotonic()
+        await own.close()  # as a kill: no answer, and no more notices
+        with pytest.raises(HostUnavailable, match="stopped answering while it worked"):
+            await asyncio.wait_for(call, TIMEOUT_S / 2)
+        assert time.monotonic() - began < TIMEOUT_S / 2  # known by its silence, not the timeout
+        release.set()
+
+
+async def test_a_slow_replica_that_lives_is_waited_for_past_the_silence(
+    conns: tuple[NATS, NATS],
+) -> None:
+    asker, own = conns
+    release, asked = asyncio.Event(), asyncio.Event()
+    async with replica(own, release, asked):
+        call = asyncio.create_task(ask(asker))
+        await asyncio.wait_for(asked.wait(), 30)
+        # Longer than the asker's patience: only the notices keep it waiting.
+        done, _ = await asyncio.wait({call}, timeout=SILENCE_S * 3)
+        assert not done, call.result()
+        release.set()
+        assert (await asyncio.wait_for(call, 30)).runs
+
+
+async def test_no_replica_at_all_is_said_at_once(conns: tuple[NATS, NATS]) -> None:
+    asker, _ = conns
+    with pytest.raises(HostUnavailable, match="no provisioner of host"):
+        await asyncio.wait_for(ask(asker), TIMEOUT_S / 2)
