@@ -35,6 +35,9 @@ F_DAEMON_GIT_SHA = "daemonGitSha"
 #: Set when the provisioner has ended a stopped machine's processes (removed by each stop):
 #: a start waits for it, so that it never finds the old daemon still running.
 F_STOP_DONE_AT = "stopDoneAt"
+#: Set by each stop until the provisioner has carried it out: what tells a machine booting
+#: behind a stop still to be carried out from one booting after its create.
+F_STOP_PENDING = "stopPending"
 #: The environment a machine runs and its build (``Machine.environment``, ``.environmentImage``).
 F_ENVIRONMENT = "environment"
 F_ENVIRONMENT_IMAGE = "environmentImage"

@@ -8,7 +8,7 @@ import time
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 from contracts.gateway_stop import AutoStopAction
-from controlplane.store.keys import F_STOP_DONE_AT
+from controlplane.store.keys import F_STOP_DONE_AT, F_STOP_PENDING
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -35,15 +35,25 @@ class StopRecords:
 
     async def pending(self, machine_id: str) -> None:
         """A new stop: its processes are not ended yet (the provisioner says when they are)."""
-        await self._redis.hdel(self._keys.k_machine(machine_id), F_STOP_DONE_AT)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hdel(self._keys.k_machine(machine_id), F_STOP_DONE_AT)
+            pipe.hset(self._keys.k_machine(machine_id), F_STOP_PENDING, "1")
+            await pipe.execute()
 
     async def mark_done(self, machine_id: str) -> None:
-        key = self._keys.k_machine(machine_id)
-        await self._redis.hset(key, F_STOP_DONE_AT, str(time.time()))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._keys.k_machine(machine_id), F_STOP_DONE_AT, str(time.time()))
+            pipe.hdel(self._keys.k_machine(machine_id), F_STOP_PENDING)
+            await pipe.execute()
 
     async def done(self, machine_id: str) -> bool:
         key = self._keys.k_machine(machine_id)
         return bool(await self._redis.hexists(key, F_STOP_DONE_AT))
+
+    async def outstanding(self, machine_id: str) -> bool:
+        """A stop was asked for and is not carried out yet (never after a create alone)."""
+        key = self._keys.k_machine(machine_id)
+        return bool(await self._redis.hexists(key, F_STOP_PENDING))
 
     async def set_autostop(self, instance_id: str, rule: AutoStopRule) -> None:
         """``idle_after_s`` 0 is kept, action forgotten: off, which the platform's default

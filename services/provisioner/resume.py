@@ -37,8 +37,12 @@ class Resumer(PauseHandlers):
         for machine in machines:
             provider = self.providers.get(machine.provider)
             sealed = await self.store.machine_secret(machine.id)
-            # STOPPABLE: its daemon should run.
+            # STOPPABLE: its daemon should run; but not before a stop still to be carried out
+            # (a start that overtook it waits for its handler, which ends what runs first).
             if provider is None or sealed is None or machine.status not in STOPPABLE:
+                continue
+            if await self.store.stops.outstanding(machine.id):
+                log.info("provision.resume_waits_for_stop", machine_id=machine.id)
                 continue
             async with self.store.locks.hold(f"provision:{machine.id}", ttl_s=10) as held:
                 if not held:

@@ -86,6 +86,28 @@ async def test_a_start_right_behind_its_stop_waits_for_the_stop(world: World) ->
     assert (await world.machine(m.id)).status is S.READY
 
 
+@method("machines.start")
+async def test_a_provisioner_starting_leaves_a_start_behind_its_stop_to_the_stop(
+    world: World,
+) -> None:
+    """A provisioner that starts (a restart) while a machine's start waits behind its stop
+    starts nothing of it: the stop's handler ends what runs, then the start's handler starts
+    it. Before, the restart started it, the stop's handler then ended that very sandbox, and
+    the start's, finding the machine setting up, did nothing: it never came up (the soak)."""
+    m = await world.ready_machine()
+    await world.rpc("machines.stop", {"machineId": m.id})
+    await world.rpc("machines.start", {"machineId": m.id})  # before any handler ran
+    starts = len(world.provider.starts)
+    assert await world.provisioner.resume() == 0
+    assert len(world.provider.starts) == starts
+    await world.bus.settle()
+    assert world.provider.stops == [m.id]
+    assert len(world.provider.starts) == starts + 1
+    assert m.id in world.provider.running
+    assert (await world.machine(m.id)).status is S.READY
+    assert not await world.store.stops.outstanding(m.id)
+
+
 @method("machines.stop", "machines.start")
 async def test_stop_and_start_are_checked(world: World) -> None:
     a, b = await two_instances(world)
