@@ -182,7 +182,12 @@ async def soaked(plan: Plan, up: FleetUp, store: Store, work: Path, report: Repo
             stop.set()
             await asyncio.gather(*clients)
         for m in f.alive():
-            await f.settled(m.id)
+            try:
+                await f.settled(m.id)
+            except Broken as exc:  # said, and left out of the checks of survivors
+                report.failures.append(f"{m.id} never settled for the audit: {exc}")
+                report.context.append(f"{m.id}: {await timeline(f, m.id)}")
+                m.gone = True
         report.failures += await ledger(f, store, data, report.figures)
         checked = work / "checked"
         checked.mkdir(exist_ok=True)
