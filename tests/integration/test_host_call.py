@@ -60,8 +60,9 @@ def replica(nc: NATS, release: asyncio.Event, asked: asyncio.Event) -> ReplyServ
 
 
 async def ask(nc: NATS) -> h.DaemonRunsResult:
-    return await call_host(nc, HOST, h.DAEMON_RUNS, h.HostMachineParams(machine_id="m-0123456789abcdef"),
-                           TIMEOUT_S, request_id=1, silence_s=SILENCE_S)  # fmt: skip
+    params = h.HostMachineParams(machine_id="m-0123456789abcdef")
+    return await call_host(nc, HOST, h.DAEMON_RUNS, params, TIMEOUT_S, request_id=1,
+                           silence_s=SILENCE_S)  # fmt: skip
 
 
 async def test_a_replica_that_ends_while_it_works_is_said_at_once(
