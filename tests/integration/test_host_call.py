@@ -8,8 +8,11 @@ silence; no replica at all is said at once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import secrets
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import nats
 import pytest
@@ -23,11 +26,16 @@ from contracts.jsonrpc import Dispatcher, Router
 from controlplane.host_call import call_host
 from fleet.up import NatsServer
 
-HOST = "test-host"
 #: The notices' pace and the asker's patience, short: the rules are the platform's.
 EVERY_S, SILENCE_S = 0.05, 1.0
 #: A call's whole timeout: far longer than any wait the test allows.
 TIMEOUT_S = 120.0
+
+
+@pytest.fixture
+def host() -> str:
+    """A host of the test's own: a replica another test closed may linger on the server."""
+    return f"test-host-{secrets.token_hex(4)}"
 
 
 @pytest.fixture
@@ -40,7 +48,7 @@ async def conns(nats_server: NatsServer) -> AsyncIterator[tuple[NATS, NATS]]:
         await replica.close()
 
 
-def replica(nc: NATS, release: asyncio.Event, asked: asyncio.Event) -> ReplyServer:
+def replica(nc: NATS, host: str, release: asyncio.Event, asked: asyncio.Event) -> ReplyServer:
     """A host replica whose ``host.daemonRuns`` answers once ``release`` is set."""
 
     async def daemon_runs(_: h.HostMachineParams, __: None) -> h.DaemonRunsResult:
@@ -55,40 +63,46 @@ def replica(nc: NATS, release: asyncio.Event, asked: asyncio.Event) -> ReplyServ
     async def handle(msg: Msg) -> bytes | None:
         return await dispatcher.handle(msg.data, None)
 
-    return ReplyServer(nc, subjects.host_rpc(HOST), handle, queue=subjects.HOST_RPC_QUEUE,
+    return ReplyServer(nc, subjects.host_rpc(host), handle, queue=subjects.HOST_RPC_QUEUE,
                        working=Working(EVERY_S, {h.WORKING_HEADER: "1"}))  # fmt: skip
 
 
-async def ask(nc: NATS) -> h.DaemonRunsResult:
+async def ask(nc: NATS, host: str) -> h.DaemonRunsResult:
     params = h.HostMachineParams(machine_id="m-0123456789abcdef")
-    return await call_host(nc, HOST, h.DAEMON_RUNS, params, TIMEOUT_S, request_id=1,
+    return await call_host(nc, host, h.DAEMON_RUNS, params, TIMEOUT_S, request_id=1,
                            silence_s=SILENCE_S)  # fmt: skip
 
 
-async def test_a_replica_that_ends_while_it_works_is_said_at_once(
-    conns: tuple[NATS, NATS],
-) -> None:
+@contextlib.asynccontextmanager
+async def asked(conns: tuple[NATS, NATS],
+                host: str) -> AsyncIterator[tuple[asyncio.Task[Any], asyncio.Event]]:  # fmt: skip
+    """A call under way on a replica that works on it until the event yielded is set."""
     asker, own = conns
-    release, asked = asyncio.Event(), asyncio.Event()
-    async with replica(own, release, asked):
-        call = asyncio.create_task(ask(asker))
-        await asyncio.wait_for(asked.wait(), 30)
+    release, taken = asyncio.Event(), asyncio.Event()
+    async with replica(own, host, release, taken):
+        call = asyncio.create_task(ask(asker, host))
+        await asyncio.wait_for(taken.wait(), 30)
+        try:
+            yield call, release
+        finally:
+            release.set()
+
+
+async def test_a_replica_that_ends_while_it_works_is_said_at_once(
+    conns: tuple[NATS, NATS], host: str
+) -> None:
+    async with asked(conns, host) as (call, _):
         began = time.monotonic()
-        await own.close()  # as a kill: no answer, and no more notices
+        await conns[1].close()  # as a kill: no answer, and no more notices
         with pytest.raises(HostUnavailable, match="stopped answering while it worked"):
             await asyncio.wait_for(call, TIMEOUT_S / 2)
         assert time.monotonic() - began < TIMEOUT_S / 2  # known by its silence, not the timeout
-        release.set()
 
 
 async def test_a_slow_replica_that_lives_is_waited_for_past_the_silence(
-    conns: tuple[NATS, NATS],
+    conns: tuple[NATS, NATS], host: str
 ) -> None:
-    asker, own = conns
-    release, asked = asyncio.Event(), asyncio.Event()
-    async with replica(own, release, asked):
-        call = asyncio.create_task(ask(asker))
-        await asyncio.wait_for(asked.wait(), 30)
+    async with asked(conns, host) as (call, release):
         # Longer than the asker's patience: only the notices keep it waiting.
         done, _ = await asyncio.wait({call}, timeout=SILENCE_S * 3)
         assert not done, call.result()
@@ -96,7 +110,7 @@ async def test_a_slow_replica_that_lives_is_waited_for_past_the_silence(
         assert (await asyncio.wait_for(call, 30)).runs
 
 
-async def test_no_replica_at_all_is_said_at_once(conns: tuple[NATS, NATS]) -> None:
+async def test_no_replica_at_all_is_said_at_once(conns: tuple[NATS, NATS], host: str) -> None:
     asker, _ = conns
     with pytest.raises(HostUnavailable, match="no provisioner of host"):
-        await asyncio.wait_for(ask(asker), TIMEOUT_S / 2)
+        await asyncio.wait_for(ask(asker, host), TIMEOUT_S / 2)
