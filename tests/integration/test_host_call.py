@@ -80,6 +80,7 @@ async def asked(conns: tuple[NATS, NATS],
     asker, own = conns
     release, taken = asyncio.Event(), asyncio.Event()
     async with replica(own, host, release, taken):
+        await own.flush()  # its subscription on the server before anyone asks
         call = asyncio.create_task(ask(asker, host))
         await asyncio.wait_for(taken.wait(), 30)
         try:
