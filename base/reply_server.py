@@ -16,7 +16,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from base.tasks import OwnedTasks
+from base.tasks import OwnedTasks, cancel_and_join
 
 #: A request's handling: its answer (None: none to send, or already sent).
 Handle = Callable[[Msg], Awaitable[bytes | None]]
@@ -56,9 +56,7 @@ class Working:
         try:
             yield
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            await cancel_and_join(ticker)
 
 
 class ReplyServer:
