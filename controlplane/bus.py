@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -23,6 +23,7 @@ from controlplane.failover import TRANSIENT
 from controlplane.settings import Settings
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 #: How long JetStream remembers a Nats-Msg-Id to drop a duplicate publish.
 DUPLICATE_WINDOW_S = 120.0
@@ -131,21 +132,27 @@ _NO_ROOM_HINT = (
 )
 
 
+async def setup_step(step: Callable[[], Awaitable[T]], what: str) -> T:
+    """A JetStream setup step (a stream made or brought up to date, a consumer bound) for
+    ``what``: what a cluster that is still electing its leaders answers (no answer, 503) is
+    tried again within ``_SETUP_BUDGET_S``, since a service that gave up at the first timeout
+    crashed at its start."""
+
+    def retrying(tried: int, wait_s: float, failure: BaseException | None) -> None:
+        log.warning("bus.stream_setup_retry", stream=what, attempt=tried, error=repr(failure))
+
+    return await retry(step, on=TRANSIENT, backoff=_SETUP_RETRY, budget_s=_SETUP_BUDGET_S,
+                       on_retry=retrying)  # fmt: skip
+
+
 async def put_stream(js: JetStreamContext, config: StreamConfig) -> None:
     """Create the stream ``config`` names, or bring it to ``config`` where it exists: an
     existing stream is updated, never added again, since the server counts an add of an
     existing stream's ``max_bytes`` on top of what that stream reserves already (10047,
     insufficient storage, on a store with room for it once: every restart of a service then
-    failed where free disk was under about twice the streams' sizes). What a cluster that is
-    still electing its leaders answers (no answer, 503) is tried again within
-    ``_SETUP_BUDGET_S``: a service that gave up at the first timeout crashed at its start."""
-
-    def retrying(tried: int, wait_s: float, failure: BaseException | None) -> None:
-        log.warning("bus.stream_setup_retry", stream=config.name, attempt=tried,
-                    error=repr(failure))  # fmt: skip
-
-    await retry(lambda: _put_stream(js, config), on=TRANSIENT, backoff=_SETUP_RETRY,
-                budget_s=_SETUP_BUDGET_S, on_retry=retrying)  # fmt: skip
+    failed where free disk was under about twice the streams' sizes). A ``setup_step``."""
+    assert config.name is not None
+    await setup_step(lambda: _put_stream(js, config), config.name)
 
 
 async def _put_stream(js: JetStreamContext, config: StreamConfig) -> None:

@@ -42,7 +42,7 @@ from contracts.events import (
     scope_of,
     subject_of,
 )
-from controlplane.bus import Bus
+from controlplane.bus import Bus, setup_step
 from controlplane.consumer_room import ROOM_POLL_S, Room, RoomGate, give_back
 from controlplane.metrics import Metrics
 from controlplane.settings import Settings
@@ -147,14 +147,18 @@ class Consumer(Generic[E]):
         # deployment that changes the ack wait (or the stream's replicas) would keep the old one.
         await self._bus.js.add_consumer(subjects.STREAM_NAME, config=self.config())
 
-    async def __aenter__(self) -> Consumer[E]:
+    async def _bind(self) -> JetStreamContext.PullSubscription:
         await self._ensure_consumer()
-        self._sub = await self._bus.js.pull_subscribe(
+        return await self._bus.js.pull_subscribe(
             subjects.event_filter(self._kind),
             durable=self._durable,
             stream=subjects.STREAM_NAME,
             config=self.config(),
         )
+
+    async def __aenter__(self) -> Consumer[E]:
+        # A cluster still electing its leaders at a start answers nothing for a while.
+        self._sub = await setup_step(self._bind, f"{subjects.STREAM_NAME}/{self._durable}")
         self._loop_task = asyncio.create_task(self._fetch_loop(), name=f"fetch:{self._durable}")
         log.info("consumer.started", durable=self._durable, kind=self._kind.value)
         return self

@@ -6,12 +6,16 @@ real servers: tests/integration/test_stream_limits.py, tests/e2e/test_chaos_ha.p
 
 from __future__ import annotations
 
+import asyncio
+
 import nats.errors
 import nats.js.errors
 import pytest
-from nats.js.api import StreamConfig
+from nats.js.api import ConsumerConfig, StreamConfig
 
+from contracts.events import MachineCreated
 from controlplane.bus import put_stream
+from controlplane.consumer import Consumer
 
 CONFIG = StreamConfig(name="events", subjects=["machine.>"])
 
@@ -66,3 +70,53 @@ async def test_an_error_that_is_not_a_cluster_starting_is_raised_at_once() -> No
     with pytest.raises(nats.js.errors.BadRequestError):
         await put_stream(js, CONFIG)  # type: ignore[arg-type]
     assert js.calls.count("add") == 1
+
+
+class BindingOnAStartingCluster:
+    """A bus whose JetStream answers a consumer's setup nothing ``silent`` times, then binds
+    it (its pull subscription: a stand-in that fetches nothing)."""
+
+    def __init__(self, silent: int) -> None:
+        self.js = self.nc = self
+        self.failures: list[BaseException] = [nats.errors.TimeoutError()] * silent
+        self.calls: list[str] = []
+
+    async def flush(self, timeout: float) -> None:
+        return None
+
+    async def add_consumer(self, stream: str, config: ConsumerConfig) -> None:
+        self.calls.append("add")
+        if self.failures:
+            raise self.failures.pop(0)
+
+    async def pull_subscribe(self, *_: object, **__: object) -> object:
+        self.calls.append("subscribe")
+        return Idle()
+
+
+class Idle:
+    """A pull subscription that has nothing, whenever it is asked."""
+
+    async def fetch(self, *_: object, **__: object) -> list[object]:
+        await asyncio.sleep(0.01)
+        raise nats.errors.TimeoutError
+
+    async def unsubscribe(self) -> None:
+        return None
+
+
+async def test_a_consumer_is_bound_once_the_cluster_answers() -> None:
+    """The same for a service's consumers (the HA chaos test's setup pusher crashed at its
+    start on a consumer's first timeout, and its `fleet up` ended)."""
+    bus = BindingOnAStartingCluster(silent=2)
+
+    async def handle(_: MachineCreated) -> None:
+        return None
+
+    async def give_up(_: MachineCreated, __: str) -> None:
+        return None
+
+    consumer = Consumer(bus, durable="test", event_type=MachineCreated,  # type: ignore[arg-type]
+                        handler=handle, give_up=give_up)  # fmt: skip
+    async with consumer:
+        assert bus.calls == ["add", "add", "add", "subscribe"]
