@@ -14,11 +14,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import nats
 import pytest
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from base import natsconn
 from base.reply_server import ReplyServer, Working
 from contracts import host_rpc as h, subjects
 from contracts.errors import HostUnavailable
@@ -41,7 +41,8 @@ def host() -> str:
 @pytest.fixture
 async def conns(nats_server: NatsServer) -> AsyncIterator[tuple[NATS, NATS]]:
     """The asker's connection and the replica's."""
-    asker, replica = await nats.connect(nats_server.url), await nats.connect(nats_server.url)
+    asker = await natsconn.connect(nats_server.url, name="tests.asker")
+    replica = await natsconn.connect(nats_server.url, name="tests.replica")
     yield asker, replica
     await asker.close()
     if not replica.is_closed:
