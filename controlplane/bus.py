@@ -13,7 +13,7 @@ import nats.js.errors
 import structlog
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+from nats.js.api import ConsumerConfig, DiscardPolicy, StorageType, StreamConfig
 
 from base import natsconn
 from base.retry import Backoff, retry
@@ -121,6 +121,7 @@ async def ensure_stream(js: JetStreamContext, settings: Settings | None = None) 
     await put_stream(js, stream_config(settings))
 
 
+PullSubscription = JetStreamContext.PullSubscription
 #: How long a stream's setup waits out a cluster that does not answer yet, and its waits.
 _SETUP_BUDGET_S = 120.0
 _SETUP_RETRY = Backoff(base=0.25, cap=2.0)
@@ -139,10 +140,26 @@ async def setup_step(step: Callable[[], Awaitable[T]], what: str) -> T:
     crashed at its start."""
 
     def retrying(tried: int, wait_s: float, failure: BaseException | None) -> None:
-        log.warning("bus.stream_setup_retry", stream=what, attempt=tried, error=repr(failure))
+        log.warning("bus.setup_retry", what=what, attempt=tried, error=repr(failure))
 
     return await retry(step, on=TRANSIENT, backoff=_SETUP_RETRY, budget_s=_SETUP_BUDGET_S,
                        on_retry=retrying)  # fmt: skip
+
+
+async def bind_pull(js: JetStreamContext, config: ConsumerConfig) -> PullSubscription:
+    """The durable pull consumer ``config`` names on the event stream, made or brought to
+    ``config`` (``pull_subscribe`` alone binds to an existing durable as it is, so a deployment
+    that changes the ack wait would keep the old one), and bound. A ``setup_step``."""
+    assert config.durable_name is not None
+    assert config.filter_subject is not None
+    durable, subject = config.durable_name, config.filter_subject
+
+    async def bind() -> PullSubscription:
+        await js.add_consumer(subjects.STREAM_NAME, config=config)
+        return await js.pull_subscribe(subject, durable=durable, stream=subjects.STREAM_NAME,
+                                       config=config)  # fmt: skip
+
+    return await setup_step(bind, f"{subjects.STREAM_NAME}/{durable}")
 
 
 async def put_stream(js: JetStreamContext, config: StreamConfig) -> None:

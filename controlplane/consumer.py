@@ -42,7 +42,7 @@ from contracts.events import (
     scope_of,
     subject_of,
 )
-from controlplane.bus import Bus, setup_step
+from controlplane.bus import Bus, bind_pull
 from controlplane.consumer_room import ROOM_POLL_S, Room, RoomGate, give_back
 from controlplane.metrics import Metrics
 from controlplane.settings import Settings
@@ -142,23 +142,9 @@ class Consumer(Generic[E]):
             filter_subject=subjects.event_filter(self._kind),
         )
 
-    async def _ensure_consumer(self) -> None:
-        # Create or update: pull_subscribe alone binds to an existing durable as it is, so a
-        # deployment that changes the ack wait (or the stream's replicas) would keep the old one.
-        await self._bus.js.add_consumer(subjects.STREAM_NAME, config=self.config())
-
-    async def _bind(self) -> JetStreamContext.PullSubscription:
-        await self._ensure_consumer()
-        return await self._bus.js.pull_subscribe(
-            subjects.event_filter(self._kind),
-            durable=self._durable,
-            stream=subjects.STREAM_NAME,
-            config=self.config(),
-        )
-
     async def __aenter__(self) -> Consumer[E]:
         # A cluster still electing its leaders at a start answers nothing for a while.
-        self._sub = await setup_step(self._bind, f"{subjects.STREAM_NAME}/{self._durable}")
+        self._sub = await bind_pull(self._bus.js, self.config())
         self._loop_task = asyncio.create_task(self._fetch_loop(), name=f"fetch:{self._durable}")
         log.info("consumer.started", durable=self._durable, kind=self._kind.value)
         return self
@@ -240,7 +226,7 @@ class Consumer(Generic[E]):
         lost it, a stream re-created by an operator); the pull subscription's inbox itself is
         restored by the connection on reconnect, on whichever node it reaches."""
         try:
-            await self._ensure_consumer()
+            await self._bus.js.add_consumer(subjects.STREAM_NAME, config=self.config())
         except Exception as exc:  # noqa: BLE001 - task boundary: the next fetch retries
             log.debug("consumer.recreate_failed", durable=self._durable, error=repr(exc))
 

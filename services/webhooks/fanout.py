@@ -35,7 +35,7 @@ from contracts import subjects, webhook_signature
 from contracts.consumers import Durable
 from contracts.events import MachineCreated, decode_machine_event, kind_of, matches_subject
 from contracts.gateway_webhooks import MACHINE_TYPE_PREFIX, wants
-from controlplane.bus import Bus
+from controlplane.bus import Bus, bind_pull
 from controlplane.settings import Settings
 from controlplane.store import Store, Target
 from services.webhooks.deliver import Deliveries
@@ -109,6 +109,8 @@ class Fanout:
             if held:
                 try:
                     await self._lead()
+                except Exception as exc:  # noqa: BLE001 - task boundary: contend again
+                    log.warning("webhooks.fanout_failed", error=repr(exc))
                 finally:
                     await asyncio.shield(self._release())
             await asyncio.sleep(self._renew_s)
@@ -121,11 +123,7 @@ class Fanout:
 
     async def _lead(self) -> None:
         """Fetch and queue, for as long as the lock stays ours."""
-        await self._bus.js.add_consumer(subjects.STREAM_NAME, config=self.config())
-        sub = await self._bus.js.pull_subscribe(
-            subjects.ALL_MACHINE_EVENTS, durable=Durable.WEBHOOKS.value,
-            stream=subjects.STREAM_NAME, config=self.config(),
-        )  # fmt: skip
+        sub = await bind_pull(self._bus.js, self.config())
         log.info("webhooks.fanout_leading")
         renew_at = time.monotonic() + self._renew_s
         try:

@@ -14,7 +14,7 @@ import pytest
 from nats.js.api import ConsumerConfig, StreamConfig
 
 from contracts.events import MachineCreated
-from controlplane.bus import put_stream
+from controlplane.bus import bind_pull, put_stream
 from controlplane.consumer import Consumer
 
 CONFIG = StreamConfig(name="events", subjects=["machine.>"])
@@ -120,3 +120,13 @@ async def test_a_consumer_is_bound_once_the_cluster_answers() -> None:
                         handler=handle, give_up=give_up)  # fmt: skip
     async with consumer:
         assert bus.calls == ["add", "add", "add", "subscribe"]
+
+
+
+async def test_a_pull_consumer_of_its_own_is_bound_once_the_cluster_answers() -> None:
+    """`bind_pull`, the step every durable pull consumer binds through (the services'
+    consumers, the webhooks fanout's)."""
+    bus = BindingOnAStartingCluster(silent=2)
+    config = ConsumerConfig(durable_name="webhooks", filter_subject="machines.>")
+    await bind_pull(bus.js, config)  # type: ignore[arg-type]
+    assert bus.calls == ["add", "add", "add", "subscribe"]
