@@ -16,7 +16,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from base.tasks import OwnedTasks, cancel_and_join
+from base.tasks import OwnedTasks
+from base.ticker import Ticker
 
 #: A request's handling: its answer (None: none to send, or already sent).
 Handle = Callable[[Msg], Awaitable[bytes | None]]
@@ -34,29 +35,34 @@ async def respond(msg: Msg, answer: bytes | None) -> None:
 
 @dataclass(frozen=True)
 class Working:
-    """While a request is handled, a notice to its asker at once and every ``every_s``: an
-    empty message with ``headers``, before the answer on the same inbox. An asker that has
-    heard one and then hears nothing for a few of those knows its server is gone (restarted,
-    killed) rather than slow, and need not wait out its whole timeout."""
+    """While a request is handled whose asker asked for them (``ask_header`` among the request's
+    headers), a notice to the asker at once and every ``every_s``: an empty message with
+    ``header``, before the answer on the same inbox (which carries the request's headers back,
+    as nats-py's ``respond`` does: hence two names). An asker that has heard one and then hears
+    nothing for a few of those knows its server is gone (restarted, killed) rather than slow,
+    and need not wait out its whole timeout. An asker that did not ask (one of an older
+    release, a plain ``request``) gets its answer alone."""
 
     every_s: float
-    headers: dict[str, str]
+    header: str
+    ask_header: str
+
+    def asked(self, msg: Msg) -> bool:
+        return bool(msg.reply) and msg.headers is not None and self.ask_header in msg.headers
 
     @contextlib.asynccontextmanager
     async def told(self, nc: NATS, reply: str) -> AsyncIterator[None]:
         """The notices while the block runs (their task ended with it)."""
 
         async def tell() -> None:
-            while True:
-                with contextlib.suppress(nats.errors.Error):
-                    await nc.publish(reply, b"", headers=self.headers)
-                await asyncio.sleep(self.every_s)
+            await nc.publish(reply, b"", headers={self.header: "1"})
 
-        ticker = asyncio.create_task(tell(), name=f"working:{reply}")
-        try:
+        # The first before the work begins: an asker knows from then on that it was taken.
+        with contextlib.suppress(nats.errors.Error):
+            await tell()
+        async with Ticker(self.every_s, tick=tell, name=f"working:{reply}",
+                          failed_event="reply_server.working_failed"):  # fmt: skip
             yield
-        finally:
-            await cancel_and_join(ticker)
 
 
 class ReplyServer:
@@ -119,7 +125,7 @@ class ReplyServer:
 
     async def _serve(self, msg: Msg, work: Awaitable[bytes | None]) -> None:
         try:
-            if self._working is None or not msg.reply:
+            if self._working is None or not self._working.asked(msg):
                 answer = await work
             else:
                 async with self._working.told(self._nc, msg.reply):

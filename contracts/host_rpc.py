@@ -21,11 +21,14 @@ from contracts.gateway_fork import MAX_FORKS
 from contracts.gateway_types import MachineId, SnapshotId
 from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
 
-#: While a replica handles a request it tells the asker so, at once and every
-#: ``WORKING_EVERY_S``: an empty message with this header on the request's inbox, before the
-#: answer. An asker that heard one and then nothing for ``WORKING_SILENCE_S`` knows the replica
-#: is gone (a restart, a kill) and says so, rather than wait out a long call's whole timeout.
+#: While a replica handles a request that carries ``WORKING_ASK_HEADER``, it tells the asker
+#: so, at once and every ``WORKING_EVERY_S``: an empty message with ``WORKING_HEADER`` on the
+#: request's inbox, before the answer. An asker that heard one and then nothing for
+#: ``WORKING_SILENCE_S`` knows the replica is gone (a restart, a kill) and says so, rather than
+#: wait out a long call's whole timeout. A request without the ask (an asker of an older
+#: release) gets its answer alone.
 WORKING_HEADER = "Fleet-Working"
+WORKING_ASK_HEADER = "Fleet-Working-Ask"
 WORKING_EVERY_S = 2.0
 WORKING_SILENCE_S = 15.0
 

@@ -20,6 +20,8 @@ from contracts.jsonrpc import MethodSpec, P, R, decode_result, encode_call
 from contracts.models import Machine
 
 log = structlog.get_logger(__name__)
+#: A call asks the replica that takes it to say it works on it (``h.WORKING_ASK_HEADER``).
+_ASK_WORKING = {h.WORKING_ASK_HEADER: "1"}
 
 
 async def call_host(
@@ -33,7 +35,7 @@ async def call_host(
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
     try:
-        await nc.publish(subjects.host_rpc(host), body, reply=inbox)
+        await nc.publish(subjects.host_rpc(host), body, reply=inbox, headers=_ASK_WORKING)
         data = await _answer(sub, host, spec.name, timeout_s, silence_s)
     except nats.errors.NoRespondersError:
         raise HostUnavailable(

@@ -194,7 +194,7 @@ def host_rpc_server(nc: NATS, methods: HostMethods) -> ReplyServer:
         return await dispatcher.handle(msg.data, None)
 
     # Its asker knows a replica that ends while it works (a take of minutes) at once.
-    working = Working(h.WORKING_EVERY_S, {h.WORKING_HEADER: "1"})
+    working = Working(h.WORKING_EVERY_S, h.WORKING_HEADER, h.WORKING_ASK_HEADER)
     return ReplyServer(nc, subjects.host_rpc(methods.host_id), handle,
                        queue=subjects.HOST_RPC_QUEUE, failed_event="host.rpc_failed",
                        working=working)  # fmt: skip

@@ -22,7 +22,7 @@ from base import natsconn
 from base.reply_server import ReplyServer, Working
 from contracts import host_rpc as h, subjects
 from contracts.errors import HostUnavailable
-from contracts.jsonrpc import Dispatcher, Router
+from contracts.jsonrpc import Dispatcher, Router, decode_result, encode_call
 from controlplane.host_call import call_host
 from fleet.up import NatsServer
 
@@ -64,8 +64,9 @@ def replica(nc: NATS, host: str, release: asyncio.Event, asked: asyncio.Event) -
     async def handle(msg: Msg) -> bytes | None:
         return await dispatcher.handle(msg.data, None)
 
+    working = Working(EVERY_S, h.WORKING_HEADER, h.WORKING_ASK_HEADER)
     return ReplyServer(nc, subjects.host_rpc(host), handle, queue=subjects.HOST_RPC_QUEUE,
-                       working=Working(EVERY_S, {h.WORKING_HEADER: "1"}))  # fmt: skip
+                       working=working)  # fmt: skip
 
 
 async def ask(nc: NATS, host: str) -> h.DaemonRunsResult:
@@ -116,3 +117,20 @@ async def test_no_replica_at_all_is_said_at_once(conns: tuple[NATS, NATS], host:
     asker, _ = conns
     with pytest.raises(HostUnavailable, match="no provisioner of host"):
         await asyncio.wait_for(ask(asker, host), TIMEOUT_S / 2)
+
+
+async def test_an_asker_that_did_not_ask_for_notices_gets_its_answer_alone(
+    conns: tuple[NATS, NATS], host: str
+) -> None:
+    """An asker of an older release (a plain request): its first message is the answer."""
+    asker, own = conns
+    release, taken = asyncio.Event(), asyncio.Event()
+    async with replica(own, host, release, taken):
+        await own.flush()
+        body = encode_call(h.DAEMON_RUNS, h.HostMachineParams(machine_id="m-0123456789abcdef"), 1)
+        call = asyncio.create_task(asker.request(subjects.host_rpc(host), body, timeout=30))
+        await asyncio.wait_for(taken.wait(), 30)
+        await own.flush()  # a notice, were one sent, is on the server before the answer
+        release.set()
+        answer = await asyncio.wait_for(call, 30)
+    assert decode_result(h.DAEMON_RUNS, answer.data).runs
