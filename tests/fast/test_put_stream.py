@@ -122,7 +122,6 @@ async def test_a_consumer_is_bound_once_the_cluster_answers() -> None:
         assert bus.calls == ["add", "add", "add", "subscribe"]
 
 
-
 async def test_a_pull_consumer_of_its_own_is_bound_once_the_cluster_answers() -> None:
     """`bind_pull`, the step every durable pull consumer binds through (the services'
     consumers, the webhooks fanout's)."""
