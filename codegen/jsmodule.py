@@ -29,7 +29,7 @@ from contracts import codemode, gateway_live as live, ids, ports, validation
 from contracts.errors import ERRORS
 from contracts.gateway_rpc import GATEWAY_METHODS
 from contracts.models import CodeStatus, EnvScope, ProviderName, Runtime
-from contracts.status import STOPPABLE, TERMINAL, MachineStatus
+from contracts.status import STARTABLE, STOPPABLE, TERMINAL, MachineStatus
 from contracts.subjects import EventKind
 
 #: Where the committed module lives, relative to the repository root.
@@ -173,6 +173,7 @@ def render() -> str:
     """The module's text, formatted as Biome formats it (``./run lint`` checks)."""
     terminal = [s.value for s in MachineStatus if s in TERMINAL]
     stoppable = [s.value for s in MachineStatus if s in STOPPABLE]
+    startable = [s.value for s in MachineStatus if s in STARTABLE]
     sections = [
         "// Generated from contracts/ by `python -m codegen` (codegen/jsmodule.py): do not edit.\n"
         "// tests/unit/test_console_contract.py fails when this file is stale.\n",
@@ -216,6 +217,12 @@ def render() -> str:
             "Statuses a machine can be stopped from (contracts.status.STOPPABLE).",
             "STOPPABLE_STATUSES",
             stoppable,
+        ),
+        _frozen_array(
+            "Statuses machines.start starts from, a failed one only with an externalId "
+            "(contracts.status.STARTABLE).",
+            "STARTABLE_STATUSES",
+            startable,
         ),
         _frozen_array(
             "Machine providers (contracts.models.ProviderName).",

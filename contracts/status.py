@@ -81,6 +81,10 @@ RESUMED_OR_RESUMING: frozenset[MachineStatus] = frozenset({S.READY, S.RESUMING})
 #: are not expected, ``machines.start`` brings it back.
 STOPPED_OR_STOPPING: frozenset[MachineStatus] = frozenset({S.STOPPING, S.STOPPED})
 
+#: What ``machines.start`` starts: a stopped machine (or one stopping), and a failed one its
+#: provider made (``externalId`` set: it has a home to start in; one never made is rebuilt).
+STARTABLE: frozenset[MachineStatus] = STOPPED_OR_STOPPING | {S.FAILED}
+
 #: A machine paused, or on its way into or out of a pause: its daemon is not called, its
 #: heartbeats are not expected.
 PAUSE_STATES: frozenset[MachineStatus] = frozenset({S.PAUSING, S.PAUSED, S.RESUMING})

@@ -303,12 +303,12 @@ class CodeKernels:
                 "interrupt_mode": "signal"}  # fmt: skip
         connection = runtime / f"{ctx.info.id}-{uuid.uuid4().hex}.json"
         sockets = await asyncio.to_thread(tempfile.mkdtemp, prefix="fleet-kernel-")
-        km = manager(kernel_name=ctx.info.language, kernel_spec_manager=specs(),
-                     connection_file=str(connection), transport="ipc",
-                     ip=f"{sockets}/{ctx.info.id}")  # fmt: skip
-        km.kernel_spec_manager.spec = spec
-        listening = await asyncio.to_thread(listener_inodes)
         try:
+            km = manager(kernel_name=ctx.info.language, kernel_spec_manager=specs(),
+                         connection_file=str(connection), transport="ipc",
+                         ip=f"{sockets}/{ctx.info.id}")  # fmt: skip
+            km.kernel_spec_manager.spec = spec
+            listening = await asyncio.to_thread(listener_inodes)
             await km.start_kernel(cwd=ctx.info.cwd, env=env)
         except BaseException:  # no kernel: its sockets' directory goes with it
             await asyncio.to_thread(shutil.rmtree, sockets, True)
@@ -441,8 +441,8 @@ async def _shutdown(ctx: _Context) -> None:
             await km.shutdown_kernel(now=True)
         except (OSError, RuntimeError, TimeoutError) as exc:  # gone already: nothing to keep
             log.warning("code.kernel_shutdown_failed", context_id=ctx.info.id, error=repr(exc))
-        if km.transport == "ipc":  # its sockets' directory (jupyter_client removes the sockets)
-            await asyncio.to_thread(shutil.rmtree, Path(km.ip).parent, True)
+        # Its sockets' directory (jupyter_client removes the sockets; every kernel is on ipc).
+        await asyncio.to_thread(shutil.rmtree, Path(km.ip).parent, True)
 
 
 def _pid(km: Any) -> int | None:

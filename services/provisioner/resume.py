@@ -41,12 +41,12 @@ class Resumer(PauseHandlers):
             # (a start that overtook it waits for its handler, which ends what runs first).
             if provider is None or sealed is None or machine.status not in STOPPABLE:
                 continue
-            if await self.store.stops.outstanding(machine.id):
-                log.info("provision.resume_waits_for_stop", machine_id=machine.id)
-                continue
             async with self.store.locks.hold(f"provision:{machine.id}", ttl_s=10) as held:
                 if not held:
                     continue  # being started by a handler right now
+                if await self.store.stops.outstanding(machine.id):
+                    log.info("provision.resume_waits_for_stop", machine_id=machine.id)
+                    continue
                 external_id = await provider.start(machine.id, self.box.decrypt(sealed))
             try:  # its resolver, and its policy if it restarted
                 await self.egress.enforce(machine)

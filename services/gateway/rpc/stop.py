@@ -26,6 +26,7 @@ from contracts.status import (
     PAUSABLE,
     PAUSE_STATES,
     RESUMED_OR_RESUMING,
+    STARTABLE,
     STOPPABLE,
     STOPPED_OR_STOPPING,
     MachineStatus as S,
@@ -74,7 +75,7 @@ class StopOps:
                 "new machine in its place (or machines.archive, then machines.create)",
                 data={"status": machine.status.value},
             )
-        if machine.status not in STOPPED_OR_STOPPING | {S.BOOTING, S.FAILED}:
+        if machine.status not in STARTABLE | {S.BOOTING}:
             return machine  # running, or on its way up after a create: nothing to do
         await wake_up(self.store, self.bus, machine, "started by request", WakeBy.REQUEST)
         return await self.access.machine(c, p.machine_id)

@@ -288,6 +288,9 @@ export const STOPPABLE_STATUSES = Object.freeze([
   "lost",
 ]);
 
+/** Statuses machines.start starts from, a failed one only with an externalId (contracts.status.STARTABLE). */
+export const STARTABLE_STATUSES = Object.freeze(["failed", "stopping", "stopped"]);
+
 /** Machine providers (contracts.models.ProviderName). */
 export const PROVIDERS = Object.freeze(["local", "docker", "swarm"]);
 

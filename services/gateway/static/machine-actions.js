@@ -1,7 +1,14 @@
 // What the Machines page and the Machine detail page share: a machine's action buttons and its
 // daemon cell.
 import { newIdempotencyKey, rpc } from "./api.js";
-import { CODE_STATUS, METHODS, RUNTIME, STATUS, STOPPABLE_STATUSES } from "./contract.js";
+import {
+  CODE_STATUS,
+  METHODS,
+  RUNTIME,
+  STARTABLE_STATUSES,
+  STATUS,
+  STOPPABLE_STATUSES,
+} from "./contract.js";
 import { state } from "./state.js";
 import { refreshMachine, remember, updateMachine } from "./sync.js";
 import { busy, confirmOrCancel, fmtBytes, h } from "./ui.js";
@@ -12,13 +19,14 @@ const SHORT_SHA = 8;
 export const shortSha = (sha) => sha.slice(0, SHORT_SHA);
 
 const STOPPABLE = new Set(STOPPABLE_STATUSES);
+const STARTABLE = new Set(STARTABLE_STATUSES);
 
 /** Stop or Start, as the machine's status allows; its status then follows live. */
 function stopStartAction(m, act) {
   // A failed machine its provider made is started again in its own home (what is left of it
   // ended first); one it never made has no home: Rebuild is its way back.
   const startable = m.status === STATUS.FAILED && Boolean(m.externalId);
-  if (m.status === STATUS.STOPPED || m.status === STATUS.STOPPING || startable) {
+  if (STARTABLE.has(m.status) && (m.status !== STATUS.FAILED || startable)) {
     return act(
       "Start",
       "action-start",
