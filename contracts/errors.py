@@ -206,7 +206,9 @@ class DaemonUnavailable(FleetError, code=1502, http_status=502):
 
 class HostUnavailable(FleetError, code=1505, http_status=502):
     """No provisioner of the machine's host answers (the host is lost, or its provisioner is
-    down): what only that host can do (restart a daemon, install code) waits for it."""
+    down): what only that host can do (restart a daemon, install code) waits for it. With
+    ``data.outcome`` ``"unknown"``: the provisioner that took the call stopped answering while
+    it worked on it, so what it did is not known (ask again)."""
 
 
 class DaemonTimeout(FleetError, code=1504, http_status=504): ...

@@ -65,7 +65,7 @@ async def _answer(sub: Subscription, host: str, method: str, timeout_s: float,
                 raise HostUnavailable(
                     f"host {host}'s provisioner stopped answering while it worked on {method} "
                     f"(it restarted or was killed): what it did is not known; ask again",
-                    data={"hostId": host},
+                    data={"hostId": host, "outcome": "unknown"},
                 ) from None
             raise HostUnavailable(
                 f"host {host} did not answer within {timeout_s:g}s", data={"hostId": host}

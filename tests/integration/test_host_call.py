@@ -97,8 +97,9 @@ async def test_a_replica_that_ends_while_it_works_is_said_at_once(
     async with asked(conns, host) as (call, _):
         began = time.monotonic()
         await conns[1].close()  # as a kill: no answer, and no more notices
-        with pytest.raises(HostUnavailable, match="stopped answering while it worked"):
+        with pytest.raises(HostUnavailable, match="stopped answering while it worked") as got:
             await asyncio.wait_for(call, TIMEOUT_S / 2)
+        assert got.value.data == {"hostId": host, "outcome": "unknown"}
         assert time.monotonic() - began < TIMEOUT_S / 2  # known by its silence, not the timeout
 
 
