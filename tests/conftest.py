@@ -40,7 +40,7 @@ from tests import leftovers, provider_param
 from tests.gitcmd import git
 from tests.leak_hooks import pytest_runtest_makereport, pytest_runtest_teardown  # noqa: F401 - hooks
 from tests.oidc_provider import oidc_issuer  # noqa: F401 - one for all modules, once per worker
-from tests.shared_servers import WorkerServers
+from tests.shared_servers import TEST_AUDIT_MAX_BYTES, WorkerServers
 
 try:  # pytest-xdist (a dev dependency); without it the suite runs in one process
     from tests import xdist_groups
@@ -297,6 +297,7 @@ def make_settings(
         secrets_proxy_port=0,
         # Sandboxed machines see the test's repository and git shim (and nothing else of it).
         sandbox_share=f"{tmp_path / 'repo.git'}:{tmp_path / 'shim'}",
+        audit_max_bytes=TEST_AUDIT_MAX_BYTES,
     )
 
 

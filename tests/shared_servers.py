@@ -49,6 +49,12 @@ EMPTY_WITHIN_S = GONE_WITHIN_S + 30.0
 T = TypeVar("T")
 
 
+#: A test stack's audit stream's size (``FLEET_AUDIT_MAX_BYTES``): JetStream reserves a file
+#: stream's whole limit on disk when it makes the stream, and the production 10 GiB, on every
+#: stack a test starts, had the suite fail for want of disk under about 16 GB free.
+TEST_AUDIT_MAX_BYTES = 256 * 1024**2
+
+
 class SharedServerError(RuntimeError):
     """A test tried to stop, kill or start a server it shares with the worker's other tests."""
 

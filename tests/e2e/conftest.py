@@ -17,6 +17,7 @@ import pytest
 from base.lifeline import die_with_parent
 from fleet.up import banner_ports
 from providers.local.supervision import exit_records
+from tests.shared_servers import TEST_AUDIT_MAX_BYTES
 
 FLEET = str(Path(sys.executable).with_name("fleet"))
 
@@ -106,7 +107,11 @@ def start_fleet_up(
     """`fleet up` with a clean environment (no FLEET_* from the caller) plus ``env``, on ports
     the kernel gives (``--port 0``: tests run beside each other), read from its banner within
     ``timeout``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")} | (env or {})
+    env = (
+        {k: v for k, v in os.environ.items() if not k.startswith("FLEET_")}
+        | {"FLEET_AUDIT_MAX_BYTES": str(TEST_AUDIT_MAX_BYTES)}
+        | (env or {})
+    )
     argv = [FLEET, "up", "--port", "0"]
     # A test worker that dies (a timeout, a crash) stops it as Ctrl-C would.
     proc = subprocess.Popen(
