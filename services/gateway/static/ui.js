@@ -1,6 +1,6 @@
 // Small DOM helpers. Everything a user or a machine wrote (names, values, reasons, output) goes
 // into the page as text nodes, never as HTML.
-import { STATUS } from "./contract.js";
+import { ERRORS, STATUS } from "./contract.js";
 
 /** h("tag.class", {attr: value, onclick: fn, dataset: {...}}, ...children) */
 export function h(spec, attrs = {}, ...children) {
@@ -145,9 +145,18 @@ export function parseArgv(line) {
   return argv;
 }
 
-/** An inline error box for a failed call: the JSON-RPC code and message. */
+/** An inline error box for a failed call: the JSON-RPC code and message. A machine whose
+ * daemon does not serve (1502: failed, stopped, still booting) gets one calm line instead:
+ * every panel of its page asks its daemon, and an alarm in each said nothing more. */
 export function errorBox(err, testid = "error") {
   const code = err?.code ?? "";
+  if (code === ERRORS.DAEMON_UNAVAILABLE) {
+    return h(
+      "p.muted",
+      { role: "status", testid },
+      `Not running: no daemon serves this machine now (${code}). It answers once the machine runs.`,
+    );
+  }
   return h(
     "div.alert.alert-error",
     { role: "alert", testid },
