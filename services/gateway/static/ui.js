@@ -146,7 +146,7 @@ export function parseArgv(line) {
 }
 
 /** An inline error box for a failed call: the JSON-RPC code and message. A machine whose
- * daemon does not serve (1502: failed, stopped, still booting) gets one calm line instead:
+ * daemon does not serve (DAEMON_UNAVAILABLE: failed, stopped, still booting) gets one calm line:
  * every panel of its page asks its daemon, and an alarm in each said nothing more. */
 export function errorBox(err, testid = "error") {
   const code = err?.code ?? "";
