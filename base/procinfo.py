@@ -23,6 +23,16 @@ def start_ticks(pid: int) -> int | None:
     return int(fields[19])
 
 
+def age_s(pid: int) -> float | None:
+    """Seconds since the process started, or None when there is no such process."""
+    ticks = start_ticks(pid)
+    if ticks is None:
+        return None
+    with open("/proc/uptime") as f:
+        up = float(f.read().split()[0])
+    return max(0.0, up - ticks / os.sysconf("SC_CLK_TCK"))
+
+
 def is_alive(pid: int, ticks: int | None) -> bool:
     """The pid is running (not a zombie) and, when ``ticks`` is given, is the same process."""
     if state(pid) in (None, "Z", "X"):

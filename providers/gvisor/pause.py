@@ -76,6 +76,10 @@ CHECKPOINT_FLAGS = ("--compression", "none")
 #: signal is sent instead (its supervisor looks for the restore mark every 20 ms): short, as
 #: the signal costs a runsc process and the wait is on the resume's way.
 WOKEN_WAIT_S = 0.05
+#: A sandbox younger than this whose daemon holds no NATS connection may have a supervisor
+#: without its signal handlers yet (``restart_daemon``): its start traps every syscall.
+SUPERVISOR_START_S = 30.0
+_SUPERVISOR_LOOK = Backoff(base=0.1, cap=0.1, jitter=False)
 #: In a paused machine's bundle: the host pid of the process that keeps its network namespace
 #: (pasta and tables in it) until its resume; marked as its pasta is (``NETNS_OF``), so that
 #: what ends its pasta ends it too.
@@ -115,6 +119,27 @@ def signal_daemon(runsc: Runsc, machine_id: str, pid: int, sig: str,
     if got.returncode != 0:
         raise ProviderError(f"cannot signal machine {machine_id}'s supervisor: "
                             f"{got.stderr.strip()[-_ERROR_CAP:]}")  # fmt: skip
+
+
+async def restart_daemon(runsc: Runsc, machine_dir: Path, machine_id: str,
+                         owners: Iterable[str], nats_ports: set[int]) -> bool:  # fmt: skip
+    """SIGHUP to the machine's supervisor (its container's first process): it restarts the
+    daemon, which leaves the machine's processes running. False if the sandbox is not up.
+    A sandbox started moments ago (a provisioner's restart, a start) has a supervisor that may
+    not have its signal handlers yet, and gVisor ends an init on a signal it does not handle:
+    the machine would end. The signal waits until its daemon holds NATS (the supervisor sets
+    its handlers before it starts the daemon) or the sandbox is ``SUPERVISOR_START_S`` old
+    (a daemon that never connects is what a restart is for)."""
+    pid = await asyncio.to_thread(sandbox_pid, machine_dir)
+    if pid is None:
+        return False
+    age = procinfo.age_s(pid)
+    if age is not None and age < SUPERVISOR_START_S:
+        held = partial(asyncio.to_thread, nats_held, runsc.data_dir, owners, nats_ports)
+        await retry_until(held, backoff=_SUPERVISOR_LOOK, budget_s=SUPERVISOR_START_S - age,
+                          clip=True)  # fmt: skip
+    cid = running_container(machine_dir, machine_id)
+    return (await runsc.run_async("kill", cid, "HUP", inside=pid, timeout_s=30)).returncode == 0
 
 
 def unpark(runsc: Runsc, machine_dir: Path, machine_id: str, pid: int, cid: str) -> None:

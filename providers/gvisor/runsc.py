@@ -563,16 +563,6 @@ def stop_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: floa
     return pid is not None
 
 
-def restart_daemon(runsc: Runsc, machine_dir: Path, machine_id: str) -> bool:
-    """SIGHUP to the machine's supervisor (its container's first process): it restarts the
-    daemon, which leaves the machine's processes running. False if the sandbox is not up."""
-    pid = sandbox_pid(machine_dir)
-    if pid is None:
-        return False
-    cid = running_container(machine_dir, machine_id)
-    return runsc.run("kill", cid, "HUP", inside=pid, timeout_s=30).returncode == 0
-
-
 def stop_machine(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: float,
                  owners: tuple[str, ...] = ()) -> bool:  # fmt: skip
     """A gvisor machine's stop: its sandbox deleted (its memory freed), its pasta, cgroup and

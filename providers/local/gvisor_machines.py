@@ -160,7 +160,8 @@ class GvisorMachines:
         await asyncio.to_thread(self._host.own_uid_in, machine_dir)
         enter = await self._host.limited(machine_id, [], on_gvisor=True)
         pid = await gvisor.restore_fork(runsc, machine_dir, machine_id, token, memory, enter,
-                                        self._netns_ready)  # fmt: skip
+                                        self._netns_ready,
+                                        nats_ports=self._nats_ports())  # fmt: skip
         (machine_dir / gvisor.MARKER).unlink(missing_ok=True)
         if await asyncio.to_thread(gvisor.one_fork_less, memory):
             await self._copies.drop_snapshot(image_id)
@@ -277,8 +278,10 @@ class GvisorMachines:
 
     async def restart(self, machine_id: str) -> bool:
         """Restart the machine's daemon in place (its processes stay); False if not running."""
-        return await asyncio.to_thread(gvisor.restart_daemon, self._any_runsc(),
-                                       self._host.machine_dir(machine_id), machine_id)  # fmt: skip
+        machine_dir = self._host.machine_dir(machine_id)
+        return await gvisor.restart_daemon(self._any_runsc(), machine_dir, machine_id,
+                                           owners(machine_dir, machine_id),
+                                           self._nats_ports())  # fmt: skip
 
     def kernel_memory(self, machine_dir: Path, machine_id: str, pid: int) -> int | None:
         """The memory its sandbox's kernel says it uses (``runsc events --stats``); None where

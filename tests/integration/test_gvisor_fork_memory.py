@@ -259,6 +259,32 @@ async def own_provider(settings: Settings, store: Store, runsc: Runsc,
     return provider, SecretBox(settings.secret_key).decrypt(sealed)
 
 
+async def _stopped_for_own_provider(
+    stack: FleetClient, settings: Settings, store: Store, name: str
+) -> tuple[LocalProvider, Runsc, str, str, Path, int]:
+    """A gvisor machine made ready, then stopped, and a provider of the test's own for it
+    (the stack's sees it stopped, and starts nothing): the provider, its runsc, the
+    machine's id, its token, its directory and how much its daemon log holds already."""
+    mid = await ready_gvisor(stack, name)
+    await stack.stop_machine(mid)
+    stopped = await stack.wait_for(mid, ["stopped"], timeout_s=120)
+    assert stopped.status == "stopped", stopped.status_reason
+    runsc = Runsc(settings.runsc, settings.gvisor_platform, settings.data_path)
+    provider, token = await own_provider(settings, store, runsc, mid)
+    machine_dir = settings.data_path.resolve() / "machines" / mid
+    return provider, runsc, mid, token, machine_dir, (machine_dir / "daemon.log").stat().st_size
+
+
+def _supervisor_said(machine_dir: Path, since: int, pid: int, what: str) -> int:
+    """How many times the machine's supervisor said ``what`` in its log after ``since``; its
+    sandbox (``pid``) must still be the one running."""
+    with (machine_dir / "daemon.log").open("rb") as f:
+        f.seek(since)
+        said = f.read().decode(errors="replace")
+    assert sandbox_pid(machine_dir) == pid, f"its sandbox ended; it said: {said!r}"
+    return said.count(f"supervisor: {what}")
+
+
 @pytest.mark.timeout(600)
 async def test_a_start_that_finds_the_machine_just_started_leaves_it_be(
     stack: FleetClient, stack_settings: Settings, store: Store
@@ -269,29 +295,36 @@ async def test_a_start_that_finds_the_machine_just_started_leaves_it_be(
     without its signal handlers yet, and the machine with it, before it printed a word
     (found by the soak: a stopped machine woken by an exec while a start was asked for it
     never came up). A parked daemon is still woken: the test above."""
-    machines = stack_settings.data_path.resolve() / "machines"
-    mid = await ready_gvisor(stack, "gv-start-twice")
-    await stack.stop_machine(mid)
-    stopped = await stack.wait_for(mid, ["stopped"], timeout_s=120)
-    assert stopped.status == "stopped", stopped.status_reason
-    runsc = Runsc(stack_settings.runsc, stack_settings.gvisor_platform, stack_settings.data_path)
-    provider, token = await own_provider(stack_settings, store, runsc, mid)
-    machine_dir = machines / mid
-    before = (machine_dir / "daemon.log").stat().st_size  # what its earlier boot wrote
-    # The provisioner's start, then a second one the moment the first has started it (the
-    # stack's own sees the machine stopped, and starts nothing).
+    provider, runsc, mid, token, machine_dir, before = await _stopped_for_own_provider(
+        stack, stack_settings, store, "gv-start-twice"
+    )
+    # The provisioner's start, then a second one the moment the first has started it.
     first = await provider.start(mid, token)
     assert await provider.start(mid, token) == first
     pid = sandbox_pid(machine_dir)
     assert pid is not None, "the second start ended the first's sandbox"
+    said = partial(_supervisor_said, machine_dir, before, pid, "daemon_started")
+    await wait_until(lambda: said() >= 1, timeout=120, every=0.1)
+    assert runsc.status(running_container(machine_dir, mid), pid) == "running"
+    await provider.stop(mid)
 
-    def supervising() -> bool:
-        with (machine_dir / "daemon.log").open("rb") as f:
-            f.seek(before)
-            said = f.read().decode(errors="replace")
-        assert sandbox_pid(machine_dir) == pid, f"its sandbox ended; it said: {said!r}"
-        return "supervisor: daemon_started" in said
 
-    await wait_until(supervising, timeout=120, every=0.1)
+@pytest.mark.timeout(600)
+async def test_a_restart_of_a_machine_just_started_restarts_its_daemon(
+    stack: FleetClient, stack_settings: Settings, store: Store
+) -> None:
+    """``machines.restart`` the moment the machine's sandbox started (a provisioner's restart
+    starts the sandboxes of live machines) restarts its daemon, and the machine lives on: the
+    restart's SIGHUP, sent to a supervisor without its signal handlers yet, ended the
+    sandbox (gVisor ends an init on a signal it does not handle)."""
+    provider, runsc, mid, token, machine_dir, before = await _stopped_for_own_provider(
+        stack, stack_settings, store, "gv-restart-young"
+    )
+    await provider.start(mid, token)
+    pid = sandbox_pid(machine_dir)
+    assert pid is not None
+    assert await provider.restart(mid)
+    said = partial(_supervisor_said, machine_dir, before, pid, "daemon_started")
+    await wait_until(lambda: said() >= 2, timeout=120, every=0.1)  # its first, and the restart's
     assert runsc.status(running_container(machine_dir, mid), pid) == "running"
     await provider.stop(mid)
