@@ -16,6 +16,7 @@ settings takes a stack of its own. Settings the whole module runs with are the m
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -29,6 +30,9 @@ import pytest_asyncio
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
+from providers.gvisor.runsc import Runsc
+from providers.local import LocalProvider
+from providers.machine_limits import PlacementOf
 from tests.attack_stack import servers_on
 from tests.conftest import running_stack
 
@@ -73,3 +77,13 @@ async def module_store(stack_settings: Settings) -> AsyncIterator[Store]:
     """The store of the module's stack."""
     async with Store.of(stack_settings) as store:
         yield store
+
+
+def local_provider(settings: Settings, nats_url: str, runsc: Runsc | None = None,
+                   placement: PlacementOf | None = None) -> LocalProvider:  # fmt: skip
+    """A provider of the stack's host, as a provisioner makes it (``runsc``: by default, one
+    of the settings')."""
+    runsc = runsc or Runsc(settings.runsc, settings.gvisor_platform, settings.data_path)
+    return LocalProvider(data_dir=settings.data_path, nats_url=nats_url, environ=os.environ,
+                         uids=settings.sandbox_uid_range, runsc=runsc,
+                         placement=placement)  # fmt: skip

@@ -30,6 +30,7 @@ from fleet.client import ConnectionFailed, FleetClient
 from tests.e2e.conftest import FleetUp
 from tests.e2e.test_chaos import service_pid
 from tests.soak_inside import DEV_PORT
+from tests.waiters import wait_until
 
 T = TypeVar("T")
 
@@ -356,14 +357,18 @@ async def restart(f: Fleet, service: str, rng: random.Random) -> str:
         old = service_pid(f.up.proc.pid, service)
         os.kill(old, sig)
         f.restarts[service] += 1
-        deadline = time.monotonic() + _REACH_S
-        while True:
-            with contextlib.suppress(AssertionError):
-                if (new := service_pid(f.up.proc.pid, service)) != old:
-                    break
-            if time.monotonic() > deadline:
-                raise Broken(f"no {service} again {_REACH_S:.0f} s after {sig.name}")
-            await asyncio.sleep(0.2)
+        found: list[int] = []
+
+        def replaced() -> bool:
+            with contextlib.suppress(AssertionError):  # none between the old and its successor
+                found.append(service_pid(f.up.proc.pid, service))
+            return bool(found) and found[-1] != old
+
+        try:
+            await wait_until(replaced, timeout=_REACH_S, every=0.2)
+        except TimeoutError:
+            raise Broken(f"no {service} again {_REACH_S:.0f} s after {sig.name}") from None
+        new = found[-1]
     if service == "gateway":  # back when it answers
         await f.answered(lambda: f.client.list_instances())
     return f"{sig.name}: pid {old}, then {new}"

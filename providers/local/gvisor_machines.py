@@ -160,8 +160,7 @@ class GvisorMachines:
         await asyncio.to_thread(self._host.own_uid_in, machine_dir)
         enter = await self._host.limited(machine_id, [], on_gvisor=True)
         pid = await gvisor.restore_fork(runsc, machine_dir, machine_id, token, memory, enter,
-                                        self._netns_ready,
-                                        nats_ports=self._nats_ports())  # fmt: skip
+                                        self._netns_ready)  # fmt: skip
         (machine_dir / gvisor.MARKER).unlink(missing_ok=True)
         if await asyncio.to_thread(gvisor.one_fork_less, memory):
             await self._copies.drop_snapshot(image_id)

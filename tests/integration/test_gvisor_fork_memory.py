@@ -9,7 +9,6 @@ The rules in memory: tests/fast/test_runtime.py.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from providers.machine_limits import Placement
 from providers.sandbox import nats_servers
 from services.provisioner.environment import machine_placement
 from tests.conftest import ADMIN_TOKEN
+from tests.gvisor_stack import local_provider
 from tests.integration import test_gvisor as gv
 from tests.integration.test_gvisor import answers, ready_gvisor
 from tests.integration.test_ports import bearer, previews
@@ -251,9 +251,7 @@ async def own_provider(settings: Settings, store: Store, runsc: Runsc,
     async def placement(machine_id: str) -> Placement:
         return await machine_placement(store, settings, await store.get_machine(machine_id))
 
-    provider = LocalProvider(data_dir=settings.data_path, nats_url=settings.nats_url,
-                             environ=os.environ, uids=settings.sandbox_uid_range,
-                             runsc=runsc, placement=placement)  # fmt: skip
+    provider = local_provider(settings, settings.nats_url, runsc, placement)
     sealed = await store.machine_secret(mid)
     assert sealed is not None
     return provider, SecretBox(settings.secret_key).decrypt(sealed)

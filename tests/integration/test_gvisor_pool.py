@@ -32,7 +32,7 @@ from providers.local import POOL_SLOT_FILE, UP_MARKER, GvisorPoolBackend, LocalP
 from providers.machine_limits import Placement
 from providers.sandbox import NETNS_OF, has_pasta
 from services.provisioner.environment import machine_placement
-from tests.gvisor_stack import gvisor_settings, module_stack, module_store
+from tests.gvisor_stack import gvisor_settings, local_provider, module_stack, module_store
 from tests.integration import test_gvisor_fork_memory as fork_memory
 from tests.integration.test_gvisor import READY_S, answers, nats_server, paused_and_resumed
 from tests.integration.test_gvisor_egress import Listener, greeting_listeners, reaches_only
@@ -261,13 +261,6 @@ async def said_pid(out: asyncio.StreamReader) -> int:
         if line.startswith(b"sandbox "):
             return int(line.split()[1])
     pytest.fail("the pool's holder ended before its sandbox waited")
-
-
-def local_provider(settings: Settings, nats_url: str) -> LocalProvider:
-    return LocalProvider(data_dir=settings.data_path, nats_url=nats_url, environ=os.environ,
-                         uids=settings.sandbox_uid_range,
-                         runsc=Runsc(settings.runsc, settings.gvisor_platform,
-                                     settings.data_path))  # fmt: skip
 
 
 @pytest.mark.timeout(600)
