@@ -63,6 +63,10 @@ class InstallCodeResult(Result, kw_only=True):
     message: str
 
 
+#: How long a restart of a machine whose sandbox started moments ago may wait for its
+#: supervisor to have its signal handlers (its daemon holding NATS): a restart's signal would end
+#: a supervisor without them, and the machine with it (providers/gvisor/pause.py).
+RESTART_WAIT_S = 30.0
 RESTART_DAEMON = MethodSpec(
     "host.restartDaemon",
     HostMachineParams,

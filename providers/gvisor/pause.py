@@ -39,6 +39,7 @@ from base import procinfo
 from base.atomic import replace_file
 from base.retry import Backoff, retry_until
 from contracts.errors import Conflict, ProviderError
+from contracts.host_rpc import RESTART_WAIT_S
 from providers.gvisor.netns import has_netns_config
 from providers.gvisor.runsc import (
     BUNDLE,
@@ -78,7 +79,7 @@ CHECKPOINT_FLAGS = ("--compression", "none")
 WOKEN_WAIT_S = 0.05
 #: A sandbox younger than this whose daemon holds no NATS connection may have a supervisor
 #: without its signal handlers yet (``restart_daemon``): its start traps every syscall.
-SUPERVISOR_START_S = 30.0
+SUPERVISOR_START_S = RESTART_WAIT_S
 _SUPERVISOR_LOOK = Backoff(base=0.1, cap=0.1, jitter=False)
 #: In a paused machine's bundle: the host pid of the process that keeps its network namespace
 #: (pasta and tables in it) until its resume; marked as its pasta is (``NETNS_OF``), so that

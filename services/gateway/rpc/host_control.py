@@ -69,7 +69,8 @@ class HostClient:
 
     async def restart(self, machine: Machine) -> bool:
         params = h.HostMachineParams(machine_id=machine.id)
-        result = await self._call(machine, h.RESTART_DAEMON, params, self._timeout_s)
+        timeout_s = self._timeout_s + h.RESTART_WAIT_S
+        result = await self._call(machine, h.RESTART_DAEMON, params, timeout_s)
         return result.restarted
 
     async def install_code(self, machine: Machine, target_ref: str) -> str:
