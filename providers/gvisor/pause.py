@@ -123,7 +123,7 @@ def signal_daemon(runsc: Runsc, machine_id: str, pid: int, sig: str,
 
 
 async def restart_daemon(runsc: Runsc, machine_dir: Path, machine_id: str,
-                         owners: Iterable[str], nats_ports: set[int]) -> bool:  # fmt: skip
+                         owners: list[str], nats_ports: set[int]) -> bool:  # fmt: skip
     """SIGHUP to the machine's supervisor (its container's first process): it restarts the
     daemon, which leaves the machine's processes running. False if the sandbox is not up.
     A sandbox started moments ago (a provisioner's restart, a start) has a supervisor that may
