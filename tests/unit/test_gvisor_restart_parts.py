@@ -24,16 +24,16 @@ from tests.waiters import wait_until
 #: Connects to 127.0.0.1:argv[1] and holds it until killed: the daemon's connection, as its
 #: pasta holds it on the host.
 PASTA = r"""
-import socket, sys, time
+import signal, socket, sys
 s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))
-time.sleep(300)
+signal.pause()
 """
 
 
 @pytest.fixture
 def sandbox() -> Iterator[int]:
     """A process started now, as the machine's sandbox."""
-    proc = subprocess.Popen(["sleep", "300"])
+    proc = subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"])
     yield proc.pid
     proc.kill()
     proc.wait()
