@@ -81,6 +81,12 @@ class BootWatchdog:
     @subscriber(MachineProvisioned, durable=Durable.PROBER_BOOT, give_up=give_up_boot)
     async def on_provisioned(self, event: MachineProvisioned) -> None:
         machine = await self.store.get_machine(event.machine_id)
+        if event.external_id and machine.external_id != event.external_id:
+            # An earlier boot's watch: the machine was started again since (its daemon is
+            # another), and that start's own provisioned event watches it. Judged by this one,
+            # a start just asked was failed by an old boot's deadline.
+            log.info("boot.watch_superseded", machine_id=machine.id, was=event.external_id)
+            return
         look_s, gap_s = boot_looks(self.settings.boot_timeout_s)
         if machine.status not in (S.BOOTING, S.SETTING_UP):  # set up, stopped, failed, ...
             await self.store.boot_watch.forget(machine.id)

@@ -362,3 +362,20 @@ async def test_a_probe_of_a_machine_sent_back_to_booting_stops_without_failing_i
     await world.store.transition(machine.id, S.BOOTING, SET_UP_AGAIN)
     await asyncio.wait_for(probing, 10)  # no Permanent: it left probing
     assert (await world.machine(machine.id)).status is S.BOOTING
+
+
+async def test_an_earlier_boots_watch_never_fails_the_machine_started_since(
+    world: World,
+) -> None:
+    """A start killed while it booted left its watch; the machine failed and was started again
+    (another daemon): the old watch lets go at its next look, past its own deadline too, and
+    only the new start's judges the machine (its start just asked was failed at once)."""
+    clock = ManualClock()
+    watching(world, clock)
+    machine = await booting(world, external_id="local:2")
+    old = msgspec.structs.replace(provisioned(machine, clock), external_id="local:1")
+    await clock.advance(TIMEOUT + LOOK)
+    assert await look(world.prober, old) is None
+    assert (await world.store.get_machine(machine.id)).status is S.BOOTING
+    current = msgspec.structs.replace(old, event_id=new_event_id(), external_id="local:2")
+    assert isinstance(await look(world.prober, current), Retry)
