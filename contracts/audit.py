@@ -68,6 +68,8 @@ class Action:
     #: because it stopped standing (revoked, expired, its user disabled) or its user's role no
     #: longer allows it (removed from the instance, demoted).
     STREAMS_CUT = "auth.streamsCut"
+    #: A webhook endpoint disabled because its maker stopped standing or managing its scope.
+    WEBHOOK_DISABLED = "webhooks.disabled"
     #: Refusals past their limit, counted: of no one, one entry per period; of a known caller,
     #: one entry per caller per period.
     SUPPRESSED = "audit.suppressed"

@@ -21,7 +21,7 @@ from urllib.parse import SplitResult, urlsplit
 import msgspec
 
 from contracts.credentials import credential
-from contracts.errors import Forbidden, InvalidParams, NotFound
+from contracts.errors import Forbidden, InvalidParams, NotFound, RateLimited
 from contracts.gateway_types import InstanceId
 from contracts.ids import ID_LENGTH, WEBHOOK_ID_RE
 from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
@@ -197,6 +197,9 @@ class Deliveries(Result, kw_only=True):
     attempts: list[DeliveryAttempt]
     #: Events waiting to be delivered (their first attempt, or the next).
     pending: int
+    #: Events dropped unsent: past the endpoint's bound (``FLEET_WEBHOOK_QUEUE_MAX_EVENTS``,
+    #: ``FLEET_WEBHOOK_QUEUE_MAX_BYTES``), the oldest of its largest queue.
+    dropped: int = 0
 
 
 _NF = (NotFound, Forbidden)
@@ -223,8 +226,8 @@ WEBHOOKS_ROTATE_SECRET: Final = MethodSpec(
 )  # fmt: skip
 WEBHOOKS_TEST: Final = MethodSpec(
     "webhooks.test", WebhookRef, WebhookTestSent,
-    "Send a webhook.test event to an endpoint (its attempts show in webhooks.deliveries).", _NF,
-    scope="admin",
+    "Send a webhook.test event to an endpoint (its attempts show in webhooks.deliveries).",
+    (*_NF, RateLimited), scope="admin", budget="webhook_test",
 )  # fmt: skip
 WEBHOOKS_DELIVERIES: Final = MethodSpec(
     "webhooks.deliveries", DeliveriesParams, Deliveries,

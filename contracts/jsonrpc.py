@@ -80,12 +80,13 @@ _Ctx_in = TypeVar("_Ctx_in", contravariant=True)
 
 #: The per-token budgets a gateway method may spend (the gateway's ``CallLimits``), each
 #: with the words its refusal names it by.
-Budget = Literal["create", "exec", "build", "pause"]
+Budget = Literal["create", "exec", "build", "pause", "webhook_test"]
 BUDGETS: dict[str, str] = {
     "create": "machine creations",
     "exec": "commands and code runs",
     "build": "environment builds",
     "pause": "pauses, resumes and snapshots",
+    "webhook_test": "webhook tests",
 }
 #: Why a daemon method wakes its paused machine (the gateway's ``WakeBy``).
 WakeReason = Literal["exec", "files", "terminal", "process", "tunnel"]

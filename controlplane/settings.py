@@ -102,6 +102,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: machines.pause, machines.resume and machines.snapshot together per token and minute
     #: (each checkpoints, restores or copies a machine). 0: no limit.
     rate_pause_per_min: int = 60
+    #: webhooks.test calls per token and minute (each queues an event for an endpoint).
+    #: 0: no limit.
+    rate_webhook_test_per_min: int = 10
     #: Bad secrets per client address, kind (token, ticket, preview cookie) and minute
     #: answered 401; past it, the next bad one of that kind gets 429 (a valid one is always
     #: served). 0: no limit.
@@ -256,11 +259,25 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     webhook_timeout_s: float = 15.0
     #: An endpoint whose every attempt failed for this long is disabled.
     webhook_disable_after_s: float = 5 * 86400.0
-    #: Networks (comma-separated CIDRs or addresses) a webhook may be sent to although they are
-    #: loopback, link-local, private or the platform's own (a receiver on the host, in tests).
+    #: Networks (comma-separated CIDRs or addresses, each with an optional ``:port``, IPv6 as
+    #: ``[net]:port``) a webhook may be sent to although they are loopback, link-local,
+    #: private or the platform's own (a receiver on the host, in development), for every
+    #: tenant; the platform's services' ports never.
     webhook_allow_private: str = ""
-    #: Deliveries under way at once in one webhooks process.
+    #: Deliveries under way at once in one webhooks process...
     webhook_concurrency: int = 64
+    #: ...and of them, to the endpoints of one instance (or of the platform's): a tenant whose
+    #: endpoints answer slowly holds no more, and every other tenant's events go on.
+    webhook_instance_concurrency: int = 8
+    #: The most events waiting for one endpoint; past it, the oldest events of its largest
+    #: queue (by bytes) are dropped and counted (``webhooks.deliveries``: ``dropped``)...
+    webhook_queue_max_events: int = 1000
+    #: ...and the most bytes of their bodies, past which the same.
+    webhook_queue_max_bytes: int = 1024 * 1024
+    #: How often every endpoint's maker is looked at again (and at once on a change to
+    #: callers: a revoked token, a removed member): an endpoint stands while its maker may
+    #: manage it.
+    webhook_makers_round_s: float = 30.0
     # probe
     probe_delay_s: float = 0.0
     probe_timeout_s: float = 60.0
@@ -567,10 +584,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             raise SettingsError(f"FLEET_SWEEP_GRACE_S: {self.sweep_grace_s} is not > 0")
         if self.instance_disk_mb < 0:
             raise SettingsError(f"FLEET_INSTANCE_DISK_MB: {self.instance_disk_mb} is not >= 0")
-        _ = self.webhook_retry_steps, self.webhook_allowed_networks  # named at start if bad
-        if not self.webhook_timeout_s > 0 or self.webhook_concurrency < 1:
-            raise SettingsError("FLEET_WEBHOOK_TIMEOUT_S and FLEET_WEBHOOK_CONCURRENCY are "
-                                "not positive")  # fmt: skip
+        _ = self.webhook_retry_steps, self.webhook_allowances  # named at start if bad
+        if not self.webhook_timeout_s > 0 or min(
+            self.webhook_concurrency, self.webhook_instance_concurrency,
+            self.webhook_queue_max_events, self.webhook_queue_max_bytes) < 1:  # fmt: skip
+            raise SettingsError("FLEET_WEBHOOK_TIMEOUT_S, FLEET_WEBHOOK_CONCURRENCY, "
+                                "FLEET_WEBHOOK_INSTANCE_CONCURRENCY and FLEET_WEBHOOK_QUEUE_MAX_* "
+                                "are not all positive")  # fmt: skip
         if not self.egress_dns_rate > 0 or self.egress_dns_concurrency < 1:
             raise ValueError(f"FLEET_EGRESS_DNS_RATE ({self.egress_dns_rate}) and "
                              f"FLEET_EGRESS_DNS_CONCURRENCY ({self.egress_dns_concurrency}) "
@@ -588,15 +608,29 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         return steps
 
     @property
-    def webhook_allowed_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        try:
-            return tuple(ipaddress.ip_network(n.strip(), strict=False)
-                         for n in self.webhook_allow_private.split(",") if n.strip())  # fmt: skip
-        except ValueError:
-            raise SettingsError(
-                f"FLEET_WEBHOOK_ALLOW_PRIVATE: {self.webhook_allow_private!r} "
-                "is not a comma-separated list of networks"
-            ) from None
+    def webhook_allowances(
+        self,
+    ) -> tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, int | None], ...]:
+        """``FLEET_WEBHOOK_ALLOW_PRIVATE``'s entries: a network and its one port (None: any);
+        ``NET``, ``NET:PORT`` or ``[V6NET]:PORT``."""
+        out = []
+        for entry in filter(None, (e.strip() for e in self.webhook_allow_private.split(","))):
+            net, port = entry, None
+            if entry.startswith("[") and "]:" in entry:
+                net, _, port = entry[1:].partition("]:")
+            elif entry.count(":") == 1:
+                net, _, port = entry.partition(":")
+            try:
+                number = int(port) if port is not None else None
+                if number is not None and not 1 <= number <= 65535:
+                    raise ValueError(port)
+                out.append((ipaddress.ip_network(net.strip("[]"), strict=False), number))
+            except ValueError:
+                raise SettingsError(
+                    f"FLEET_WEBHOOK_ALLOW_PRIVATE: {entry!r} is not a network (CIDR or "
+                    "address) with an optional :port"
+                ) from None
+        return tuple(out)
 
     @property
     def preview(self) -> PreviewOrigin:

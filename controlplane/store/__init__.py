@@ -24,6 +24,7 @@ __all__ = [
     "Head",
     "HostRecord",
     "Once",
+    "QueueBound",
     "SessionRecord",
     "Store",
     "StoredCa",
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from controlplane.store.webhooks import (
         NO_MACHINE,
         Head,
+        QueueBound,
         StoredWebhook,
         Target,
         TooManyWebhooks,
@@ -100,6 +102,7 @@ else:
             "webhooks": (
                 "Head",
                 "NO_MACHINE",
+                "QueueBound",
                 "StoredWebhook",
                 "Target",
                 "TooManyWebhooks",

@@ -347,6 +347,11 @@ class Keys:
         """Hash: event id -> ``failed,firstAtMs``: a waiting event's failed attempts so far."""
         return f"{self.prefix}webhook:{webhook_id}:tries"
 
+    def k_webhook_sizes(self, webhook_id: str) -> str:
+        """Sorted set: queue -> the bytes of the bodies waiting in it: past the endpoint's
+        bound, the oldest events of the largest queue are dropped."""
+        return f"{self.prefix}webhook:{webhook_id}:sizes"
+
     def k_webhook_done(self, webhook_id: str, queue: str) -> str:
         """The stream sequence of the queue's last event delivered (or given up), for an hour:
         an event the fan-out is handed again after that is not queued twice."""
@@ -367,6 +372,12 @@ class Keys:
         """A count raised by each change to where events go (an endpoint made, deleted or
         disabled): the fan-out keeps the endpoints it looked up for as long as it stays."""
         return self.prefix + "webhooks:version"
+
+    @property
+    def K_WEBHOOKS_SCOPES(self) -> str:
+        """Hash: webhook id -> its scope (an instance id, or ``platform``): a delivery process
+        holds at most ``FLEET_WEBHOOK_INSTANCE_CONCURRENCY`` queues of one scope."""
+        return self.prefix + "webhooks:scopes"
 
     @property
     def K_WEBHOOKS_LEASES(self) -> str:

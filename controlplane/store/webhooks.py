@@ -11,6 +11,7 @@ events reach the endpoint in order; each step of a delivery is one script
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -25,12 +26,18 @@ from controlplane.store.scripts import BoundScript
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
+    from controlplane.settings import Settings
     from controlplane.store.keys import Keys
 
 #: The scope of the platform's endpoints (instance ids start with ``i-``).
 PLATFORM: Final = "platform"
 #: The queue of events of no machine (``webhook.test``).
 NO_MACHINE: Final = "-"
+#: Queues a trim empties at most before it gives up (the next enqueue trims again).
+_TRIM_ROUNDS: Final = 64
+#: The earliest due queues a claim looks at: past the ones of scopes at their most (a tenant
+#: with many queues due), to those of others.
+_CLAIM_LOOK: Final = 4096
 _ATTEMPT = msgspec.json.Decoder(DeliveryAttempt)
 
 
@@ -54,6 +61,10 @@ class StoredWebhook(msgspec.Struct, kw_only=True, frozen=True):
     disabled_reason: str | None = None
     #: Since when (epoch ms) every attempt failed; None: the last one succeeded.
     failing_since_ms: int | None = None
+    #: Who made it: the token (or sign-in session) and its user. The endpoint stands while
+    #: they may manage its scope (services/gateway/rpc/webhook_makers.py).
+    made_by: str | None = None
+    made_by_user: str | None = None
 
     def info(self) -> Webhook:
         return Webhook(
@@ -71,7 +82,8 @@ class StoredWebhook(msgspec.Struct, kw_only=True, frozen=True):
         """The hash's fields and values, flat (``of_hash`` reads them back)."""
         return ["id", self.id, "instanceId", self.instance_id or "", "url", self.url,
                "events", json.dumps(self.events), "description", self.description,
-               "createdAt", self.created_at.isoformat(), "secret", self.sealed_secret]  # fmt: skip
+               "createdAt", self.created_at.isoformat(), "secret", self.sealed_secret,
+               "madeBy", self.made_by or "", "madeByUser", self.made_by_user or ""]  # fmt: skip
 
     @classmethod
     def of_hash(cls, h: dict[str, str]) -> StoredWebhook:
@@ -83,6 +95,7 @@ class StoredWebhook(msgspec.Struct, kw_only=True, frozen=True):
             previous_until=float(h["previousUntil"]) if h.get("previousUntil") else None,
             disabled=h.get("disabled") == "1", disabled_reason=h.get("disabledReason") or None,
             failing_since_ms=int(h["failingSince"]) if h.get("failingSince") else None,
+            made_by=h.get("madeBy") or None, made_by_user=h.get("madeByUser") or None,
         )  # fmt: skip
 
 
@@ -93,6 +106,20 @@ class Target:
     id: str
     events: list[str]
     disabled: bool
+    #: Its instance's id, or ``PLATFORM``.
+    scope: str
+
+
+@dataclass(frozen=True)
+class QueueBound:
+    """The most events, and bytes of their bodies, waiting for one endpoint."""
+
+    events: int
+    bytes: int
+
+    @classmethod
+    def of(cls, settings: Settings) -> QueueBound:
+        return cls(settings.webhook_queue_max_events, settings.webhook_queue_max_bytes)
 
 
 @dataclass(frozen=True)
@@ -129,6 +156,8 @@ class WebhookRecords:
         self._drop = BoundScript(scripts.DROP)
         self._create = BoundScript(scripts.CREATE)
         self._targets = BoundScript(scripts.TARGETS)
+        self._trim = BoundScript(scripts.TRIM)
+        self._disable = BoundScript(scripts.DISABLE)
 
     def _scope(self, instance_id: str | None) -> str:
         return self._k.k_webhooks_of(instance_id or PLATFORM)
@@ -137,8 +166,9 @@ class WebhookRecords:
     async def create(self, hook: StoredWebhook, most: int) -> None:
         """Add ``hook``; TooManyWebhooks when its scope holds ``most``."""
         keys = [self._scope(hook.instance_id), self._k.k_webhook(hook.id),
-                self._k.K_WEBHOOKS_VERSION]  # fmt: skip
-        done = await self._create.on(self._redis)(keys=keys, args=[most, hook.id, *hook.fields()])
+                self._k.K_WEBHOOKS_VERSION, self._k.K_WEBHOOKS_SCOPES]  # fmt: skip
+        args = [most, hook.id, hook.instance_id or PLATFORM, *hook.fields()]
+        done = await self._create.on(self._redis)(keys=keys, args=args)
         if not int(done):
             raise TooManyWebhooks(hook.instance_id or PLATFORM)
 
@@ -163,9 +193,11 @@ class WebhookRecords:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(self._k.k_webhook(w))
             pipe.srem(self._scope(hook.instance_id), w)
+            pipe.hdel(self._k.K_WEBHOOKS_SCOPES, w)
             pipe.incr(self._k.K_WEBHOOKS_VERSION)
             pipe.delete(self._k.k_webhook_bodies(w), self._k.k_webhook_tries(w),
                         self._k.k_webhook_attempts(w), self._k.k_webhook_queues(w),
+                        self._k.k_webhook_sizes(w),
                         *(self._k.k_webhook_queue(w, q) for q in queues))  # fmt: skip
             if queues:
                 members = [member(w, q) for q in queues]
@@ -173,6 +205,22 @@ class WebhookRecords:
                 pipe.hdel(self._k.K_WEBHOOKS_LEASES, *members)
             removed, *_ = await pipe.execute()
         return bool(removed)
+
+    async def made(self) -> list[StoredWebhook]:
+        """Every endpoint that is not disabled and whose maker is recorded."""
+        ids = sorted(cast(dict[str, str], await self._redis.hgetall(self._k.K_WEBHOOKS_SCOPES)))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for webhook_id in ids:
+                pipe.hgetall(self._k.k_webhook(webhook_id))
+            rows = cast(list[dict[str, str]], await pipe.execute())
+        hooks = [StoredWebhook.of_hash(h) for h in rows if h.get("id")]
+        return [h for h in hooks if h.made_by and not h.disabled]
+
+    async def disable(self, webhook_id: str, reason: str) -> bool:
+        """Nothing more sent to the endpoint (what waits for it is dropped by its deliveries);
+        False when it is gone."""
+        keys = [self._k.k_webhook(webhook_id), self._k.K_WEBHOOKS_VERSION]
+        return bool(int(await self._disable.on(self._redis)(keys=keys, args=[reason])))
 
     async def rotate(self, webhook_id: str, sealed: str, previous: str, until: float) -> None:
         fields = {"secret": sealed, "previousSecret": previous, "previousUntil": repr(until)}
@@ -185,6 +233,20 @@ class WebhookRecords:
     async def pending(self, webhook_id: str) -> int:
         return int(await self._redis.hlen(self._k.k_webhook_bodies(webhook_id)))
 
+    async def dropped(self, webhook_id: str) -> int:
+        """Events dropped from the endpoint's queues past their bound."""
+        return int(await self._redis.hget(self._k.k_webhook(webhook_id), "dropped") or 0)
+
+    async def record_scopes(self) -> int:
+        """Each endpoint's scope recorded where it is not (an endpoint made before scopes
+        were): how many were recorded."""
+        recorded = 0
+        async for key in self._redis.scan_iter(match=self._k.k_webhooks_of("*"), count=500):
+            scope = str(key).rpartition(":")[2]
+            for w in cast(set[str], await self._redis.smembers(key)):
+                recorded += int(await self._redis.hsetnx(self._k.K_WEBHOOKS_SCOPES, w, scope))
+        return recorded
+
     # --- the fan-out's ---------------------------------------------------------------------------
     async def instance_of(self, machine_id: str) -> str | None:
         got = await self._redis.hget(self._k.k_machine(machine_id), F_MACHINE_INSTANCE)
@@ -195,42 +257,81 @@ class WebhookRecords:
         and the version they were read at (``enqueue`` checks it)."""
         keys = [self._k.K_WEBHOOKS_VERSION, self._scope(None)]
         keys += [self._scope(instance_id)] if instance_id else []
-        version, *flat = cast(list[str], await self._targets.on(self._redis)(
+        version, *flat = cast(list[Any], await self._targets.on(self._redis)(
             keys=keys, args=[self._k.k_webhook("")]))  # fmt: skip
-        return version, [Target(flat[i], json.loads(flat[i + 1]), flat[i + 2] == "1")
-                         for i in range(0, len(flat), 3)]  # fmt: skip
+        scopes = {2: PLATFORM, 3: instance_id or PLATFORM}
+        return str(version), [Target(flat[i], json.loads(flat[i + 1]), flat[i + 2] == "1",
+                                     scopes[int(flat[i + 3])])
+                              for i in range(0, len(flat), 4)]  # fmt: skip
 
     async def version(self) -> str:
         return cast(str | None, await self._redis.get(self._k.K_WEBHOOKS_VERSION)) or "0"
 
     async def enqueue(
-        self, webhook_ids: list[str], *, queue: str, seq: int, event_id: str, body: bytes,
-        now_ms: int, lease_ms: int = 0, token: str = "", version: str = "",
+        self, endpoints: Sequence[tuple[str, bool]], *, queue: str, seq: int, event_id: str,
+        body: bytes, now_ms: int, bound: QueueBound, lease_ms: int = 0, token: str = "",
+        version: str = "",
     ) -> dict[str, Head | None] | None:  # fmt: skip
-        """Queue an event for each endpoint; the members claimed for ``token`` (none when
-        ``lease_ms`` is 0: the queues are due at once, for whichever process takes them), each
-        with its head when that is this event (None: an older one is). None, and nothing
-        queued, when the endpoints changed since ``version`` ('': unchecked)."""
+        """Queue an event for each endpoint (its id, and whether the caller may claim its
+        queue); the members claimed for ``token`` (none when ``lease_ms`` is 0: the queues
+        are due at once, for whichever process takes them), each with its head when that is
+        this event (None: an older one is). None, and nothing queued, when the endpoints
+        changed since ``version`` ('': unchecked). An endpoint past ``bound`` is brought
+        back under it (``trim``)."""
         keys = [self._k.K_WEBHOOKS_DUE, self._k.K_WEBHOOKS_LEASES, self._k.K_WEBHOOKS_VERSION]
-        for w in webhook_ids:
+        args: list[Any] = [now_ms, lease_ms, token, seq, event_id, body, queue, version,
+                           bound.events, bound.bytes]  # fmt: skip
+        for w, claim in endpoints:
             keys += [self._k.k_webhook(w), self._k.k_webhook_queue(w, queue),
                      self._k.k_webhook_queues(w), self._k.k_webhook_bodies(w),
-                     self._k.k_webhook_done(w, queue), self._k.k_webhook_tries(w)]  # fmt: skip
-        args: list[Any] = [now_ms, lease_ms, token, seq, event_id, body, queue, version,
-                           *webhook_ids]  # fmt: skip
-        claimed = await self._enqueue.on(self._redis)(keys=keys, args=args)
-        if isinstance(claimed, str | bytes):  # stale
+                     self._k.k_webhook_done(w, queue), self._k.k_webhook_tries(w),
+                     self._k.k_webhook_sizes(w)]  # fmt: skip
+            args += [w, "1" if claim else "0"]
+        got = await self._enqueue.on(self._redis)(keys=keys, args=args)
+        if isinstance(got, str | bytes):  # stale
             return None
+        claimed, over = got
+        for w in over:
+            await self.trim(str(w), bound)
         out: dict[str, Head | None] = {}
-        for got in claimed:
-            out[got[0]] = _head(event_id, seq, body, got[2], got[3]) if int(got[1]) else None
+        for c in claimed:
+            out[c[0]] = _head(event_id, seq, body, c[2], c[3]) if int(c[1]) else None
         return out
 
+    async def trim(self, webhook_id: str, bound: QueueBound) -> None:
+        """The endpoint brought back under ``bound``: the oldest events of its largest queue
+        dropped (and counted), then the next largest's, until it is."""
+        w = webhook_id
+        sizes = self._k.k_webhook_sizes(w)
+        for _ in range(_TRIM_ROUNDS):
+            largest = cast(list[str], await self._redis.zrevrange(sizes, 0, 0))
+            if not largest:
+                return
+            keys = [
+                self._k.k_webhook(w),
+                sizes,
+                self._k.k_webhook_bodies(w),
+                self._k.k_webhook_tries(w),
+                self._k.k_webhook_queue(w, largest[0]),
+            ]
+            args = [largest[0], bound.events, bound.bytes]
+            if int(await self._trim.on(self._redis)(keys=keys, args=args)) == 0:
+                return
+
     # --- the deliveries' -------------------------------------------------------------------------
-    async def claim(self, now_ms: int, lease_ms: int, limit: int, token: str) -> list[str]:
-        keys = [self._k.K_WEBHOOKS_DUE, self._k.K_WEBHOOKS_LEASES]
-        return cast(list[str], await self._claim.on(self._redis)(
-            keys=keys, args=[now_ms, lease_ms, limit, token]))  # fmt: skip
+    async def claim(
+        self, now_ms: int, lease_ms: int, limit: int, token: str, *, most_per_scope: int,
+        held: Mapping[str, int],
+    ) -> list[tuple[str, str]]:  # fmt: skip
+        """The due queues claimed for ``token`` (each with its endpoint's scope), the earliest
+        first, up to ``limit``, and of one scope no more than ``most_per_scope`` with what
+        the caller ``held`` already."""
+        keys = [self._k.K_WEBHOOKS_DUE, self._k.K_WEBHOOKS_LEASES, self._k.K_WEBHOOKS_SCOPES]
+        args: list[Any] = [now_ms, lease_ms, limit, token, most_per_scope, _CLAIM_LOOK]
+        for scope, n in held.items():
+            args += [scope, n]
+        flat = cast(list[str], await self._claim.on(self._redis)(keys=keys, args=args))
+        return [(flat[i], flat[i + 1]) for i in range(0, len(flat), 2)]
 
     async def next_due_ms(self) -> int | None:
         first = await self._redis.zrange(self._k.K_WEBHOOKS_DUE, 0, 0, withscores=True)
@@ -242,7 +343,7 @@ class WebhookRecords:
         w, q = parse_member(m)
         keys = [self._k.K_WEBHOOKS_DUE, self._k.K_WEBHOOKS_LEASES, self._k.k_webhook_queue(w, q),
                 self._k.k_webhook_bodies(w), self._k.k_webhook_tries(w), self._k.k_webhook(w),
-                self._k.k_webhook_queues(w)]  # fmt: skip
+                self._k.k_webhook_queues(w), self._k.k_webhook_sizes(w)]  # fmt: skip
         got = await self._head.on(self._redis)(keys=keys, args=[m, token, now_ms, lease_ms, q])
         if int(got[0]) != 1:
             return int(got[0])
@@ -259,7 +360,8 @@ class WebhookRecords:
         keys = [self._k.K_WEBHOOKS_DUE, self._k.K_WEBHOOKS_LEASES, self._k.k_webhook_queue(w, q),
                 self._k.k_webhook_bodies(w), self._k.k_webhook_tries(w),
                 self._k.k_webhook_queues(w), self._k.k_webhook_attempts(w), self._k.k_webhook(w),
-                self._k.k_webhook_done(w, q), self._k.K_WEBHOOKS_VERSION]  # fmt: skip
+                self._k.k_webhook_done(w, q), self._k.K_WEBHOOKS_VERSION,
+                self._k.k_webhook_sizes(w)]  # fmt: skip
         first = head.first_at_ms or now_ms
         args = [m, token, now_ms, lease_ms, q, head.event_id, head.seq,
                 msgspec.json.encode(attempt), MAX_ATTEMPTS_KEPT,
@@ -273,7 +375,8 @@ class WebhookRecords:
         w, q = parse_member(m)
         keys = [self._k.K_WEBHOOKS_DUE, self._k.K_WEBHOOKS_LEASES, self._k.k_webhook_queue(w, q),
                 self._k.k_webhook_bodies(w), self._k.k_webhook_tries(w),
-                self._k.k_webhook_queues(w)]  # fmt: skip
+                self._k.k_webhook_queues(w), self._k.k_webhook_sizes(w),
+                self._k.k_webhook(w)]  # fmt: skip
         return int(await self._drop.on(self._redis)(keys=keys, args=[m, q]))
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "DnsProxy",
     "EgressProxy",
     "HostDoor",
+    "NameLookups",
     "Network",
     "OnRefused",
     "Platform",
@@ -39,7 +40,6 @@ __all__ = [
     "remote_host",
     "resolve",
     "run_nft",
-    "system_resolve",
 ]
 
 if TYPE_CHECKING:
@@ -52,13 +52,13 @@ if TYPE_CHECKING:
     from providers.egress.proxy_door import HostDoor, recorded_pastas
     from providers.egress.refusal import policy_refusal, remote_host
     from providers.egress.webhook_target import (
+        NameLookups,
         Refused,
         Resolve,
         Rules,
         Target,
         check,
         platform_rules,
-        system_resolve,
     )
 else:
     __getattr__ = lazy_front(
@@ -101,7 +101,7 @@ else:
                 "Target",
                 "check",
                 "platform_rules",
-                "system_resolve",
+                "NameLookups",
             ),
         },
     )

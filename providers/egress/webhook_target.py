@@ -11,16 +11,18 @@ check and the connection (DNS rebinding) moves nothing.
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+
+import aiodns
 
 from contracts.gateway_webhooks import parse_url, target_of
 from controlplane.settings import Settings
 from providers.egress.addresses import platform_addresses, resolve as resolve_hosts
+from providers.sandbox import nats_servers
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -32,18 +34,43 @@ class Refused(Exception):
     """No webhook may be sent to this URL (the message says why)."""
 
 
+#: A network a webhook may go to although it is not public, and its one port (None: any).
+Allowance = tuple[Network, int | None]
+#: IPv6 prefixes whose addresses carry an IPv4 address in their last 32 bits: NAT64's
+#: well-known prefix and the deprecated IPv4-compatible form (``::a.b.c.d``).
+_CARRY_LAST_32 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::/96"))
+
+
 @dataclass(frozen=True)
 class Rules:
     #: The platform's own addresses.
     platform: frozenset[Address]
-    #: Networks allowed although private (``FLEET_WEBHOOK_ALLOW_PRIVATE``).
-    allowed: tuple[Network, ...] = ()
+    #: Where a webhook may go although private (``FLEET_WEBHOOK_ALLOW_PRIVATE``).
+    allowed: tuple[Allowance, ...] = ()
+    #: The platform's services' ports: on a platform address, refused whatever is allowed.
+    services: frozenset[int] = frozenset()
 
-    def refusal(self, addr: Address) -> str | None:
-        """Why no webhook may go to ``addr`` (None: it may)."""
+    def refusal(self, addr: Address, port: int | None = None) -> str | None:
+        """Why no webhook may go to ``addr`` (at ``port``; None: it may). An IPv6 address that
+        carries an IPv4 one (NAT64, 6to4, Teredo, IPv4-compatible, IPv4-mapped) is judged as
+        that IPv4 address too: a gateway on the way would send it there."""
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped
-        if any(addr.version == net.version and addr in net for net in self.allowed):
+        why = self._refusal(addr, port)
+        for inner in carried(addr) if why is None else ():
+            if (inner_why := self._refusal(inner, port)) is not None:
+                return f"{addr} carries {inner}: {inner_why}"
+        return why
+
+    def private(self, addr: Address, port: int) -> bool:
+        """Whether ``addr`` is reached only through an allowance (no answer of it is kept)."""
+        return Rules(self.platform, (), self.services).refusal(addr, port) is not None
+
+    def _refusal(self, addr: Address, port: int | None) -> str | None:
+        if addr in self.platform and port in self.services:
+            return f"{addr} port {port} is a service of the platform"
+        if any(addr.version == net.version and addr in net and only in (None, port)
+               for net, only in self.allowed):  # fmt: skip
             return None
         if addr in self.platform:
             return f"{addr} is an address of the platform"
@@ -56,6 +83,16 @@ class Rules:
         return None
 
 
+def carried(addr: Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (none for an IPv4 address)."""
+    if not isinstance(addr, ipaddress.IPv6Address):
+        return []
+    out = [a for a in (addr.sixtofour, *(addr.teredo or ())) if a is not None]
+    if any(addr in net for net in _CARRY_LAST_32) and int(addr) > 1:
+        out.append(ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF))
+    return out
+
+
 @dataclass(frozen=True)
 class Target:
     """A checked destination: connect to ``address``, speak to ``host``."""
@@ -66,17 +103,44 @@ class Target:
     tls: bool
     #: The request target (path and query).
     path: str
+    #: Reached only through ``FLEET_WEBHOOK_ALLOW_PRIVATE``: what it answers is not kept.
+    private: bool = False
 
 
-async def system_resolve(host: str, port: int) -> list[Address]:
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError:
-        raise Refused(f"{host} does not resolve") from None
-    return [ipaddress.ip_address(str(i[4][0]).split("%")[0]) for i in infos]
+class NameLookups:
+    """Async context manager: a URL's name looked up by c-ares (``aiodns``), as the system's
+    resolver would (``/etc/hosts``, then ``/etc/resolv.conf``'s servers), but on the event
+    loop: a lookup is cancelled with the attempt that made it, and names whose servers never
+    answer hold no thread (``getaddrinfo`` in a thread pool would, until every lookup and
+    everything else on that pool waited behind them). ``nameservers``: other servers than
+    the system's."""
+
+    def __init__(self, nameservers: Sequence[str] = ()) -> None:
+        self._nameservers = list(nameservers)
+        self._resolver: aiodns.DNSResolver | None = None
+
+    async def __aenter__(self) -> NameLookups:
+        self._made()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._resolver is not None:
+            await self._resolver.close()
+
+    def _made(self) -> aiodns.DNSResolver:
+        if self._resolver is None:  # a gateway made in a test may look up without entering
+            self._resolver = aiodns.DNSResolver(self._nameservers or None)
+        return self._resolver
+
+    async def __call__(self, host: str, port: int) -> list[Address]:
+        try:
+            got = await self._made().getaddrinfo(host, port=port, type=socket.SOCK_STREAM)
+        except aiodns.error.DNSError:
+            raise Refused(f"{host} does not resolve") from None
+        return [ipaddress.ip_address(n.addr[0].decode().split("%")[0]) for n in got.nodes]
 
 
-async def check(url: str, rules: Rules, resolve: Resolve = system_resolve) -> Target:
+async def check(url: str, rules: Rules, resolve: Resolve) -> Target:
     """The address to send a webhook for ``url`` to: the first of its name's that the rules
     allow; Refused when none is (or the URL is none a webhook may have)."""
     try:
@@ -92,23 +156,29 @@ async def check(url: str, rules: Rules, resolve: Resolve = system_resolve) -> Ta
         addresses = await resolve(host, port)
     reasons = []
     for addr in addresses:
-        why = rules.refusal(addr)
+        why = rules.refusal(addr, port)
         if why is None:
-            return Target(addr, port, host, tls, target_of(parts))
+            return Target(addr, port, host, tls, target_of(parts), rules.private(addr, port))
         reasons.append(why)
     raise Refused(f"{host}: {reasons[0] if reasons else 'no address'} (webhooks go to public "
                   "addresses only: FLEET_WEBHOOK_ALLOW_PRIVATE names exceptions)")  # fmt: skip
 
 
 async def platform_rules(settings: Settings) -> Rules:
-    """This process's rules: NATS's, Redis's and this host's addresses are the platform's."""
+    """This process's rules: NATS's, Redis's and this host's addresses are the platform's, and
+    the ports of NATS, Redis, the gateway, its previews, metrics and the secrets' proxy its
+    services'."""
     platform = set(await platform_addresses(settings))
+    services = {port for _, port in nats_servers(settings.nats_url)}
     for host, port in _redis_hosts(settings):
+        services.add(port)
         try:
             platform |= {ipaddress.ip_address(h) for h, _ in await resolve_hosts([(host, port)])}
         except OSError:  # a Redis name that does not resolve here is reached by none either
             continue
-    return Rules(frozenset(platform), settings.webhook_allowed_networks)
+    services |= {settings.port, settings.preview_port, settings.metrics_port,
+                 settings.secrets_proxy_port} - {0}  # fmt: skip
+    return Rules(frozenset(platform), settings.webhook_allowances, frozenset(services))
 
 
 def _redis_hosts(settings: Settings) -> list[tuple[str, int]]:

@@ -31,6 +31,7 @@ from controlplane.tokens import TokenStore
 from environments.hook import on_attach
 from environments.repo_check import GitRepoCheck, RepoCheck
 from providers.code_status import CodeVersions
+from providers.egress import NameLookups
 from services.gateway.auth import (
     Access,
     AuditLog,
@@ -66,6 +67,7 @@ from services.gateway.rpc import (
     SecretOps,
     StopOps,
     Waker,
+    WebhookMakers,
     WebhookOps,
 )
 from services.gateway.streams import (
@@ -121,6 +123,10 @@ class Gateway:
     desktop: DesktopOps
     secrets: SecretOps
     webhooks: WebhookOps
+    #: The names of webhook URLs, looked up on the event loop (a silent server holds nothing).
+    name_lookups: NameLookups
+    #: Disables the endpoints whose makers no longer may manage them.
+    webhook_makers: WebhookMakers
     #: None: nothing is recorded (and audit.list answers Unavailable).
     audit: AuditLog | None
     #: The HTTP side: who a bearer secret belongs to, browsers' sessions and their sign-in,
@@ -151,7 +157,7 @@ class Gateway:
 
     def resources(self) -> tuple[AbstractAsyncContextManager[object], ...]:
         """The parts to enter before the gateway serves, in order (left in reverse)."""
-        return (self.hub, self.mcp, self.revocation)
+        return (self.hub, self.mcp, self.revocation, self.name_lookups, self.webhook_makers)
 
 
 @dataclass(frozen=True)
@@ -211,6 +217,7 @@ def compose(
         return await gateway.dispatcher.handle(body, caller)
 
     codemode = CodemodeOps(bus=bus, store=store, box=box, access=made.access, dispatch=tool_call)
+    lookups = NameLookups()
     resolve = resolve_caller or caller_resolver(s.admin_token, made.tokens, store,
                                                 s.revocation_round_s, clock)  # fmt: skip
     gateway = Gateway(
@@ -221,7 +228,9 @@ def compose(
         watches=WatchOps(opener=made.byte_streams, store=store),
         usage=MetricsOps(store=store, access=made.access, sample_s=s.metrics_sample_s,
                          clock=clock),
-        **_area_parts(store, bus, daemons, box, hosts, s, made, api),
+        name_lookups=lookups,
+        webhook_makers=WebhookMakers(store, s.webhook_makers_round_s, audit, clock),
+        **_area_parts(store, bus, daemons, box, hosts, s, made, api, lookups),
         **_http_parts(store, bus, s, made, resolve, codemode, oidc, audit, clock),
         metrics=metrics,
     )  # fmt: skip
@@ -245,8 +254,8 @@ def _first_parts(store: Store, bus: Bus, daemons: DaemonClient, hosts: HostContr
 
 
 def _area_parts(store: Store, bus: Bus, daemons: DaemonClient, box: SecretBox,
-                hosts: HostControl, s: Settings, made: _Made,
-                api: GatewayApi) -> dict[str, Any]:  # fmt: skip
+                hosts: HostControl, s: Settings, made: _Made, api: GatewayApi,
+                lookups: NameLookups) -> dict[str, Any]:  # fmt: skip
     """The ops objects of the gateway's areas, by their fields' names in ``Gateway``."""
     ports = PortOps(access=made.access, daemons=daemons, store=store, settings=s)
     return {
@@ -263,7 +272,8 @@ def _area_parts(store: Store, bus: Bus, daemons: DaemonClient, box: SecretBox,
         "code": CodeOps(access=made.access, daemons=daemons, bus=bus, calls=made.calls),
         "desktop": DesktopOps(access=made.access, daemons=daemons, ports=ports),
         "secrets": SecretOps(store=store, bus=bus, box=box, access=made.access),
-        "webhooks": WebhookOps(store=store, box=box, access=made.access, settings=s),
+        "webhooks": WebhookOps(store=store, box=box, access=made.access, settings=s,
+                               resolve=lookups),
     }  # fmt: skip
 
 

@@ -15,6 +15,7 @@ import math
 import secrets
 import ssl
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
@@ -29,7 +30,7 @@ from contracts.gateway_webhooks import DeliveryAttempt
 from controlplane.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import NO_MACHINE, Head, Store, StoredWebhook, parse_member
-from providers.egress import Refused, Rules, Target, check
+from providers.egress import Refused, Resolve, Rules, Target, check
 from services.webhooks.post import Answer, Connections, PostFailed, post
 from services.webhooks.rules import judge
 
@@ -52,13 +53,14 @@ class Deliveries:
     """Async context manager: the poll and the queues' tasks of one process."""
 
     def __init__(
-        self, store: Store, settings: Settings, box: SecretBox, rules: Rules,
+        self, store: Store, settings: Settings, box: SecretBox, rules: Rules, resolve: Resolve,
         send: Send | None = None,
     ) -> None:  # fmt: skip
         self._records = store.webhooks
         self._settings = settings
         self._box = box
         self._rules = rules
+        self._resolve = resolve
         self._tls = ssl.create_default_context()
         #: Connections endpoints keep open, by checked address.
         self._connections = Connections()
@@ -67,7 +69,9 @@ class Deliveries:
         self.token = secrets.token_hex(8)
         #: Long enough for one attempt (connect, send, answer) and the steps around it.
         self.lease_ms = int(2000 * settings.webhook_timeout_s) + 5000
-        self._active: set[str] = set()
+        #: The queues worked on, each with its endpoint's scope, and how many of each scope.
+        self._active: dict[str, str] = {}
+        self._held: Counter[str] = Counter()
         #: Queues claimed again while their task was ending (it had found them empty): the
         #: task goes on with them (their head, when the claim read it).
         self._again: dict[str, Head | None] = {}
@@ -102,16 +106,28 @@ class Deliveries:
     def free(self) -> int:
         return self._settings.webhook_concurrency - len(self._active)
 
-    def start(self, members: Iterable[str], heads: Mapping[str, Head | None] | None = None
+    def claimable(self, scopes: Iterable[str]) -> list[bool]:
+        """For queues of these scopes, in turn, whether this process may take each (a slot
+        free, and its scope under ``FLEET_WEBHOOK_INSTANCE_CONCURRENCY``, counting the ones
+        before it that it may)."""
+        free, held, out = self.free, Counter(self._held), []
+        for scope in scopes:
+            ok = free > 0 and held[scope] < self._settings.webhook_instance_concurrency
+            free, held[scope] = free - ok, held[scope] + ok
+            out.append(ok)
+        return out
+
+    def start(self, members: Mapping[str, str], heads: Mapping[str, Head | None] | None = None
               ) -> None:  # fmt: skip
-        """Work the queues this process has just claimed (``heads``: the head of those whose
-        claim read it already)."""
-        for m in members:
+        """Work the queues this process has just claimed, each of its scope (``heads``: the
+        head of those whose claim read it already)."""
+        for m, scope in members.items():
             head = (heads or {}).get(m)
             if m in self._active:
                 self._again[m] = head
             else:
-                self._active.add(m)
+                self._active[m] = scope
+                self._held[scope] += 1
                 self._idle.clear()
                 self._tasks.spawn(self._run(m, head), name=f"webhook-{m}", member=m)
 
@@ -137,7 +153,10 @@ class Deliveries:
         ``POLL_S``: another process may make one due sooner)."""
         now = _now_ms()
         if self.free > 0:
-            self.start(await self._records.claim(now, self.lease_ms, self.free, self.token))
+            claimed = await self._records.claim(
+                now, self.lease_ms, self.free, self.token, held=self._held,
+                most_per_scope=self._settings.webhook_instance_concurrency)  # fmt: skip
+            self.start(dict(claimed))
         first = await self._records.next_due_ms()
         return POLL_S if first is None else min(POLL_S, max(0.0, (first - now) / 1000))
 
@@ -158,12 +177,22 @@ class Deliveries:
                         return  # and no await before the discard: a claim after it starts anew
                     first = self._again.pop(m)
         finally:
-            self._active.discard(m)
             self._again.pop(m, None)
+            # The slot that freed may take a due queue at once (one of its scope, when that
+            # scope was at its most).
+            if self._release(m) or self.free == 1:
+                self.wake()
             if not self._active:
                 self._idle.set()
-            if self.free == 1:  # the slot that freed may take a due queue at once
-                self.wake()
+
+    def _release(self, m: str) -> bool:
+        """``m``'s slot given up; whether its scope held its most."""
+        scope = self._active.pop(m)
+        capped = self._held[scope] >= self._settings.webhook_instance_concurrency
+        self._held[scope] -= 1
+        if not self._held[scope]:
+            del self._held[scope]
+        return capped
 
     async def attempt(self, m: str, head: Head) -> bool:
         """One attempt at the head of queue ``m``; whether the queue holds more, still ours."""
@@ -171,21 +200,7 @@ class Deliveries:
         headers = webhook_signature.headers(self._signing_keys(head.hook, ts), head.event_id, ts,
                                             head.body)  # fmt: skip
         started = time.perf_counter()
-        status: int | None = None
-        retry_after: float | None = None
-        error: str | None = None
-        try:
-            target = await check(head.hook.url, self._rules)
-            answer = await self._send(target, headers, head.body)
-            status, retry_after = answer.status, answer.retry_after_s
-            if not 200 <= status < 300:
-                error = f"HTTP {status}" + (f": {answer.excerpt}" if answer.excerpt else "")
-        except Refused as exc:
-            error = f"refused: {exc}"
-        except PostFailed as exc:
-            error = str(exc)
-        except TimeoutError:
-            error = f"no answer within {self._settings.webhook_timeout_s:g} s"
+        status, retry_after, error = await self._send_checked(head, headers)
         duration_ms = (time.perf_counter() - started) * 1000
         now = _now_ms()
         verdict = judge(self._settings, status=status, retry_after_s=retry_after,
@@ -211,6 +226,31 @@ class Deliveries:
         return await self._records.settle(m, self.token, head, record, now_ms=now,
                                           lease_ms=self.lease_ms, next_due_ms=next_due,
                                           disable=verdict.disable)  # fmt: skip
+
+    async def _send_checked(
+        self, head: Head, headers: dict[str, str]
+    ) -> tuple[int | None, float | None, str | None]:
+        """The endpoint's URL checked, its event POSTed: the status (None: no answer), its
+        ``Retry-After`` and the attempt's error. Of a private destination (reached through
+        ``FLEET_WEBHOOK_ALLOW_PRIVATE``) only the status is kept: neither its answer nor why a
+        connection failed, which would make webhooks a reader and a port scanner of it."""
+        target: Target | None = None
+        try:
+            # The name's lookup too: a name whose servers never answer ends its attempt in time.
+            async with asyncio.timeout(self._settings.webhook_timeout_s):
+                target = await check(head.hook.url, self._rules, self._resolve)
+                answer = await self._send(target, headers, head.body)
+        except Refused as exc:
+            return None, None, f"refused: {exc}"
+        except PostFailed as exc:
+            return None, None, "no answer" if target and target.private else str(exc)
+        except TimeoutError:
+            return None, None, f"no answer within {self._settings.webhook_timeout_s:g} s"
+        if 200 <= answer.status < 300:
+            return answer.status, answer.retry_after_s, None
+        shown = answer.excerpt if not target.private else ""
+        return answer.status, answer.retry_after_s, f"HTTP {answer.status}" + (
+            f": {shown}" if shown else "")  # fmt: skip
 
     def _signing_keys(self, hook: StoredWebhook, now_s: float) -> list[bytes]:
         """The current secret's key, and the previous one's while it still signs."""

@@ -37,7 +37,7 @@ from contracts.events import MachineCreated, decode_machine_event, kind_of, matc
 from contracts.gateway_webhooks import MACHINE_TYPE_PREFIX, wants
 from controlplane.bus import Bus, bind_pull
 from controlplane.settings import Settings
-from controlplane.store import Store, Target
+from controlplane.store import QueueBound, Store, Target, parse_member
 from services.webhooks.deliver import Deliveries
 
 log = structlog.get_logger(__name__)
@@ -81,6 +81,7 @@ class Fanout:
         self._version: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._failures = 0
+        self._bound = QueueBound.of(settings)
 
     async def __aenter__(self) -> Fanout:
         self._task = asyncio.create_task(self._contend(), name="webhooks-fanout")
@@ -189,23 +190,26 @@ class Fanout:
         stamp = _TIME.encode(event.occurred_at)[1:-1].decode()
         body = webhook_signature.body(type_, stamp, data)
         for _ in range(3):  # the endpoints may change between a look-up and the queuing
-            ids = [t.id for t in await self._targets_of(instance)
-                   if not t.disabled and wants(t.events, type_)]  # fmt: skip
-            if not ids:
+            targets = [t for t in await self._targets_of(instance)
+                       if not t.disabled and wants(t.events, type_)]  # fmt: skip
+            if not targets:
                 if batch.checked or await self._records.version() == self._version:
                     batch.checked = True
                     return
                 self._forget()
                 continue
+            claims = self._deliveries.claimable(t.scope for t in targets)
             heads = await self._records.enqueue(
-                ids, queue=event.machine_id, seq=seq, event_id=event.event_id, body=body,
+                [(t.id, claim) for t, claim in zip(targets, claims, strict=True)],
+                queue=event.machine_id, seq=seq, event_id=event.event_id, body=body,
                 now_ms=int(time.time() * 1000), token=self._deliveries.token,
-                lease_ms=self._deliveries.lease_ms if self._deliveries.free > 0 else 0,
+                lease_ms=self._deliveries.lease_ms, bound=self._bound,
                 version="" if batch.checked else self._version or "",
             )  # fmt: skip
             if heads is not None:
                 batch.checked = True
-                self._deliveries.start(heads, heads)
+                scopes = {t.id: t.scope for t in targets}
+                self._deliveries.start({m: scopes[parse_member(m)[0]] for m in heads}, heads)
                 return
             self._forget()
         raise QueueFailed(f"the webhooks kept changing while {event.event_id} was queued")

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-import time
 from dataclasses import dataclass, field
 from types import TracebackType
 
 import h11
 
+from base.clock import SYSTEM_CLOCK, Clock
+from base.tasks import cancel_and_join
 from base.version import package_version
 from providers.egress import Target
 
@@ -30,6 +31,8 @@ EXCERPT = 200
 #: An idle connection is kept this long, and this many per destination.
 IDLE_S = 30.0
 IDLE_PER_DESTINATION = 8
+#: Idle connections kept in all: past it, the one idle longest is closed.
+MAX_IDLE = 256
 _READ = 16 * 1024
 Key = tuple[str, int, str, bool]
 
@@ -66,38 +69,76 @@ class _Conn:
 
 class Connections:
     """Async context manager: the connections endpoints keep open, idle, by checked address;
-    each closed when it has been idle ``IDLE_S``, and all when the process stops."""
+    each closed once it has been idle ``IDLE_S`` (a sweep every half of it: an endpoint made,
+    tested and deleted with a new address each time leaves no socket behind), the oldest
+    past ``MAX_IDLE`` in all, and all when the process stops."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock
         self._idle: dict[Key, list[_Conn]] = {}
+        self._sweeper: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Connections:
+        self._sweeper = asyncio.create_task(self._sweep(), name="webhooks-idle-sweep")
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        await cancel_and_join(self._sweeper)
         for conns in self._idle.values():
             for c in conns:
                 c.close()
         self._idle.clear()
 
+    @property
+    def idle(self) -> int:
+        """Connections kept open now."""
+        return sum(len(conns) for conns in self._idle.values())
+
+    async def _sweep(self) -> None:
+        while True:
+            await self._clock.sleep(IDLE_S / 2)
+            self.close_stale()
+
+    def close_stale(self) -> None:
+        """Close the connections idle ``IDLE_S`` or more, or closed by their endpoint."""
+        now = self._clock.monotonic()
+        for key in list(self._idle):
+            kept = []
+            for c in self._idle[key]:
+                if now - c.idle_since < IDLE_S and not c.writer.is_closing() \
+                        and not c.reader.at_eof():
+                    kept.append(c)
+                else:
+                    c.close()
+            if kept:
+                self._idle[key] = kept
+            else:
+                del self._idle[key]
+
     def take(self, key: Key) -> _Conn | None:
         conns = self._idle.get(key, [])
-        now = time.monotonic()
+        now = self._clock.monotonic()
         while conns:
             c = conns.pop()
             if now - c.idle_since < IDLE_S and not c.writer.is_closing() and not c.reader.at_eof():
                 return c
             c.close()
+        self._idle.pop(key, None)
         return None
 
     def give(self, key: Key, c: _Conn) -> None:
-        c.idle_since = time.monotonic()
+        c.idle_since = self._clock.monotonic()
         conns = self._idle.setdefault(key, [])
         conns.append(c)
         while len(conns) > IDLE_PER_DESTINATION:
             conns.pop(0).close()
+        if self.idle > MAX_IDLE:
+            oldest = min(self._idle, key=lambda k: self._idle[k][0].idle_since)
+            self._idle[oldest].pop(0).close()
+            if not self._idle[oldest]:
+                del self._idle[oldest]
 
 
 async def post(

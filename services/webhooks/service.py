@@ -10,7 +10,7 @@ from controlplane.bus import Bus
 from controlplane.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
-from providers.egress import platform_rules
+from providers.egress import NameLookups, platform_rules
 from services.webhooks.deliver import Deliveries
 from services.webhooks.fanout import Fanout
 
@@ -21,8 +21,10 @@ async def enter_webhooks(
     """Start the deliveries, then the fan-out (stopped in reverse: no new queue is claimed
     while the tasks drain)."""
     rules = await platform_rules(settings)
+    lookups = await stack.enter_async_context(NameLookups())
+    await store.webhooks.record_scopes()  # endpoints made before scopes were recorded
     deliveries = await stack.enter_async_context(
-        Deliveries(store, settings, SecretBox(settings.secret_key), rules)
+        Deliveries(store, settings, SecretBox(settings.secret_key), rules, lookups)
     )
     await stack.enter_async_context(Fanout(store, bus, settings, deliveries))
     return deliveries

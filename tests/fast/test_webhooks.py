@@ -8,6 +8,7 @@ on the real servers: tests/integration/test_webhooks.py.)"""
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from contracts.errors import Forbidden, InvalidParams, NotFound
 from contracts.events import encode_event, subject_of
 from contracts.gateway_webhooks import MAX_WEBHOOKS
 from controlplane.settings import Settings
-from providers.egress import Rules, Target
+from providers.egress import NameLookups, Rules, Target
 from services.gateway.auth import Caller
 from services.webhooks.deliver import Deliveries
 from services.webhooks.fanout import Fanout
@@ -166,7 +167,8 @@ async def service(world: World, endpoint: Endpoint, **changes: Any
     """The webhooks service's fan-out and deliveries on the world's store (its poll not
     started: ``settle`` runs it), sending to ``endpoint``."""
     settings = msgspec.structs.replace(world.settings, **changes)
-    deliveries = Deliveries(world.store, settings, world.box, Rules(frozenset()), endpoint)
+    deliveries = Deliveries(world.store, settings, world.box, Rules(frozenset()), NameLookups(),
+                            endpoint)  # fmt: skip
     try:
         yield Fanout(world.store, world.bus, settings, deliveries), deliveries
     finally:
@@ -288,11 +290,12 @@ async def test_a_queue_is_held_by_one_process_until_its_lease_runs_out(world: Wo
         await fan_out(world, fanout)  # claimed by `first` as it is queued, and under way
         await asyncio.wait_for(one.reached.wait(), 10)
         records, now = world.store.webhooks, int(time.time() * 1000)
-        assert await records.claim(now, 1000, 10, "another") == []  # held...
+        claim = functools.partial(records.claim, most_per_scope=8, held={})
+        assert await claim(now, 1000, 10, "another") == []  # held...
         later = now + first.lease_ms + 1
-        taken = await records.claim(later, 1000, 10, "another")  # ...until its lease runs out
-        assert taken == [f"{made['id']}|{machine.id}"]
-        head = await records.head(taken[0], first.token, later, 1000)
+        taken = await claim(later, 1000, 10, "another")  # ...until its lease runs out
+        assert taken == [(f"{made['id']}|{machine.id}", i)]
+        head = await records.head(taken[0][0], first.token, later, 1000)
         assert head == -1  # the first process finds its lease gone: it stops
 
 

@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from providers.egress import Target
-from services.webhooks.post import EXCERPT, Connections, PostFailed, post
+from services.webhooks.post import EXCERPT, IDLE_S, Connections, PostFailed, post
+from tests.fakes.clock import ManualClock
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -144,5 +145,43 @@ async def test_a_kept_connection_the_endpoint_closed_is_replaced_at_once() -> No
             for _ in range(3):
                 assert (await post(target(port), {}, b"{}", 5.0, None, kept)).status == 204
         assert served == 3
+    finally:
+        server.close()
+
+
+async def test_idle_connections_are_closed_in_time_and_bounded_in_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An endpoint made, tested and deleted with a new address each time leaves no socket."""
+    ends = asyncio.Queue[None]()
+
+    async def on(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while await r.readuntil(b"\r\n\r\n"):
+                await r.readexactly(2)
+                w.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+                await w.drain()
+        w.close()
+        ends.put_nowait(None)
+
+    async def ended(n: int) -> None:
+        for _ in range(n):
+            await asyncio.wait_for(ends.get(), 5)
+
+    monkeypatch.setattr("services.webhooks.post.MAX_IDLE", 4)
+    server = await asyncio.start_server(on, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    clock = ManualClock()
+    try:
+        async with Connections(clock) as kept:
+            for n in range(6):  # six destinations: the two idle longest are closed
+                to = Target(ipaddress.ip_address("127.0.0.1"), port, f"h{n}.example.com", False,
+                            "/")  # fmt: skip
+                assert (await post(to, {}, b"{}", 5.0, None, kept)).status == 204
+            await ended(2)
+            assert kept.idle == 4
+            await clock.advance(IDLE_S)  # none used since: each closed by the sweep
+            await ended(4)
+            assert kept.idle == 0
     finally:
         server.close()

@@ -130,14 +130,47 @@ def test_no_webhook_goes_to_a_private_or_platform_address(addr: str, why: str) -
 def test_a_public_address_is_allowed_and_allow_private_names_exceptions() -> None:
     assert PLATFORM.refusal(ipaddress.ip_address("93.184.215.14")) is None
     assert PLATFORM.refusal(ipaddress.ip_address("2606:4700::1111")) is None
-    nets = Settings(webhook_allow_private="127.0.0.1,10.0.0.0/8").webhook_allowed_networks
+    nets = Settings(webhook_allow_private="127.0.0.1,10.0.0.0/8").webhook_allowances
     allowing = Rules(PLATFORM.platform, nets)
     assert allowing.refusal(ipaddress.ip_address("127.0.0.1")) is None
     assert allowing.refusal(ipaddress.ip_address("10.9.9.9")) is None
     assert allowing.refusal(ipaddress.ip_address("127.0.0.2")) is not None
     assert allowing.refusal(ipaddress.ip_address("192.168.0.1")) is not None
-    with pytest.raises(SettingsError, match="FLEET_WEBHOOK_ALLOW_PRIVATE"):
-        Settings(webhook_allow_private="localhost")
+    for bad in ("localhost", "127.0.0.1:0", "127.0.0.1:http", "[::1]:70000"):
+        with pytest.raises(SettingsError, match="FLEET_WEBHOOK_ALLOW_PRIVATE"):
+            _ = Settings(webhook_allow_private=bad).webhook_allowances
+
+
+@pytest.mark.parametrize(("addr", "carries"), [
+    ("64:ff9b::a00:1", "10.0.0.1"),  # NAT64's well-known prefix
+    ("64:ff9b::7f00:1", "127.0.0.1"),
+    ("2002:a9fe:a9fe::1", "169.254.169.254"),  # 6to4
+    ("::a00:1", "10.0.0.1"),  # IPv4-compatible
+    ("2001:0:4136:e378:8000:63bf:f5ff:fffe", ""),  # Teredo: reserved as it is
+    ("64:ff9b::808:404", "8.8.4.4"),  # the platform's own, through NAT64
+])  # fmt: skip
+def test_an_ipv6_address_carrying_a_refused_ipv4_one_is_refused(addr: str, carries: str) -> None:
+    refusal = PLATFORM.refusal(ipaddress.ip_address(addr))
+    assert refusal is not None
+    assert f"carries {carries}" in refusal if carries else "reserved" in refusal
+    assert PLATFORM.refusal(ipaddress.ip_address("64:ff9b::5db8:d70e")) is None  # a public one
+
+
+def test_an_allowance_never_opens_the_platforms_services_and_may_name_its_port() -> None:
+    loopback = ipaddress.ip_address("127.0.0.1")
+    platform = frozenset({loopback})
+    wide = Rules(platform, Settings(webhook_allow_private="127.0.0.1/32").webhook_allowances,
+                 frozenset({4222, 6379, 8080}))  # fmt: skip
+    assert wide.refusal(loopback, 9000) is None
+    for port in (4222, 6379, 8080):  # NATS, Redis, the gateway: not whatever is allowed
+        assert "service of the platform" in (wide.refusal(loopback, port) or "")
+    narrow = Rules(platform, Settings(webhook_allow_private="127.0.0.1:9000,[::1]:9000")
+                   .webhook_allowances)  # fmt: skip
+    assert narrow.refusal(loopback, 9000) is None
+    assert narrow.refusal(ipaddress.ip_address("::1"), 9000) is None
+    assert narrow.refusal(loopback, 9001) is not None
+    assert narrow.private(loopback, 9000)
+    assert not narrow.private(ipaddress.ip_address("93.184.215.14"), 443)
 
 
 def resolver(*answers: str):  # type: ignore[no-untyped-def]

@@ -177,6 +177,7 @@ export interface Deliveries {
   webhookId: string;
   attempts: Array<DeliveryAttempt>;
   pending: number;
+  dropped?: number;
 }
 
 /** One attempt to deliver one event. */
@@ -2097,7 +2098,7 @@ export interface Methods {
   /**
    * Send a webhook.test event to an endpoint (its attempts show in webhooks.deliveries).
    *
-   * Errors: 1004, 1003.
+   * Errors: 1004, 1003, 1029.
    */
   "webhooks.test": { params: WebhooksTestParams; result: WebhookTestSent };
   /**

@@ -99,7 +99,8 @@ class CallLimits:
     (create, rebuild and fork share one bucket), running commands or code on them (a command,
     streamed or not, a kernel's or codemode's code run), building environments
     (``environments.build``: a build, or an image ID it answers) and pausing, resuming or
-    snapshotting machines (one bucket: each writes or reads a machine's memory or home). Which
+    snapshotting machines (one bucket: each writes or reads a machine's memory or home), and
+    testing webhook endpoints (each queues an event in the platform's store). Which
     a method spends is its spec's ``budget``, on every route that runs it. The operator's
     admin callers are not limited: they are trusted with the whole platform anyway."""
 
@@ -108,11 +109,12 @@ class CallLimits:
         self.exec = RateLimiter(settings.rate_exec_per_min, clock=clock.monotonic)
         self.build = RateLimiter(settings.rate_build_per_min, clock=clock.monotonic)
         self.pause = RateLimiter(settings.rate_pause_per_min, clock=clock.monotonic)
+        self.webhook_test = RateLimiter(settings.rate_webhook_test_per_min, clock=clock.monotonic)
 
     def budget(self, name: Budget) -> RateLimiter:
         """The limiter of a spec's ``budget``."""
         return {"create": self.create, "exec": self.exec, "build": self.build,
-                "pause": self.pause}[name]  # fmt: skip
+                "pause": self.pause, "webhook_test": self.webhook_test}[name]  # fmt: skip
 
     def spend(self, spec: AnySpec, caller: Caller) -> None:
         """One call of ``spec`` by ``caller`` taken from the budget its spec names (none:

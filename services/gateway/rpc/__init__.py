@@ -33,6 +33,7 @@ __all__ = [
     "SecretOps",
     "StopOps",
     "Waker",
+    "WebhookMakers",
     "WebhookOps",
     "add_user",
     "open_woken",
@@ -70,6 +71,7 @@ if TYPE_CHECKING:
         waking_page,
         wants_waking_page,
     )
+    from services.gateway.rpc.webhook_makers import WebhookMakers
     from services.gateway.rpc.webhooks import WebhookOps
 else:
     __getattr__ = lazy_front(
@@ -112,6 +114,7 @@ else:
                 "waking_page",
                 "wants_waking_page",
             ),
+            "webhook_makers": ("WebhookMakers",),
             "webhooks": ("WebhookOps",),
         },
     )

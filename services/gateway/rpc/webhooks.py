@@ -41,8 +41,8 @@ from contracts.ids import new_event_id, new_webhook_id
 from contracts.jsonrpc import handles
 from controlplane.crypto import SecretBox
 from controlplane.settings import Settings
-from controlplane.store import NO_MACHINE, Store, StoredWebhook, TooManyWebhooks
-from providers.egress import Refused, Resolve, Rules, check, platform_rules, system_resolve
+from controlplane.store import NO_MACHINE, QueueBound, Store, StoredWebhook, TooManyWebhooks
+from providers.egress import Refused, Resolve, Rules, check, platform_rules
 from services.gateway.auth import Access, Caller
 
 #: How long the secret before a rotation signs beside the new one.
@@ -52,7 +52,7 @@ ROTATION_OVERLAP = timedelta(hours=24)
 class WebhookOps:
     def __init__(
         self, *, store: Store, box: SecretBox, access: Access, settings: Settings,
-        resolve: Resolve = system_resolve,
+        resolve: Resolve,
     ) -> None:  # fmt: skip
         self._records = store.webhooks
         self._box = box
@@ -67,14 +67,19 @@ class WebhookOps:
     async def webhooks_create(self, p: CreateWebhookParams, c: Caller) -> CreatedWebhook:
         await self._access.instance_exists(c, p.instance_id)
         try:
-            await check(p.url, await self._platform(), self._resolve)
+            async with asyncio.timeout(self._settings.webhook_timeout_s):
+                await check(p.url, await self._platform(), self._resolve)
         except Refused as exc:
             raise InvalidParams(f"a webhook may not be sent there: {exc}", field="$.url") from None
+        except TimeoutError:
+            raise InvalidParams(f"a webhook may not be sent there: its name did not resolve "
+                                f"within {self._settings.webhook_timeout_s:g} s",
+                                field="$.url") from None  # fmt: skip
         secret = webhook_signature.new_secret()
         hook = StoredWebhook(
             id=new_webhook_id(), instance_id=p.instance_id, url=p.url, events=p.events,
             description=p.description, created_at=datetime.now(UTC).replace(microsecond=0),
-            sealed_secret=self._box.encrypt(secret),
+            sealed_secret=self._box.encrypt(secret), made_by=c.token_id, made_by_user=c.user_id,
         )  # fmt: skip
         try:
             await self._records.create(hook, MAX_WEBHOOKS)
@@ -111,10 +116,12 @@ class WebhookOps:
         data = msgspec.json.encode({"webhookId": hook.id, "instanceId": hook.instance_id,
                                     "url": hook.url})  # fmt: skip
         stamp = msgspec.json.encode(now)[1:-1].decode()
-        now_ms = int(time.time() * 1000)
-        await self._records.enqueue([hook.id], queue=NO_MACHINE, seq=now_ms, event_id=event_id,
+        now_us = time.time_ns() // 1000
+        # Ordered by the microsecond they were made: a burst of tests keeps its order.
+        await self._records.enqueue([(hook.id, False)], queue=NO_MACHINE, seq=now_us,
+                                    event_id=event_id, now_ms=now_us // 1000,
                                     body=webhook_signature.body(TEST_TYPE, stamp, data),
-                                    now_ms=now_ms)  # fmt: skip
+                                    bound=QueueBound.of(self._settings))  # fmt: skip
         return WebhookTestSent(event_id=event_id)
 
     @handles(WEBHOOKS_DELIVERIES)
@@ -122,7 +129,8 @@ class WebhookOps:
         hook = await self._hook(p.webhook_id, c)
         return Deliveries(webhook_id=hook.id,
                           attempts=await self._records.attempts(hook.id, p.limit),
-                          pending=await self._records.pending(hook.id))  # fmt: skip
+                          pending=await self._records.pending(hook.id),
+                          dropped=await self._records.dropped(hook.id))  # fmt: skip
 
     async def _hook(self, webhook_id: str, c: Caller) -> StoredWebhook:
         hook = await self._records.get(webhook_id)
