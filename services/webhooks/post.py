@@ -66,6 +66,11 @@ class _Conn:
     def close(self) -> None:
         self.writer.close()
 
+    def fresh(self, now: float) -> bool:
+        """Idle less than ``IDLE_S``, and not closed by the endpoint."""
+        return now - self.idle_since < IDLE_S and not self.writer.is_closing() \
+            and not self.reader.at_eof()  # fmt: skip
+
 
 class Connections:
     """Async context manager: the connections endpoints keep open, idle, by checked address;
@@ -107,8 +112,7 @@ class Connections:
         for key in list(self._idle):
             kept = []
             for c in self._idle[key]:
-                if now - c.idle_since < IDLE_S and not c.writer.is_closing() \
-                        and not c.reader.at_eof():
+                if c.fresh(now):
                     kept.append(c)
                 else:
                     c.close()
@@ -122,7 +126,7 @@ class Connections:
         now = self._clock.monotonic()
         while conns:
             c = conns.pop()
-            if now - c.idle_since < IDLE_S and not c.writer.is_closing() and not c.reader.at_eof():
+            if c.fresh(now):
                 return c
             c.close()
         self._idle.pop(key, None)
