@@ -56,13 +56,14 @@ from bench import (
     terminal,
     typescript_sdk,
     warm_pool,
+    webhook_fairness,
     webhooks,
 )
 from bench.common import REPO, Report, fmt, machine_description, verdict
 
 #: Where ``--json`` writes by default: the figures the docs site's benchmarks page shows.
 FIGURES = REPO / "docs" / "benchmarks.json"
-BENCHES = tuple(str(n) for n in range(1, 35))
+BENCHES = tuple(str(n) for n in range(1, 36))
 #: Left out of ``--quick`` unless ``--only`` names them: each takes a minute or more even when
 #: quick (three stacks and the docker engine; a 30 s ack-wait baseline; --ha; both providers'
 #: pools), as long as all the others together; 27 also needs runsc, which not every host has.
@@ -201,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(webhooks.run(report, args.quick))
     if "34" in only:
         asyncio.run(desktop.run(report, args.quick))
+    if "35" in only:
+        asyncio.run(webhook_fairness.run(report, args.quick))
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nsummary ({time.monotonic() - started:.0f} s; load average at the end {load})")
     print("| # | figure | value | baseline | ratio | target | |")

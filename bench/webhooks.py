@@ -36,13 +36,13 @@ class _Id(msgspec.Struct):
     event_id: str = msgspec.field(name="eventId")
 
 
-class _Envelope(msgspec.Struct):
+class Envelope(msgspec.Struct):
     data: _Id
 
 
 @contextlib.asynccontextmanager
 async def _receiver(arrived: dict[str, float]) -> AsyncIterator[str]:
-    decode = msgspec.json.Decoder(_Envelope).decode
+    decode = msgspec.json.Decoder(Envelope).decode
 
     async def hook(request: web.Request) -> web.Response:
         event_id = decode(await request.read()).data.event_id
@@ -76,7 +76,7 @@ async def _sse(url: str, arrived: dict[str, float], connected: asyncio.Event) ->
                 arrived.setdefault(decode(line[6:]).event_id, time.perf_counter())
 
 
-async def _publish(nats_url: str, count: int, sent: dict[str, float]) -> None:
+async def publish(nats_url: str, count: int, sent: dict[str, float]) -> None:
     nc = await nats.connect(nats_url, name="bench-webhooks")
     js = nc.jetstream()
     try:
@@ -93,7 +93,7 @@ async def _publish(nats_url: str, count: int, sent: dict[str, float]) -> None:
         await nc.close()
 
 
-async def _until(arrived: dict[str, float], wanted: set[str], timeout_s: float) -> None:
+async def until(arrived: dict[str, float], wanted: set[str], timeout_s: float) -> None:
     """Until every one of ``wanted`` arrived, or ``timeout_s`` passed (then the figure says how
     many did not)."""
 
@@ -129,9 +129,9 @@ async def run(report: Report, quick: bool) -> None:
                     sse = asyncio.create_task(_sse(up.url, streamed, connected))
                     try:
                         await asyncio.wait_for(connected.wait(), 30)
-                        await _publish(ns.url, WARM + count, sent)
-                        await _until(hooked, set(sent), 60)
-                        await _until(streamed, set(sent), 10)
+                        await publish(ns.url, WARM + count, sent)
+                        await until(hooked, set(sent), 60)
+                        await until(streamed, set(sent), 10)
                     finally:
                         sse.cancel()
                         with contextlib.suppress(asyncio.CancelledError, aiohttp.ClientError):
