@@ -18,7 +18,7 @@ from pathlib import Path
 import msgspec
 from aiohttp import web
 
-from bench.common import Figure, Report, percentile, temp_dir
+from bench.common import Figure, Report, percentile, serving, temp_dir
 from bench.stack import FleetUp, Gateway, servers
 from bench.webhooks import Envelope as _Envelope, publish, until
 from contracts.gateway_rpc import INSTANCES_CREATE
@@ -56,14 +56,8 @@ async def _receivers(arrived: dict[str, float]) -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_post("/victim", victim)
     app.router.add_post("/slow/{n}", slow)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield url
 
 
 async def _victim(nats_url: str, arrived: dict[str, float]) -> list[float]:

@@ -20,7 +20,7 @@ import msgspec
 import nats
 from aiohttp import web
 
-from bench.common import Figure, Report, percentile, temp_dir
+from bench.common import Figure, Report, percentile, serving, temp_dir
 from bench.stack import ADMIN_TOKEN, FleetUp, Gateway, servers
 from contracts.events import EnvPushed, encode_event, subject_of
 from contracts.gateway_webhooks import WEBHOOKS_CREATE, CreateWebhookParams
@@ -51,14 +51,8 @@ async def _receiver(arrived: dict[str, float]) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as url:
+        yield f"{url}/hook"
 
 
 async def _sse(url: str, arrived: dict[str, float], connected: asyncio.Event) -> None:

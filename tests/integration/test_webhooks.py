@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import msgspec
@@ -40,6 +40,16 @@ def allowing(settings: Settings, **more: object) -> Settings:
                                    webhook_retry_steps_s="0.2,0.4", **more)  # fmt: skip
 
 
+@asynccontextmanager
+async def webhooks_stack(settings: Settings) -> AsyncIterator[FleetClient]:
+    """``running_stack`` on ``allowing(settings)``, the webhooks service beside it."""
+    s = allowing(settings)
+    async with running_stack(s) as client, AsyncExitStack() as es:
+        store, bus = await connect(s, es, "webhooks")
+        await enter_webhooks(es, s, store, bus)
+        yield client
+
+
 @pytest.fixture
 async def hooks(tmp_path: Path) -> AsyncIterator[Receiver]:
     async with receiver() as r:
@@ -58,10 +68,7 @@ def pipeline_of(got: list[Received], machine_id: str) -> bool:
 async def test_a_new_machines_events_reach_the_receiver_signed_and_in_order(
     settings: Settings, hooks: Receiver
 ) -> None:
-    s = allowing(settings)
-    async with running_stack(s) as client, AsyncExitStack() as es:
-        store, bus = await connect(s, es, "webhooks")
-        await enter_webhooks(es, s, store, bus)
+    async with webhooks_stack(settings) as client:
         inst = await client.create_instance("hooked")
         hook = await client.webhooks_create(hooks.url, ["*"], instance_id=inst.id)
         machine = await client.create_machine(inst.id)
@@ -86,11 +93,8 @@ async def test_a_new_machines_events_reach_the_receiver_signed_and_in_order(
 async def test_a_failing_receiver_gets_the_event_again_with_the_same_id(
     settings: Settings, hooks: Receiver
 ) -> None:
-    s = allowing(settings)
     hooks.answers.extend([500, 500])
-    async with running_stack(s) as client, AsyncExitStack() as es:
-        store, bus = await connect(s, es, "webhooks")
-        await enter_webhooks(es, s, store, bus)
+    async with webhooks_stack(settings) as client:
         inst = await client.create_instance("flaky")
         hook = await client.webhooks_create(hooks.url, ["machine.created"], instance_id=inst.id)
         machine = await client.create_machine(inst.id)

@@ -21,10 +21,8 @@ from contracts.gateway_webhooks import MAX_WEBHOOKS
 from controlplane.settings import Settings
 from controlplane.stage import connect
 from controlplane.store import QueueBound, Store, StoredWebhook
-from services.webhooks.service import enter_webhooks
-from tests.conftest import running_stack
 from tests.fast.test_webhooks_bounds import flood
-from tests.integration.test_webhooks import allowing
+from tests.integration.test_webhooks import allowing, webhooks_stack
 from tests.webhook_receiver import Receiver, receiver
 
 #: What an instance's 20 endpoints may hold in Redis in all, each at its default bound
@@ -56,9 +54,7 @@ async def test_2000_tests_at_a_silent_endpoint_are_refused_past_the_budget_or_bo
     settings: Settings, silent: Receiver
 ) -> None:
     s = allowing(settings)
-    async with running_stack(s) as client, AsyncExitStack() as es:
-        store, bus = await connect(s, es, "webhooks")
-        await enter_webhooks(es, s, store, bus)
+    async with webhooks_stack(settings) as client:
         inst = await client.create_instance("flood")
         hook = await client.webhooks_create(silent.url, ["*"], instance_id=inst.id)
         member = await client.create_token("member", inst.id, scopes=["admin"])

@@ -19,6 +19,7 @@ __all__ = [
     "CallerCache",
     "CallerNotices",
     "CallerResolver",
+    "CallerRound",
     "EventTickets",
     "Reach",
     "SecretUseAudit",
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
         OPERATOR,
         SESSION_PREFIX,
         CallerResolver,
+        CallerRound,
         caller_resolver,
         current_caller,
         user_caller,
@@ -82,6 +84,7 @@ else:
             "caller_cache": ("CallerCache",),
             "caller_notices": ("CallerNotices",),
             "callers": (
+                "CallerRound",
                 "CallerResolver",
                 "OPERATOR",
                 "SESSION_PREFIX",

@@ -9,10 +9,14 @@ replica, and what is held open is cut by the round the change sets off.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Self
 
 from base.clock import SYSTEM_CLOCK, Clock
+from base.ticker import Ticker
 from contracts.gateway_people import User
 from contracts.people import ADMIN
 from controlplane.store import Store, token_record
@@ -103,3 +107,24 @@ async def caller_is_live(store: Store, caller_id: str) -> bool:
     """The token or session still stands: not revoked, expired or ended, and its user (if any)
     is not disabled."""
     return await current_caller(store, caller_id) is not None
+
+
+class CallerRound(Ticker):
+    """A round over what callers hold (``tick``), every ``interval_s`` and at once on a change
+    to callers written or announced here (``Store.caller_changes``)."""
+
+    def __init__(self, store: Store, interval_s: float, clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__(interval_s, clock)
+        self._store = store
+        self._watch = contextlib.ExitStack()
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        self._watch.enter_context(self._store.caller_changes.watching(self.wake))
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._watch.close()
+        await super().__aexit__(et, e, tb)

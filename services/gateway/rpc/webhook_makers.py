@@ -11,43 +11,32 @@ ends the session, not the user's right.
 
 from __future__ import annotations
 
-import contextlib
-from types import TracebackType
-from typing import Self
-
 import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
-from base.ticker import Ticker
 from contracts.audit import Action
 from contracts.people import ADMIN
 from controlplane.store import Store, StoredWebhook
-from services.gateway.auth import SESSION_PREFIX, AuditLog, Caller, current_caller, user_caller
+from services.gateway.auth import (
+    SESSION_PREFIX,
+    AuditLog,
+    Caller,
+    CallerRound,
+    current_caller,
+    user_caller,
+)
 
 log = structlog.get_logger(__name__)
 
 
-class WebhookMakers(Ticker):
+class WebhookMakers(CallerRound):
     name = "gateway.webhook_makers"
     failed_event = "gateway.webhook_makers_failed"
 
     def __init__(self, store: Store, interval_s: float, audit: AuditLog | None = None,
                  clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
-        super().__init__(interval_s, clock)
-        self._store = store
+        super().__init__(store, interval_s, clock)
         self._audit = audit
-        self._watch = contextlib.ExitStack()
-
-    async def __aenter__(self) -> Self:
-        await super().__aenter__()
-        self._watch.enter_context(self._store.caller_changes.watching(self.wake))
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._watch.close()
-        await super().__aexit__(et, e, tb)
 
     async def tick(self) -> list[str]:
         """One round: the endpoints it disabled."""

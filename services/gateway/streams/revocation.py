@@ -15,43 +15,25 @@ event stream ends with 1501 and its client resumes from the stored events.
 
 from __future__ import annotations
 
-import contextlib
-from types import TracebackType
-from typing import Self
-
 from base.clock import SYSTEM_CLOCK, Clock
-from base.ticker import Ticker
 from contracts.audit import Action
 from controlplane.store import Store
-from services.gateway.auth import AuditLog, current_caller
+from services.gateway.auth import AuditLog, CallerRound, current_caller
 from services.gateway.streams.events_hub import EventHub
 from services.gateway.streams.slots import ByteStreamSlots
 
 
-class RevocationTicker(Ticker):
+class RevocationTicker(CallerRound):
     name = "gateway.revocation"
     failed_event = "gateway.revocation_check_failed"
 
     def __init__(self, store: Store, events: EventHub, slots: ByteStreamSlots,
                  interval_s: float, audit: AuditLog | None = None,
                  clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
-        super().__init__(interval_s, clock)
+        super().__init__(store, interval_s, clock)
         self._audit = audit
-        self._store = store
         self._events = events
         self._slots = slots
-        self._watch = contextlib.ExitStack()
-
-    async def __aenter__(self) -> Self:
-        await super().__aenter__()
-        self._watch.enter_context(self._store.caller_changes.watching(self.wake))
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._watch.close()
-        await super().__aexit__(et, e, tb)
 
     async def tick(self) -> None:
         if not self._events.bus_connected:
