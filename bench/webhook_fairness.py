@@ -104,6 +104,9 @@ async def run(report: Report, quick: bool) -> None:
                         loaded = await _victim(ns.url, arrived)
                     finally:
                         await gw.close()
+    if len(loaded) < SAMPLES:  # the ones that never came count as the whole wait
+        report.note(f"35: {SAMPLES - len(loaded)} of {SAMPLES} events did not arrive in 60 s")
+        loaded += [60.0] * (SAMPLES - len(loaded))
     a, b = percentile(alone, 50), percentile(loaded, 50)
     report.add(Figure("35", f"a victim's webhook p50 beside {len(slow)} slow endpoints fed", b,
                       "s", a, "its p50 alone", "<= 2x", b <= 2 * a))  # fmt: skip
