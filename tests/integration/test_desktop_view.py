@@ -43,15 +43,15 @@ async def looker(
 
 
 @asynccontextmanager
-async def live_view(
-    settings: Settings, mid: str, port: int, token: str
-) -> AsyncIterator[Rfb]:
+async def live_view(settings: Settings, mid: str, port: int, token: str) -> AsyncIterator[Rfb]:
     """RFB through the live view's websocket on ``port``, by the preview of ``token``'s
     caller (the way noVNC's page connects)."""
     url = f"{previews(settings)}/machines/{mid}/ports/{port}/websockify"
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(url, headers=bearer(token), protocols=("binary",)) as ws:
-            yield Rfb(ws)
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, headers=bearer(token), protocols=("binary",)) as ws,
+    ):
+        yield Rfb(ws)
 
 
 async def test_a_ports_token_reaches_no_vnc_server_that_takes_input(
