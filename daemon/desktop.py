@@ -184,15 +184,16 @@ class Desktop:
         assert programs.vnc
         assert programs.bridge
         assert programs.novnc
-        for port, vnc_port in dp.VNC_PORTS.items():
+        for port, name in dp.VNC_SOCKETS.items():
+            socket = Path(running.fbdir) / name
             view_only = port == dd.VIEW_ONLY_PORT
             running.procs[f"vnc-{port}"] = self._spawn(
-                f"vnc-{port}", dp.vnc_argv(programs.vnc, running.display, vnc_port,
+                f"vnc-{port}", dp.vnc_argv(programs.vnc, running.display, socket,
                                            view_only=view_only), env)  # fmt: skip
             running.procs[f"view-{port}"] = self._spawn(
-                f"view-{port}", dp.bridge_argv(programs.bridge, programs.novnc, port, vnc_port),
+                f"view-{port}", dp.bridge_argv(programs.bridge, programs.novnc, port, socket),
                 env)  # fmt: skip
-        if await _listening(list(dp.VNC_PORTS), dd.START_TIMEOUT_S):
+        if await _listening(list(dp.VNC_SOCKETS), dd.START_TIMEOUT_S):
             running.view_port, running.view_only_port = dd.VIEW_PORT, dd.VIEW_ONLY_PORT
         else:
             tail = self._log_tail(f"view-{dd.VIEW_PORT}")

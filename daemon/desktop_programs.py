@@ -17,8 +17,14 @@
   a machine's seccomp filter and ``no_new_privs`` refuse; the machine's sandbox (namespaces,
   seccomp and cgroup, or gVisor's kernel) is the boundary around it and everything else the
   machine runs (docs/desktop.md).
-- **The live view**: ``x11vnc`` (one that takes input and one ``-viewonly``, on loopback ports
-  of the machine) behind ``websockify``, which serves noVNC's page and carries its websocket.
+- **The live view**: ``x11vnc`` (one that takes input and one ``-viewonly``) behind
+  ``websockify``, which serves noVNC's page and carries its websocket. Each x11vnc listens on a
+  Unix socket in the display's private directory and on no TCP port: a port of the machine's
+  loopback is reached by a ``ports`` tunnel or preview, and a VNC server there, which asks no
+  password, would give that token the mouse and keyboard that only ``machines:exec`` may drive.
+  The port that takes input is the websockify of ``VIEW_PORT``, which the gateway opens only for
+  ``machines:exec`` (services/gateway/streams/tunnels.py ``port_scope``). ``-rfbport 0`` alone
+  is not enough: libvncserver still listens on ``[::]:5900`` unless ``-rfbportv6 0`` says no.
 """
 
 from __future__ import annotations
@@ -39,8 +45,8 @@ BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 VNC_SERVER = "x11vnc"
 WEBSOCKET_BRIDGE = "websockify"
 NOVNC_DIRS = ("/usr/share/novnc",)
-#: The VNC servers' own loopback ports, behind the live view's websockets.
-VNC_PORTS = {dd.VIEW_PORT: 5900, dd.VIEW_ONLY_PORT: 5901}
+#: The VNC servers' Unix sockets, in the display's directory, behind the live view's ports.
+VNC_SOCKETS = {dd.VIEW_PORT: "vnc-input.sock", dd.VIEW_ONLY_PORT: "vnc-view.sock"}
 BROWSER_FLAGS = (
     "--no-sandbox", "--test-type", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
     "--no-default-browser-check", "--disable-background-networking",
@@ -94,11 +100,13 @@ def browser_argv(program: str, profile: Path, width: int, height: int, url: str)
             f"--window-size={width},{height}", "--window-position=0,0", "--", url]  # fmt: skip
 
 
-def vnc_argv(program: str, display: str, port: int, *, view_only: bool) -> list[str]:
-    argv = [program, "-display", display, "-rfbport", str(port), "-listen", "127.0.0.1",
-            "-noipv6", "-forever", "-shared", "-nopw", "-quiet", "-noxdamage"]  # fmt: skip
-    return [*argv, "-viewonly"] if view_only else argv
+def vnc_argv(program: str, display: str, socket: Path, *, view_only: bool) -> list[str]:
+    argv = [program, "-display", display, "-unixsock", str(socket), "-rfbport", "0",
+            "-rfbportv6", "0", "-noipv6", "-forever", "-shared", "-nopw", "-quiet",
+            "-noxdamage"]  # fmt: skip
+    # A viewer of the view-only server sets no clipboard either: pasted, it would be input.
+    return [*argv, "-viewonly", "-seldir", "send"] if view_only else argv
 
 
-def bridge_argv(program: str, novnc: str, port: int, vnc_port: int) -> list[str]:
-    return [program, "--web", novnc, f"127.0.0.1:{port}", f"127.0.0.1:{vnc_port}"]
+def bridge_argv(program: str, novnc: str, port: int, socket: Path) -> list[str]:
+    return [program, "--web", novnc, f"--unix-target={socket}", f"127.0.0.1:{port}"]

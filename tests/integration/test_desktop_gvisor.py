@@ -1,31 +1,34 @@
 """The desktop on gvisor machines, with a real Xvfb and Chromium in real runsc sandboxes: the
 scenario of tests/desktop_checks.py (a page served in the machine, a button clicked, a field
 typed into, both seen in the pixels), then the display with its browser across a pause and
-resume (the same screen, the same field), and in three forks with memory: each shows the page
-as it was, then types something of its own and shows only its own; the browser's cookie is
-there after a reload. One stack for the module (tests/gvisor_stack.py)."""
+resume (the same screen, the same field), and in three forks with memory, each typed into the
+moment it is ready, all at once: each shows the page as it was with its own text after it, and
+only its own; the browser's cookie is there after a reload. One stack for the module
+(tests/gvisor_stack.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 
 import pytest
 from PIL import ImageChops
 
 from contracts import daemon_desktop as dd
+from contracts.codemode import MCP_PATH
 from controlplane.settings import Settings
 from fleet.client import FleetClient
+from tests.conftest import ADMIN_TOKEN
 from tests.desktop_checks import (
-    FIELD_FROM_MARK,
     Shot,
     blue_page,
     clicked_and_typed,
     green_page,
-    plus,
     shot,
     until,
 )
 from tests.gvisor_stack import gvisor_settings, module_stack
+from tests.integration.test_codemode_mcp import mcp_client
 from tests.integration.test_gvisor import READY_S, answers, paused_and_resumed
 from tests.waiters import wait_until
 
@@ -35,6 +38,8 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 #: Pixels (of 1024x768) that may differ between two screenshots of the same screen: the text
 #: caret's blink and the pointer are hidden or still, so this is room for a repainted edge.
 SAME_SCREEN_PIXELS = 2000
+#: The width of "src" at the start of the test page's field (48 px type): what the source typed.
+SOURCE_TEXT_PX = 60
 
 
 @pytest.fixture(scope="module")
@@ -77,34 +82,43 @@ async def test_the_desktop_and_its_browser_survive_a_pause_and_resume(stack: Fle
 
 
 @pytest.mark.timeout(1500)
-async def test_three_forks_with_memory_show_the_page_then_each_types_its_own(
-    stack: FleetClient,
+async def test_three_forks_with_memory_typed_into_at_once_each_show_their_own(
+    stack: FleetClient, stack_settings: Settings
 ) -> None:
+    """The source's field has the focus; each fork is typed into the moment it is ``ready``
+    (one through MCP's ``computer`` tool), all three at once: a fork's display takes input
+    when it is ready, so each shows its own text, and the source shows none of it."""
     mid = await ready_desktop_gvisor(stack, "gv-desktop-fork")
     source, mark = await clicked_and_typed(stack, mid, "src")
     forks = [m.id for m in await stack.fork_machine(mid, 3, memory=True)]
-    for f in forks:
-        got = await stack.wait_for(f, ["ready", "failed"], timeout_s=600)
-        assert got.status == "ready", got.status_reason
-    fx, fy = plus(mark, FIELD_FROM_MARK)
-    for k, f in enumerate(forks):
-        await back(stack, f)
-        first = await shot(stack, f)
-        assert green_page(first)
-        assert first.field(mark).tobytes() == source.field(mark).tobytes()
-        # Each types its own at the end of the field.
-        text = " " + "xyz"[k] * (k + 2)
-        mine: list[dd.Action] = [dd.Click(x=fx, y=fy), dd.Key(keys="End"), dd.Type(text=text),
-                                 dd.Move(x=0, y=760)]  # fmt: skip
-        await stack.machines_desktop_act(f, mine)
+    texts = [" " + letter * (k + 2) for k, letter in enumerate("xyz")]
+    url = f"http://127.0.0.1:{stack_settings.port}{MCP_PATH}"
+    async with mcp_client(url, ADMIN_TOKEN) as mcp:
 
-        async def take(fork: str = f) -> Shot:
-            return await shot(stack, fork)
+        async def type_once_ready(fork: str, text: str, by_mcp: bool) -> None:
+            got = await stack.wait_for(fork, ["ready", "failed"], timeout_s=600)
+            assert got.status == "ready", got.status_reason
+            if by_mcp:
+                typed = await mcp.call_tool("computer", {"machine_id": fork, "action": "type",
+                                                         "text": text})  # fmt: skip
+                assert not typed.is_error, typed
+            else:
+                await stack.machines_desktop_act(fork, [dd.Type(text=text)])
 
-        await until(take, lambda s: s.ink(mark) > source.ink(mark) + 50, timeout_s=60)
-    fields = [(await shot(stack, f)).field(mark).tobytes() for f in forks]
-    assert len(set(fields)) == 3  # each shows its own text alone
-    await back(stack, mid)
+        each = zip(forks, texts, strict=True)
+        await asyncio.gather(
+            *(type_once_ready(f, t, by_mcp=k == 2) for k, (f, t) in enumerate(each))
+        )
+
+    def typed(s: Shot) -> bool:
+        return green_page(s) and s.ink(mark) > source.ink(mark) + 50
+
+    def typed_before(s: Shot) -> bytes:  # the field's start: what the source had typed
+        return s.field(mark).crop((0, 0, SOURCE_TEXT_PX, s.field(mark).height)).tobytes()
+
+    shown = [await until(lambda f=f: shot(stack, f), typed, timeout_s=60) for f in forks]
+    assert {typed_before(s) for s in shown} == {typed_before(source)}  # the page as it was
+    assert len({s.field(mark).tobytes() for s in shown}) == 3  # then each its own text alone
     assert (await shot(stack, mid)).field(mark).tobytes() == source.field(mark).tobytes()
     # The browser's cookie is in each fork's memory and profile: a reload paints the square
     # green at load, the field empty again.
