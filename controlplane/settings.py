@@ -181,6 +181,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: Seconds between two samples of each machine's CPU, memory, disk and network, taken by
     #: the provisioner of its host (services/provisioner/usage_sampler.py; docs/monitoring.md).
     metrics_sample_s: float = 5.0
+    #: A walk of a machine's home for its disk use (where its file system keeps no figure of
+    #: its own) stops after this many entries or seconds; the figure is then "at least"
+    #: (providers/disk_walk.py). The walk runs in the machine's cgroups, charged to it.
+    disk_walk_entries: int = 100_000
+    disk_walk_s: float = 5.0
     #: The gateway's /metrics also has a gauge per machine (its latest sample), labelled with
     #: its id and instance: off by default (a series per machine).
     metrics_per_machine: bool = False
@@ -567,6 +572,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             raise SettingsError(f"FLEET_SWEEP_GRACE_S: {self.sweep_grace_s} is not > 0")
         if self.instance_disk_mb < 0:
             raise SettingsError(f"FLEET_INSTANCE_DISK_MB: {self.instance_disk_mb} is not >= 0")
+        if self.disk_walk_entries < 1:
+            raise SettingsError(f"FLEET_DISK_WALK_ENTRIES: {self.disk_walk_entries} is not >= 1")
+        if not self.disk_walk_s > 0:
+            raise SettingsError(f"FLEET_DISK_WALK_S: {self.disk_walk_s} is not > 0")
         _ = self.webhook_retry_steps, self.webhook_allowed_networks  # named at start if bad
         if not self.webhook_timeout_s > 0 or self.webhook_concurrency < 1:
             raise SettingsError("FLEET_WEBHOOK_TIMEOUT_S and FLEET_WEBHOOK_CONCURRENCY are "

@@ -41,6 +41,7 @@ from contracts.errors import ProviderError
 from contracts.events import HomeCopy
 from contracts.models import GvisorPlatform
 from providers.code import resolve_sha
+from providers.disk_walk import WalkBound, home_disk
 from providers.docker.code import (
     TOKEN_FILE,
     code_volume,
@@ -74,7 +75,7 @@ from providers.docker.names import (
 from providers.docker.netns import container_pid
 from providers.docker.runtime import Runtime, RuntimeVolumes, copy_up, give_volume
 from providers.machine_limits import Limits, Placement, PlacementOf
-from providers.machine_usage import Usage, docker_usage, home_disk
+from providers.machine_usage import Usage, docker_usage
 from providers.sandbox import RESOLVER
 
 log = structlog.get_logger(__name__)
@@ -104,8 +105,11 @@ class DockerProvider:
         default_limits: Limits | None = None,
         engine_url: str | None = None,
         gvisor_platform: GvisorPlatform = "ptrace",
+        disk_walk: WalkBound | None = None,
     ) -> None:
         self._nats_url = nats_url
+        #: How much of a home a measurement of its disk may walk (providers/disk_walk.py).
+        self._walk = disk_walk or WalkBound()
         #: The engine's address (``tcp://host:port``, ``unix:///path``); None: aiodocker's
         #: rule (DOCKER_HOST, else the docker context's, else the local socket).
         self._engine_url = engine_url
@@ -394,7 +398,8 @@ class DockerProvider:
     async def usage(self, machine_id: str, *, disk: bool = False) -> Usage | None:
         """What the machine's container uses now, as the engine's stats say
         (providers/machine_usage.py); its home's disk too when ``disk`` and the engine is this
-        host's (its volume's directory); None if it is not running."""
+        host's (its volume's directory, measured by providers/disk_walk.py: bounded, in the
+        container's cgroups); None if it is not running."""
         c = await self._container(machine_id)
         if c is None or not c["State"]["Running"]:
             return None
@@ -403,7 +408,8 @@ class DockerProvider:
         got = docker_usage(stats)
         homes = [m.get("Source") for m in c["Mounts"] or [] if m.get("Destination") == MACHINE_HOME]
         if disk and homes and homes[0] and self.local_engine():
-            got = got.with_disk(*await asyncio.to_thread(home_disk, Path(homes[0])))
+            use, size = await home_disk(Path(homes[0]), self._walk, int(c["State"]["Pid"]))
+            got = got.with_disk(None if use is None else use.bytes, size)
         return got
 
     async def netns_pid(self, machine_id: str) -> int | None:

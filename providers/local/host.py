@@ -15,6 +15,7 @@ import structlog
 
 from base.codestore import CODE_MOUNT, STORE_VAR
 from base.version import git_sha
+from providers.disk_walk import WalkBound
 from providers.local.image_rootfs import ImageRoots
 from providers.local.processes import INHERITED_ENV, code_store
 from providers.machine_limits import Limits, Placement, PlacementOf, on_host
@@ -60,6 +61,8 @@ class LocalHost:
     image_roots: ImageRoots
     #: Docker's default syscall filter, compiled once (providers/sandbox/seccomp.py).
     seccomp: bytes
+    #: How much of a home (or a copy) one measurement of its disk may walk.
+    disk_walk: WalkBound
 
     @classmethod
     def of(
@@ -67,6 +70,7 @@ class LocalHost:
         sandbox: bool, shared: tuple[Path, ...], placement: PlacementOf | None,
         uids: tuple[int, int] | None, default_limits: Limits | None, own_network: bool,
         forwarded: tuple[int, ...], cow: bool, engine: Callable[[], aiodocker.Docker] | None,
+        disk_walk: WalkBound,
     ) -> LocalHost:  # fmt: skip
         data_dir = data_dir.resolve()
         return cls(
@@ -76,6 +80,7 @@ class LocalHost:
             own_network=own_network and sandbox,
             forwarded=sorted({*loopback_ports(nats_url), *forwarded}), cow=cow, engine=engine,
             image_roots=ImageRoots(data_dir), seccomp=docker_default_bpf() if sandbox else b"",
+            disk_walk=disk_walk,
         )  # fmt: skip
 
     @property
