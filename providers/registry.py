@@ -37,6 +37,7 @@ def docker_provider(
         keep_volumes=settings.docker_keep_volumes, say=say, stack=stack_id(settings),
         default_limits=platform_limits(settings), engine_url=engine_url,
         gvisor_platform=settings.gvisor_platform, disk_walk=disk_walk(settings),
+        uids=settings.docker_uid_range,
     )  # fmt: skip
 
 
