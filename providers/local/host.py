@@ -13,6 +13,7 @@ from pathlib import Path
 import aiodocker
 import structlog
 
+from base.atomic import replace_file
 from base.codestore import CODE_MOUNT, STORE_VAR
 from base.version import git_sha
 from providers.disk_walk import WalkBound
@@ -29,6 +30,10 @@ from providers.sandbox import (
 )
 
 log = structlog.get_logger(__name__)
+
+#: In a machine's directory: the uid its home was last given to, and that home's device and
+#: inode (another home there, a copy made again, is given again).
+HOME_GIVEN = "home-given"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,11 +116,18 @@ class LocalHost:
 
     def own_uid_in(self, machine_dir: Path) -> int | None:
         """The uid recorded in ``machine_dir`` (a machine's, or a pool slot's: its machine's at
-        claim), allocated if new; ``home`` and ``daemon.log`` there given to it."""
+        claim), allocated if new; ``home`` and ``daemon.log`` there given to it. A home is
+        walked to be given once (``HOME_GIVEN``: made, copied, or its uid changed), never at
+        each start: a machine makes its home as large as it likes, and the walk is root's."""
         if self.uids is None:
             return None
         uid = allocate_uid(machine_dir / "uid", self.machines, self.uids)
-        give_home(machine_dir / "home", uid)
+        home, given = machine_dir / "home", machine_dir / HOME_GIVEN
+        st = os.lstat(home)
+        mark = f"{uid} {st.st_dev} {st.st_ino}"
+        if not given.is_file() or given.read_text() != mark:
+            give_home(home, uid)
+            replace_file(given, mark)
         # Its log too: the daemon reads it back (daemon.log) through its own stdout.
         log_path = machine_dir / "daemon.log"
         log_path.touch(mode=0o600)
