@@ -49,17 +49,28 @@ async def test_a_tenant_out_of_inotify_instances_leaves_anothers_watch(
 ) -> None:
     a = await ready_machine(stack, "inotify-a")
     b = await ready_machine(stack, "inotify-b")
-    await stack.start_process(a, ["python3", "-c", HOG], tag="hog")
+    await runs_out(stack, a)
+    await still_watches(stack, b)
+
+
+async def runs_out(stack: FleetClient, mid: str) -> None:
+    """Machine ``mid`` takes every inotify instance it can get (``HOG``), and holds them."""
+    await stack.start_process(mid, ["python3", "-c", HOG], tag="hog")
 
     async def held() -> bool:
-        return (await stack.exec(a, ["cat", "held"])).exit_code == 0
+        return (await stack.exec(mid, ["cat", "held"])).exit_code == 0
 
     await wait_until(held, timeout=60)
-    took = int((await stack.exec(a, ["cat", "held"])).stdout)
-    assert took < 200  # A ran out: the kernel's limit refused it the rest
-    one = await stack.exec(b, ["python3", "-c", ONE])
-    assert int(one.stdout) >= 0, one  # B's own file watchers still get an instance
-    await sees_an_execs_changes(stack, b)  # and B's machines.watch still sees its files
+    took = int((await stack.exec(mid, ["cat", "held"])).stdout)
+    assert took < 200  # it ran out: the kernel's limit refused it the rest
+
+
+async def still_watches(stack: FleetClient, mid: str) -> None:
+    """Machine ``mid``'s own file watchers get an instance, and its machines.watch sees its
+    files."""
+    one = await stack.exec(mid, ["python3", "-c", ONE])
+    assert int(one.stdout) >= 0, one
+    await sees_an_execs_changes(stack, mid)
 
 
 async def test_each_docker_machine_runs_as_a_uid_of_its_own_named_as_the_images_user(
