@@ -196,9 +196,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: the provisioner of its host (services/provisioner/usage_sampler.py; docs/monitoring.md).
     metrics_sample_s: float = 5.0
     #: A walk of a machine's home for its disk use (where its file system keeps no figure of
-    #: its own) stops after this many entries or seconds; the figure is then "at least"
+    #: its own) stops after this many entries; the figure is then "at least"
     #: (providers/disk_walk.py). The walk runs in the machine's cgroups, charged to it.
     disk_walk_entries: int = 100_000
+    #: ... or after this many seconds, whichever comes first (killed 10 s past it).
     disk_walk_s: float = 5.0
     #: The gateway's /metrics also has a gauge per machine (its latest sample), labelled with
     #: its id and instance: off by default (a series per machine).
