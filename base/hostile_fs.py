@@ -14,7 +14,8 @@ root resolves there may end anywhere on the host. So root reaches into such a tr
 - a walk descends only into a directory it opened itself (``O_DIRECTORY | O_NOFOLLOW``) that is
   the one it listed (same device and inode) and on the top's filesystem, acts on the entries
   relative to that descriptor (``fchownat`` with ``AT_SYMLINK_NOFOLLOW``), and stops at
-  ``MAX_DEPTH``.
+  ``MAX_DEPTH``; a walk that only counts (``disk_use``) also stops at a bound of entries and
+  of time that its caller sets (providers/disk_walk.py runs it in the machine's cgroups).
 
 What this leaves to the kernel: a machine cannot make device nodes (no ``CAP_MKNOD``) and cannot
 hard-link a host file into its home (what it sees of the host is on other mounts: ``EXDEV``); a
@@ -27,7 +28,9 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator
+import time
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -113,14 +116,33 @@ def chown_tree(top: Path, uid: int, gid: int) -> int:
         return changed
 
 
-def disk_bytes(top: Path) -> int:
+@dataclass(frozen=True)
+class DiskUse:
+    """What a walk of a tree counted: its blocks' bytes, its entries, and whether it saw it
+    all (False: it stopped at its bound of entries or time, so the tree takes at least that)."""
+
+    bytes: int
+    entries: int
+    complete: bool
+
+
+def disk_use(top: Path, *, max_entries: int, until: float) -> DiskUse:
     """What ``top`` and everything below it take on disk (allocated blocks), by descriptor,
-    never following a link, on ``top``'s filesystem alone."""
+    never following a link, on ``top``'s filesystem alone; the walk stops after
+    ``max_entries`` entries or at ``until`` (``time.monotonic()``), whichever comes first: a
+    machine makes its home as large as it likes, and the walk is the host's work."""
     with _closing(open_top(top)) as fd:
         st = os.fstat(fd)
-        return st.st_blocks * 512 + sum(
-            found.st_blocks * 512 for _, _, found in _entries_below(fd, st.st_dev, 1)
-        )
+        total, entries = st.st_blocks * 512, 0
+        walk = _entries_below(fd, st.st_dev, 1)
+        try:
+            for _, _, found in walk:
+                if entries >= max_entries or time.monotonic() >= until:
+                    return DiskUse(total, entries, complete=False)
+                total, entries = total + found.st_blocks * 512, entries + 1
+        finally:
+            walk.close()  # the descriptors it holds open, closed now
+        return DiskUse(total, entries, complete=True)
 
 
 def _give(dir_fd: int, name: str | None, st: os.stat_result, uid: int, gid: int) -> int:
@@ -137,7 +159,7 @@ def _give(dir_fd: int, name: str | None, st: os.stat_result, uid: int, gid: int)
 
 def _entries_below(
     dir_fd: int, dev: int, depth: int
-) -> Iterator[tuple[int, str | None, os.stat_result]]:
+) -> Generator[tuple[int, str | None, os.stat_result], None, None]:
     """Each entry below ``dir_fd``, never followed: a non-directory as (the descriptor of its
     directory, its name, its stat); a directory still the one listed as (its own descriptor,
     None, its stat), then what is below it. A descriptor is open only while it is yielded."""

@@ -40,6 +40,20 @@ def check_prefix(prefix: str) -> str:
 PREFIX = "FLEET_"
 
 
+def _uid_range(name: str, text: str) -> tuple[int, int] | None:
+    """A ``first-last`` range of uids (``name``'s), as (first, last); None when empty."""
+    if not text.strip():
+        return None
+    first, _, last = text.partition("-")
+    try:
+        lo, hi = int(first), int(last or first)
+    except ValueError:
+        lo = hi = 0
+    if not 0 < lo <= hi:
+        raise SettingsError(f"{name}: {text!r} is not FIRST-LAST")
+    return lo, hi
+
+
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message, one line, names the environment variable
     and what it takes. A ValueError, so that msgspec reports one raised in ``__post_init__``."""
@@ -184,6 +198,12 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: Seconds between two samples of each machine's CPU, memory, disk and network, taken by
     #: the provisioner of its host (services/provisioner/usage_sampler.py; docs/monitoring.md).
     metrics_sample_s: float = 5.0
+    #: A walk of a machine's home for its disk use (where its file system keeps no figure of
+    #: its own) stops after this many entries; the figure is then "at least"
+    #: (providers/disk_walk.py). The walk runs in the machine's cgroups, charged to it.
+    disk_walk_entries: int = 100_000
+    #: ... or after this many seconds, whichever comes first (killed 10 s past it).
+    disk_walk_s: float = 5.0
     #: The gateway's /metrics also has a gauge per machine (its latest sample), labelled with
     #: its id and instance: off by default (a series per machine).
     metrics_per_machine: bool = False
@@ -430,6 +450,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     docker_network: str = "fleet-machines"
     #: Keep an archived machine's home volume (default: removed with its container).
     docker_keep_volumes: bool = False
+    #: ``first-last``: each docker machine runs as a host uid of its own from this range, apart
+    #: from ``sandbox_uids``, so that no kernel limit a uid holds (inotify instances) is shared
+    #: between tenants (providers/docker/users.py); empty: as the image's user (uid 1000).
+    docker_uids: str = "300000-365535"
     # environments (environments/): builds of Dockerfiles and devcontainer.json on the engine
     #: The builds kept on the engine, in bytes; the least recently used go first (0: no cap).
     env_cache_bytes: int = 20 * 1024**3
@@ -500,16 +524,18 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     @property
     def sandbox_uid_range(self) -> tuple[int, int] | None:
         """``sandbox_uids`` as (first, last); None when empty."""
-        if not self.sandbox_uids.strip():
-            return None
-        first, _, last = self.sandbox_uids.partition("-")
-        try:
-            lo, hi = int(first), int(last or first)
-        except ValueError:
-            lo = hi = 0
-        if not 0 < lo <= hi:
-            raise SettingsError(f"FLEET_SANDBOX_UIDS: {self.sandbox_uids!r} is not FIRST-LAST")
-        return lo, hi
+        return _uid_range("FLEET_SANDBOX_UIDS", self.sandbox_uids)
+
+    @property
+    def docker_uid_range(self) -> tuple[int, int] | None:
+        """``docker_uids`` as (first, last); None when empty. Never a uid of ``sandbox_uids``:
+        a docker machine and a local one of a uid would share its limits."""
+        mine = _uid_range("FLEET_DOCKER_UIDS", self.docker_uids)
+        local = self.sandbox_uid_range
+        if mine is not None and local is not None and mine[0] <= local[1] and local[0] <= mine[1]:
+            raise SettingsError(f"FLEET_DOCKER_UIDS: {self.docker_uids!r} overlaps "
+                                f"FLEET_SANDBOX_UIDS {self.sandbox_uids!r}")  # fmt: skip
+        return mine
 
     @property
     def sandbox_shared(self) -> tuple[Path, ...]:
@@ -542,7 +568,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
         if not all(0 < p < 65536 for p in ports):
             raise ValueError(f"FLEET_SANDBOX_LOOPBACK_PORTS: {self.sandbox_loopback_ports!r} "
                              "is not a comma-separated list of ports")  # fmt: skip
-        _ = self.sandbox_uid_range  # likewise (read only by the provisioner, after it started)
+        _ = self.sandbox_uid_range, self.docker_uid_range  # likewise (read by the provisioner)
         check_prefix(self.key_prefix)
         if self.paused_stop_after_s < 0:
             raise ValueError(f"FLEET_PAUSED_STOP_AFTER_S: {self.paused_stop_after_s} is not "
@@ -584,6 +610,10 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             raise SettingsError(f"FLEET_SWEEP_GRACE_S: {self.sweep_grace_s} is not > 0")
         if self.instance_disk_mb < 0:
             raise SettingsError(f"FLEET_INSTANCE_DISK_MB: {self.instance_disk_mb} is not >= 0")
+        if self.disk_walk_entries < 1:
+            raise SettingsError(f"FLEET_DISK_WALK_ENTRIES: {self.disk_walk_entries} is not >= 1")
+        if not self.disk_walk_s > 0:
+            raise SettingsError(f"FLEET_DISK_WALK_S: {self.disk_walk_s} is not > 0")
         _ = self.webhook_retry_steps, self.webhook_allowances  # named at start if bad
         if not self.webhook_timeout_s > 0 or min(
             self.webhook_concurrency, self.webhook_instance_concurrency,

@@ -10,8 +10,8 @@ Where each figure comes from:
 - its network: the counters of its network namespace's interfaces (``/proc/<pid>/net/dev`` of a
   process in it), its loopback left out;
 - a docker machine: the engine's stats of its container (``GET /containers/{id}/stats``);
-- its home's disk: its blocks (base/hostile_fs.py ``disk_bytes``, never following a link), and
-  the size of the file system that holds it.
+- its home's disk: providers/disk_walk.py (the file system's own accounting, or a bounded walk
+  charged to the machine), and the size of the file system that holds it.
 
 Every file read here is the kernel's (cgroupfs, procfs) or the engine's answer, never a path a
 machine controls.
@@ -21,12 +21,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from base.hostile_fs import disk_bytes, open_top
 from providers.sandbox import MachineCgroup
 
 #: cgroup v1's "no limit" (a page-aligned LONG_MAX); anything at least this large is none.
@@ -121,15 +119,6 @@ def docker_usage(stats: dict[str, Any]) -> Usage:
     ).with_net(net)  # fmt: skip
 
 
-def file_system_size(fd: int) -> int | None:
-    """The size of the file system that holds what ``fd`` is open on."""
-    try:
-        st = os.fstatvfs(fd)
-    except OSError:
-        return None
-    return st.f_blocks * st.f_frsize
-
-
 def _get(data: dict[str, Any], *keys: str) -> object:
     for key in keys:
         if not isinstance(data, dict):
@@ -169,19 +158,3 @@ def local_usage(groups: list[MachineCgroup], netns_pid: int | None) -> Usage | N
         if got is not None:
             return got.with_net(None if netns_pid is None else net_counters(netns_pid))
     return None
-
-
-def home_disk(home: Path) -> tuple[int | None, int | None]:
-    """(what the home takes on disk, the size of its file system); Nones if it is gone."""
-    try:
-        fd = open_top(home)
-    except OSError:
-        return None, None
-    try:
-        size = file_system_size(fd)
-    finally:
-        os.close(fd)
-    try:
-        return disk_bytes(home), size
-    except OSError:
-        return None, size

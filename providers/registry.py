@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from controlplane.settings import Settings
+from providers.disk_walk import WalkBound
 from providers.docker import DockerProvider, Say
 from providers.machine_limits import Limits, Placement, PlacementOf
 
@@ -35,8 +36,14 @@ def docker_provider(
         code_repo=repo, placement=placement or platform_placement, environ=os.environ,
         keep_volumes=settings.docker_keep_volumes, say=say, stack=stack_id(settings),
         default_limits=platform_limits(settings), engine_url=engine_url,
-        gvisor_platform=settings.gvisor_platform,
+        gvisor_platform=settings.gvisor_platform, disk_walk=disk_walk(settings),
+        uids=settings.docker_uid_range,
     )  # fmt: skip
+
+
+def disk_walk(settings: Settings) -> WalkBound:
+    """How much of a home a measurement of its disk may walk (FLEET_DISK_WALK_*)."""
+    return WalkBound(settings.disk_walk_entries, settings.disk_walk_s)
 
 
 def stack_id(settings: Settings) -> str:

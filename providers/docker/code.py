@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import tarfile
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import aiodocker
 
 from base.codestore import CODE_MOUNT, CURRENT_FILE, record, tree_digest
 from providers.code import unpack
+from providers.docker.image import SECRET_MOUNT
 from providers.docker.runtime import helper_container
 
 #: Where the installing container has the store (read-write).
@@ -26,7 +28,6 @@ _INSTALL_AT = "/code"
 
 
 #: Where a machine's container has its token file (the machine user's, 0600, emptied once read).
-SECRET_MOUNT = "/run/fleet/secret"  # noqa: S105 - a path
 TOKEN_FILE = f"{SECRET_MOUNT}/token"
 
 
@@ -47,17 +48,26 @@ def platform_mounts(home_volume: str) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def token_archive(token: str, owner: tuple[int, int]) -> bytes:
-    """A tar of the one file ``token``: ``owner``'s (uid, gid), readable and writable by that
-    owner only (written to empty it; root's, 0400, for a container whose first process is
-    root, as one made before was)."""
+def token_archive(
+    token: str | None, owner: tuple[int, int], files: Mapping[str, str] | None = None
+) -> bytes:
+    """A tar of the one file ``token`` (None: none): ``owner``'s (uid, gid), readable and
+    writable by that owner only (written to empty it; root's, 0400, for a container whose first
+    process is root, as one made before was); and ``files`` (name: text), root's, 0644 (the
+    machine's ``passwd`` and ``group``: providers/docker/users.py)."""
     out = io.BytesIO()
-    data = token.encode()
     with tarfile.open(fileobj=out, mode="w") as tar:
-        info = _root(tarfile.TarInfo("token"))
-        info.uid, info.gid = owner
-        info.size, info.mode = len(data), 0o400 if owner == (0, 0) else 0o600
-        tar.addfile(info, io.BytesIO(data))
+        if token is not None:
+            data = token.encode()
+            info = _root(tarfile.TarInfo("token"))
+            info.uid, info.gid = owner
+            info.size, info.mode = len(data), 0o400 if owner == (0, 0) else 0o600
+            tar.addfile(info, io.BytesIO(data))
+        for name, text in (files or {}).items():
+            body = text.encode()
+            info = _root(tarfile.TarInfo(name))
+            info.size, info.mode = len(body), 0o644
+            tar.addfile(info, io.BytesIO(body))
     return out.getvalue()
 
 

@@ -37,8 +37,10 @@ from providers.docker.names import (
     LABEL_MACHINE,
     LABEL_POOL,
     LABEL_POOL_OWNER,
+    LABEL_UID,
     volume_name,
 )
+from providers.docker.users import volume_uid
 
 log = structlog.get_logger(__name__)
 
@@ -60,7 +62,7 @@ class DockerForks:
         if (copied := await self.copier.recorded(machine_id)) is not None:
             return copied
         source = await self._source(source_id)
-        labels = {LABEL_MACHINE: machine_id}
+        labels = {LABEL_MACHINE: machine_id, **await self._uid_of(source)}
         copied = await self.copier.copy(source, volume_name(machine_id), labels, machine_id)
         await self.copier.record(machine_id, copied)
         log.info("provider.docker_home_cloned", machine_id=machine_id, source=source_id,
@@ -69,7 +71,7 @@ class DockerForks:
 
     async def take_snapshot(self, machine_id: str, snapshot_id: str) -> HomeCopy:
         source = await self._source(machine_id)
-        labels = {LABEL_SNAPSHOT: snapshot_id}
+        labels = {LABEL_SNAPSHOT: snapshot_id, **await self._uid_of(source)}
         return await self.copier.copy(source, snapshot_volume(snapshot_id), labels, snapshot_id)
 
     async def drop_snapshot(self, snapshot_id: str) -> bool:
@@ -92,6 +94,12 @@ class DockerForks:
             if exc.status == 404:
                 return None
             raise ProviderError(f"docker: {exc.message}") from None
+
+    async def _uid_of(self, source: CopySource) -> dict[str, str]:
+        """The label of the uid the source's home holds (providers/docker/users.py): its copy
+        keeps it, as it keeps its files' owner; a copy is its own tenant's (the same instance)."""
+        uid = await volume_uid(self.docker, source.volume)
+        return {} if uid is None else {LABEL_UID: str(uid)}
 
     async def _source(self, source_id: str) -> CopySource:
         if SNAPSHOT_ID_RE.match(source_id):  # no process changes a snapshot: nothing to pause

@@ -72,6 +72,9 @@ DESKTOP_PACKAGES = ("xvfb", "matchbox-window-manager", "xdotool", "chromium", "f
                     "x11vnc", "websockify", "novnc")  # fmt: skip
 MACHINE_UID = 1000
 MACHINE_HOME = "/home/fleet"
+#: Where a machine's container has its secret volume: its token, and the ``passwd`` and
+#: ``group`` that name its own uid (providers/docker/users.py), which NSS reads first.
+SECRET_MOUNT = "/run/fleet/secret"  # noqa: S105 - a path
 #: (The supervisor spawns argv[0] as a path: env finds python3 wherever the base has it.)
 #: Bumped when the recipe below changes in a way its text does not show.
 RECIPE_VERSION = "3"
@@ -129,6 +132,16 @@ RUN python3 -m compileall -q {DAEMON_LIB}
 RUN mkdir -p {FLEET_LIB} && ln -s "$(readlink -f "$(command -v python3)")" {FLEET_LIB}/python3 \
     && PYTHONPATH={DAEMON_LIB} python3 -m base.loader "$(python3 -c "print(next( \
 l.split()[-1] for l in open('/proc/self/maps') if '/ld-' in l))")" {LOADER}
+# The user's name is the machine's own uid's (providers/docker/users.py): the platform writes
+# a passwd and a group naming it into the machine's secret volume, which NSS asks first
+# (libnss-extrausers reads /var/lib/extrausers, a link to it), then the image's own files (which
+# an image built FROM this one may still change; a container of it without them: those alone).
+RUN (dpkg -s libnss-extrausers >/dev/null 2>&1 || (apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libnss-extrausers \
+    && rm -rf /var/lib/apt/lists/*)) && rm -rf /var/lib/extrausers \
+    && ln -s {SECRET_MOUNT} /var/lib/extrausers \
+    && sed -i -E 's/^(passwd|group):[[:space:]]+/\\1: extrausers /' /etc/nsswitch.conf \
+    && grep -q '^passwd: extrausers' /etc/nsswitch.conf
 ENV PYTHONPATH={DAEMON_LIB} PYTHONDONTWRITEBYTECODE=1 HOME={MACHINE_HOME} \
     FLEET_HOME={MACHINE_HOME} FLEET_SANDBOXED=1 FLEET_NODUMP_LOADER={LOADER}
 USER {MACHINE_UID}:{MACHINE_UID}

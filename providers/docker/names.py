@@ -13,6 +13,8 @@ LABEL_POOL_OWNER = "fleet.pool.owner"
 #: A machine of an environment's image (not the machine image): its container, and with it
 #: what it wrote outside its home, is kept across stop and start.
 LABEL_ENVIRONMENT = "fleet.environment"
+#: On a machine's home volume: the host uid its machine runs as (providers/docker/users.py).
+LABEL_UID = "fleet.uid"
 
 
 #: An unclaimed pool container's name starts so (``fleet-pool-<slot>``).

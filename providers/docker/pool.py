@@ -58,8 +58,8 @@ from aiodocker.multiplexed import multiplexed_result_stream
 from base.poolwire import POOL_SLOT_VAR, POOL_STDIN_VAR, POOL_UP_LOG, identity_line
 from base.retry import Backoff, retry_until
 from contracts.errors import NotSupported, ProviderError
+from providers.docker.code import install as install_store, secret_volume, token_archive
 from providers.docker.home import remove_home
-from providers.docker.image import MACHINE_HOME
 from providers.docker.names import (
     LABEL_POOL,
     LABEL_POOL_OWNER,
@@ -67,8 +67,9 @@ from providers.docker.names import (
     POOL_PREFIX,
     container_name,
 )
-from providers.docker.provider import DockerProvider, ensure_network, with_runtime
-from providers.docker.runtime import copy_up
+from providers.docker.provider import DockerProvider, ensure_network, named, run_as, with_runtime
+from providers.docker.runtime import give_new_home
+from providers.docker.users import name_in_image
 from providers.machine_limits import Placement
 from providers.warm_pool import UP_TIMEOUT_S, PoolMachine, owner_alive
 
@@ -307,19 +308,23 @@ class DockerPoolBackend:
         labels = {LABEL_POOL: slot, LABEL_POOL_OWNER: self.owner}
         env = {POOL_SLOT_VAR: slot, POOL_STDIN_VAR: "1"}
         place = Placement("", p.default_limits)
-        config = p.base_config(image, f"fleet-{slot}", env, labels, pool_volume(slot), place)
+        # The slot's own uid (providers/docker/users.py): the machine's that claims it.
+        uid, _ = await p.uids.home(pool_volume(slot), {**labels, LABEL_STACK: p.stack})
+        user = run_as(place, uid)
+        config = p.base_config(image, f"fleet-{slot}", env, labels, pool_volume(slot), place, user)
         if self.image is not None:
             with_runtime(config, self.image, await p.runtime(), await p.image_env(self.image))
         # A pooled container that dies is replaced, not restarted (a claim sets the policy).
         config["HostConfig"]["RestartPolicy"] = {"Name": "no"}
         config |= {"OpenStdin": True, "StdinOnce": True}  # the identity's way in, used once
         try:
-            await p.docker.volumes.create(  # type: ignore[no-untyped-call]
-                {"Name": pool_volume(slot), "Labels": {**labels, LABEL_STACK: p.stack}}
-            )
-            if self.image is not None:  # the machine image's home, uid 1000's
-                await copy_up(p.docker, image, [(pool_volume(slot), MACHINE_HOME)])
+            await give_new_home(p.docker, image, pool_volume(slot), user)
+            names = named(uid, self.image is not None)
+            await install_store(p.docker, image, secret_volume(pool_volume(slot)),
+                                token_archive(None, user, names))  # fmt: skip
             c = await p.docker.containers.create(config, name=f"{POOL_PREFIX}{slot}")
+            if uid is not None and self.image is not None:
+                await name_in_image(c, None, uid)
         except aiodocker.DockerError as exc:
             raise ProviderError(f"docker: cannot make a pooled container: {exc.message}") from None
         machine = PooledDocker(self, slot, c)

@@ -41,6 +41,7 @@ from contracts.errors import ProviderError
 from contracts.events import HomeCopy
 from contracts.models import GvisorPlatform
 from providers.code import resolve_sha
+from providers.disk_walk import WalkBound, home_disk
 from providers.docker.code import (
     TOKEN_FILE,
     code_volume,
@@ -72,9 +73,10 @@ from providers.docker.names import (
     volume_name,
 )
 from providers.docker.netns import container_pid
-from providers.docker.runtime import Runtime, RuntimeVolumes, copy_up, give_volume
+from providers.docker.runtime import Runtime, RuntimeVolumes, give_new_home
+from providers.docker.users import Uids, name_in_image, user_files
 from providers.machine_limits import Limits, Placement, PlacementOf
-from providers.machine_usage import Usage, docker_usage, home_disk
+from providers.machine_usage import Usage, docker_usage
 from providers.sandbox import RESOLVER
 
 log = structlog.get_logger(__name__)
@@ -104,8 +106,15 @@ class DockerProvider:
         default_limits: Limits | None = None,
         engine_url: str | None = None,
         gvisor_platform: GvisorPlatform = "ptrace",
+        disk_walk: WalkBound | None = None,
+        uids: tuple[int, int] | None = None,
     ) -> None:
         self._nats_url = nats_url
+        #: Each machine's own host uid is drawn from these (None: the image's user, shared).
+        self._uid_range = uids
+        self._uids: Uids | None = None
+        #: How much of a home a measurement of its disk may walk (providers/disk_walk.py).
+        self._walk = disk_walk or WalkBound()
         #: The engine's address (``tcp://host:port``, ``unix:///path``); None: aiodocker's
         #: rule (DOCKER_HOST, else the docker context's, else the local socket).
         self._engine_url = engine_url
@@ -163,6 +172,13 @@ class DockerProvider:
         return await self._runtimes.ensure(await self.image())
 
     @property
+    def uids(self) -> Uids:
+        """Machines' own uids on this engine (providers/docker/users.py)."""
+        if self._uids is None:
+            self._uids = Uids(self.docker, self._uid_range)
+        return self._uids
+
+    @property
     def forks(self) -> DockerForks:
         """Forks and snapshots of this engine's machines (providers/docker/fork.py)."""
         if self._forks is None:
@@ -218,7 +234,10 @@ class DockerProvider:
         gateway = await ensure_network(self.docker, self.network)
         self.check_nats_reachable(gateway)
         place = await self.placement_of(machine_id)
-        config = self.container_config(machine_id, image, place, volume, hostname)
+        uid, new = await self.uids.home(volume, {LABEL_MACHINE: machine_id,
+                                                 LABEL_STACK: self.stack})  # fmt: skip
+        user = run_as(place, uid)
+        config = self.container_config(machine_id, image, place, volume, hostname, user)
         # Made by a copy of a machine with a layer (a fork, or from a snapshot): it runs that
         # layer, its source's writes over the image its source ran.
         if (layer := await self.forks.layer(machine_id)) is not None:
@@ -229,21 +248,17 @@ class DockerProvider:
             env = await self.image_env(place.image)
             with_runtime(config, place.image, await self.runtime(), env)
         if place.runtime == "gvisor":
-            await make_gvisor(self.docker, self.gvisor_platform, machine_id, config, place,
-                              run_as(place))  # fmt: skip
+            await make_gvisor(self.docker, self.gvisor_platform, machine_id, config, place, user)
         try:
-            if volume == volume_name(machine_id):
-                await self.docker.volumes.create(  # type: ignore[no-untyped-call]
-                    {"Name": volume, "Labels": {LABEL_MACHINE: machine_id, LABEL_STACK: self.stack}}
-                )
-                if place.image is not None:  # the machine image's home, uid 1000's
-                    await copy_up(self.docker, image, [(volume, MACHINE_HOME)])
-                if place.image is not None and place.user is not None:  # ... or its user's
-                    await give_volume(self.docker, image, volume, MACHINE_HOME, place.user)
+            if new:  # the machine image's home, uid 1000's: its user's
+                await give_new_home(self.docker, image, volume, user)
             # The token: a file the supervisor empties as it reads it, never the container's env.
-            await install_store(self.docker, image, secret_volume(volume),
-                                token_archive(token, token_owner(place)))  # fmt: skip
+            of_image = LABEL_ENVIRONMENT in config["Labels"]  # its own /etc, not the platform's
+            secret = token_archive(token, token_owner(place, user), named(uid, of_image))
+            await install_store(self.docker, image, secret_volume(volume), secret)
             c = await self.docker.containers.create(config, name=container_name(machine_id))
+            if uid is not None and of_image:
+                await name_in_image(c, place.user, uid)
             await c.start()
         except aiodocker.DockerError as exc:
             raise ProviderError(f"docker: cannot start {machine_id}: {exc.message}") from None
@@ -302,13 +317,14 @@ class DockerProvider:
             )
 
     def container_config(
-        self, machine_id: str, image: str, place: Placement, volume: str = "", hostname: str = ""
-    ) -> dict[str, Any]:
+        self, machine_id: str, image: str, place: Placement, volume: str = "", hostname: str = "",
+        user: tuple[int, int] | None = None,
+    ) -> dict[str, Any]:  # fmt: skip
         env = {"FLEET_MACHINE_ID": machine_id, TOKEN_FILE_VAR: TOKEN_FILE}
         labels = {LABEL_MACHINE: machine_id, LABEL_INSTANCE: place.instance_id}
         volume = volume or volume_name(machine_id)
         hostname = hostname or f"fleet-{machine_id[-12:]}"
-        return self.base_config(image, hostname, env, labels, volume, place)
+        return self.base_config(image, hostname, env, labels, volume, place, user)
 
     def base_config(
         self,
@@ -318,9 +334,10 @@ class DockerProvider:
         labels: Mapping[str, str],
         volume: str,
         place: Placement,
+        user: tuple[int, int] | None = None,
     ) -> dict[str, Any]:
         """A machine container's (a pooled one's too): its daemon's environment, its limits,
-        its network and every restriction."""
+        its network and every restriction; ``user``: its uid and gid (None: ``run_as``)."""
         env = {k: v for k, v in self._environ.items() if k in INHERITED_ENV} | dict(env)
         env |= {
             "FLEET_NATS_URL": self._nats_url,
@@ -332,10 +349,11 @@ class DockerProvider:
             "Image": image,
             "Hostname": hostname,
             "Env": [f"{k}={v}" for k, v in env.items()],
-            # The machine's user from the first process on: uid 1000, or its devcontainer's
-            # remoteUser (never 0). Nothing of the container, an image's /etc/ld.so.preload
-            # or LD_PRELOAD included, ever runs as root or with a capability.
-            "User": "{}:{}".format(*run_as(place)),
+            # The machine's user from the first process on: a host uid of its own
+            # (providers/docker/users.py), else uid 1000 or its devcontainer's remoteUser
+            # (never 0). Nothing of the container, an image's /etc/ld.so.preload or
+            # LD_PRELOAD included, ever runs as root or with a capability.
+            "User": "{}:{}".format(*(user or run_as(place))),
             "Labels": {**labels, LABEL_STACK: self.stack},
             "HostConfig": {
                 # No docker-init: it would hold the token in a dumpable environment. The
@@ -394,7 +412,8 @@ class DockerProvider:
     async def usage(self, machine_id: str, *, disk: bool = False) -> Usage | None:
         """What the machine's container uses now, as the engine's stats say
         (providers/machine_usage.py); its home's disk too when ``disk`` and the engine is this
-        host's (its volume's directory); None if it is not running."""
+        host's (its volume's directory, measured by providers/disk_walk.py: bounded, in the
+        container's cgroups); None if it is not running."""
         c = await self._container(machine_id)
         if c is None or not c["State"]["Running"]:
             return None
@@ -403,7 +422,8 @@ class DockerProvider:
         got = docker_usage(stats)
         homes = [m.get("Source") for m in c["Mounts"] or [] if m.get("Destination") == MACHINE_HOME]
         if disk and homes and homes[0] and self.local_engine():
-            got = got.with_disk(*await asyncio.to_thread(home_disk, Path(homes[0])))
+            use, size = await home_disk(Path(homes[0]), self._walk, int(c["State"]["Pid"]))
+            got = got.with_disk(None if use is None else use.bytes, size)
         return got
 
     async def netns_pid(self, machine_id: str) -> int | None:
@@ -478,14 +498,25 @@ class DockerProvider:
         return _daemon_of(top)
 
 
-def run_as(place: Placement) -> tuple[int, int]:
-    """The machine's user: uid 1000, or its devcontainer's remoteUser (never 0)."""
+def run_as(place: Placement, uid: int | None = None) -> tuple[int, int]:
+    """The machine's user: the host uid of its own its home holds (providers/docker/users.py),
+    else uid 1000, or its devcontainer's remoteUser (never 0)."""
+    if uid is not None:
+        return uid, uid
     return place.user if place.user else (MACHINE_UID, MACHINE_UID)
 
 
-def token_owner(place: Placement) -> tuple[int, int]:
-    """Who reads the machine's token file: its first process (a gvisor machine's is root)."""
-    return ROOT if place.runtime == "gvisor" else run_as(place)
+def token_owner(place: Placement, user: tuple[int, int]) -> tuple[int, int]:
+    """Who reads the machine's token file: its first process, ``user`` (a gvisor machine's is
+    root)."""
+    return ROOT if place.runtime == "gvisor" else user
+
+
+def named(uid: int | None, of_image: bool) -> dict[str, str] | None:
+    """The ``passwd`` and ``group`` naming a machine's own ``uid`` in its secret volume, which
+    the machine image's NSS reads first; none for a machine of an environment's image (whose
+    own files are renumbered: ``name_in_image``), even one built from the machine image."""
+    return None if uid is None or of_image else user_files(uid)
 
 
 def user_of(user: str) -> tuple[int, int]:

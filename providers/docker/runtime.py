@@ -12,8 +12,8 @@ runtime reaches the environment of the machine's commands: no ``LD_LIBRARY_PATH`
 A volume is filled by the engine's copy-up: a container of the machine image, created (never
 started) with the empty volume mounted over the directory, gets the volume filled with it.
 The home volume of a new machine is filled so too, from the machine image's home (owned by
-uid 1000, whatever users the environment's image has); a machine with a user of its own (a
-devcontainer's ``remoteUser``) has that new home given to its uid and gid (``give_volume``).
+uid 1000, whatever users the environment's image has), and given to the machine's user (its own
+host uid, providers/docker/users.py, or a devcontainer's ``remoteUser``: ``give_new_home``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import aiodocker
 from base.loader import LIBRARY_FLAGS
 from base.tokenfd import LOADER_VAR, RUNTIME_LIBS_VAR
 from contracts.errors import ProviderError
-from providers.docker.image import LOADER, MACHINE_HOME
+from providers.docker.image import LOADER, MACHINE_HOME, MACHINE_UID
 
 RUNTIME_DIR = "/run/fleet/runtime"
 #: What of the machine image is brought in: (its directory, where the machine has it).
@@ -139,6 +139,16 @@ async def _link_target(c: aiodocker.containers.DockerContainer, path: str) -> st
     if not member.issym() or not member.linkname.startswith("/"):
         raise ProviderError(f"docker: {path} in the machine image is not an absolute link")
     return member.linkname
+
+
+async def give_new_home(
+    docker: aiodocker.Docker, image: str, volume: str, user: tuple[int, int]
+) -> None:
+    """A home volume just made, filled with the machine image's home (uid 1000's) and given to
+    ``user``, the machine's (its own uid, or a devcontainer's ``remoteUser``)."""
+    await copy_up(docker, image, [(volume, MACHINE_HOME)])
+    if user != (MACHINE_UID, MACHINE_UID):
+        await give_volume(docker, image, volume, MACHINE_HOME, user)
 
 
 async def give_volume(

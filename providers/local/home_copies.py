@@ -10,15 +10,15 @@ from pathlib import Path
 import msgspec
 import structlog
 
-from base.hostile_fs import disk_bytes
 from base.keyed_locks import KeyedLocks
 from contracts.errors import NotSupported, ProviderError
 from contracts.events import HomeCopy
 from contracts.ids import SNAPSHOT_ID_RE
 from providers import gvisor
+from providers.disk_walk import home_disk
 from providers.local.homes import clone_home, is_subvolume, remove_home
 from providers.local.host import LocalHost
-from providers.local.processes import code_store, owners, running_pid
+from providers.local.processes import code_store, first_process, owners, running_pid
 from providers.sandbox import MachineCgroup, allocate_uid, give_upper, overlay_dirs
 from providers.scratch import remove_tree
 
@@ -72,14 +72,18 @@ class HomeCopies:
 
     async def disk_bytes(self, source_id: str) -> int:
         """What a machine's home and layer, or a snapshot's copies and memory image, take on
-        this host's disk (base/hostile_fs.py: never following a path the machine controls)."""
+        this host's disk (providers/disk_walk.py: never following a path the machine controls;
+        a walk bounded, and a machine's charged to it: past the bound, at least what it saw)."""
+        pid = None
         if SNAPSHOT_ID_RE.match(source_id):
             parts = [self.snapshot_dir(source_id), self.snapshot_upper(source_id),
                      self.memory_dir(source_id)]  # fmt: skip
         else:
             machine_dir = self._host.machine_dir(source_id)
             parts = [self._host.home(source_id), overlay_dirs(machine_dir)[0]]
-        return sum([await asyncio.to_thread(_bytes_of, p) for p in parts])
+            pid = await asyncio.to_thread(first_process, machine_dir, source_id)
+        took = [(await home_disk(p, self._host.disk_walk, pid))[0] for p in parts]
+        return sum(use.bytes for use in took if use is not None)
 
     async def clone_home(self, source_id: str, machine_id: str) -> HomeCopy:
         """``machine_id``'s home, ``source_id``'s as of one instant (a machine, running or
@@ -159,10 +163,3 @@ def remove_files(machine_dir: Path) -> None:
     else:
         remove_tree(home)
     remove_tree(code_store(machine_dir))
-
-
-def _bytes_of(top: Path) -> int:
-    try:
-        return disk_bytes(top)
-    except FileNotFoundError:
-        return 0

@@ -13,8 +13,10 @@ from pathlib import Path
 import aiodocker
 import structlog
 
+from base.atomic import replace_file
 from base.codestore import CODE_MOUNT, STORE_VAR
 from base.version import git_sha
+from providers.disk_walk import WalkBound
 from providers.local.image_rootfs import ImageRoots
 from providers.local.processes import INHERITED_ENV, code_store
 from providers.machine_limits import Limits, Placement, PlacementOf, on_host
@@ -28,6 +30,10 @@ from providers.sandbox import (
 )
 
 log = structlog.get_logger(__name__)
+
+#: In a machine's directory: the uid its home was last given to, and that home's device and
+#: inode (another home there, a copy made again, is given again).
+HOME_GIVEN = "home-given"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +66,8 @@ class LocalHost:
     image_roots: ImageRoots
     #: Docker's default syscall filter, compiled once (providers/sandbox/seccomp.py).
     seccomp: bytes
+    #: How much of a home (or a copy) one measurement of its disk may walk.
+    disk_walk: WalkBound
 
     @classmethod
     def of(
@@ -67,6 +75,7 @@ class LocalHost:
         sandbox: bool, shared: tuple[Path, ...], placement: PlacementOf | None,
         uids: tuple[int, int] | None, default_limits: Limits | None, own_network: bool,
         forwarded: tuple[int, ...], cow: bool, engine: Callable[[], aiodocker.Docker] | None,
+        disk_walk: WalkBound,
     ) -> LocalHost:  # fmt: skip
         data_dir = data_dir.resolve()
         return cls(
@@ -76,6 +85,7 @@ class LocalHost:
             own_network=own_network and sandbox,
             forwarded=sorted({*loopback_ports(nats_url), *forwarded}), cow=cow, engine=engine,
             image_roots=ImageRoots(data_dir), seccomp=docker_default_bpf() if sandbox else b"",
+            disk_walk=disk_walk,
         )  # fmt: skip
 
     @property
@@ -106,11 +116,18 @@ class LocalHost:
 
     def own_uid_in(self, machine_dir: Path) -> int | None:
         """The uid recorded in ``machine_dir`` (a machine's, or a pool slot's: its machine's at
-        claim), allocated if new; ``home`` and ``daemon.log`` there given to it."""
+        claim), allocated if new; ``home`` and ``daemon.log`` there given to it. A home is
+        walked to be given once (``HOME_GIVEN``: made, copied, or its uid changed), never at
+        each start: a machine makes its home as large as it likes, and the walk is root's."""
         if self.uids is None:
             return None
         uid = allocate_uid(machine_dir / "uid", self.machines, self.uids)
-        give_home(machine_dir / "home", uid)
+        home, given = machine_dir / "home", machine_dir / HOME_GIVEN
+        st = os.lstat(home)
+        mark = f"{uid} {st.st_dev} {st.st_ino}"
+        if not given.is_file() or given.read_text() != mark:
+            give_home(home, uid)
+            replace_file(given, mark)
         # Its log too: the daemon reads it back (daemon.log) through its own stdout.
         log_path = machine_dir / "daemon.log"
         log_path.touch(mode=0o600)

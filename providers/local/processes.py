@@ -18,6 +18,7 @@ from base.lockfile import holder_pid
 from base.poolwire import POOL_SLOT_VAR
 from base.procinfo import env_roots
 from contracts.errors import ProviderError
+from providers import gvisor
 
 #: A machine of an environment's image: the image's programs, not the host's PATH.
 IMAGE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -117,6 +118,14 @@ def running_pid(machine_dir: Path, machine_id: str) -> int | None:
         write_pid(machine_dir, roots[0])
         return roots[0]
     return None
+
+
+def first_process(machine_dir: Path, machine_id: str) -> int | None:
+    """The machine's first process on this host, in its cgroups (a gvisor machine's sandbox,
+    else its root: ``running_pid``); None if it runs none."""
+    if gvisor.is_gvisor(machine_dir):
+        return gvisor.sandbox_pid(machine_dir)
+    return running_pid(machine_dir, machine_id)
 
 
 #: In a machine's directory when it came from the warm pool: the pool slot its root was

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import aiodocker
@@ -33,15 +34,16 @@ from contracts.errors import NotSupported
 from contracts.events import HomeCopy
 from providers import gvisor
 from providers.code import install_code
+from providers.disk_walk import WalkBound, home_disk
 from providers.gvisor import remove_root
 from providers.local.gvisor_machines import GvisorMachines
 from providers.local.home_copies import HomeCopies, remove_files
 from providers.local.host import LocalHost
 from providers.local.namespaces import Namespaces
-from providers.local.processes import code_store, owners, running_pid
+from providers.local.processes import code_store, first_process, owners, running_pid
 from providers.local.supervision import Children, restart_local, stop_local
 from providers.machine_limits import Limits, PlacementOf, on_host
-from providers.machine_usage import Usage, home_disk, local_usage
+from providers.machine_usage import Usage, local_usage
 from providers.sandbox import (
     MachineCgroup,
     UserMap,
@@ -51,6 +53,9 @@ from providers.sandbox import (
 )
 
 log = structlog.get_logger(__name__)
+
+#: Threads reading machines' counters (``LocalProvider.usage``).
+_READS = 4
 
 
 class LocalProvider:
@@ -74,20 +79,26 @@ class LocalProvider:
         engine: Callable[[], aiodocker.Docker] | None = None,
         runsc: gvisor.Runsc | None = None,
         netns_ready: gvisor.NetnsReady | None = None,
+        disk_walk: WalkBound | None = None,
     ) -> None:
         """``runsc``: what runs gvisor machines (providers/gvisor/runsc.py; None: none here);
         ``netns_ready`` writes a machine's egress policy into the namespace a gvisor restore
-        is about to run in (services/provisioner/egress.py ``netns_policy``): never after it."""
+        is about to run in (services/provisioner/egress.py ``netns_policy``): never after it;
+        ``disk_walk``: how much of a home a measurement of its disk may walk."""
         self._host = host = LocalHost.of(
             data_dir=data_dir, nats_url=nats_url, environ=environ,
             code_repo=code_repo or SOURCE_ROOT, sandbox=sandbox, shared=shared,
             placement=placement, uids=uids, default_limits=default_limits,
             own_network=own_network, forwarded=forwarded, cow=cow, engine=engine,
+            disk_walk=disk_walk or WalkBound(),
         )  # fmt: skip
         self._children = Children(host.machines)
         self._copies = HomeCopies(host)
         self._namespaces = Namespaces(host, self._children)
         self._gvisor = GvisorMachines(host, self._copies, runsc, netns_ready)
+        #: Machines' counters are read here, never on the default executor, which starts
+        #: machines (a runsc asked for a gvisor machine's memory may take seconds).
+        self._reads = ThreadPoolExecutor(_READS, thread_name_prefix="local-usage")
 
     @property
     def sandbox(self) -> bool:
@@ -171,24 +182,32 @@ class LocalProvider:
 
     async def usage(self, machine_id: str, *, disk: bool = False) -> Usage | None:
         """What the machine uses now (providers/machine_usage.py), its home's disk too when
-        ``disk``; None if nothing of it runs here."""
-        return await asyncio.to_thread(self._usage, machine_id, disk)
+        ``disk`` (providers/disk_walk.py: bounded, charged to the machine); None if nothing of
+        it runs here."""
+        loop = asyncio.get_running_loop()
+        read = await loop.run_in_executor(self._reads, self._usage, machine_id)
+        if read is None or not disk:
+            return None if read is None else read[0]
+        got, root = read
+        use, size = await home_disk(self.home(machine_id), self._host.disk_walk, root)
+        return got.with_disk(None if use is None else use.bytes, size)
 
-    def _usage(self, machine_id: str, disk: bool) -> Usage | None:
+    def _usage(self, machine_id: str) -> tuple[Usage, int | None] | None:
+        """The machine's counters, and its first process on this host (in its cgroups)."""
         mdir = self.machine_dir(machine_id)
         on_gvisor = gvisor.is_gvisor(mdir)
-        if on_gvisor:
-            pid = gvisor.sandbox_pid(mdir)
-        else:
-            root = running_pid(mdir, machine_id) if self.own_network else None
-            pid = next(iter(sandbox_root_children(root)), None) if root is not None else None
+        root = first_process(mdir, machine_id)
+        if on_gvisor or root is None or not self.own_network:
+            pid = root if on_gvisor else None
+        else:  # a process in its network namespace: bwrap's child
+            pid = next(iter(sandbox_root_children(root)), None)
         got = local_usage([MachineCgroup(o) for o in owners(mdir, machine_id)], pid)
         if got is None:
             return None
         if on_gvisor and pid is not None:
             kernel = self._gvisor.kernel_memory(mdir, machine_id, pid)
             got = dataclasses.replace(got, memory_bytes=kernel or got.memory_bytes)
-        return got.with_disk(*home_disk(self.home(machine_id))) if disk else got
+        return got, root
 
     # --- What the warm pools (providers/local/pool.py, gvisor_pool.py) need of the provider.
 

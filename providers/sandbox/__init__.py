@@ -14,6 +14,7 @@ __all__ = [
     "ETC_ALLOWED",
     "MACHINE_HOME",
     "NETNS_OF",
+    "NOT_ENTERED",
     "RESOLVER",
     "RUNTIME_DIR",
     "SANDBOXED_VAR",
@@ -35,6 +36,7 @@ __all__ = [
     "attach",
     "bwrap_argv",
     "docker_default_bpf",
+    "enter_argv",
     "execute_only_loader",
     "filter_fd",
     "forget_pastas",
@@ -56,6 +58,7 @@ __all__ = [
     "overlay_dirs",
     "pasta_record",
     "peer_socket",
+    "process_groups",
     "python_roots",
     "read_uid",
     "recorded_pasta",
@@ -88,7 +91,15 @@ if TYPE_CHECKING:
         sandbox_root_children,
         supervisor_pid,
     )
-    from providers.sandbox.cgroup import MachineCgroup, NotFrozen, frozen, unavailable
+    from providers.sandbox.cgroup import (
+        NOT_ENTERED,
+        MachineCgroup,
+        NotFrozen,
+        enter_argv,
+        frozen,
+        process_groups,
+        unavailable,
+    )
     from providers.sandbox.idmap import mount_idmapped
     from providers.sandbox.image import (
         MACHINE_HOME,
@@ -157,9 +168,12 @@ else:
                 "supervisor_pid",
             ),
             "cgroup": (
+                "NOT_ENTERED",
                 "MachineCgroup",
                 "NotFrozen",
+                "enter_argv",
                 "frozen",
+                "process_groups",
                 "unavailable",
             ),
             "idmap": ("mount_idmapped",),

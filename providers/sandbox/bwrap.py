@@ -100,8 +100,8 @@ def bwrap_argv(
     ``code``, the machine's code store (base/codestore.py), read-only at ``CODE_MOUNT``; with
     ``uid``, the machine's first process becomes that uid (providers/sandbox/machine_uid.py). With
     ``root``, an environment's image root in place of the host's system
-    (providers/sandbox/image.py); with ``userns`` too, in a user namespace whose maps the provider
-    writes (providers/sandbox/userns.py)."""
+    (providers/sandbox/image.py); with ``userns`` too, in the user namespace the provider made
+    for it (providers/sandbox/userns.py)."""
     argv = [
         bwrap_binary(),
         "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
@@ -116,7 +116,7 @@ def bwrap_argv(
         "--setenv", SANDBOXED_VAR, "1",
         "--seccomp", str(SECCOMP_FD),
         *(netns_argv() if own_network else []),
-        *(userns_args() + ([] if own_network else ["--info-fd", str(INFO_FD)]) if userns else []),
+        *(userns_args() if userns else []),
         # /tmp and /var/tmp for everyone (a machine may run as a uid of its own), sticky.
         "--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp",
         "--tmpfs", "/run", "--perms", "0755", "--dir", "/var",

@@ -114,14 +114,8 @@ class MachineCgroup:
         return [str(d / "cgroup.procs") for d in self.dirs]
 
     def enter_argv(self, argv: list[str]) -> list[str]:
-        """``argv`` started inside the groups: a shell writes its own pid to each group's
-        ``cgroup.procs`` (refusing to go on if it cannot), then becomes ``argv``."""
-        files = self.procs_files()
-        script = (
-            'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; '
-            'n=$((n-1)); done; exec "$@"'
-        )
-        return ["/bin/sh", "-c", script, "fleet-cgroup", str(len(files)), *files, *argv]
+        """``argv`` started inside the groups (``enter_argv``)."""
+        return enter_argv(self.procs_files(), argv)
 
     def pids(self) -> set[int]:
         found: set[int] = set()
@@ -179,6 +173,45 @@ class MachineCgroup:
 
     def _freezer(self) -> Path:
         return self._root / "freezer" / PARENT / self.machine_id
+
+
+#: Where cgroup v1 charges a process's work to its group: memory, CPU time, processes and block
+#: I/O. Never the freezer: what joins a frozen machine's group would stop with it.
+CHARGED_V1 = ("memory", "cpu", "cpuacct", "pids", "blkio")
+#: A shell's exit status when it cannot join a group (``enter_argv``).
+NOT_ENTERED = 125
+
+
+def enter_argv(procs_files: list[str], argv: list[str]) -> list[str]:
+    """``argv`` started inside the groups of ``procs_files`` (their ``cgroup.procs``): a shell
+    writes its own pid to each (exiting ``NOT_ENTERED`` if it cannot), then becomes ``argv``,
+    so that everything ``argv`` does is charged there from its first instruction."""
+    script = (
+        f'n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit {NOT_ENTERED}; shift; '
+        'n=$((n-1)); done; exec "$@"'
+    )
+    return ["/bin/sh", "-c", script, "fleet-cgroup", str(len(procs_files)), *procs_files, *argv]
+
+
+def process_groups(pid: int, root: Path = ROOT) -> list[str]:
+    """The ``cgroup.procs`` files of the groups process ``pid`` is charged in (cgroup v2: its
+    one group; v1: its groups of ``CHARGED_V1`` that are mounted), one per hierarchy; [] if
+    it is gone. A machine's root process's are the machine's: a container's too."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    v2 = _v2(root)
+    found: dict[Path, str] = {}
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if v2 != (controllers == ""):
+            continue
+        for name in [""] if v2 else set(controllers.split(",")) & set(CHARGED_V1):
+            procs = root / name / path.lstrip("/") / "cgroup.procs"
+            with contextlib.suppress(OSError):  # one hierarchy, mounted under several names
+                found.setdefault(procs.parent.resolve(), str(procs))
+    return [procs for procs in found.values() if os.path.exists(procs)]
 
 
 @contextlib.contextmanager

@@ -2,8 +2,8 @@
 owners translated, its files untouched on disk. util-linux here has no ``X-mount.idmap``, so
 the three system calls are made directly (``open_tree``, ``mount_setattr``, ``move_mount``).
 
-The mapping is a user namespace's: one is made for the call (``unshare --user`` running
-``sleep``, its maps written by us), and ended once the mount holds it."""
+The mapping is a user namespace's: one is made for the call (``user_namespace``: ``unshare
+--user`` running ``sleep``, its maps written by us), and ended once the mount holds it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 
 from contracts.errors import ProviderError
+from providers.sandbox.machine_uid import as_uid
 
 _SYS_OPEN_TREE, _SYS_MOVE_MOUNT, _SYS_MOUNT_SETATTR = 428, 429, 442
 _OPEN_TREE_CLONE, _AT_RECURSIVE, _AT_EMPTY_PATH = 1, 0x8000, 0x1000
@@ -36,10 +37,15 @@ def _check(what: str, result: int) -> int:
 Ids = list[tuple[int, int]]
 
 
-def _userns(uids: Ids, gids: Ids) -> tuple[subprocess.Popen[bytes], int]:
-    """A user namespace mapping each (inside, host) pair of ``uids`` and ``gids``; its holder
-    (to end) and a descriptor of it."""
-    holder = subprocess.Popen(["unshare", "--user", "sleep", "infinity"],
+def user_namespace(
+    uids: Ids, gids: Ids, owner: int | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A user namespace mapping each (inside, host) pair of ``uids`` and ``gids``, made by a
+    process of host uid ``owner`` (None: ours), whose it then is; its holder (to end) and a
+    descriptor of it. The kernel charges what a namespace's processes hold (inotify instances,
+    the ``ucounts``) to its owner's uid as well as to their own."""
+    argv = ["unshare", "--user", "sleep", "infinity"]
+    holder = subprocess.Popen(argv if owner is None else as_uid(owner, argv),
                               stdin=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"})  # fmt: skip
     try:
         ours = os.stat("/proc/self/ns/user").st_ino
@@ -61,7 +67,7 @@ def mount_idmapped(source: Path, target: Path, uids: Ids, gids: Ids) -> None:
     """``source`` at ``target`` (an existing directory), read-only, each (on-disk id, seen
     as) pair of ``uids`` and ``gids`` translated, every other owner seen as nobody."""
     libc = ctypes.CDLL(None, use_errno=True)
-    holder, userns = _userns(uids, gids)
+    holder, userns = user_namespace(uids, gids)
     tree = -1
     try:
         flags = _OPEN_TREE_CLONE | _AT_RECURSIVE | os.O_CLOEXEC

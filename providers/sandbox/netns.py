@@ -52,7 +52,7 @@ from base.retry import Backoff, retry_until
 from contracts.errors import ProviderError
 from providers.sandbox.pasta_nodelay import no_delay
 from providers.sandbox.seccomp import filter_fd
-from providers.sandbox.userns import USERNS_FD, UserMap, write_maps
+from providers.sandbox.userns import USERNS_FD, UserMap, owned
 
 log = structlog.get_logger(__name__)
 
@@ -316,15 +316,20 @@ async def start_sandboxed(
     user: UserMap | None = None,
 ) -> int:
     """Start a sandbox with ``spawn`` (given the descriptors bwrap expects: the syscall filter
-    at ``seccomp_fd``; with ``forwarded``, not None, its network's block end; with ``user``, its
-    user namespace's; with either, its info end) and set up its user namespace
-    (providers/sandbox/userns.py) and its network; its pid. On failure the sandbox and its pasta are
-    ended."""
-    theirs = {seccomp_fd: filter_fd(seccomp)}
+    at ``seccomp_fd``; with ``user``, the user namespace made for it beforehand,
+    providers/sandbox/userns.py; with ``forwarded``, not None, its network's block and info
+    ends) and set up its network; its pid. On failure the sandbox and its pasta are ended."""
+    theirs: dict[int, int] = {}
+    try:
+        if user is not None:
+            theirs[USERNS_FD] = await asyncio.to_thread(owned, user)
+        theirs[seccomp_fd] = filter_fd(seccomp)
+    except BaseException:
+        for fd in theirs.values():
+            os.close(fd)
+        raise
     ours: dict[int, int] = {}  # bwrap's descriptor number -> our end of its pipe
-    wanted = [INFO_FD] if forwarded is not None or user is not None else []
-    wanted += [BLOCK_FD] if forwarded is not None else []
-    wanted += [USERNS_FD] if user is not None else []
+    wanted = [INFO_FD, BLOCK_FD] if forwarded is not None else []
     for target in wanted:
         read, write = os.pipe2(os.O_CLOEXEC)
         ours[target], theirs[target] = (read, write) if target == INFO_FD else (write, read)
@@ -340,7 +345,7 @@ async def start_sandboxed(
     if INFO_FD not in ours:
         return pid
     try:
-        await _set_up(ours, owner, forwarded, user)
+        await _set_up(ours, owner, forwarded)
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
@@ -349,15 +354,10 @@ async def start_sandboxed(
     return pid
 
 
-async def _set_up(ours: dict[int, int], owner: str, forwarded: list[int] | None,
-                  user: UserMap | None) -> None:  # fmt: skip
-    """The user namespace's maps, then the network, of the sandbox whose pipes ``ours`` holds
-    (each closed here)."""
+async def _set_up(ours: dict[int, int], owner: str, forwarded: list[int] | None) -> None:
+    """The network of the sandbox whose pipes ``ours`` holds (each closed here)."""
     try:
         child = await read_child_pid(ours.pop(INFO_FD))  # closes it
-        if user is not None:
-            await asyncio.to_thread(write_maps, child, user)
-            os.write(ours[USERNS_FD], b"1")
         if forwarded is not None:
             await connect(child, ours.pop(BLOCK_FD), owner, forwarded)  # closes it
     finally:

@@ -7,7 +7,12 @@ onto itself. Either way the supervisor, the first process, starts in the namespa
 image's root is the machine's to shape, and until the supervisor has become the user it can
 become no other host uid (its CAP_SETUID and CAP_SETGID are the namespace's only).
 
-The maps, written by the provider (root) while bwrap waits on ``--userns-block-fd``:
+The namespace is made before bwrap starts, by a process of the machine's own host uid (``owned``),
+whose it then is, and bwrap joins it (``--userns``): the kernel charges what a namespace's
+processes hold (inotify instances and watches, counted per uid) to its owner's uid as well as to
+their own, and a namespace bwrap made as root was root's, so one machine's 128
+``inotify_init1`` left the host's root, and every other image machine, none. Its maps, written
+by the provider (root):
 
 - ``0 0 1``: bwrap itself, root, sets the sandbox up inside the namespace (it must reach the
   host's root-owned paths it binds); the machine's first process, the supervisor, starts as
@@ -18,14 +23,19 @@ The maps, written by the provider (root) while bwrap waits on ``--userns-block-f
 
 Every other host uid is unmapped: files the image gave another user, the user's own included
 (on the host they belong to the image's uid number, not to this machine's), show as owned by
-``nobody``. The syscall filter still refuses a nested namespace.
+``nobody``. The syscall filter still refuses a nested namespace. The owner, the machine's host
+uid, would have every capability in the namespace from the host's side: no code of the machine
+runs outside it (each machine's uid is its own, and all its processes are inside; what the
+platform runs as that uid on the host, a plain copy of its home, runs nothing of the machine's).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: The descriptor bwrap waits on until the namespace's maps are written.
+from providers.sandbox.idmap import user_namespace
+
+#: The descriptor bwrap joins the namespace by.
 USERNS_FD = 7
 
 
@@ -37,21 +47,20 @@ class UserMap:
     #: The machine's own host uid (its group too).
     host: int
 
-    def uid_map(self) -> str:
-        return f"0 0 1\n{self.uid} {self.host} 1\n"
-
-    def gid_map(self) -> str:
-        return f"0 0 1\n{self.gid} {self.host} 1\n"
+    def maps(self) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """The namespace's (inside, host) pairs: uids, gids."""
+        return [(0, 0), (self.uid, self.host)], [(0, 0), (self.gid, self.host)]
 
 
 def bwrap_args() -> list[str]:
-    """bwrap's: a user namespace whose maps the provider writes (``write_maps``)."""
-    return ["--unshare-user", "--userns-block-fd", str(USERNS_FD)]
+    """bwrap's: join the namespace ``owned`` made, at ``USERNS_FD``."""
+    return ["--userns", str(USERNS_FD)]
 
 
-def write_maps(child_pid: int, user: UserMap) -> None:
-    """The maps of the namespace bwrap's child (``child_pid``) made; by its pid's files, which
-    only root (the provider) may write, once."""
-    for name, text in (("uid_map", user.uid_map()), ("gid_map", user.gid_map())):
-        with open(f"/proc/{child_pid}/{name}", "w") as f:
-            f.write(text)
+def owned(user: UserMap) -> int:
+    """The machine's user namespace, made by a process of its host uid (the owner) and mapped;
+    a descriptor of it, which keeps it while bwrap has not joined it yet."""
+    holder, fd = user_namespace(*user.maps(), owner=user.host)
+    holder.kill()
+    holder.wait()
+    return fd

@@ -32,7 +32,7 @@ from providers.gvisor import Runsc
 from providers.host_memory import host_memory
 from providers.local import GvisorPoolBackend, LocalPoolBackend, LocalProvider, homes as homes_fs
 from providers.machine_limits import Placement
-from providers.registry import docker_provider, platform_limits
+from providers.registry import disk_walk, docker_provider, platform_limits
 from providers.swarm import SwarmProvider
 from providers.warm_pool import PoolBackend, WarmPool
 from services.provisioner.docker_networks import DockerNetworks
@@ -155,6 +155,7 @@ async def _local_provider(settings: Settings, store: Store, repo: Path,
         shared=settings.sandbox_shared, uids=settings.sandbox_uid_range, placement=placement,
         default_limits=platform_limits(settings), engine=engine, runsc=runsc,
         netns_ready=partial(netns_policy, store, settings.nats_url, proxy_port=door_port),
+        disk_walk=disk_walk(settings),
     )  # fmt: skip
 
 

@@ -2,8 +2,9 @@
 ``FLEET_METRICS_SAMPLE_S`` (5 s) of the provisioner's clock, each machine this host runs is read
 (providers/machine_usage.py, through its provider's ``usage``) and a sample of what it used
 since the last reading stored (``store.metrics``): CPU cores (its CPU time over the wall time),
-memory, network bytes in and out; its home's disk about once a minute (a walk of it), carried
-in the samples between. A machine's first reading only starts its counts.
+memory, network bytes in and out; its home's disk about once a minute (providers/disk_walk.py:
+its file system's figure, or a bounded walk charged to the machine), carried in the samples
+between. A machine's first reading only starts its counts.
 
 A sample's time is the sampling grid's (a multiple of the interval), so that the samples of
 two provisioner replicas of one host meet in the store, which keeps the first. Each minute's
@@ -30,7 +31,7 @@ from providers.base import UsageMeter
 from providers.machine_usage import Usage
 
 log = structlog.get_logger(__name__)
-#: A machine's home is walked for its disk use this often (the samples between carry it).
+#: A machine's home is measured for its disk use this often (the samples between carry it).
 DISK_EVERY_S = 60.0
 #: Machines read at once.
 CONCURRENCY = 8
@@ -129,7 +130,9 @@ class UsageSampler(Ticker):
             return None
         if usage is None:
             return None
-        if not disk and prev is not None:  # carried until its next walk
+        # Carried until its next measure, and past one that gave nothing (a walk killed at its
+        # bound of time): the last figure, never none.
+        if prev is not None and (not disk or usage.disk_bytes is None):
             usage = usage.with_disk(prev.usage.disk_bytes, prev.usage.disk_limit_bytes)
         return Reading(mono, usage, mono if disk else prev.disk_at if prev else mono)
 

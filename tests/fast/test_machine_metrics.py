@@ -40,7 +40,7 @@ class Meter:
         return got
 
 
-def counters(cpu_s: float, memory: int, net: int, disk: int = 5 * GB) -> Usage:
+def counters(cpu_s: float, memory: int, net: int, disk: int | None = 5 * GB) -> Usage:
     return Usage(cpu_ns=int(cpu_s * 1e9), memory_bytes=memory, memory_limit_bytes=GB,
                  net_in_bytes=net, net_out_bytes=net // 2, disk_bytes=disk)  # fmt: skip
 
@@ -170,3 +170,25 @@ async def test_per_machine_gauges_are_exported_only_when_asked(world: World) -> 
     assert f"fleet_machine_memory_bytes{{{labels}}} 123.0".encode() in body
     assert f"fleet_machine_network_receive_bytes_per_second{{{labels}}} 10.0".encode() in body
     assert b"fleet_machine_disk_bytes{" not in body  # not known: no series
+
+
+async def test_a_disk_measure_that_gave_nothing_keeps_the_last_figure(
+    world: World, clock: ManualClock
+) -> None:
+    """A home's walk killed at its bound of time (or its files gone for a moment) gives no
+    figure: the samples keep the last one, never a home of nothing."""
+    world.reconfigure(clock=clock)
+    meter = Meter()
+    m = await world.ready_machine()
+    sampler = UsageSampler(world.store, {"local": meter}, world.settings.host_id, 5.0, clock)
+    rounds = 2 * int(DISK_EVERY_S // 5) + 1  # two measures after the first
+    for n in range(rounds):
+        walked = n == 0  # the first measure gave 5 GB, every later one nothing
+        meter.now[m.id] = counters(n * 5, 200 << 20, 1000 * n, disk=5 * GB if walked else None)
+        await sampler.tick()
+        await clock.advance(5.0)
+    assert len(meter.disk_reads) == 3
+    got = await world.rpc("machines.metrics", {"machineId": m.id})
+    samples = msgspec.convert(got["samples"], list[MachineSample])
+    assert len(samples) == rounds - 1
+    assert {s.disk_bytes for s in samples} == {5 * GB}

@@ -80,20 +80,23 @@ async def test_a_docker_machine_is_a_container(
     host = info["HostConfig"]
     assert host["Privileged"] is False
     assert host["CapDrop"] == ["ALL"]
-    # uid 1000 from the first process on, with no capability at all, and the token is in no
-    # environment.
+    # A uid of its own (FLEET_DOCKER_UIDS) from the first process on, with no capability at
+    # all, and the token is in no environment.
     assert not host["CapAdd"]
-    assert info["Config"]["User"] == "1000:1000"
+    uid = int(info["Config"]["User"].split(":")[0])
+    lo, hi = settings.docker_uid_range or (0, 0)
+    assert lo <= uid <= hi
+    assert info["Config"]["User"] == f"{uid}:{uid}"
     assert not [e for e in info["Config"]["Env"] if e.startswith("FLEET_MACHINE_TOKEN=")]
     ids = await stack.exec(
         mid, ["sh", "-c", "grep -h '^Uid\\|^CapEff' /proc/[0-9]*/status | sort -u"]
     )
     assert ids.stdout.split("\n")[:-1] == [
         "CapEff:\t0000000000000000",
-        "Uid:\t1000\t1000\t1000\t1000",
+        f"Uid:\t{uid}\t{uid}\t{uid}\t{uid}",
     ]
-    # The token's file is uid 1000's, but was spent before any of its commands ran; nor can
-    # one be put beside it.
+    # The token's file is the machine's uid's, but was spent before any of its commands ran;
+    # nor can one be put beside it.
     spent = await stack.exec(
         mid, ["sh", "-c", "cat /run/fleet/secret/token; : > /run/fleet/secret/x"]
     )
@@ -105,7 +108,7 @@ async def test_a_docker_machine_is_a_container(
     assert host["NetworkMode"] == settings.docker_network
     # exec runs inside it: its hostname, its uid, the repo cloned into its own home volume
     out = await stack.exec(mid, ["sh", "-c", "hostname; id -u; cat app/README"])
-    assert out.stdout == f"{info['Config']['Hostname']}\n1000\nmain\n"
+    assert out.stdout == f"{info['Config']['Hostname']}\n{uid}\nmain\n"
     assert (await home_of(mid) / "app" / "README").read_text() == "main\n"
     # refreshCode: the platform's code in the machine's read-only code volume, run by the daemon
     refreshed = await refresh_code(stack, mid)  # and the daemon it restarted back

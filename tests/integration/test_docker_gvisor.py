@@ -101,8 +101,8 @@ async def test_a_docker_gvisor_machine_runs_on_gvisors_kernel_never_in_a_pooled_
 
     kernel = await stack.exec(mid, ["dmesg"], timeout_s=60)
     assert "gVisor" in kernel.stdout, kernel
-    user = await stack.exec(mid, ["id", "-u"], timeout_s=60)
-    assert (user.exit_code, user.stdout) == (0, "1000\n"), user
+    user = await stack.exec(mid, ["id", "-un"], timeout_s=60)
+    assert (user.exit_code, user.stdout) == (0, "fleet\n"), user  # its own uid, named
     # The daemon's token is root's (of gVisor's kernel): the machine's user cannot read it.
     token = await stack.exec(mid, ["cat", TOKEN_FILE], timeout_s=60)
     assert token.exit_code != 0, token
@@ -226,7 +226,7 @@ async def test_a_docker_gvisor_machine_has_no_sudo_for_its_roots_files_are_the_h
     assert sudo.stdout == "", sudo
     broker = await stack.exec(mid, ["sh", "-c", f"test -e {SUDO_SOCKET}"], timeout_s=60)
     assert broker.exit_code != 0, broker
-    assert (await stack.exec(mid, ["id", "-u"], timeout_s=60)).stdout == "1000\n"
+    assert (await stack.exec(mid, ["id", "-un"], timeout_s=60)).stdout == "fleet\n"
 
 
 @pytest.mark.timeout(900)

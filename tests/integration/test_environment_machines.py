@@ -227,18 +227,18 @@ async def test_a_devcontainer_machine(
     # What postCreateCommand wrote outside the home is still there.
     assert await out(stack, mid, "cat", f"{SHARED}/made") == "made by postCreate\n"
 
-    await acts_as_its_user(stack, mid, tmp_path)
-    # On the host: a local machine's own uid still (its image's user is that uid in its user
-    # namespace only), a docker machine's the image's.
+    uid = await acts_as_its_user(stack, mid, tmp_path, provider)
+    # On the host: the machine's own uid (a local machine's image's user is that uid in its
+    # user namespace only; a docker machine's image's user was renumbered to it).
     own = settings.data_path / "machines" / mid / "uid"
     assert host_uid(await sleeping(stack, mid)) == (
-        int(own.read_text()) if provider == "local" else 1234
+        int(own.read_text()) if provider == "local" else uid
     )
     terminal = ["sh", "-c", "echo in-a-terminal as $(id -un) $(id -u); sleep 30"]
     opened = await stack.open_session(mid, terminal)
     assert (await out(stack, mid, "cat", LOG)).split() == [*once, *started * 2, "postAttach"]
     ws = await stack.attach_session(mid, opened.session_id)
-    said = b"in-a-terminal as dev 1234"
+    said = f"in-a-terminal as dev {uid}".encode()
     assert said in await read_until(ws, said)
     await stack.close_session(mid, opened.session_id)
 
@@ -269,15 +269,20 @@ def host_uid(pid: int) -> int:
     return int(next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1])
 
 
-async def acts_as_its_user(stack: FleetClient, mid: str, tmp_path: Path) -> None:
+async def acts_as_its_user(stack: FleetClient, mid: str, tmp_path: Path, provider: str) -> int:
     """remoteUser: commands, and the files the machine is given, are the image's ``dev``
-    (1234, group ``devs`` 2345), not the provider's default user."""
-    who = await out(stack, mid, "sh", "-c", "id -u; id -g; whoami; id -gn")
-    assert who.split() == ["1234", "2345", "dev", "devs"]
+    (group ``devs``), not the provider's default user; its uid: on ``local`` the image's (1234,
+    group 2345, in the machine's user namespace), on ``docker`` a host uid of the machine's own
+    that the image's ``dev`` and ``devs`` were renumbered to (providers/docker/users.py)."""
+    who = (await out(stack, mid, "sh", "-c", "id -u; id -g; whoami; id -gn")).split()
+    uid, gid = (1234, 2345) if provider == "local" else (int(who[0]), int(who[0]))
+    assert uid != 1000
+    assert who == [str(uid), str(gid), "dev", "devs"]
     (tmp_path / "up.txt").write_text("uploaded\n")
     await stack.upload(mid, tmp_path / "up.txt", "up.txt")
     owner = await out(stack, mid, "stat", "-c", "%u:%g %U", "up.txt", "lifecycle.log", ".")
-    assert owner.splitlines() == ["1234:2345 dev"] * 3
+    assert owner.splitlines() == [f"{uid}:{gid} dev"] * 3
+    return uid
 
 
 async def fails_at_post_create(machine: Any) -> None:

@@ -27,6 +27,7 @@ import pytest
 from contracts.status import MachineStatus
 from controlplane.settings import Settings
 from fleet.client import FleetClient
+from providers.local.host import HOME_GIVEN
 from providers.local.processes import machine_roots
 from providers.local.supervision import STOP_GRACE_S
 from tests.docker_env import docker_gateway, docker_image, home_of, inspect, remove_containers
@@ -149,6 +150,8 @@ async def test_give_home_on_refresh_code_and_start_follows_nothing(
     await stack.stop_machine(mid)
     await stack.wait_for(mid, ("stopped",), timeout_s=STOP_S)
     assert await ended(settings, mid, "local")
+    # As if the home were just copied: a home is given once, not at each start.
+    (home.parent / HOME_GIVEN).unlink()
     await stack.start_machine(mid)  # gives the home to the machine again
     started = await stack.wait_for(mid, ("ready", "failed"), timeout_s=USUAL_S)
     assert started.status is MachineStatus.READY, started.status_reason
@@ -157,6 +160,26 @@ async def test_give_home_on_refresh_code_and_start_follows_nothing(
     assert uid != 0
     assert (home / "k" / "big").stat().st_uid == uid
     assert (home / "k" / "zero").lstat().st_uid == 0  # a device node is never given away
+
+
+@LOCAL_ONLY
+async def test_a_restart_or_a_start_walks_the_home_no_more(
+    stack: FleetClient, settings: Settings
+) -> None:
+    """The home is given to the machine's uid once (made, copied, or another uid), not walked
+    again at each start: a home of millions of entries was walked, as root, on the
+    provisioner's default executor (the one that starts machines), at every stop and start. A
+    file of root's put in the home afterwards is the probe: a walk would give it away."""
+    mid = await ready(stack, "many-starts", "local")
+    probe = local_home(settings, mid) / "probe"
+    probe.touch()
+    await refresh_code(stack, mid)
+    await stack.stop_machine(mid)
+    await stack.wait_for(mid, ("stopped",), timeout_s=STOP_S)
+    await stack.start_machine(mid)
+    started = await stack.wait_for(mid, ("ready", "failed"), timeout_s=USUAL_S)
+    assert started.status is MachineStatus.READY, started.status_reason
+    assert probe.stat().st_uid == 0  # walked by none of them
 
 
 @LOCAL_ONLY

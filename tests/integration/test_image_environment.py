@@ -78,8 +78,10 @@ async def test_a_busybox_image_machine(stack: FleetClient, tmp_path: Path, provi
     lib = RUNTIME_LIB[provider]
     assert (await stack.exec(mid, ["test", "-d", lib])).exit_code == 0
     assert (await stack.exec(mid, ["sh", "-c", f"echo x > {lib}/x"])).exit_code
-    if provider == "docker":  # the image has no user: the container's is the machine's
-        assert (await out(stack, mid, "id", "-u")).strip() == "1000"
+    if provider == "docker":  # the image has no user: the machine's own uid, named fleet
+        uid = int((await out(stack, mid, "id", "-u")).strip())
+        assert uid != 1000
+        assert (await out(stack, mid, "id", "-un")).strip() == "fleet"
 
     await files_terminal_and_port(stack, mid, tmp_path)
     # The platform's newer code: the daemon re-executes through the runtime's loader.
@@ -149,7 +151,9 @@ async def docker_preload_is_the_users(stack: FleetClient, mid: str) -> None:
     assert await out(stack, mid, "cat", "/run/fleet/secret/token") == ""
     async with aiodocker.Docker() as docker:
         [c] = await docker.containers.list(filters={"label": [f"fleet.machine={mid}"]})
-        assert (await c.show())["Config"]["User"] == "1000:1000"
+        uid = (await out(stack, mid, "id", "-u")).strip()  # its own, never 0
+        assert (await c.show())["Config"]["User"] == f"{uid}:{uid}"
+        assert uid not in ("0", "1000")
 
 
 def lose_cgroup(machine_id: str) -> None:
@@ -296,7 +300,7 @@ class TestEnvironmentPool(BusyboxPool):
         await stack.set_environment(inst.id, Environment(image=busybox))
         mid = await ready(stack, inst.id, "docker")
         assert LABEL_POOL in (await inspect(mid))["Config"]["Labels"]
-        assert (await out(stack, mid, "id", "-u")).strip() == "1000"
+        assert (await out(stack, mid, "id", "-un")).strip() == "fleet"  # its slot's own uid
         assert (await stack.get_machine(mid)).environment == f"image {busybox}"
         other = await stack.create_instance("default-env")  # the default is not that pool's
         default = await ready(stack, other.id, "docker")

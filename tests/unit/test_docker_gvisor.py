@@ -73,8 +73,8 @@ def test_a_gvisor_containers_first_process_is_gvisors_root_with_three_capabiliti
     assert [e for e in gv["Env"] if e.startswith(DAEMON_RUN_AS_VAR)] == [
         f"{DAEMON_RUN_AS_VAR}=1001:1002"
     ]
-    assert token_owner(Placement("i", Limits(), runtime="gvisor")) == (0, 0)
-    assert token_owner(Placement("i", Limits())) == (1000, 1000)
+    assert token_owner(Placement("i", Limits(), runtime="gvisor"), (300001, 300001)) == (0, 0)
+    assert token_owner(Placement("i", Limits()), (300001, 300001)) == (300001, 300001)
 
 
 def test_only_local_gvisor_machines_keep_their_memory_and_docker_runs_gvisor() -> None:

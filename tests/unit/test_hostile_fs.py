@@ -5,8 +5,10 @@ operation must end promptly in bounded memory (each risky one runs in a bounded 
 
 from __future__ import annotations
 
+import math
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -117,3 +119,25 @@ def test_chown_tree_counts_what_it_gave(home: Path) -> None:
     assert hostile_fs.chown_tree(home, UID, UID) == 0
     assert stat.S_ISLNK((home / "link").lstat().st_mode)
     assert Path("/etc/passwd").stat().st_uid == 0
+
+
+def test_a_disk_walk_stops_at_its_bound_of_entries(home: Path) -> None:
+    """A home of more entries than a walk may count (a machine makes as many as it likes): the
+    walk stops at the bound and says so; one at the bound is whole."""
+    bound = 50
+    files = home / "many"
+    files.mkdir()
+    for n in range(bound - 2):  # with .fleet and many/: the bound exactly
+        (files / str(n)).write_bytes(b"x")
+    whole = hostile_fs.disk_use(home, max_entries=bound, until=math.inf)
+    assert (whole.entries, whole.complete) == (bound, True)
+    assert whole.bytes >= (bound - 2) * 512
+    (files / "one-past").write_bytes(b"x")
+    past = hostile_fs.disk_use(home, max_entries=bound, until=math.inf)
+    assert (past.entries, past.complete) == (bound, False)  # at least what it saw
+
+
+def test_a_disk_walk_stops_at_its_time(home: Path) -> None:
+    (home / "a").write_bytes(b"x")
+    late = hostile_fs.disk_use(home, max_entries=1000, until=time.monotonic())
+    assert (late.entries, late.complete) == (0, False)

@@ -73,6 +73,10 @@ def test_empty_string_values_are_kept_for_strings() -> None:
         ("FLEET_ACTIVITY_WRITE_S", "-1"),
         ("FLEET_SWEEP_INTERVAL_S", "0"),
         ("FLEET_INSTANCE_DISK_MB", "-1"),
+        ("FLEET_DISK_WALK_ENTRIES", "0"),
+        ("FLEET_DISK_WALK_S", "0"),
+        ("FLEET_DOCKER_UIDS", "many"),
+        ("FLEET_DOCKER_UIDS", "265000-270000"),  # overlaps FLEET_SANDBOX_UIDS
     ],
 )
 def test_bad_value_names_the_environment_variable(var: str, value: str) -> None:
