@@ -122,10 +122,10 @@ async def test_a_create_from_a_snapshot_being_deleted_is_refused_and_copies_noth
     dropping, go_on = asyncio.Event(), asyncio.Event()
     drop = world.provider.drop_snapshot
 
-    async def held_open(snapshot: str) -> bool:
+    async def held_open(snapshot_id: str) -> bool:
         dropping.set()
         await go_on.wait()
-        return await drop(snapshot)
+        return await drop(snapshot_id)
 
     world.provider.drop_snapshot = held_open  # type: ignore[method-assign]
     deleting = asyncio.ensure_future(_delete(world, snapshot_id))
