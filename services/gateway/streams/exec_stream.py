@@ -59,7 +59,7 @@ log = structlog.get_logger(__name__)
 KEEPALIVE_S = 1.0
 #: The most a stream holds, unwritten, for its client: more than an honest stream sends in
 #: all, as a rule (a code run's parts are within its answer's cap, one NATS message, 1 MiB by
-#: default; a command's output within 256 KiB a stream), unless it is sent in tiny pieces.
+#: default; a command's output within 256 KiB a stream); each part counted with ``PART_COST``.
 MAX_HELD_BYTES = 8 * 1024 * 1024
 #: What holding one part costs the gateway beyond its bytes, on 64-bit CPython 3.11: a bytes
 #: object's header (33), the allocator's rounding of it to 16 bytes (up to 15), and its slot
