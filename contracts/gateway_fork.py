@@ -126,8 +126,10 @@ SNAPSHOTS_DELETE: MethodSpec[SnapshotRef, SnapshotDeleted] = MethodSpec(
     "snapshots.delete",
     SnapshotRef,
     SnapshotDeleted,
-    "Delete a snapshot; machines made from it keep their homes.",
-    (NotFound, Forbidden),
+    "Delete a snapshot; machines made from it keep their homes. Refused (Conflict, naming "
+    "it) while a machine is being made from it: until that machine is ready, failed or "
+    "archived.",
+    (NotFound, Forbidden, Conflict),
     scope="machines:exec",
     client=ClientMethod("delete_snapshot", "snapshot_id", unwrap="deleted"),
 )

@@ -169,10 +169,9 @@ def _uncounted(snapshots: Path, counted: set[str]) -> list[Path]:
 
 
 async def archived_all(f: Fleet) -> list[str]:
-    """Every machine of the soak's instances archived, and every snapshot deleted."""
+    """Every machine of the soak's instances archived, then every snapshot deleted (a machine
+    still being made from one, made by a call whose answer was cut, holds it until then)."""
     problems: list[str] = []
-    for s in f.shots:
-        await f.answered(lambda s=s: f.client.delete_snapshot(s.id))
     ids = {m.id for m in f.members}
     for iid in sorted({m.instance_id for m in f.members}):
         ids |= {m.id for m in await f.answered(lambda i=iid: f.client.list_machines(i))}
@@ -186,6 +185,8 @@ async def archived_all(f: Fleet) -> list[str]:
             continue
         if got.status.value != "archived":
             problems.append(f"{mid}: {got.status.value} after its archive ({got.status_reason})")
+    for s in f.shots:
+        await f.answered(lambda s=s: f.client.delete_snapshot(s.id))
     return problems
 
 

@@ -61,7 +61,9 @@ REFUSALS: dict[str, frozenset[int]] = {
     "resume-preview": _MACHINE | {1061, 1504, 1055},
     "fork-memory": _MACHINE | {1060, 1061, 1601, 1504, 1505},
     "snapshot-memory": _MACHINE | {1060, 1061, 1601, 1505},
-    "from-snapshot": _MACHINE | {1060, 1061, 1504, 1505},
+    # NotFound 1004: the rotation (snapshot_memory) deleted the snapshot it chose before
+    # its create came; a delete of one a machine is being made from is refused instead (1009).
+    "from-snapshot": _MACHINE | {1004, 1060, 1061, 1504, 1505},
     "stop-start": _MACHINE | {1504},
     "provisioner-restart": frozenset(),
     "gateway-restart": frozenset(),
@@ -105,9 +107,6 @@ class Shot:
     source: Member
     kernel: int | None
     stopped: bool
-    #: Machines being made from it now: the rotation deletes none of those (a user's delete of
-    #: a snapshot a create is reading answers 1004 to the create, rightly, and that is not a loss).
-    users: int = 0
 
 
 @dataclass
@@ -293,15 +292,16 @@ async def fork_memory(f: Fleet, m: Member, note: Note) -> str:
 
 async def snapshot_memory(f: Fleet, m: Member, note: Note) -> str:
     dropped = ""
-    idle = [s for s in f.shots if not s.users]
-    if len(f.shots) >= MAX_SHOTS and idle:
-        old = idle[0]
+    if len(f.shots) >= MAX_SHOTS:
+        # The oldest, whether or not a machine is being made from it: a cleanup job does not
+        # know, and the platform refuses that delete (1009, naming the machine), which keeps it.
+        old = f.shots[0]
         f.shots.remove(old)  # before the delete: no operation chooses it meanwhile
         try:
             await f.answered(lambda: f.client.delete_snapshot(old.id))
         except FleetError as exc:
             if exc.code != NotFound.code:  # deleted by another operation meanwhile
-                f.shots.append(old)  # refused (its provisioner restarting): still ours
+                f.shots.insert(0, old)  # refused (in use, its provisioner restarting): ours
                 raise
         dropped = f"deleted {old.id}; "
     name = f"soak-{note.index}"
@@ -324,7 +324,6 @@ async def from_snapshot(f: Fleet, m: Member, note: Note) -> str:
         return f"no snapshot yet: took one, {await snapshot_memory(f, m, note)}"
     shot = shots[-1]
     iid = shot.source.instance_id
-    shot.users += 1  # from its choice on: the rotation may run while room is made
     try:
         room = await make_room(f, m)
         made = await f.answered(lambda: f.client.create_from_snapshot(iid, shot.id),
@@ -332,8 +331,6 @@ async def from_snapshot(f: Fleet, m: Member, note: Note) -> str:
     except Cut:
         await adopt(f, iid, f"from {shot.id} (its answer cut)", shot.kernel, shot.stopped)
         raise
-    finally:
-        shot.users -= 1
     child = await joined(f, made.id, iid, f"from {shot.id} of {shot.source.id}", shot.kernel,
                          shot.stopped)  # fmt: skip
     return f"{room}{child.id} from {shot.id}, kernel at {child.kernel}"

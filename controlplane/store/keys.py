@@ -393,6 +393,15 @@ class Keys:
         """Set: the instance's snapshot ids."""
         return f"{self.prefix}instance:{instance_id}:snapshots"
 
+    def k_snapshot_uses(self, snapshot_id: str) -> str:
+        """Set: ids of the machines made from the snapshot that may still be being made (each
+        holds it until it is made: controlplane/store/snapshots.py)."""
+        return f"{self.prefix}snapshot:{snapshot_id}:uses"
+
+    def k_snapshot_deleting(self, snapshot_id: str) -> str:
+        """Set while the snapshot is being deleted: no machine is made from it any more."""
+        return f"{self.prefix}snapshot:{snapshot_id}:deleting"
+
     def k_instance_disk(self, instance_id: str) -> str:
         """Hash: what of the instance's takes disk (``home:<machine>``, ``paused:<machine>``,
         ``image:<snapshot or memory image>``) -> its bytes (controlplane/store/disk.py)."""

@@ -5,6 +5,14 @@ A snapshot's place under its instance's cap is taken before its copy starts (``r
 counted until it is saved or released: checked after the copy, as many calls at once as the
 copy is slow would each pass the check. A reservation lapses on its own (a gateway that died
 mid-copy): what the copy left on disk then belongs to no record, and the host's sweeper takes it.
+
+A machine made from a snapshot holds it while it is being made (``use``, before its
+``machine.created``): its provisioner copies the snapshot after that event, and a memory
+snapshot's image is restored at the machine's start. A delete first marks the snapshot
+(``mark_deleting``), at once with a look at its machines: refused while one is being made,
+and no machine takes it once marked. A use ends with its machine's making (``BEING_MADE``),
+read at the delete: nothing has to let it go, so a crash midway leaves no hold behind, and a
+machine left half made holds it until archived.
 """
 
 from __future__ import annotations
@@ -14,8 +22,10 @@ from typing import TYPE_CHECKING, cast
 
 import msgspec
 
-from contracts.errors import NotFound
+from contracts.errors import Conflict, NotFound
 from contracts.gateway_fork import Snapshot
+from contracts.status import COMING_UP, NOT_PROVISIONED
+from controlplane.store.keys import F_STATUS
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -35,6 +45,31 @@ return -1
 #: A reservation holds as long as the slowest copy may take (the host's lock on the machine
 #: through a memory image is held as long).
 RESERVATION_S = 3600.0
+#: A machine made from a snapshot is being made until it is up (ready) or never will be: not
+#: provisioned yet (its copy), or on its way up (a memory snapshot's restore is its start; a
+#: create delivered again reads the snapshot's record).
+BEING_MADE = NOT_PROVISIONED | COMING_UP
+#: KEYS: the snapshot's record, its uses, its delete mark; ARGV: the machine. 1 if the use is
+#: taken, 0 if the snapshot is gone or being deleted.
+USE = """
+if redis.call('EXISTS', KEYS[1]) == 0 or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+#: KEYS: the snapshot's uses, its delete mark; ARGV: the machines' hash key prefix, then the
+#: statuses of a machine being made. {machine, status} of one being made from it (nothing
+#: marked), or {} once marked; a use whose machine is made (or gone) is let go on the way.
+MARK_DELETING = f"""
+local making = {{}}
+for i = 2, #ARGV do making[ARGV[i]] = true end
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local s = redis.call('HGET', ARGV[1] .. id, '{F_STATUS}')
+  if s and making[s] then return {{id, s}} end
+  redis.call('SREM', KEYS[1], id)
+end
+redis.call('SET', KEYS[2], '1')
+return {{}}
+"""
 
 
 class SnapshotRecords:
@@ -87,9 +122,35 @@ class SnapshotRecords:
         key = self._keys.k_instance_snapshots(instance_id)
         return int(await self._redis.scard(key))
 
+    async def use(self, snapshot_id: str, machine_id: str) -> None:
+        """``machine_id`` is made from the snapshot: it holds it while it is being made (see
+        the module). NotFound if the snapshot is gone or being deleted."""
+        k = self._keys
+        keys = [k.k_snapshot(snapshot_id), k.k_snapshot_uses(snapshot_id),
+                k.k_snapshot_deleting(snapshot_id)]  # fmt: skip
+        if not int(await self._redis.eval(USE, len(keys), *keys, machine_id)):
+            raise NotFound(f"snapshot {snapshot_id} not found (deleted, or being deleted)")
+
+    async def mark_deleting(self, snapshot_id: str) -> None:
+        """The snapshot marked as being deleted: no machine is made from it from now on (a
+        delete cut short is done again by the next). Conflict, naming the machine, while one is
+        being made from it: nothing is marked."""
+        k = self._keys
+        keys = [k.k_snapshot_uses(snapshot_id), k.k_snapshot_deleting(snapshot_id)]
+        making = [s.value for s in sorted(BEING_MADE)]
+        held = await self._redis.eval(MARK_DELETING, len(keys), *keys, k.k_machine(""), *making)
+        if held:
+            machine_id, status = (str(v) for v in held)
+            raise Conflict(
+                f"snapshot {snapshot_id} is being copied into machine {machine_id} ({status}): "
+                "delete it once that machine is ready or failed, or archive that machine",
+                data={"machineId": machine_id, "status": status},
+            )
+
     async def forget(self, snapshot: Snapshot) -> None:
         k = self._keys
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.delete(k.k_snapshot(snapshot.id))
+            pipe.delete(k.k_snapshot(snapshot.id), k.k_snapshot_uses(snapshot.id),
+                        k.k_snapshot_deleting(snapshot.id))  # fmt: skip
             pipe.srem(k.k_instance_snapshots(snapshot.instance_id), snapshot.id)
             await pipe.execute()

@@ -567,7 +567,10 @@ class GatewayMethods:
         return (await self.call(SNAPSHOTS_LIST, params)).snapshots
 
     async def delete_snapshot(self, snapshot_id: str) -> bool:
-        """Delete a snapshot; machines made from it keep their homes."""
+        """Delete a snapshot; machines made from it keep their homes. Refused (Conflict, naming
+        it) while a machine is being made from it: until that machine is ready, failed or
+        archived.
+        """
         params = new_params(SnapshotRef, snapshot_id=snapshot_id)
         return (await self.call(SNAPSHOTS_DELETE, params)).deleted
 

@@ -260,7 +260,10 @@ class Provisioner(Resumer):
         if event.fork_of is not None:
             source = event.fork_of
         elif event.from_snapshot is not None:
-            source = (await self.store.snapshots.get(event.from_snapshot)).machine_id
+            try:
+                source = (await self.store.snapshots.get(event.from_snapshot)).machine_id
+            except NotFound:  # deleted once its machine was made: this create came again
+                return  # (the machine held the snapshot until then), and its status skips it
         else:
             return
         host = (await self.store.get_machine(source)).host_id

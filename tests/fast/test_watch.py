@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import msgspec
 import pytest
+from structlog.testing import capture_logs
 
 from contracts.daemon_watch import FileEvent, WatchEnd
 from contracts.errors import InvalidRequest, TooManyStreams
@@ -29,6 +30,8 @@ from tests.fakes.watches import FakeWatches
 from tests.fast.conftest import World
 from tests.fast.test_gateway import token_of
 from tests.fast.test_rights_routes import served
+from tests.waiters import wait_until
+from tests.watch_checks import traced_streams, unread_stream
 
 method = pytest.mark.gateway_method("machines.watch")
 WAIT_S = 30.0
@@ -170,6 +173,32 @@ async def test_a_slow_client_is_told_what_it_missed_as_it_goes(
     assert told, kinds
     assert told[-1] == 401 - outputs, (told, outputs)
     assert kinds.index(SSE_DROPPED) < len(kinds) - 2  # said before the end, as it happened
+
+
+@method
+async def test_a_client_that_reads_nothing_holds_at_most_the_bound_however_small_the_events(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine sends many tiny events to a client that reads none of them: what the gateway
+    holds for that client (each event's bytes and what holding one costs: its object, its place
+    in the queue), as tracemalloc traces it, stays within the stream's bound. The client, when
+    it reads at last, is told that events were left out: the bound was reached."""
+    limit = 64 * 1024
+    monkeypatch.setattr("services.gateway.streams.exec_stream.MAX_HELD_BYTES", limit)
+    mid, inst, fake = await _watched(world)
+    tiny = _line("chmod", "/h/a")
+    params = {"machineId": mid, "path": "src"}
+    async with served(world, {"tok": token_of(inst)}) as (base, _), \
+            unread_stream(base, "tok", "machines.watch", params) as client:  # fmt: skip
+        await asyncio.wait_for(fake.opened.wait(), WAIT_S)
+        with traced_streams() as held, capture_logs() as logs:
+            await fake.streams[0].send(tiny * (4 * limit // len(tiny)))
+            await fake.streams[0].end(int(WatchEnd.REMOVED))
+            await wait_until(lambda: any(e["event"] == "watch.ended" for e in logs), WAIT_S)
+            holds = held()
+        answer = await client.read_all()
+    assert b"event: " + SSE_DROPPED.encode() in answer
+    assert holds <= limit, f"{holds} bytes held for a bound of {limit}"
 
 
 @method

@@ -1,19 +1,29 @@
 """``machines.watch`` on real daemons through the whole stack (namespaces machines: the local
 provider's bubblewrap sandbox): an exec's changes as they happen, a recursive watch that
-follows the directories made under it, a path out of the home refused, and a watch that ends
-with its client. The same on docker and gvisor machines: test_watch_docker.py,
+follows the directories made under it, a path out of the home refused, a watch that ends
+with its client, and a flood of tiny events to a client that reads nothing held within the
+stream's bound. The same on docker and gvisor machines: test_watch_docker.py,
 test_watch_gvisor.py (with a pause); the rules in memory: tests/fast/test_watch.py."""
 
 from __future__ import annotations
 
 import pytest
+from structlog.testing import capture_logs
 
 from contracts.errors import InvalidParams
 from contracts.gateway_files import WatchEnded
+from contracts.gateway_live import SSE_DROPPED
+from controlplane.settings import Settings
 from fleet.client import FleetClient
-from tests.conftest import ReadyMachine
+from tests.conftest import ADMIN_TOKEN, ReadyMachine
 from tests.waiters import wait_until
-from tests.watch_checks import sees_an_execs_changes, watching
+from tests.watch_checks import (
+    WAIT_S,
+    sees_an_execs_changes,
+    traced_streams,
+    unread_stream,
+    watching,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -73,3 +83,46 @@ async def test_a_watch_ends_with_its_client_and_with_its_path(
                    for line in await shared_stack.daemon_log(mid, 200))  # fmt: skip
 
     await wait_until(aborted, timeout=30)
+
+
+#: Each round makes and removes one file: two tiny events, then the watched directory goes.
+FLOOD = """
+import os
+os.chdir(os.path.expanduser("~/flood"))
+for _ in range(40000):
+    open("x", "w").close()
+    os.unlink("x")
+os.chdir("..")
+os.rmdir("flood")
+"""
+
+
+async def test_a_flood_of_tiny_events_to_a_client_that_reads_nothing_is_held_within_the_bound(
+    shared_stack: FleetClient, shared_settings: Settings, ready_machine: ReadyMachine,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """A machine's code makes events as fast as it can (a file made and removed, again and
+    again) for a watch whose client reads nothing: what the gateway holds for that client, as
+    tracemalloc traces it, stays within the stream's bound (lowered to 256 KiB here: the same
+    rule, a shorter flood), and the client, reading at last, is told events were left out."""
+    limit = 256 * 1024
+    monkeypatch.setattr("services.gateway.streams.exec_stream.MAX_HELD_BYTES", limit)
+    mid = await ready_machine("watch-flood")
+    await shared_stack.exec(mid, ["mkdir", "-p", "flood"])
+    params = {"machineId": mid, "path": "flood", "events": ["create", "remove"]}
+    base = f"http://127.0.0.1:{shared_settings.port}"
+
+    async def started() -> bool:
+        return any("watch.started" in line and "/flood" in line
+                   for line in await shared_stack.daemon_log(mid, 50))  # fmt: skip
+
+    async with unread_stream(base, ADMIN_TOKEN, "machines.watch", params) as client:
+        await wait_until(started, timeout=WAIT_S)
+        with traced_streams() as held, capture_logs() as logs:
+            made = await shared_stack.exec(mid, ["python3", "-c", FLOOD], timeout_s=120)
+            assert made.exit_code == 0, made.stderr
+            await wait_until(lambda: any(e["event"] == "watch.ended" for e in logs), WAIT_S)
+            holds = held()
+        answer = await client.read_all()
+    assert b"event: " + SSE_DROPPED.encode() in answer
+    assert holds <= limit, f"{holds} bytes held for a bound of {limit}"

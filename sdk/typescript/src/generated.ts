@@ -1796,9 +1796,9 @@ export interface Methods {
    */
   "snapshots.list": { params: SnapshotsListParams; result: SnapshotList };
   /**
-   * Delete a snapshot; machines made from it keep their homes.
+   * Delete a snapshot; machines made from it keep their homes. Refused (Conflict, naming it) while a machine is being made from it: until that machine is ready, failed or archived.
    *
-   * Errors: 1004, 1003.
+   * Errors: 1004, 1003, 1009.
    */
   "snapshots.delete": { params: SnapshotsDeleteParams; result: SnapshotDeleted };
   /**

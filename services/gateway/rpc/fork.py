@@ -15,6 +15,7 @@ from contracts.errors import (
     DaemonUnavailable,
     Forbidden,
     InvalidParams,
+    NotFound,
     NotSupported,
     SnapshotLimit,
 )
@@ -219,6 +220,8 @@ class ForkOps:
     async def snapshots_delete(self, p: SnapshotRef, c: Caller) -> SnapshotDeleted:
         snapshot = await self.store.snapshots.get(p.snapshot_id)
         await self.access.instance_exists(c, snapshot.instance_id)
+        # Refused (Conflict) while a machine is being made from it; once marked, none is.
+        await self.store.snapshots.mark_deleting(snapshot.id)
         source = await self.store.get_machine(snapshot.machine_id)
         await self.hosts.drop_snapshot(source, snapshot.id)
         await self.store.snapshots.forget(snapshot)
@@ -274,6 +277,8 @@ async def new_machine(
     machine = await store.create_machine(instance_id, provider, current=current, runtime=runtime)
     if environment is not None:  # resolved already: the provisioner takes it as it is
         await store.environments.set_of_machine(machine.id, *environment)
+    if from_snapshot is not None:  # before its event: the copy comes after it
+        await _hold(store, machine.id, from_snapshot)
     event = MachineCreated(
         event_id=new_event_id(),
         machine_id=machine.id,
@@ -290,3 +295,13 @@ async def new_machine(
         raise
     log.info("machine.created", machine_id=machine.id, instance_id=instance_id, fork_of=fork_of)
     return machine
+
+
+async def _hold(store: Store, machine_id: str, snapshot_id: str) -> None:
+    """The new machine holds its snapshot until it is made; a snapshot deleted since it was
+    read (NotFound) fails the machine, which no provisioner is then told of."""
+    try:
+        await store.snapshots.use(snapshot_id, machine_id)
+    except NotFound as exc:
+        await store.transition(machine_id, S.FAILED, exc.message)
+        raise
