@@ -269,6 +269,20 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     config_debounce_s: float = 0.2
     #: ...but never later than this after the first change of the burst.
     config_debounce_max_s: float = 2.0
+    # the E2B front (services/gateway/e2b, docs/e2b.md)
+    #: Where the gateway serves E2B's control and sandbox APIs (0: a port the kernel gives).
+    e2b_host: str = "127.0.0.1"
+    e2b_port: int = 0
+    #: The domain in a sandbox's host names (``{port}-{sandboxId}.{domain}``: what the SDKs'
+    #: ``get_host`` answers and a wildcard reverse proxy routes here); empty: ``localhost``
+    #: and the front's port.
+    e2b_domain: str = ""
+    #: The runtime of a sandbox's machine: ``gvisor`` keeps its memory across pause, resume
+    #: and fork, as E2B's sandboxes do.
+    e2b_runtime: Literal["namespaces", "gvisor"] = "gvisor"
+    #: Templates beside ``base`` and ``code-interpreter-v1`` (the platform's default
+    #: environment): comma-separated ``name=image`` (an image of the hosts' Docker engines).
+    e2b_templates_spec: str = ""
     # webhooks (services/webhooks, docs/webhooks.md)
     #: The waits between a failed delivery and the next attempt (seconds, comma-separated; the
     #: last repeats), within ``webhook_retry_budget_s`` of the first...
@@ -625,6 +639,17 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             raise ValueError(f"FLEET_EGRESS_DNS_RATE ({self.egress_dns_rate}) and "
                              f"FLEET_EGRESS_DNS_CONCURRENCY ({self.egress_dns_concurrency}) "
                              "are not positive")  # fmt: skip
+
+    @property
+    def e2b_templates(self) -> dict[str, str]:
+        """``FLEET_E2B_TEMPLATES_SPEC``: a template's name -> its image."""
+        out = {}
+        for entry in filter(None, (e.strip() for e in self.e2b_templates_spec.split(","))):
+            name, sep, image = entry.partition("=")
+            if not sep or not name.strip() or not image.strip():
+                raise SettingsError(f"FLEET_E2B_TEMPLATES_SPEC: {entry!r} is not name=image")
+            out[name.strip()] = image.strip()
+        return out
 
     @property
     def webhook_retry_steps(self) -> tuple[float, ...]:

@@ -21,6 +21,7 @@ __all__ = [
     "BootWindow",
     "CodemodeRecords",
     "CreateOnce",
+    "E2bSandbox",
     "Head",
     "HostRecord",
     "Once",
@@ -31,6 +32,7 @@ __all__ = [
     "StoredSecret",
     "StoredWebhook",
     "Target",
+    "TokenHolder",
     "TooManySecrets",
     "TooManyWebhooks",
     "Transition",
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from controlplane.store.boot_watch import BootWindow
     from controlplane.store.codemode import CodemodeRecords
     from controlplane.store.creates import CreateOnce, Once
+    from controlplane.store.e2b import E2bSandbox, TokenHolder
     from controlplane.store.hosts import HostRecord
     from controlplane.store.keys import (
         F_DAEMON_GIT_SHA,
@@ -92,6 +95,7 @@ else:
                 "TooManySecrets",
             ),
             "stages": ("Transition",),
+            "e2b": ("E2bSandbox", "TokenHolder"),
             "stop": ("AutoStopRule",),
             "store": ("Store",),
             "tokens": ("token_record",),

@@ -384,6 +384,24 @@ class Keys:
         """Hash: ``<webhookId>|<queue>`` -> the token of the delivery process that holds it."""
         return self.prefix + "webhooks:leases"
 
+    # --- E2B sandboxes (controlplane/store/e2b.py) ----------------------------------------------
+    def k_e2b_sandbox(self, sandbox_id: str) -> str:
+        """What E2B's API says of a sandbox beyond its machine (JSON: ``E2bSandbox``)."""
+        return f"{self.prefix}e2b:sandbox:{sandbox_id}"
+
+    @property
+    def K_E2B_ENDS(self) -> str:
+        """Sorted set: sandbox id -> when (epoch ms) its timeout runs out (+inf: carried out)."""
+        return self.prefix + "e2b:ends"
+
+    def k_e2b_token(self, digest: str) -> str:
+        """An access token's holder (JSON: ``TokenHolder``), by the token's SHA-256."""
+        return f"{self.prefix}e2b:token:{digest}"
+
+    def k_e2b_tokens_of(self, sandbox_id: str) -> str:
+        """Set: the digests of a sandbox's access tokens."""
+        return f"{self.prefix}e2b:tokens:{sandbox_id}"
+
     # --- snapshots ------------------------------------------------------------------------------
     def k_snapshot(self, snapshot_id: str) -> str:
         """A snapshot's record (JSON; no expiry: kept until deleted)."""

@@ -33,6 +33,7 @@ from controlplane.store.boot_watch import BootWatchRecords
 from controlplane.store.codemode import CodemodeRecords
 from controlplane.store.creates import CreateOnce, CreateRecords, Once
 from controlplane.store.disk import DiskLedger
+from controlplane.store.e2b import E2bRecords
 from controlplane.store.environments import EnvironmentRecords
 from controlplane.store.hosts import HostRecords
 from controlplane.store.instance_settings import InstanceSettingsRecords
@@ -121,6 +122,7 @@ class Store:
         self.secrets = SecretRecords(self.redis, self.keys)
         self.locks = LockRecords(self.redis, self.keys)
         self.webhooks = WebhookRecords(self.redis, self.keys)
+        self.e2b = E2bRecords(self.redis, self.keys)
         self.metrics = MetricsRecords(self.redis, self.keys)
 
     async def __aenter__(self) -> Store:

@@ -109,6 +109,9 @@ def _up(sub: SubAction) -> None:
     up.add_argument("--preview-port", type=int, default=None,
                     help="the previews' listener, an origin apart from the console's "
                     "(default: --port + 1; 0: a free port, printed)")  # fmt: skip
+    up.add_argument("--e2b-port", type=int, default=None,
+                    help="the listener of E2B's SDKs (default: --port + 2; 0: a free port, "
+                    "printed)")  # fmt: skip
     up.add_argument("--data-dir", type=Path, default=Path(".fleet-data"))
     up.add_argument("--nats-url", help="use this NATS (JetStream on) instead of the embedded one")
     up.add_argument("--redis-url", help="use this Redis instead of the embedded valkey "
@@ -139,6 +142,7 @@ def _run_up(args: argparse.Namespace) -> int:
     opts = UpOptions(
         port=args.port,
         preview_port=args.preview_port,
+        e2b_port=args.e2b_port,
         host=args.host,
         data_dir=args.data_dir,
         nats_url=args.nats_url,

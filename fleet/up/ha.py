@@ -90,6 +90,7 @@ def service_plan(
                 extra["FLEET_PORT"] = str(opts.port if i == 0 else hold())
             if module == "gateway" and i > 0:  # the first's previews are on the settings' port
                 extra["FLEET_PREVIEW_PORT"] = str(hold())
+                extra["FLEET_E2B_PORT"] = str(hold())
             plan.append((name, module, extra))
     return plan
 

@@ -16,6 +16,9 @@ class UpOptions:
     #: Machines' pages (services.gateway.previews.preview); 0: as for ``port``; None: ``port`` + 1,
     #: or 0 beside a ``port`` of 0.
     preview_port: int | None = None
+    #: E2B's SDKs' listener (services.gateway.e2b); None: ``port`` + 2, or 0 beside a ``port``
+    #: of 0.
+    e2b_port: int | None = None
     host: str = "127.0.0.1"
     data_dir: Path = Path(".fleet-data")
     nats_url: str | None = None

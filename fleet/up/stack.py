@@ -151,6 +151,8 @@ def up(opts: UpOptions) -> int:
     Settings.from_env()
     if opts.preview_port is None:  # beside the console's; a port of the kernel's beside 0
         opts.preview_port = opts.port + 1 if opts.port else 0
+    if opts.e2b_port is None:
+        opts.e2b_port = opts.port + 2 if opts.port else 0
     if opts.port and opts.preview_port == opts.port:
         refusal: str | None = f"--preview-port {opts.port} is --port's (previews have their own)"
     else:
@@ -220,6 +222,7 @@ def _start(stack: ExitStack, opts: UpOptions, data_dir: Path) -> _Started | None
     hold = held_ports(stack)
     opts.port = opts.port or hold()
     opts.preview_port = opts.preview_port or hold()
+    opts.e2b_port = opts.e2b_port or hold()
     # Restarts a server that dies, like a service; left after the servers stopped.
     servers = stack.enter_context(ServerSupervisor(children))
     settings, auth, seed = _servers(stack, opts, data_dir, servers)
@@ -318,6 +321,8 @@ def _settings(opts: UpOptions, data_dir: Path, nats_url: str, redis_url: str, ru
         port=opts.port,
         preview_host=opts.host,
         preview_port=opts.preview_port or 0,  # set by up(): a port, held if it was 0
+        e2b_host=opts.host,
+        e2b_port=opts.e2b_port or 0,
         secret_key=read_or_create_secret(data_dir / "secret-key", "FLEET_SECRET_KEY"),
         admin_token=read_or_create_secret(data_dir / "admin-token", "FLEET_ADMIN_TOKEN"),
     )
@@ -424,6 +429,7 @@ def _banner(
         + f"  previews     {settings.preview.template}   (machines' pages, not the console's; "
         f"listening on {settings.preview_host}:{settings.preview_port})\n"
         + f"  admin token  {settings.admin_token}   (from {token_src})\n"
+        + f"  e2b          {' '.join(e2b_variables(settings))}   (E2B's SDKs: docs/e2b.md)\n"
         f"  nats         {settings.nats_url}{'' if opts.nats_url else '   (embedded)'}\n"
         + (
             f"               machines authenticate through the auth callout; to watch events:\n"
@@ -445,6 +451,14 @@ def _banner(
     )
 
 
+def e2b_variables(settings: Settings) -> list[str]:
+    """The variables that point E2B's SDKs at this stack, as ``NAME=value`` words."""
+    url = f"http://{settings.e2b_host}:{settings.e2b_port}"
+    return [f"E2B_API_URL={url}", f"E2B_SANDBOX_URL={url}",
+            f"E2B_DOMAIN={settings.e2b_domain or f'localhost:{settings.e2b_port}'}",
+            f"E2B_API_KEY={settings.admin_token}"]  # fmt: skip
+
+
 def banner_ports(banner: str) -> tuple[str, int]:
     """The gateway's URL (the first, with --ha) and the previews' port that `_banner` printed
     in ``banner``: where a client or a test learns the ports of a ``--port 0``."""
@@ -458,7 +472,8 @@ def banner_ports(banner: str) -> tuple[str, int]:
 def listeners_refusal(opts: UpOptions) -> str | None:
     """Why the gateway's listeners cannot be had, said before anything starts (a port another
     program holds would otherwise end the gateway with a traceback)."""
-    for flag, port in (("--port", opts.port), ("--preview-port", opts.preview_port)):
+    for flag, port in (("--port", opts.port), ("--preview-port", opts.preview_port),
+                       ("--e2b-port", opts.e2b_port)):  # fmt: skip
         if not port:
             continue
         try:

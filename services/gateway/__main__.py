@@ -42,8 +42,11 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     sock = stack.enter_context(
         contextlib.closing(bind_listener(settings.preview_host, settings.preview_port))
     )
+    e2b = stack.enter_context(contextlib.closing(bind_listener(settings.e2b_host,
+                                                               settings.e2b_port)))  # fmt: skip
     settings = msgspec.structs.replace(
-        settings, port=console.getsockname()[1], preview_port=sock.getsockname()[1]
+        settings, port=console.getsockname()[1], preview_port=sock.getsockname()[1],
+        e2b_port=e2b.getsockname()[1],
     )
     gateway = await _composed(settings, stack, clock)
     for part in gateway.resources():
@@ -55,6 +58,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     previews = HttpServer(apps.previews, settings.preview_host, settings.preview_port,
                           name="previews", sock=sock)  # fmt: skip
     await stack.enter_async_context(previews)
+    await stack.enter_async_context(HttpServer(apps.e2b, settings.e2b_host, settings.e2b_port,
+                                               name="e2b", sock=e2b))  # fmt: skip
 
 
 async def _composed(settings: Settings, stack: AsyncExitStack, clock: Clock) -> Gateway:

@@ -45,6 +45,7 @@ from services.gateway.auth import (
     scoped,
 )
 from services.gateway.console import OidcClient, SignIn, WebSessions
+from services.gateway.e2b import E2bFront
 from services.gateway.mcp import McpEndpoint
 from services.gateway.rpc import (
     CodemodeOps,
@@ -127,6 +128,8 @@ class Gateway:
     name_lookups: NameLookups
     #: Disables the endpoints whose makers no longer may manage them.
     webhook_makers: WebhookMakers
+    #: E2B's APIs, served on a listener of their own (FLEET_E2B_PORT).
+    e2b: E2bFront
     #: None: nothing is recorded (and audit.list answers Unavailable).
     audit: AuditLog | None
     #: The HTTP side: who a bearer secret belongs to, browsers' sessions and their sign-in,
@@ -157,7 +160,8 @@ class Gateway:
 
     def resources(self) -> tuple[AbstractAsyncContextManager[object], ...]:
         """The parts to enter before the gateway serves, in order (left in reverse)."""
-        return (self.hub, self.mcp, self.revocation, self.name_lookups, self.webhook_makers)
+        return (self.hub, self.mcp, self.revocation, self.name_lookups, self.webhook_makers,
+                self.e2b.ends)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,7 @@ class _Made:
     tickets: EventTickets
     limits: CallLimits
     byte_streams: ByteStreamOpener
+    waker: Waker
 
 
 def compose(
@@ -230,6 +235,10 @@ def compose(
                          clock=clock),
         name_lookups=lookups,
         webhook_makers=WebhookMakers(store, s.webhook_makers_round_s, audit, clock),
+        e2b=E2bFront(settings=s, store=store, box=box, dispatch=tool_call, resolve=resolve,
+                     waker=made.waker, opener=made.byte_streams,
+                     guesses=BadSecrets(s.rate_unauthenticated_per_min,
+                                        clock=clock.monotonic)),
         **_area_parts(store, bus, daemons, box, hosts, s, made, api, lookups),
         **_http_parts(store, bus, s, made, resolve, codemode, oidc, audit, clock),
         metrics=metrics,
@@ -250,7 +259,7 @@ def _first_parts(store: Store, bus: Bus, daemons: DaemonClient, hosts: HostContr
     )  # fmt: skip
     return _Made(access=access, calls=DaemonCalls(access=access, daemons=daemons),
                  tokens=TokenStore(store), tickets=EventTickets(store, s.events_ticket_ttl_s),
-                 limits=CallLimits(s, clock), byte_streams=opener)  # fmt: skip
+                 limits=CallLimits(s, clock), byte_streams=opener, waker=waker)  # fmt: skip
 
 
 def _area_parts(store: Store, bus: Bus, daemons: DaemonClient, box: SecretBox,

@@ -221,7 +221,7 @@ def make_app(g: Gateway) -> GatewayApps:
     add_files_routes(app, g.byte_streams, CALLER_OF_REQUEST)
     previews = make_preview_app(g.tunnels, g.ports.previews, error_response, bearer,
                                 g.settings.preview)  # fmt: skip
-    return GatewayApps(app, previews)
+    return GatewayApps(app, previews, g.e2b.app(g.settings.e2b_port))
 
 
 def _add_rpc_routes(app: web.Application, g: Gateway) -> None:
@@ -311,6 +311,8 @@ class GatewayApps(NamedTuple):
     console: web.Application
     #: Served on the preview listener (``FLEET_PREVIEW_HOST``:``FLEET_PREVIEW_PORT``).
     previews: web.Application
+    #: Served on the E2B front's listener (``FLEET_E2B_HOST``:``FLEET_E2B_PORT``).
+    e2b: web.Application
 
 
 def _add_session_route(app: web.Application, sessions: SessionOps) -> None:

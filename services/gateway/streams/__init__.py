@@ -22,10 +22,12 @@ __all__ = [
     "WatchOps",
     "add_codemode_routes",
     "add_files_routes",
+    "serve_download",
     "serve_tunnel_ws",
     "stream_events",
     "stream_rpc",
     "target",
+    "upload",
 ]
 
 if TYPE_CHECKING:
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
     from services.gateway.streams.events import EventsContext, stream_events
     from services.gateway.streams.events_hub import EventHub
     from services.gateway.streams.exec_stream import ExecStreamOps, stream_rpc
-    from services.gateway.streams.files import add_files_routes
+    from services.gateway.streams.files import add_files_routes, serve_download, upload
     from services.gateway.streams.opener import ByteStreamOpener
     from services.gateway.streams.revocation import RevocationTicker
     from services.gateway.streams.rules import StreamRules
@@ -55,7 +57,11 @@ else:
                 "ExecStreamOps",
                 "stream_rpc",
             ),
-            "files": ("add_files_routes",),
+            "files": (
+                "add_files_routes",
+                "serve_download",
+                "upload",
+            ),
             "opener": ("ByteStreamOpener",),
             "revocation": ("RevocationTicker",),
             "rules": ("StreamRules",),

@@ -22,6 +22,7 @@ status (``services.gateway.errors_http``), as on every other route.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import aiohttp
 import msgspec
@@ -81,6 +82,12 @@ async def _download(
     request: web.Request, opener: ByteStreamOpener, caller: Caller
 ) -> web.StreamResponse:
     machine_id, path = _target(request)
+    return await serve_download(request, opener, caller, machine_id, path)
+
+
+async def serve_download(request: web.Request, opener: ByteStreamOpener, caller: Caller,
+                         machine_id: str, path: str) -> web.StreamResponse:  # fmt: skip
+    """The file at ``path`` of the machine's home as the answer to ``request``, streamed."""
     params = _params(df.DownloadFileParams, path=path)
     opened, stream = await opener.open(caller, machine_id, df.DOWNLOAD_FILE, params,
                                        window=df.FILE_WINDOW, chunk_size=df.FILE_CHUNK,
@@ -126,32 +133,41 @@ async def _upload(
     request: web.Request, opener: ByteStreamOpener, caller: Caller
 ) -> web.StreamResponse:
     machine_id, path = _target(request)
-    mode = _octal(request.query.get("mode"))
-    params = _params(df.UploadFileParams, path=path, mode=mode, size=request.content_length,
-                     sha256=request.query.get("sha256"))  # fmt: skip
+    answer = await upload(request.content.iter_chunked(df.FILE_CHUNK), opener, caller,
+                          machine_id, path, mode=_octal(request.query.get("mode")),
+                          size=request.content_length, sha256=request.query.get("sha256"))
+    return web.Response(body=msgspec.json.encode(answer), status=201,
+                        content_type="application/json")  # fmt: skip
+
+
+async def upload(chunks: AsyncIterator[bytes], opener: ByteStreamOpener, caller: Caller,
+                 machine_id: str, path: str, *, mode: int | None = None,
+                 size: int | None = None, sha256: str | None = None) -> df.Uploaded:  # fmt: skip
+    """``chunks`` as the file at ``path`` of the machine's home, in place once whole (``size``
+    and ``sha256``, when given, checked); on any failure nothing is at the path."""
+    params = _params(df.UploadFileParams, path=path, mode=mode, size=size, sha256=sha256)
     # What comes back is the answer alone: a window of one chunk.
     _, stream = await opener.open(caller, machine_id, df.UPLOAD_FILE, params,
                                   window=df.FILE_CHUNK, chunk_size=df.FILE_CHUNK,
                                   audit=Action.FILE_UPLOAD)  # fmt: skip
     async with stream:
-        received = await _pump_body(request, stream)
+        received = await _pump(chunks, stream)
         if params.size is not None and received != params.size:
             raise e.TransferAborted(f"the body ended after {received} of {params.size} bytes")
         await stream.end()
         answer = await _answer(stream)
     log.info("files.uploaded", machine_id=machine_id, path=answer.path, size=answer.size)
-    return web.Response(body=msgspec.json.encode(answer), status=201,
-                        content_type="application/json")  # fmt: skip
+    return answer
 
 
-async def _pump_body(request: web.Request, stream: ByteStream) -> int:
-    """The request body onto the stream; read only as the daemon grants credit. A client that
+async def _pump(chunks: AsyncIterator[bytes], stream: ByteStream) -> int:
+    """``chunks`` onto the stream; read only as the daemon grants credit. A client that
     goes away mid-body raises, which aborts the stream: the daemon drops its temporary file."""
     received, pending = 0, bytearray()
     try:
         # The body arrives in pieces of the socket's reads (64 KiB): gathered into whole
         # chunks, so that each frame on the stream carries a full one.
-        async for data in request.content.iter_chunked(df.FILE_CHUNK):
+        async for data in chunks:
             pending += data
             received += len(data)
             if len(pending) >= df.FILE_CHUNK:

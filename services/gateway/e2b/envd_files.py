@@ -1,0 +1,119 @@
+"""envd's ``filesystem.Filesystem`` in fleetd's file methods: ``Stat`` is ``machines.stat``,
+``ListDir`` ``machines.listDir``, ``Remove`` ``machines.removeFile`` (a whole tree; nothing
+there is no error, as envd's), ``MakeDir`` ``machines.makeDir``, ``Move`` ``machines.move``.
+
+Paths: E2B's default user's home, ``/home/user``, is the machine's home both ways (a path
+under it names the same file under the machine's, and an answer's path under the machine's
+home is shown under ``/home/user``); a relative path is in the home. fleetd's file methods
+reach the home only: any other path is refused (``invalid_argument``), where a command still
+reaches it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import stat as st
+from datetime import UTC, datetime
+from typing import Final
+
+from contracts import daemon_files as df, e2b_envd as envd
+from contracts.errors import FileNotFound
+from contracts.gateway_files import (
+    MACHINES_LIST_DIR,
+    MACHINES_REMOVE_FILE,
+    MACHINES_STAT,
+    MachineListDirParams,
+    MachineRemoveFileParams,
+    MachineStatParams,
+)
+from services.gateway.auth import Caller
+from services.gateway.e2b.calls import Calls
+
+_TYPES: Final[dict[str, envd.FileType]] = {
+    "file": "FILE_TYPE_FILE", "dir": "FILE_TYPE_DIRECTORY", "symlink": "FILE_TYPE_SYMLINK",
+}  # fmt: skip
+_KIND_CHAR: Final = {"file": "-", "dir": "d", "symlink": "l"}
+#: Homes kept (a machine's home never moves); the oldest forgotten past it.
+_HOMES_KEPT: Final = 4096
+
+
+class Homes:
+    """Each sandbox's home on its machine, asked once (``machines.listDir`` of ``~`` says
+    where it is)."""
+
+    def __init__(self, calls: Calls) -> None:
+        self._calls = calls
+        self._homes: dict[str, str] = {}
+
+    async def of(self, machine_id: str, caller: Caller) -> str:
+        home = self._homes.get(machine_id)
+        if home is None:
+            got = await self._calls(MACHINES_LIST_DIR, MachineListDirParams(
+                machine_id=machine_id, path="~", limit=1), caller)  # fmt: skip
+            if len(self._homes) >= _HOMES_KEPT:
+                self._homes.pop(next(iter(self._homes)))
+            home = self._homes[machine_id] = got.path.rstrip("/") or "/"
+        return home
+
+
+def to_machine(path: str) -> str:
+    """An E2B path as fleetd's file methods take it."""
+    if path in ("", envd.E2B_HOME, envd.E2B_HOME + "/"):
+        return "~"
+    if path.startswith(envd.E2B_HOME + "/"):
+        return "~/" + path[len(envd.E2B_HOME) + 1 :]
+    return path
+
+
+def to_e2b(path: str, home: str) -> str:
+    """A machine's path as E2B shows it."""
+    if path == home:
+        return envd.E2B_HOME
+    if path.startswith(home + "/"):
+        return envd.E2B_HOME + path[len(home) :]
+    return path
+
+
+def entry_info(entry: df.DirEntry, path: str, home: str) -> envd.EntryInfo:
+    """What envd says of an entry at ``path`` (the machine's absolute path)."""
+    shown = to_e2b(path, home)
+    return envd.EntryInfo(
+        name=entry.name or shown.rsplit("/", 1)[-1], type=_TYPES.get(entry.kind,
+                                                                      "FILE_TYPE_UNSPECIFIED"),
+        path=shown, size=entry.size, mode=entry.mode,
+        permissions=_KIND_CHAR.get(entry.kind, "?") + st.filemode(entry.mode)[1:],
+        owner=getattr(entry, "owner", "") or "", group=getattr(entry, "group", "") or "",
+        modified_time=datetime.fromtimestamp(entry.mtime, UTC),
+        symlink_target=entry.target, is_symlink=entry.kind == "symlink",
+    )  # fmt: skip
+
+
+class Filesystem:
+    def __init__(self, calls: Calls, homes: Homes) -> None:
+        self._calls = calls
+        self._homes = homes
+
+    async def stat(self, machine_id: str, req: envd.PathRequest,
+                   caller: Caller) -> envd.EntryAnswer:  # fmt: skip
+        home = await self._homes.of(machine_id, caller)
+        got = await self._calls(MACHINES_STAT, MachineStatParams(
+            machine_id=machine_id, path=to_machine(req.path)), caller)  # fmt: skip
+        return envd.EntryAnswer(entry=entry_info(got, got.path, home))
+
+    async def list_dir(self, machine_id: str, req: envd.ListDirRequest,
+                       caller: Caller) -> envd.ListDirAnswer:  # fmt: skip
+        home = await self._homes.of(machine_id, caller)
+        got = await self._calls(MACHINES_LIST_DIR, MachineListDirParams(
+            machine_id=machine_id, path=to_machine(req.path),
+            limit=df.MAX_DIR_ENTRIES), caller)  # fmt: skip
+        base = got.path.rstrip("/")
+        return envd.ListDirAnswer(entries=[entry_info(e, f"{base}/{e.name}", home)
+                                           for e in got.entries])  # fmt: skip
+
+    async def remove(self, machine_id: str, req: envd.PathRequest,
+                     caller: Caller) -> envd.Empty:  # fmt: skip
+        params = MachineRemoveFileParams(machine_id=machine_id, path=to_machine(req.path),
+                                         recursive=True)  # fmt: skip
+        with contextlib.suppress(FileNotFound):  # envd removes what is there: nothing is fine
+            await self._calls(MACHINES_REMOVE_FILE, params, caller)
+        return envd.Empty()

@@ -1,0 +1,144 @@
+"""envd's plain HTTP file routes in fleetd's streamed transfers (``GET`` and ``PUT
+/machines/{id}/files/...``' own code, ``services/gateway/streams/files.py``): any size, read and
+written as they come, never held whole.
+
+- ``GET /files?path=&username=``: the file; 404 when there is none, 400 for a directory.
+- ``POST /files``: ``multipart/form-data``, a part a file (its ``filename`` the path, unless
+  the query's ``path`` names it), or ``application/octet-stream`` (the body the file at
+  ``path``; ``Content-Encoding: gzip`` unpacked as it comes). Answered with each file's entry.
+
+A request carries the sandbox's access token, or a signed URL's ``signature`` (what the SDKs'
+``download_url`` and ``upload_url`` make): ``v1_`` and the base64 of the SHA-256 of
+``path:operation:user:token[:expiration]``, checked against each of the sandbox's tokens,
+refused once its ``signature_expiration`` has passed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+import zlib
+from collections.abc import AsyncIterator
+
+import msgspec
+from aiohttp import BodyPartReader, web
+
+from contracts import daemon_files as df, e2b_control as api
+from contracts.errors import FleetError, InvalidParams, Unauthorized
+from controlplane.crypto import SecretBox
+from controlplane.store import Store
+from services.gateway.auth import Caller, current_caller
+from services.gateway.e2b.envd_files import Homes, to_e2b, to_machine
+from services.gateway.e2b.sandbox import Doorman, Target, http_error
+from services.gateway.streams import ByteStreamOpener, serve_download, upload
+
+#: The most files one multipart upload writes.
+MAX_PARTS = 1000
+_EXPIRED = {"code": 401, "message": "signature is already expired"}
+
+
+class Files:
+    def __init__(self, store: Store, box: SecretBox, doorman: Doorman,
+                 opener: ByteStreamOpener, homes: Homes) -> None:  # fmt: skip
+        self._store = store
+        self._box = box
+        self._doorman = doorman
+        self._opener = opener
+        self._homes = homes
+
+    async def serve(self, request: web.Request, target: Target) -> web.StreamResponse:
+        try:
+            if request.method == "GET":
+                caller = await self._caller(request, target, "read")
+                path = to_machine(request.query.get("path", ""))
+                return await serve_download(request, self._opener, caller, target.sandbox_id,
+                                            path)  # fmt: skip
+            if request.method == "POST":
+                caller = await self._caller(request, target, "write")
+                return await self._upload(request, target.sandbox_id, caller)
+            raise InvalidParams(f"{request.method} /files: GET or POST")
+        except _Expired:
+            return web.Response(status=401, body=msgspec.json.encode(_EXPIRED),
+                                content_type="application/json")  # fmt: skip
+        except FleetError as exc:
+            return http_error(exc)
+
+    async def _caller(self, request: web.Request, target: Target, operation: str) -> Caller:
+        signature = request.query.get("signature")
+        if signature is None or request.headers.get(api.ACCESS_TOKEN_HEADER):
+            return await self._doorman.caller(request, target)
+        expires = request.query.get("signature_expiration")
+        if expires is not None and (not expires.isdigit() or int(expires) < time.time()):
+            raise _Expired
+        parts = [request.query.get("path", ""), operation, request.query.get("username", "")]
+        for holder in await self._store.e2b.holders(target.sandbox_id):
+            token = self._box.decrypt(holder.sealed)
+            if hmac.compare_digest(signature, sign([*parts, token], expires)):
+                caller = await current_caller(self._store, holder.caller_id)
+                if caller is not None:
+                    return caller
+        raise Unauthorized("invalid signature")
+
+    async def _upload(self, request: web.Request, machine_id: str,
+                      caller: Caller) -> web.Response:  # fmt: skip
+        home = await self._homes.of(machine_id, caller)
+        query_path = request.query.get("path")
+        written: list[df.Uploaded] = []
+        if request.content_type == "multipart/form-data":
+            reader = await request.multipart()
+            while (part := await reader.next()) is not None:
+                if not isinstance(part, BodyPartReader) or len(written) >= MAX_PARTS:
+                    raise InvalidParams(f"an upload holds at most {MAX_PARTS} files")
+                path = query_path or part.filename or ""
+                written.append(await self._write(_part_chunks(part), machine_id, path, caller))
+        else:
+            if not query_path:
+                raise InvalidParams("an octet-stream upload names its file: ?path=", field="path")
+            chunks: AsyncIterator[bytes] = request.content.iter_chunked(df.FILE_CHUNK)
+            if request.headers.get("Content-Encoding", "").lower() == "gzip":
+                chunks = _gunzip(chunks)
+            written.append(await self._write(chunks, machine_id, query_path, caller))
+        entries = [{"name": w.path.rsplit("/", 1)[-1], "type": "file",
+                    "path": to_e2b(w.path, home)} for w in written]  # fmt: skip
+        return web.Response(body=msgspec.json.encode(entries), content_type="application/json")
+
+    async def _write(self, chunks: AsyncIterator[bytes], machine_id: str, path: str,
+                     caller: Caller) -> df.Uploaded:  # fmt: skip
+        if not path:
+            raise InvalidParams("a file of an upload has no path", field="path")
+        return await upload(chunks, self._opener, caller, machine_id, to_machine(path))
+
+
+class _Expired(Exception):
+    """A signed URL past its expiration (answered with envd's exact body)."""
+
+
+def sign(parts: list[str], expires: str | None) -> str:
+    """A signed URL's signature: ``v1_`` and the unpadded base64 of the SHA-256 of
+    ``path:operation:user:token`` (``:expiration`` when it has one)."""
+    raw = ":".join(parts + ([expires] if expires is not None else []))
+    return "v1_" + base64.b64encode(hashlib.sha256(raw.encode()).digest()).decode().rstrip("=")
+
+
+async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
+    while chunk := await part.read_chunk(df.FILE_CHUNK):
+        yield chunk
+
+
+async def _gunzip(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A gzip body unpacked as it comes, a chunk's worth at a time."""
+    unpack = zlib.decompressobj(wbits=31)
+    try:
+        async for chunk in chunks:
+            # At most a chunk out at a time: a small body may unpack to a great deal.
+            data = unpack.decompress(chunk, df.FILE_CHUNK)
+            while data:
+                yield data
+                tail = unpack.unconsumed_tail
+                data = unpack.decompress(tail, df.FILE_CHUNK) if tail else b""
+        if rest := unpack.flush():
+            yield rest
+    except zlib.error as exc:
+        raise InvalidParams(f"the body is not gzip: {exc}") from None

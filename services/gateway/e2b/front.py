@@ -1,0 +1,122 @@
+"""The E2B front's one listener: E2B's control API, and each sandbox's own APIs (envd on port
+49983, the code interpreter on 49999), told apart per request (``sandbox.target_of``).
+
+Every call becomes one or more of fleetd's methods, run as the caller whose API key or access
+token it came with: nothing here carries out what fleetd's methods do (docs/e2b.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from contracts import e2b_control as api, e2b_envd as envd
+from contracts.errors import FleetError, MethodNotFound
+from controlplane.crypto import SecretBox
+from controlplane.settings import Settings
+from controlplane.store import Store
+from services.gateway.auth import BadSecrets, Caller, CallerResolver
+from services.gateway.e2b import connect
+from services.gateway.e2b.calls import Calls, Dispatch
+from services.gateway.e2b.control import add_control_routes
+from services.gateway.e2b.ends import SandboxEnds
+from services.gateway.e2b.envd_files import Filesystem, Homes
+from services.gateway.e2b.envd_http import Files
+from services.gateway.e2b.sandbox import (
+    Doorman,
+    Target,
+    health,
+    host_pattern,
+    http_error,
+    target_of,
+)
+from services.gateway.e2b.sandboxes import Sandboxes
+from services.gateway.rpc import Waker
+from services.gateway.streams import ByteStreamOpener
+
+#: ``await rpc(machineId, request, caller)``: one Connect method of a sandbox.
+Unary = Callable[[str, Any, Caller], Awaitable[msgspec.Struct]]
+
+
+class E2bFront:
+    def __init__(self, *, settings: Settings, store: Store, box: SecretBox, dispatch: Dispatch,
+                 resolve: CallerResolver, waker: Waker, opener: ByteStreamOpener,
+                 guesses: BadSecrets) -> None:  # fmt: skip
+        self.settings = settings
+        self.store = store
+        self.calls = Calls(dispatch)
+        self.resolve = resolve
+        self.sandboxes = Sandboxes(store=store, calls=self.calls, waker=waker, box=box,
+                                   settings=settings)  # fmt: skip
+        self.doorman = Doorman(store, guesses)
+        #: Carries out sandboxes' timeouts (entered with the gateway's other parts).
+        self.ends = SandboxEnds(store, self.calls)
+        homes = Homes(self.calls)
+        self.filesystem = Filesystem(self.calls, homes)
+        self.files = Files(store, box, self.doorman, opener, homes)
+        fs = self.filesystem
+        #: The unary Connect methods, by path.
+        self.unary: dict[str, tuple[type[msgspec.Struct], Unary]] = {
+            "/filesystem.Filesystem/Stat": (envd.PathRequest, fs.stat),
+            "/filesystem.Filesystem/ListDir": (envd.ListDirRequest, fs.list_dir),
+            "/filesystem.Filesystem/Remove": (envd.PathRequest, fs.remove),
+        }
+
+    def domain(self, port: int) -> str:
+        """The domain of sandboxes' host names (``FLEET_E2B_DOMAIN``, else this listener's)."""
+        return self.settings.e2b_domain or f"localhost:{port}"
+
+    def app(self, port: int) -> web.Application:
+        """The listener's app (``port``: the one it listens on, for its default domain)."""
+        hosts = host_pattern(self.domain(port))
+
+        @web.middleware
+        async def by_target(request: web.Request, handler: Any) -> web.StreamResponse:
+            try:
+                target = target_of(request, hosts)
+            except FleetError as exc:
+                return http_error(exc)
+            if target is None:
+                answer: web.StreamResponse = await handler(request)
+                return answer
+            return await self.serve_sandbox(request, target)
+
+        app = web.Application(middlewares=[by_target], client_max_size=connect.MAX_MESSAGE)
+        add_control_routes(app, self.sandboxes, self.calls, self.resolve)
+        return app
+
+    async def serve_sandbox(self, request: web.Request, target: Target) -> web.StreamResponse:
+        if target.port != api.ENVD_PORT:
+            return http_error(
+                MethodNotFound(
+                    f"port {target.port} of sandbox {target.sandbox_id} is not served yet"
+                )
+            )
+        if request.path == "/health":
+            return await health(self.store, target)
+        if request.path == "/files":
+            return await self.files.serve(request, target)
+        method = self.unary.get(request.path)
+        if method is None or request.method != "POST":
+            return http_error(MethodNotFound(f"{request.method} {request.path}: no such envd "
+                                              "method"))  # fmt: skip
+        try:
+            caller = await self.doorman.caller(request, target)
+        except FleetError as exc:
+            return await connect.unary(request, msgspec.Struct, _raise(exc))
+        kind, run = method
+
+        async def call(message: Any) -> msgspec.Struct:
+            return await run(target.sandbox_id, message, caller)
+
+        return await connect.unary(request, kind, call)
+
+
+def _raise(exc: FleetError) -> Callable[[Any], Awaitable[msgspec.Struct]]:
+    async def refuse(_: Any) -> msgspec.Struct:
+        raise exc
+
+    return refuse
