@@ -256,7 +256,7 @@ def tcp_redis_server(tmp_path: Path) -> Iterator[ValkeyServer]:
 def settings(
     tmp_path: Path, nats_server: NatsServer, redis_server: ValkeyServer, key_prefix: str
 ) -> Iterator[Settings]:
-    """The gateway's two ports are held for the test (`PortHold`): tests name them before a
+    """The gateway's ports are held for the test (`PortHold`): tests name them before a
     gateway runs (in this process, or as a process of its own from ``to_env``), and a gateway
     restarted within the test binds them again."""
     with held_settings(tmp_path, nats_server, redis_server, key_prefix) as made:
@@ -268,15 +268,16 @@ def held_settings(
     tmp_path: Path, nats_server: NatsServer, redis_server: ValkeyServer,
     key_prefix: str = DEFAULT_PREFIX,
 ) -> Iterator[Settings]:  # fmt: skip
-    """The test settings (`make_settings`) on the two gateway ports, held while they are used."""
-    with PortHold() as console, PortHold() as previews:
+    """The test settings (`make_settings`) on the gateway's three ports (its console's, its
+    previews', its E2B front's), held while they are used."""
+    with PortHold() as console, PortHold() as previews, PortHold() as e2b:
         yield make_settings(tmp_path, nats_server, redis_server, console.port, previews.port,
-                            key_prefix)  # fmt: skip
+                            key_prefix, e2b.port)  # fmt: skip
 
 
 def make_settings(
     tmp_path: Path, nats_server: NatsServer, redis_server: ValkeyServer, port: int, preview: int,
-    key_prefix: str = DEFAULT_PREFIX,
+    key_prefix: str = DEFAULT_PREFIX, e2b: int = 0,
 ) -> Settings:  # fmt: skip
     return Settings(
         nats_url=nats_server.url,
@@ -287,6 +288,7 @@ def make_settings(
         admin_token=ADMIN_TOKEN,
         port=port,
         preview_port=preview,
+        e2b_port=e2b,
         log_level="warning",
         ack_wait_s=5.0,
         probe_timeout_s=10.0,

@@ -12,11 +12,12 @@ import msgspec
 from aiohttp import web
 
 from contracts import e2b_control as api
-from contracts.errors import Conflict, FleetError, InvalidParams, NotFound, Unauthorized
+from contracts.errors import Conflict, FleetError, NotFound, Unauthorized
 from contracts.gateway_limits import INSTANCES_GET_LIMITS
 from contracts.gateway_types import InstanceRef
 from services.gateway.auth import Caller, CallerResolver
 from services.gateway.e2b.calls import Calls
+from services.gateway.e2b.connect import decode
 from services.gateway.e2b.errors import rest_error, unsupported
 from services.gateway.e2b.listing import Query, listed, metrics
 from services.gateway.e2b.sandboxes import Sandboxes
@@ -125,13 +126,7 @@ async def _caller(request: web.Request, resolve: CallerResolver) -> Caller:
 
 
 async def _body(request: web.Request, kind: type[B]) -> B:
-    raw = await request.read()
-    try:
-        return msgspec.json.decode(raw or b"{}", type=kind)
-    except msgspec.ValidationError as exc:
-        raise InvalidParams(f"invalid body: {exc}") from None
-    except msgspec.DecodeError:
-        raise InvalidParams("the body is not JSON") from None
+    return decode(await request.read(), kind)
 
 
 def _id(request: web.Request) -> str:

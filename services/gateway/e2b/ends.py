@@ -21,7 +21,7 @@ from services.gateway.e2b.calls import Calls
 log = structlog.get_logger(__name__)
 
 #: Who carries a timeout out (the platform itself).
-TIMEOUT_CALLER = Caller(token_id="e2b-timeout", admin=True)
+TIMEOUT_CALLER = Caller(token_id="e2b-timeout", admin=True)  # noqa: S106 - a caller id
 ROUND_S = 1.0
 
 

@@ -21,6 +21,7 @@ import hmac
 import time
 import zlib
 from collections.abc import AsyncIterator
+from email.message import Message
 
 import msgspec
 from aiohttp import BodyPartReader, web
@@ -91,7 +92,7 @@ class Files:
             while (part := await reader.next()) is not None:
                 if not isinstance(part, BodyPartReader) or len(written) >= MAX_PARTS:
                     raise InvalidParams(f"an upload holds at most {MAX_PARTS} files")
-                path = query_path or part.filename or ""
+                path = query_path or _filename(part)
                 written.append(await self._write(_part_chunks(part), machine_id, path, caller))
         else:
             if not query_path:
@@ -120,6 +121,13 @@ def sign(parts: list[str], expires: str | None) -> str:
     ``path:operation:user:token`` (``:expiration`` when it has one)."""
     raw = ":".join(parts + ([expires] if expires is not None else []))
     return "v1_" + base64.b64encode(hashlib.sha256(raw.encode()).digest()).decode().rstrip("=")
+
+
+def _filename(part: BodyPartReader) -> str:
+    """A part's ``filename``, whole: a path (aiohttp's own reading drops its leading slash)."""
+    header = Message()
+    header["Content-Disposition"] = part.headers.get("Content-Disposition", "")
+    return header.get_filename() or ""
 
 
 async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:

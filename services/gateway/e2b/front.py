@@ -25,6 +25,7 @@ from services.gateway.e2b.control import add_control_routes
 from services.gateway.e2b.ends import SandboxEnds
 from services.gateway.e2b.envd_files import Filesystem, Homes
 from services.gateway.e2b.envd_http import Files
+from services.gateway.e2b.interpreter import Interpreter
 from services.gateway.e2b.sandbox import (
     Doorman,
     Target,
@@ -57,6 +58,7 @@ class E2bFront:
         homes = Homes(self.calls)
         self.filesystem = Filesystem(self.calls, homes)
         self.files = Files(store, box, self.doorman, opener, homes)
+        self.interpreter = Interpreter(self.calls, homes)
         fs = self.filesystem
         #: The unary Connect methods, by path.
         self.unary: dict[str, tuple[type[msgspec.Struct], Unary]] = {
@@ -89,6 +91,12 @@ class E2bFront:
         return app
 
     async def serve_sandbox(self, request: web.Request, target: Target) -> web.StreamResponse:
+        if target.port == api.INTERPRETER_PORT:
+            try:
+                caller = await self.doorman.caller(request, target)
+            except FleetError as exc:
+                return http_error(exc)
+            return await self.interpreter.serve(request, target.sandbox_id, caller)
         if target.port != api.ENVD_PORT:
             return http_error(
                 MethodNotFound(

@@ -151,8 +151,10 @@ class Sandboxes:
         if machine.status is S.READY:  # and its daemon answers, within what is left
             machine = await self._waker.wake(machine, WakeBy.REQUEST, within)
         if machine.status is not S.READY:
-            raise Conflict(f"sandbox {machine.id} did not start: {machine.status_reason}",
-                           data={"machineId": machine.id, "status": machine.status.value})
+            raise Conflict(
+                f"sandbox {machine.id} did not start: {machine.status_reason}",
+                data={"machineId": machine.id, "status": machine.status.value},
+            )
         return machine
 
     # --- one sandbox -----------------------------------------------------------------------------

@@ -15,6 +15,7 @@ __all__ = [
     "EventHub",
     "EventsContext",
     "ExecStreamOps",
+    "HeldParts",
     "RevocationTicker",
     "SessionOps",
     "StreamRules",
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from services.gateway.streams.codemode import add_codemode_routes
     from services.gateway.streams.events import EventsContext, stream_events
     from services.gateway.streams.events_hub import EventHub
-    from services.gateway.streams.exec_stream import ExecStreamOps, stream_rpc
+    from services.gateway.streams.exec_stream import ExecStreamOps, HeldParts, stream_rpc
     from services.gateway.streams.files import add_files_routes, serve_download, upload
     from services.gateway.streams.opener import ByteStreamOpener
     from services.gateway.streams.revocation import RevocationTicker
@@ -55,6 +56,7 @@ else:
             "events_hub": ("EventHub",),
             "exec_stream": (
                 "ExecStreamOps",
+                "HeldParts",
                 "stream_rpc",
             ),
             "files": (
