@@ -1,0 +1,56 @@
+"""E2B's own SDKs as the tests' clients of the E2B front: the Python SDKs (``e2b``,
+``e2b-code-interpreter``, pinned in pyproject.toml's ``peer-sdks``, in ``.venv/peers``) and the
+JavaScript ones (``e2b``, ``@e2b/code-interpreter`` from package.json, under node), each run as
+a program of its own, unmodified, with the variables ``fleet up``'s banner prints. A script
+prints its findings as one JSON document on its last line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from controlplane.settings import Settings
+from tests.conftest import ADMIN_TOKEN
+
+REPO = Path(__file__).resolve().parent.parent
+PEERS_PYTHON = REPO / ".venv" / "peers" / "bin" / "python"
+JS_SCENARIO = REPO / "tests" / "js" / "e2b_scenario.mjs"
+
+
+def sdk_env(settings: Settings, api_key: str = ADMIN_TOKEN) -> dict[str, str]:
+    """What points a stock SDK at the stack of ``settings`` (``fleet up``'s E2B_* words)."""
+    url = f"http://127.0.0.1:{settings.e2b_port}"
+    return {"E2B_API_URL": url, "E2B_SANDBOX_URL": url,
+            "E2B_DOMAIN": f"localhost:{settings.e2b_port}", "E2B_API_KEY": api_key}  # fmt: skip
+
+
+async def _run(argv: list[str], env: dict[str, str], timeout: float) -> Any:
+    proc = await asyncio.create_subprocess_exec(
+        *argv, env={**os.environ, "PYTHONFAULTHANDLER": "1", **env}, cwd=REPO, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    if proc.returncode != 0:
+        raise AssertionError(f"{argv[0]} exited {proc.returncode}:\n{err.decode()[-4000:]}")
+    lines = out.decode().strip().splitlines()
+    assert lines, f"{argv[0]} printed nothing:\n{err.decode()[-2000:]}"
+    return json.loads(lines[-1])
+
+
+async def python_sdk(script: str, env: dict[str, str], timeout: float = 240) -> Any:
+    """``script`` (its last line of output JSON) run by E2B's Python SDK's own interpreter."""
+    return await _run([str(PEERS_PYTHON), "-c", textwrap.dedent(script)], env, timeout)
+
+
+async def js_sdk(scenario: str, env: dict[str, str], timeout: float = 240) -> Any:
+    """A scenario of ``tests/js/e2b_scenario.mjs`` run by node with E2B's JavaScript SDKs."""
+    return await _run(["node", str(JS_SCENARIO), scenario], env, timeout)
