@@ -30,8 +30,8 @@ def sdk_env(settings: Settings, api_key: str = ADMIN_TOKEN) -> dict[str, str]:
 
 async def _run(argv: list[str], env: dict[str, str], timeout: float) -> Any:
     proc = await asyncio.create_subprocess_exec(
-        *argv, env={**os.environ, "PYTHONFAULTHANDLER": "1", **env}, cwd=REPO, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        *argv, env={**os.environ, "PYTHONFAULTHANDLER": "1", **env}, cwd=REPO,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
