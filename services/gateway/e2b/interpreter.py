@@ -90,17 +90,22 @@ class Interpreter:
                                       context_id=body.context_id, env=body.env_vars or None,
                                       language=_language(body.language))  # fmt: skip
         resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await resp.prepare(request)
 
         async def part(raw: bytes) -> None:
+            if not resp.prepared:  # on its first part: a refusal before it is a status
+                await resp.prepare(request)
             await resp.write(_line(_event(_PART.decode(raw))))
 
         try:
             done = await self._calls.streamed(MACHINES_CODE_RUN, params, caller, part)
-        except FleetError as exc:  # after the head: said as E2B's server says a failure
+        except FleetError as exc:
+            if not resp.prepared:
+                return http_error(exc)
             await resp.write(_line({"type": "error", "name": type(exc).__name__,
                                     "value": exc.message, "traceback": ""}))  # fmt: skip
         else:
+            if not resp.prepared:
+                await resp.prepare(request)
             if done.execution_count is not None:
                 await resp.write(_line({"type": "number_of_executions",
                                         "execution_count": done.execution_count}))  # fmt: skip

@@ -53,7 +53,7 @@ from contracts.status import MachineStatus as S
 from controlplane.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import E2bSandbox, Store, TokenHolder
-from services.gateway.auth import Caller
+from services.gateway.auth import Caller, current_caller
 from services.gateway.e2b.calls import Calls
 from services.gateway.e2b.errors import unsupported
 from services.gateway.rpc import Waker
@@ -91,6 +91,8 @@ class Sandboxes:
         _refuse_unsupported(body)
         instance = await self._calls(INSTANCES_CREATE, CreateInstanceParams(
             name=f"e2b-{_slug(body.template_id)}"), caller)  # fmt: skip
+        # As the store has it now: a member owns the instance it just made.
+        caller = await current_caller(self._store, caller.token_id) or caller
         for name, value in (body.env_vars or {}).items():
             await self._calls(ENV_SET, SetEnvParams(instance_id=instance.id, name=name,
                                                     value=value), caller)  # fmt: skip
