@@ -12,11 +12,11 @@ from base.clock import SYSTEM_CLOCK, Clock
 from base.ticker import Ticker
 from contracts.errors import FleetError
 from contracts.gateway_rpc import MACHINES_ARCHIVE
-from contracts.gateway_stop import MACHINES_PAUSE
 from contracts.gateway_types import MachineRef
 from controlplane.store import Store
 from services.gateway.auth import Caller
 from services.gateway.e2b.calls import Calls
+from services.gateway.e2b.sandboxes import pause_of
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +51,8 @@ class SandboxEnds(Ticker):
         ref = MachineRef(machine_id=sandbox_id)
         try:
             if pause:
-                await self._calls(MACHINES_PAUSE, ref, TIMEOUT_CALLER)
+                machine = await self._store.get_machine(sandbox_id)
+                await self._calls(pause_of(machine), ref, TIMEOUT_CALLER)
             else:
                 await self._calls(MACHINES_ARCHIVE, ref, TIMEOUT_CALLER)
         except FleetError as exc:  # paused or archived already, or gone: its end stands

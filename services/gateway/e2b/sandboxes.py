@@ -40,7 +40,7 @@ from contracts.gateway_rpc import (
     MACHINES_CREATE,
     MACHINES_GET,
 )
-from contracts.gateway_stop import MACHINES_PAUSE, MACHINES_RESUME
+from contracts.gateway_stop import MACHINES_PAUSE, MACHINES_RESUME, MACHINES_START, MACHINES_STOP
 from contracts.gateway_types import (
     CreateInstanceParams,
     CreateMachineParams,
@@ -48,6 +48,7 @@ from contracts.gateway_types import (
     MachineRef,
     SetEnvParams,
 )
+from contracts.jsonrpc import MethodSpec
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from controlplane.crypto import SecretBox
@@ -207,7 +208,7 @@ class Sandboxes:
         _, machine = await self.find(sandbox_id, caller)
         if machine.status in ASLEEP:
             return False
-        await self._calls(MACHINES_PAUSE, MachineRef(machine_id=sandbox_id), caller)
+        await self._calls(pause_of(machine), MachineRef(machine_id=sandbox_id), caller)
         await self.until_asleep(sandbox_id)
         return True
 
@@ -217,7 +218,7 @@ class Sandboxes:
         machine = await self._store.get_machine(machine_id)
         waits = Retries(POLL, budget_s=self._settings.wake_timeout_s, clip=True,
                         clock=self._clock)  # fmt: skip
-        while machine.status is S.PAUSING and await waits.pause():
+        while machine.status in (S.PAUSING, S.STOPPING) and await waits.pause():
             machine = await self._store.get_machine(machine_id)
         if machine.status not in ASLEEP:
             raise Conflict(
@@ -232,13 +233,23 @@ class Sandboxes:
         record, machine = await self.find(sandbox_id, caller)
         end = self._clock.now() + _timeout(timeout_s)
         resumed = machine.status in ASLEEP
+        if machine.status in (S.PAUSING, S.STOPPING):  # a pause under way: woken once done
+            await self.until_asleep(sandbox_id)
         if resumed:
-            await self._calls(MACHINES_RESUME, MachineRef(machine_id=sandbox_id), caller)
+            paused = (await self._store.get_machine(sandbox_id)).status is S.PAUSED
+            wake = MACHINES_RESUME if paused else MACHINES_START
+            await self._calls(wake, MachineRef(machine_id=sandbox_id), caller)
             await self._ready(await self._store.get_machine(sandbox_id))
         elif record.end_at > end:
             end = record.end_at
         await self._records.put(_ending(record, end))
         return await self.answer(record, caller), resumed
+
+
+def pause_of(machine: Machine) -> MethodSpec[MachineRef, Machine]:
+    """What pauses a sandbox: ``machines.pause`` (its memory kept); a namespaces machine keeps
+    no memory, and its pause is ``machines.stop`` (E2B's filesystem-only pause)."""
+    return MACHINES_PAUSE if machine.runtime == "gvisor" else MACHINES_STOP
 
 
 def state_of(machine: Machine) -> api.State:
