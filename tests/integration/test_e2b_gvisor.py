@@ -74,3 +74,30 @@ async def test_a_sandbox_made_to_pause_on_its_timeout_is_paused_there(
     """, sdk_env(stack_settings))
     assert got == {"state": "paused", "on_timeout": "pause", "kept": "'still here'",
                    "killed": True}  # fmt: skip
+
+
+async def test_forks_and_a_memory_snapshot_go_on_from_the_sources_memory(
+    stack: FleetClient, stack_settings: Settings
+) -> None:
+    got = await python_sdk("""
+        import json
+        from e2b_code_interpreter import Sandbox
+        sbx = Sandbox.create()
+        sbx.run_code("n = 20")
+        forks = sbx.fork(count=2)
+        seen = [f.run_code("n + 1").text for f in forks]
+        forks[0].run_code("n = 99")
+        snap = sbx.create_snapshot()
+        made = Sandbox.create(snap.snapshot_id)
+        out = {"seen": seen, "source": sbx.run_code("n").text,
+               "other": forks[1].run_code("n").text, "made": made.run_code("n + 2").text,
+               "listed": [s.snapshot_id for s in Sandbox.list_snapshots(
+                   sandbox_id=sbx.sandbox_id).next_items()] == [snap.snapshot_id]}
+        for s in [sbx, *forks, made]:
+            s.kill()
+        out["deleted"] = [Sandbox.delete_snapshot(snap.snapshot_id),
+                          Sandbox.delete_snapshot(snap.snapshot_id)]
+        print(json.dumps(out))
+    """, sdk_env(stack_settings))
+    assert got == {"seen": ["21", "21"], "source": "20", "other": "20", "made": "22",
+                   "listed": True, "deleted": [True, False]}  # fmt: skip

@@ -15,11 +15,14 @@ from contracts import e2b_control as api
 from contracts.errors import Conflict, FleetError, NotFound, Unauthorized
 from contracts.gateway_limits import INSTANCES_GET_LIMITS
 from contracts.gateway_types import InstanceRef
+from contracts.ids import SNAPSHOT_ID_RE
 from services.gateway.auth import Caller, CallerResolver
 from services.gateway.e2b.calls import Calls
 from services.gateway.e2b.connect import decode
+from services.gateway.e2b.copies import Copies
 from services.gateway.e2b.errors import rest_error, unsupported
 from services.gateway.e2b.listing import Query, listed, metrics
+from services.gateway.e2b.network import egress_of, set_egress
 from services.gateway.e2b.sandboxes import Sandboxes
 
 B = TypeVar("B", bound=msgspec.Struct)
@@ -31,6 +34,7 @@ _CLOUD_ONLY = ("templates", "volumes", "secrets", "teams", "api-keys", "access-t
 def add_control_routes(app: web.Application, sandboxes: Sandboxes, calls: Calls,
                        resolve: CallerResolver) -> None:  # fmt: skip
     """The control API's routes on ``app``."""
+    copies = Copies(sandboxes, calls)
 
     def route(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def answer(request: web.Request) -> web.StreamResponse:
@@ -90,6 +94,33 @@ def add_control_routes(app: web.Application, sandboxes: Sandboxes, calls: Calls,
         )
         return _json(got)
 
+    async def network(request: web.Request, caller: Caller) -> web.Response:
+        body = await _body(request, api.NetworkUpdate)
+        record, _ = await sandboxes.find(_id(request), caller)
+        policy = egress_of(body, body.allow_internet_access)
+        if policy is not None:
+            await set_egress(calls, record.instance_id, policy, caller)
+        return web.Response(status=204)
+
+    async def snapshot(request: web.Request, caller: Caller) -> web.Response:
+        body = await _body(request, api.NewSnapshot)
+        return _json(await copies.snapshot(_id(request), body, caller), 201)
+
+    async def snapshots(request: web.Request, caller: Caller) -> web.Response:
+        q = request.query
+        return _json(await copies.snapshots(q.get("sandboxID"), q.get("name"), caller))
+
+    async def delete_snapshot(request: web.Request, caller: Caller) -> web.StreamResponse:
+        if not SNAPSHOT_ID_RE.fullmatch(_id(request)):
+            return await cloud_only(request, caller)
+        if await copies.delete(_id(request), caller):
+            return web.Response(status=204)
+        return rest_error(NotFound(f"snapshot {_id(request)} not found"))
+
+    async def fork(request: web.Request, caller: Caller) -> web.Response:
+        body = await _body(request, api.ForkRequest)
+        return _json(await copies.fork(_id(request), body, caller), 201)
+
     async def cloud_only(request: web.Request, caller: Caller) -> web.Response:
         what = request.path.strip("/").split("/")[0]
         raise unsupported(
@@ -109,6 +140,11 @@ def add_control_routes(app: web.Application, sandboxes: Sandboxes, calls: Calls,
     r.add_post("/sandboxes/{id}/timeout", route(set_timeout))
     r.add_post("/sandboxes/{id}/pause", route(pause))
     r.add_get("/sandboxes/{id}/metrics", route(usage))
+    r.add_put("/sandboxes/{id}/network", route(network))
+    r.add_post("/sandboxes/{id}/snapshots", route(snapshot))
+    r.add_get("/snapshots", route(snapshots))
+    r.add_delete("/templates/{id}", route(delete_snapshot))
+    r.add_post("/sandboxes/{id}/fork", route(fork))
     for what in _CLOUD_ONLY:
         r.add_route("*", f"/{what}", route(cloud_only))
         r.add_route("*", f"/{what}/{{tail:.*}}", route(cloud_only))

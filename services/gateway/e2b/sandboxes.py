@@ -48,6 +48,7 @@ from contracts.gateway_types import (
     MachineRef,
     SetEnvParams,
 )
+from contracts.ids import SNAPSHOT_ID_RE
 from contracts.jsonrpc import MethodSpec
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
@@ -57,6 +58,7 @@ from controlplane.store import E2bSandbox, Store, TokenHolder
 from services.gateway.auth import Caller, current_caller
 from services.gateway.e2b.calls import Calls
 from services.gateway.e2b.errors import unsupported
+from services.gateway.e2b.network import egress_of, set_egress
 from services.gateway.rpc import Waker
 
 log = structlog.get_logger(__name__)
@@ -88,8 +90,15 @@ class Sandboxes:
 
     # --- create ----------------------------------------------------------------------------------
     async def create(self, body: api.NewSandbox, caller: Caller) -> api.Sandbox:
-        environment = self.environment_of(body.template_id)
+        """A new sandbox of ``body``'s template (or of a snapshot, by its id), ready."""
         _refuse_unsupported(body)
+        if SNAPSHOT_ID_RE.fullmatch(body.template_id):
+            snapshot = await self._store.snapshots.get(body.template_id)
+            machine = await self._calls(MACHINES_CREATE, CreateMachineParams(
+                instance_id=snapshot.instance_id, from_snapshot=snapshot.id,
+                runtime=self._settings.e2b_runtime), caller)  # fmt: skip
+            return await self.adopt(machine, body, caller)
+        environment = self.environment_of(body.template_id)
         instance = await self._calls(INSTANCES_CREATE, CreateInstanceParams(
             name=f"e2b-{_slug(body.template_id)}"), caller)  # fmt: skip
         # As the store has it now: a member owns the instance it just made.
@@ -97,20 +106,28 @@ class Sandboxes:
         for name, value in (body.env_vars or {}).items():
             await self._calls(ENV_SET, SetEnvParams(instance_id=instance.id, name=name,
                                                     value=value), caller)  # fmt: skip
+        if (egress := egress_of(body.network, body.allow_internet_access)) is not None:
+            await set_egress(self._calls, instance.id, egress, caller)
         if environment is not None:
             await self._calls(INSTANCES_SET_ENVIRONMENT, SetEnvironmentParams(
                 instance_id=instance.id, environment=environment), caller)  # fmt: skip
         machine = await self._calls(MACHINES_CREATE, CreateMachineParams(
             instance_id=instance.id, runtime=self._settings.e2b_runtime), caller)  # fmt: skip
+        return await self.adopt(machine, body, caller)
+
+    async def adopt(self, machine: Machine, body: api.NewSandbox,
+                    caller: Caller) -> api.Sandbox:  # fmt: skip
+        """A sandbox of a machine just made (a create's, a fork's), once it is ready; archived
+        when it does not get there: nothing is left of a sandbox that was not made."""
         try:
             machine = await self._ready(machine)
-        except BaseException:  # nothing is left of a sandbox that was not made
+        except BaseException:
             await self._calls(MACHINES_ARCHIVE, MachineRef(machine_id=machine.id), caller)
             raise
         now = self._clock.now()
         public = body.network is None or body.network.allow_public_traffic is not False
         record = E2bSandbox(
-            id=machine.id, instance_id=instance.id, template_id=body.template_id,
+            id=machine.id, instance_id=machine.instance_id, template_id=body.template_id,
             alias=body.template_id, metadata=body.metadata or {}, made_by=caller.token_id,
             started_at=now, end_at=now + _timeout(body.timeout),
             on_timeout="pause" if body.auto_pause else "kill",
@@ -118,7 +135,7 @@ class Sandboxes:
             public_traffic=public,
         )  # fmt: skip
         await self._records.put(record)
-        log.info("e2b.sandbox_created", machine_id=machine.id, template=body.template_id)
+        log.info("e2b.sandbox_made", machine_id=machine.id, template=body.template_id)
         return await self.answer(record, caller)
 
     def environment_of(self, template: str) -> Environment | None:
