@@ -225,6 +225,7 @@ def compose(
     lookups = NameLookups()
     resolve = resolve_caller or caller_resolver(s.admin_token, made.tokens, store,
                                                 s.revocation_round_s, clock)  # fmt: skip
+    http = _http_parts(store, bus, s, made, resolve, codemode, oidc, audit, clock)
     gateway = Gateway(
         settings=s, store=store, bus=bus, audit=audit, access=made.access, limits=made.limits,
         tokens=made.tokens, tickets=made.tickets, calls=made.calls, core=api, ops=ops,
@@ -236,11 +237,9 @@ def compose(
         name_lookups=lookups,
         webhook_makers=WebhookMakers(store, s.webhook_makers_round_s, audit, clock),
         e2b=E2bFront(settings=s, store=store, box=box, dispatch=tool_call, resolve=resolve,
-                     waker=made.waker, opener=made.byte_streams,
-                     guesses=BadSecrets(s.rate_unauthenticated_per_min,
-                                        clock=clock.monotonic)),
+                     waker=made.waker, opener=made.byte_streams, tunnels=http["tunnels"]),
         **_area_parts(store, bus, daemons, box, hosts, s, made, api, lookups),
-        **_http_parts(store, bus, s, made, resolve, codemode, oidc, audit, clock),
+        **http,
         metrics=metrics,
     )  # fmt: skip
     gateway.dispatcher  # noqa: B018 - routed now: a handler missing is an error at start

@@ -156,3 +156,33 @@ async def test_the_javascript_sdks_make_a_sandbox_write_read_and_run_code(
         assert got["text"] == "42"
         assert got["png"] is True
         assert got["killed"] is True
+
+
+async def test_get_host_names_a_url_that_reaches_the_sandboxs_port(e2b_settings: Settings) -> None:
+    """What a reverse proxy with a wildcard certificate hands over: the request with the host
+    name ``get_host`` answered."""
+    async with running_stack(e2b_settings):
+        got = await python_sdk(
+            """
+            import json, os, time, urllib.request
+            from e2b_code_interpreter import Sandbox
+            sbx = Sandbox.create()
+            sbx.files.write("site/index.html", "served from the sandbox")
+            sbx.run_code("import subprocess, sys\\n"
+                         "subprocess.Popen([sys.executable, '-m', 'http.server', '8001',"
+                         " '--directory', 'site'])")
+            host = sbx.get_host(8001)
+            api = os.environ["E2B_SANDBOX_URL"]
+            body, began = None, time.monotonic()
+            while body is None and time.monotonic() - began < 60:
+                try:
+                    req = urllib.request.Request(api + "/index.html", headers={"Host": host})
+                    body = urllib.request.urlopen(req).read().decode()
+                except Exception:
+                    time.sleep(0.2)
+            print(json.dumps({"host": host, "id": sbx.sandbox_id, "body": body}))
+        """,
+            sdk_env(e2b_settings),
+        )
+        assert got["host"] == f"8001-{got['id']}.localhost:{e2b_settings.e2b_port}"
+        assert got["body"] == "served from the sandbox"

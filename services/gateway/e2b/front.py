@@ -14,11 +14,11 @@ import msgspec
 from aiohttp import web
 
 from contracts import e2b_control as api, e2b_envd as envd
-from contracts.errors import FleetError, MethodNotFound
+from contracts.errors import FleetError, MethodNotFound, NotFound, Unauthorized
 from controlplane.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
-from services.gateway.auth import BadSecrets, Caller, CallerResolver
+from services.gateway.auth import Caller, CallerResolver, current_caller
 from services.gateway.e2b import connect
 from services.gateway.e2b.calls import Calls, Dispatch
 from services.gateway.e2b.control import add_control_routes
@@ -35,8 +35,9 @@ from services.gateway.e2b.sandbox import (
     target_of,
 )
 from services.gateway.e2b.sandboxes import Sandboxes
+from services.gateway.previews import PortTarget, serve_port
 from services.gateway.rpc import Waker
-from services.gateway.streams import ByteStreamOpener
+from services.gateway.streams import ByteStreamOpener, Tunnels
 
 #: ``await rpc(machineId, request, caller)``: one Connect method of a sandbox.
 Unary = Callable[[str, Any, Caller], Awaitable[msgspec.Struct]]
@@ -45,14 +46,15 @@ Unary = Callable[[str, Any, Caller], Awaitable[msgspec.Struct]]
 class E2bFront:
     def __init__(self, *, settings: Settings, store: Store, box: SecretBox, dispatch: Dispatch,
                  resolve: CallerResolver, waker: Waker, opener: ByteStreamOpener,
-                 guesses: BadSecrets) -> None:  # fmt: skip
+                 tunnels: Tunnels) -> None:  # fmt: skip
         self.settings = settings
         self.store = store
         self.calls = Calls(dispatch)
         self.resolve = resolve
         self.sandboxes = Sandboxes(store=store, calls=self.calls, waker=waker, box=box,
                                    settings=settings)  # fmt: skip
-        self.doorman = Doorman(store, guesses)
+        self.doorman = Doorman(store, tunnels.guesses)
+        self.tunnels = tunnels
         #: Carries out sandboxes' timeouts (entered with the gateway's other parts).
         self.ends = SandboxEnds(store, self.calls)
         homes = Homes(self.calls)
@@ -98,11 +100,7 @@ class E2bFront:
                 return http_error(exc)
             return await self.interpreter.serve(request, target.sandbox_id, caller)
         if target.port != api.ENVD_PORT:
-            return http_error(
-                MethodNotFound(
-                    f"port {target.port} of sandbox {target.sandbox_id} is not served yet"
-                )
-            )
+            return await self.serve_port(request, target)
         if request.path == "/health":
             return await health(self.store, target)
         if request.path == "/files":
@@ -121,6 +119,25 @@ class E2bFront:
             return await run(target.sandbox_id, message, caller)
 
         return await connect.unary(request, kind, call)
+
+    async def serve_port(self, request: web.Request, target: Target) -> web.StreamResponse:
+        """A sandbox's own port (``get_host``): its program behind fleetd's previews; open to
+        anyone who has its host name unless it was made with ``allowPublicTraffic: false``
+        (then its traffic token is asked), as E2B's are, with its maker's rights."""
+        try:
+            record = await self.store.e2b.get(target.sandbox_id)
+            if record is None:
+                raise NotFound(f"sandbox {target.sandbox_id} not found")
+            if record.public_traffic:
+                caller = await current_caller(self.store, record.made_by)
+                if caller is None:
+                    raise Unauthorized("the sandbox's maker no longer stands")
+            else:
+                caller = await self.doorman.caller(request, target)
+        except FleetError as exc:
+            return http_error(exc)
+        port = PortTarget(target.sandbox_id, target.port, "/")
+        return await serve_port(request, self.tunnels, caller, port, strip_authorization=False)
 
 
 def _raise(exc: FleetError) -> Callable[[Any], Awaitable[msgspec.Struct]]:

@@ -7,17 +7,24 @@ from base.lazy_front import lazy_front
 
 TYPE_CHECKING = False  # typing's, without importing typing
 
-__all__ = ["add_tunnel_route", "make_preview_app"]
+__all__ = ["PortTarget", "add_tunnel_route", "make_preview_app", "serve_port"]
 
 if TYPE_CHECKING:
-    from services.gateway.previews.preview import add_tunnel_route, make_preview_app
+    from services.gateway.previews.preview import (
+        Target as PortTarget,
+        add_tunnel_route,
+        make_preview_app,
+        serve_port,
+    )
 else:
     __getattr__ = lazy_front(
         __name__,
         {
             "preview": (
+                "Target as PortTarget",
                 "add_tunnel_route",
                 "make_preview_app",
+                "serve_port",
             )
         },
     )

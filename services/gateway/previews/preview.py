@@ -105,6 +105,13 @@ async def serve_preview(request: web.Request, tunnels: Tunnels, previews: Previe
     if ticket is not None:
         return await _spend_ticket(request, tunnels, previews, ticket, t)
     caller = await _caller(request, tunnels, previews, bearer, t.machine_id, t.port)
+    return await serve_port(request, tunnels, caller, t, strip_authorization=bool(bearer))
+
+
+async def serve_port(request: web.Request, tunnels: Tunnels, caller: Caller, t: Target, *,
+                     strip_authorization: bool) -> web.StreamResponse:  # fmt: skip
+    """``request`` to the program on ``t``'s port, as ``caller``: its machine woken first (a
+    browser's page load gets the waking page, a script's call waits)."""
     page = wants_waking_page(request.method, request.headers.get("Accept", ""))
     woken = await tunnels.wake(caller, t.machine_id, WakeBy.PREVIEW,
                                WAKING_PAGE_AFTER_S if page else None)  # fmt: skip
@@ -112,7 +119,8 @@ async def serve_preview(request: web.Request, tunnels: Tunnels, previews: Previe
         return waking_page(t.machine_id, "waking")
     stream = await tunnels.open(caller, t.machine_id, t.port, wake=WakeBy.PREVIEW, woken=woken)
     try:
-        return await _proxy(request, stream, t.port, t.prefix, strip_authorization=bool(bearer))
+        return await _proxy(request, stream, t.port, t.prefix,
+                            strip_authorization=strip_authorization)  # fmt: skip
     finally:
         await stream.aclose()
 
