@@ -1,0 +1,123 @@
+"""The E2B front's rules, pure: which sandbox and port a request is for (its host name, else
+the SDKs' headers), a signed URL's signature as E2B's SDKs make it, E2B's network settings as
+an egress policy, paths between E2B's home and the machine's, a list's query, Connect's
+envelopes, and fleetd's errors as E2B's codes."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp.test_utils import make_mocked_request
+
+from contracts import e2b_control as api
+from contracts.e2b_envd import ListDirRequest
+from contracts.errors import (
+    FileNotFound,
+    Forbidden,
+    InvalidParams,
+    NotFound,
+    NotSupported,
+    RateLimited,
+    Unauthorized,
+)
+from services.gateway.e2b import connect
+from services.gateway.e2b.envd_files import to_e2b, to_machine
+from services.gateway.e2b.envd_http import sign
+from services.gateway.e2b.errors import CONNECT_STATUS, connect_code
+from services.gateway.e2b.listing import Query
+from services.gateway.e2b.network import egress_of
+from services.gateway.e2b.sandbox import Target, host_pattern, target_of
+
+HOSTS = host_pattern("sbx.example.com")
+
+
+def req(host: str, **headers: str):  # type: ignore[no-untyped-def]
+    return make_mocked_request("GET", "/files", headers={"Host": host, **headers})
+
+
+def test_a_request_is_a_sandboxs_by_its_host_name_else_by_the_sdks_headers() -> None:
+    assert target_of(req("49983-m-0123456789abcdef.sbx.example.com"), HOSTS) == Target(
+        "m-0123456789abcdef", 49983)  # fmt: skip
+    assert target_of(req("8001-m-0123456789abcdef.SBX.example.com"), HOSTS) == Target(
+        "m-0123456789abcdef", 8001)  # fmt: skip
+    by_headers = req("api.sbx.example.com", **{api.SANDBOX_ID_HEADER: "m-1",
+                                               api.SANDBOX_PORT_HEADER: "49999"})  # fmt: skip
+    assert target_of(by_headers, HOSTS) == Target("m-1", 49999)
+    assert target_of(req("api.sbx.example.com", **{api.SANDBOX_ID_HEADER: "m-1"}),
+                     HOSTS) == Target("m-1", api.ENVD_PORT)  # fmt: skip
+    assert target_of(req("api.sbx.example.com"), HOSTS) is None  # the control API
+    assert target_of(req("8001-m-1.sbx.example.com.evil.test"), HOSTS) is None
+    for port in ("0", "70000", "x"):
+        with pytest.raises(InvalidParams, match="port"):
+            target_of(req("h", **{api.SANDBOX_ID_HEADER: "m-1",
+                                  api.SANDBOX_PORT_HEADER: port}), HOSTS)  # fmt: skip
+
+
+def test_a_signature_is_e2bs() -> None:
+    """The one E2B's research capture recorded: token ``tok-abc``, no user, no expiration."""
+    assert sign(["/home/user/x", "read", "", "tok-abc"], None) == (
+        "v1_5J9S+nHEkDSmQlAX/GO0N7PUV7ZE6aZMI84csO03pWc")  # fmt: skip
+    assert sign(["x", "read", "", "t"], "100") != sign(["x", "read", "", "t"], None)
+
+
+def test_network_settings_become_an_egress_policy() -> None:
+    assert egress_of(None, None) is None
+    closed = egress_of(None, False)
+    assert closed is not None
+    assert (closed.default, closed.allow, closed.deny) == ("deny", [], [])
+    listed = egress_of(api.Network(allow_out=["1.1.1.1"], deny_out=["0.0.0.0/0", "10.0.0.0/8"]),
+                       None)  # fmt: skip
+    assert listed is not None
+    assert (listed.default, listed.allow, listed.deny) == ("deny", ["1.1.1.1"], ["10.0.0.0/8"])
+    open_ = egress_of(api.Network(deny_out=["example.com"]), True)
+    assert open_ is not None
+    assert (open_.default, open_.deny) == ("allow", ["example.com"])
+    with pytest.raises(NotSupported, match=r"network\.egressProxy"):
+        egress_of(api.Network(egress_proxy={"address": "p:1"}), None)
+
+
+def test_e2bs_home_is_the_machines_both_ways() -> None:
+    home = "/srv/machines/m-1/home"
+    for e2b, machine in (
+        ("/home/user", "~"),
+        ("", "~"),
+        ("/home/user/a/b", "~/a/b"),
+        ("a/b", "a/b"),
+        ("/tmp/x", "/tmp/x"),
+        ("/home/userx", "/home/userx"),
+    ):
+        assert to_machine(e2b) == machine
+    assert to_e2b(home, home) == "/home/user"
+    assert to_e2b(home + "/a/b", home) == "/home/user/a/b"
+    assert to_e2b(home + "x", home) == home + "x"  # a sibling, not inside
+
+
+def test_a_lists_query_is_read_and_refused_by_name() -> None:
+    q = Query({"metadata": "k=v%20w&a=b", "state": "paused", "limit": "5", "order": "asc"})
+    assert (q.metadata, q.states, q.limit, q.descending) == ({"k": "v w", "a": "b"},
+                                                             {"paused"}, 5, False)  # fmt: skip
+    assert Query({}).states == {"running", "paused"}
+    for bad, field in (({"state": "dead"}, "state"), ({"limit": "-1"}, "limit"),
+                       ({"nextToken": "%%%"}, "nextToken"), ({"startedAfter": "x"},
+                                                              "startedAfter")):  # fmt: skip
+        with pytest.raises(InvalidParams) as refused:
+            Query(bad)
+        assert refused.value.data == {"field": field}
+
+
+def test_an_envelope_is_its_flags_length_and_message() -> None:
+    assert connect.envelope(b"{}") == b"\x00\x00\x00\x00\x02{}"
+    assert connect.envelope(b"{}", 2)[0] == 2
+    assert connect.decode(b'{"depth": "3", "unknown": 1}', ListDirRequest).depth == 3
+    with pytest.raises(InvalidParams, match="not JSON"):
+        connect.decode(b"{", ListDirRequest)
+
+
+def test_fleetds_errors_are_e2bs_codes() -> None:
+    for exc, code in ((NotFound("x"), "not_found"), (FileNotFound("x"), "not_found"),
+                      (Unauthorized("x"), "unauthenticated"), (Forbidden("x"),
+                                                               "permission_denied"),
+                      (RateLimited("x"), "resource_exhausted"), (InvalidParams("x"),
+                                                                 "invalid_argument"),
+                      (NotSupported("x"), "unimplemented")):  # fmt: skip
+        assert connect_code(exc) == code
+        assert CONNECT_STATUS[code] == exc.http_status or code == "resource_exhausted"
