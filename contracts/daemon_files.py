@@ -11,6 +11,8 @@ stream.
 
 from __future__ import annotations
 
+import re
+import secrets
 from typing import Annotated, Literal
 
 import msgspec
@@ -212,3 +214,20 @@ UPLOAD_FILE: MethodSpec[UploadFileParams, UploadOpened] = MethodSpec(
 )  # fmt: skip
 
 FILE_METHODS: tuple[AnySpec, ...] = (*_ONE_MESSAGE, DOWNLOAD_FILE, UPLOAD_FILE)
+
+
+#: An upload is written beside its file under a name of this form (``.NAME.HEX`` and the
+#: suffix), then renamed over it: a reader never sees half a file, and a watch sees the name.
+UPLOAD_SUFFIX = ".fleet-upload"
+_UPLOADING = re.compile(r"\.(.+)\.[0-9a-f]{12}" + re.escape(UPLOAD_SUFFIX))
+
+
+def upload_name(name: str) -> str:
+    """The name an upload of ``name`` is written under until it is whole."""
+    return f".{name}.{secrets.token_hex(6)}{UPLOAD_SUFFIX}"
+
+
+def uploaded_name(name: str) -> str | None:
+    """The file an upload's temporary ``name`` becomes (None: it is none)."""
+    m = _UPLOADING.fullmatch(name)
+    return m[1] if m else None

@@ -32,6 +32,7 @@ from contracts.daemon_files import (
     Uploaded,
     UploadFileParams,
     UploadOpened,
+    upload_name,
 )
 from contracts.errors import FleetError, StreamAborted, WrongFileKind
 from contracts.jsonrpc import handles
@@ -121,7 +122,7 @@ class _Target:
         try:
             dir_fd, name = found.entry()
             mode = params.mode if params.mode is not None else _mode_of(dir_fd, name, found.shown)
-            tmp = f".{name}.{os.urandom(6).hex()}.fleet-upload"
+            tmp = upload_name(name)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             try:
                 fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)

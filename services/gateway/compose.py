@@ -161,7 +161,7 @@ class Gateway:
     def resources(self) -> tuple[AbstractAsyncContextManager[object], ...]:
         """The parts to enter before the gateway serves, in order (left in reverse)."""
         return (self.hub, self.mcp, self.revocation, self.name_lookups, self.webhook_makers,
-                self.e2b.ends)  # fmt: skip
+                self.e2b.ends, self.e2b.watches)  # fmt: skip
 
 
 @dataclass(frozen=True)

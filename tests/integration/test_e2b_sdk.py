@@ -27,7 +27,7 @@ async def test_the_python_sdk_makes_lists_writes_reads_and_kills_a_sandbox(
     async with running_stack(e2b_settings) as client:
         got = await python_sdk(
             """
-            import json
+            import json, time
             from e2b import Sandbox, SandboxQuery
             sbx = Sandbox.create(metadata={"suite": "e2b"}, envs={"GREETING": "hi"})
             info = sbx.get_info()
@@ -48,6 +48,16 @@ async def test_the_python_sdk_makes_lists_writes_reads_and_kills_a_sandbox(
                    "kind": sbx.files.get_info("notes").type.value}
             sbx.files.remove("notes")
             out["removed"] = not sbx.files.exists("notes")
+            watcher = sbx.files.watch_dir("/home/user", recursive=True)
+            sbx.files.write("watched.txt", "seen")
+            changes = []
+            for _ in range(100):
+                changes += [[e.name, e.type.value] for e in watcher.get_new_events()]
+                if ["watched.txt", "write"] in changes:
+                    break
+                time.sleep(0.05)
+            watcher.stop()
+            out["changes"] = changes
             sbx.set_timeout(120)
             out["running"] = sbx.is_running()
             print(json.dumps(out))
@@ -63,6 +73,7 @@ async def test_the_python_sdk_makes_lists_writes_reads_and_kills_a_sandbox(
         assert {"b.bin", "big.bin", "notes"} <= set(got["entries"])
         assert got["exists"] == [True, False]
         assert (got["kind"], got["removed"], got["running"]) == ("dir", True, True)
+        assert got["changes"] == [["watched.txt", "create"], ["watched.txt", "write"]]
         await fleet_sees_the_sdks_file(client, got["id"])
         killed = await python_sdk(f"""
             import json

@@ -1,7 +1,7 @@
 """The E2B front's rules, pure: which sandbox and port a request is for (its host name, else
 the SDKs' headers), a signed URL's signature as E2B's SDKs make it, E2B's network settings as
 an egress policy, paths between E2B's home and the machine's, a list's query, Connect's
-envelopes, and fleetd's errors as E2B's codes."""
+envelopes, fleetd's errors as E2B's codes, and a watch's events as envd's."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from contracts import e2b_control as api
+from contracts.daemon_files import upload_name
+from contracts.daemon_watch import FileEvent
 from contracts.e2b_envd import ListDirRequest
 from contracts.errors import (
     FileNotFound,
@@ -22,6 +24,7 @@ from contracts.errors import (
 from services.gateway.e2b import connect
 from services.gateway.e2b.envd_files import to_e2b, to_machine
 from services.gateway.e2b.envd_http import sign
+from services.gateway.e2b.envd_watch import Uploads
 from services.gateway.e2b.errors import CONNECT_STATUS, connect_code
 from services.gateway.e2b.listing import Query
 from services.gateway.e2b.network import egress_of
@@ -121,3 +124,14 @@ def test_fleetds_errors_are_e2bs_codes() -> None:
                       (NotSupported("x"), "unimplemented")):  # fmt: skip
         assert connect_code(exc) == code
         assert CONNECT_STATUS[code] == exc.http_status or code == "resource_exhausted"
+
+
+def test_a_watch_says_of_an_upload_what_envds_would() -> None:
+    """fleetd writes an upload beside its file and renames it over it; envd writes in place."""
+    uploads = Uploads()
+    temp = "/h/" + upload_name("a.txt")
+    seen = [uploads.seen(FileEvent(type=t, path=p)) for t, p in (
+        ("create", temp), ("write", temp), ("chmod", temp), ("rename", temp),
+        ("create", "/h/a.txt"), ("write", "/h/a.txt"), ("overflow", "/h"),
+        ("rename", "/h/" + upload_name("a.txt")), ("write", "/h/a.txt"))]  # fmt: skip
+    assert seen == [[], [], [], [], ["create", "write"], ["write"], [], [], ["write"]]

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from base.first import first_of
+from base.tasks import cancel_and_join
 from contracts.jsonrpc import MethodSpec, Params, decode_result, encode_call
 from services.gateway.auth import Caller
 from services.gateway.streams import HeldParts
 
 P = TypeVar("P", bound=Params)
 R = TypeVar("R")
+#: Parts a generator of ``Calls.parts`` holds ready for its reader.
+_PARTS_WAITING = 64
 #: ``await dispatch(body, caller)``: the gateway dispatcher's answer to one request.
 Dispatch = Callable[[bytes, Caller], Awaitable[bytes | None]]
 
@@ -55,3 +58,24 @@ class Calls:
                 call.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await call
+
+    async def parts(
+        self, spec: MethodSpec[P, R], params: P, caller: Caller
+    ) -> AsyncIterator[bytes]:
+        """A streamed call's parts as they come, until it ends (its error raised then), as a
+        generator: closing it cancels the call. Its reader's pace holds the call back, as
+        ``streamed``'s does (a few parts here, the rest bounded there)."""
+        queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=_PARTS_WAITING)
+        call = asyncio.ensure_future(self.streamed(spec, params, caller, queue.put))
+        try:
+            while True:
+                which, part = await first_of(queue.get(), asyncio.wait({call}))
+                if which == 0:
+                    yield part  # type: ignore[misc]
+                    continue
+                while not queue.empty():
+                    yield queue.get_nowait()
+                call.result()  # its error, if it ended with one
+                return
+        finally:
+            await cancel_and_join(call)

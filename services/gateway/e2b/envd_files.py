@@ -96,8 +96,13 @@ class Filesystem:
     async def stat(self, machine_id: str, req: envd.PathRequest,
                    caller: Caller) -> envd.EntryAnswer:  # fmt: skip
         home = await self._homes.of(machine_id, caller)
+        path = to_machine(req.path)
+        if path == "~":  # fleetd's file methods describe what is in the home, not the home
+            return envd.EntryAnswer(entry=envd.EntryInfo(
+                name=envd.E2B_HOME.rsplit("/", 1)[-1], type="FILE_TYPE_DIRECTORY",
+                path=envd.E2B_HOME, mode=0o755, permissions="drwxr-xr-x"))  # fmt: skip
         got = await self._calls(MACHINES_STAT, MachineStatParams(
-            machine_id=machine_id, path=to_machine(req.path)), caller)  # fmt: skip
+            machine_id=machine_id, path=path), caller)  # fmt: skip
         return envd.EntryAnswer(entry=entry_info(got, got.path, home))
 
     async def list_dir(self, machine_id: str, req: envd.ListDirRequest,

@@ -7,7 +7,7 @@ token it came with: nothing here carries out what fleetd's methods do (docs/e2b.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -25,6 +25,7 @@ from services.gateway.e2b.control import add_control_routes
 from services.gateway.e2b.ends import SandboxEnds
 from services.gateway.e2b.envd_files import Filesystem, Homes
 from services.gateway.e2b.envd_http import Files
+from services.gateway.e2b.envd_watch import Watches
 from services.gateway.e2b.interpreter import Interpreter
 from services.gateway.e2b.sandbox import (
     Doorman,
@@ -39,8 +40,10 @@ from services.gateway.previews import PortTarget, serve_port
 from services.gateway.rpc import Waker
 from services.gateway.streams import ByteStreamOpener, Tunnels
 
-#: ``await rpc(machineId, request, caller)``: one Connect method of a sandbox.
+#: ``await rpc(machineId, request, caller)``: one unary Connect method of a sandbox...
 Unary = Callable[[str, Any, Caller], Awaitable[msgspec.Struct]]
+#: ...and ``rpc(machineId, request, caller)``, a server stream's messages.
+Stream = Callable[[str, Any, Caller], AsyncIterator[msgspec.Struct]]
 
 
 class E2bFront:
@@ -61,12 +64,20 @@ class E2bFront:
         self.filesystem = Filesystem(self.calls, homes)
         self.files = Files(store, box, self.doorman, opener, homes)
         self.interpreter = Interpreter(self.calls, homes)
-        fs = self.filesystem
-        #: The unary Connect methods, by path.
+        #: The polled watchers (entered with the gateway's other parts).
+        self.watches = Watches(self.calls, homes, self.filesystem)
+        fs, w = self.filesystem, self.watches
+        #: The Connect methods, by path: unary ones and server streams.
         self.unary: dict[str, tuple[type[msgspec.Struct], Unary]] = {
             "/filesystem.Filesystem/Stat": (envd.PathRequest, fs.stat),
             "/filesystem.Filesystem/ListDir": (envd.ListDirRequest, fs.list_dir),
             "/filesystem.Filesystem/Remove": (envd.PathRequest, fs.remove),
+            "/filesystem.Filesystem/CreateWatcher": (envd.WatchDirRequest, w.create),
+            "/filesystem.Filesystem/GetWatcherEvents": (envd.WatcherRef, w.events),
+            "/filesystem.Filesystem/RemoveWatcher": (envd.WatcherRef, w.remove),
+        }
+        self.streams: dict[str, tuple[type[msgspec.Struct], Stream]] = {
+            "/filesystem.Filesystem/WatchDir": (envd.WatchDirRequest, w.stream),
         }
 
     def domain(self, port: int) -> str:
@@ -105,20 +116,28 @@ class E2bFront:
             return await health(self.store, target)
         if request.path == "/files":
             return await self.files.serve(request, target)
-        method = self.unary.get(request.path)
-        if method is None or request.method != "POST":
+        return await self._rpc(request, target)
+
+    async def _rpc(self, request: web.Request, target: Target) -> web.StreamResponse:
+        """One of envd's Connect methods, as the caller its access token runs as."""
+        unary, stream = self.unary.get(request.path), self.streams.get(request.path)
+        if request.method != "POST" or (unary is None and stream is None):
             return http_error(MethodNotFound(f"{request.method} {request.path}: no such envd "
                                               "method"))  # fmt: skip
         try:
             caller = await self.doorman.caller(request, target)
         except FleetError as exc:
+            if stream is not None:
+                return await connect.server_stream(request, msgspec.Struct, _refused(exc))
             return await connect.unary(request, msgspec.Struct, _raise(exc))
-        kind, run = method
-
-        async def call(message: Any) -> msgspec.Struct:
-            return await run(target.sandbox_id, message, caller)
-
-        return await connect.unary(request, kind, call)
+        sandbox_id = target.sandbox_id
+        if unary is not None:
+            kind, run = unary
+            return await connect.unary(request, kind, lambda m: run(sandbox_id, m, caller))
+        assert stream is not None
+        skind, messages = stream
+        return await connect.server_stream(request, skind,
+                                           lambda m: messages(sandbox_id, m, caller))  # fmt: skip
 
     async def serve_port(self, request: web.Request, target: Target) -> web.StreamResponse:
         """A sandbox's own port (``get_host``): its program behind fleetd's previews; open to
@@ -138,6 +157,14 @@ class E2bFront:
             return http_error(exc)
         port = PortTarget(target.sandbox_id, target.port, "/")
         return await serve_port(request, self.tunnels, caller, port, strip_authorization=False)
+
+
+def _refused(exc: FleetError) -> Callable[[Any], AsyncIterator[msgspec.Struct]]:
+    async def refuse(_: Any) -> AsyncIterator[msgspec.Struct]:
+        raise exc
+        yield  # a generator: the refusal ends its stream
+
+    return refuse
 
 
 def _raise(exc: FleetError) -> Callable[[Any], Awaitable[msgspec.Struct]]:
