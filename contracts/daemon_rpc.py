@@ -404,6 +404,22 @@ SESSION_CLOSE = MethodSpec(
     _UNREACHABLE,
     wakes="terminal",
 )
+SESSION_SIGNAL = MethodSpec(
+    "session.signal",
+    ss.SessionSignalParams,
+    ss.SessionSignaled,
+    "Send a signal to a session's process group.",
+    (*_UNREACHABLE, NotFound),
+    wakes="terminal",
+)
+SESSION_WRITE = MethodSpec(
+    "session.write",
+    ss.SessionWriteParams,
+    ss.SessionWritten,
+    "Write bytes to a session's input (a pipe session: then perhaps close its stdin).",
+    (*_UNREACHABLE, NotFound),
+    wakes="terminal",
+)
 SESSION_ATTACH = MethodSpec(
     "session.attach",
     ss.SessionAttachParams,
@@ -434,6 +450,8 @@ DAEMON_METHODS: tuple[AnySpec, ...] = (
     SESSION_LIST,
     SESSION_RESIZE,
     SESSION_CLOSE,
+    SESSION_SIGNAL,
+    SESSION_WRITE,
     SESSION_ATTACH,
     TUNNEL_CONNECT,
     *FILE_METHODS,

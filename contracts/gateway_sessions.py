@@ -21,6 +21,7 @@ from contracts.errors import (
     Forbidden,
     InvalidParams,
     NotFound,
+    RateLimited,
     ToolError,
     TooManyStreams,
 )
@@ -35,6 +36,10 @@ from contracts.sessions import (
     SessionInfo,
     SessionList,
     SessionOpenParams,
+    SessionSignaled,
+    SessionSignalParams,
+    SessionWriteParams,
+    SessionWritten,
 )
 
 _MachineId = MachineId
@@ -68,6 +73,14 @@ class SessionsResizeParams(Params, kw_only=True):
     session_id: SessionId
     cols: Cols
     rows: Rows
+
+
+class SessionsSignalParams(SessionSignalParams, kw_only=True):
+    machine_id: _MachineId
+
+
+class SessionsWriteParams(SessionWriteParams, kw_only=True):
+    machine_id: _MachineId
 
 
 class OpenedSession(SessionInfo, kw_only=True):
@@ -107,10 +120,11 @@ SESSIONS_OPEN = MethodSpec(
     "sessions.open",
     SessionsOpenParams,
     OpenedSession,
-    "Start an interactive session (default: the login shell) on a machine's pseudo-terminal; "
-    f"attach to it with a WebSocket at {ATTACH_PATH}.",
-    (*_ERRORS, ToolError, BadPath, TooManyStreams),
+    "Start a session (default: the login shell) on a machine's pseudo-terminal, or on pipes "
+    f"with pty false; attach to it with a WebSocket at {ATTACH_PATH}.",
+    (*_ERRORS, ToolError, BadPath, TooManyStreams, RateLimited),
     scope="machines:exec",
+    budget="exec",
     hand_written=True,
 )
 SESSIONS_LIST = MethodSpec(
@@ -134,6 +148,26 @@ SESSIONS_RESIZE = MethodSpec(
     client=ClientMethod("resize_session", "machine_id session_id cols rows"),
     passes=PassThrough(d.SESSION_RESIZE),
 )
+SESSIONS_SIGNAL = MethodSpec(
+    "sessions.signal",
+    SessionsSignalParams,
+    SessionSignaled,
+    "Send a signal (9: SIGKILL, 15: SIGTERM, 2: SIGINT, ...) to a session's process group.",
+    _ERRORS,
+    scope="machines:exec",
+    client=ClientMethod("signal_session", "machine_id session_id signal", unwrap="signaled"),
+    passes=PassThrough(d.SESSION_SIGNAL),
+)
+SESSIONS_WRITE = MethodSpec(
+    "sessions.write",
+    SessionsWriteParams,
+    SessionWritten,
+    "Write bytes (base64) to a session's input; eof true then closes a pipe session's stdin.",
+    _ERRORS,
+    scope="machines:exec",
+    client=ClientMethod("write_session", "machine_id session_id data", unwrap="written"),
+    passes=PassThrough(d.SESSION_WRITE),
+)
 SESSIONS_CLOSE = MethodSpec(
     "sessions.close",
     MachineSessionRef,
@@ -149,5 +183,7 @@ SESSION_METHODS: tuple[AnySpec, ...] = (
     SESSIONS_OPEN,
     SESSIONS_LIST,
     SESSIONS_RESIZE,
+    SESSIONS_SIGNAL,
+    SESSIONS_WRITE,
     SESSIONS_CLOSE,
 )

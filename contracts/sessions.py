@@ -1,11 +1,13 @@
-"""Interactive sessions: a command on a pseudo-terminal that the daemon keeps running with or
-without clients, and its scrollback.
+"""Sessions: a command that the daemon keeps running with or without clients, and its
+scrollback: on a pseudo-terminal (an interactive session), or on pipes (``pty: false``: a
+command whose stdout and stderr stay apart and whose stdin may be closed).
 
 Daemon methods (``session.*``) open, list, resize and close sessions; ``session.attach`` opens a
 byte stream (contracts.streams) to one. Both directions carry *records*, so that different
 things share one ordered stream: ``kind (1 byte) length (4 bytes, big-endian) payload``.
 
-- The daemon sends ``OUTPUT`` (terminal bytes) and ``NOTICE``, a JSON object
+- The daemon sends ``OUTPUT`` (terminal bytes, or a pipe session's stdout), ``STDERR`` (a pipe
+  session's stderr) and ``NOTICE``, a JSON object
   (``{"type":"dropped","bytes":N}``: output the client was too slow for and will never see).
   The stream's end frame carries the command's exit code (128 + n for a signal n).
 - The platform sends ``INPUT`` (the bytes a user types) and ``RESIZE`` (columns and rows, two
@@ -38,6 +40,11 @@ STALL_S = 2.0
 #: behind much output.
 ATTACH_WINDOW = 8 * DEFAULT_CHUNK
 
+#: The longest ``timeoutS`` a session may be given (a day).
+MAX_TIMEOUT_S = 86_400
+#: The signals ``session.signal`` sends (POSIX's numbers, as ``kill -l`` lists them).
+SIGNALS = frozenset({1, 2, 3, 9, 10, 12, 14, 15, 18, 19, 20})
+
 SessionId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{16}$")]
 Cols = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 Rows = Annotated[int, msgspec.Meta(ge=1, le=1000)]
@@ -56,6 +63,12 @@ class SessionOpenParams(Params, kw_only=True):
     rows: Rows = 24
     name: SessionName | None = None
     env: dict[str, str] | None = None
+    #: False: the command runs on pipes, its stderr apart from its stdout (no terminal).
+    pty: bool = True
+    #: With ``pty`` false: False gives the command an empty stdin (as ``< /dev/null``).
+    stdin: bool = True
+    #: The command's process group is killed this long after it started.
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT_S)] | None = None
 
     def __post_init__(self) -> None:
         if self.command is not None and not self.command[0]:
@@ -91,6 +104,8 @@ class SessionInfo(Result, kw_only=True):
     #: ``sessions.list`` shows at most LISTED_COMMAND_BYTES of a command: True when this one
     #: was cut there (``sessions.open`` answered it whole).
     command_truncated: bool = False
+    #: False: a pipe session (``SessionOpenParams.pty``).
+    pty: bool = True
 
 
 #: The bytes of a session's command that ``sessions.list`` shows (each argument counted with
@@ -135,6 +150,34 @@ class SessionAttachParams(Params, kw_only=True):
     input_records: bool = False
 
 
+class SessionSignalParams(Params, kw_only=True):
+    session_id: SessionId
+    #: Sent to the session's process group: one of SIGNALS (9: SIGKILL, 15: SIGTERM, ...).
+    signal: int
+
+    def __post_init__(self) -> None:
+        if self.signal not in SIGNALS:
+            raise ValueError(f"field `signal` must be one of {sorted(SIGNALS)}")
+
+
+class SessionSignaled(Result, kw_only=True):
+    #: False: the session's command had exited already.
+    signaled: bool
+
+
+class SessionWriteParams(Params, kw_only=True):
+    session_id: SessionId
+    #: Bytes for the command's stdin (its terminal's input, on a pty); base64 in JSON.
+    data: Annotated[bytes, msgspec.Meta(max_length=MAX_CHUNK)]
+    #: Then close a pipe session's stdin (the command reads end of file).
+    eof: bool = False
+
+
+class SessionWritten(Result, kw_only=True):
+    #: Bytes the command's input took (0 once it closed its stdin or exited).
+    written: int
+
+
 class SessionClosed(Result, kw_only=True):
     #: False: there was no such session (closed already).
     closed: bool
@@ -146,10 +189,11 @@ class RecordKind(IntEnum):
     NOTICE = 1
     INPUT = 2
     RESIZE = 3
+    STDERR = 4
 
 
 #: What each side may send.
-FROM_MACHINE = frozenset({RecordKind.OUTPUT, RecordKind.NOTICE})
+FROM_MACHINE = frozenset({RecordKind.OUTPUT, RecordKind.STDERR, RecordKind.NOTICE})
 FROM_PLATFORM = frozenset({RecordKind.INPUT, RecordKind.RESIZE})
 
 _RECORD = struct.Struct(">BI")

@@ -270,8 +270,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: ...but never later than this after the first change of the burst.
     config_debounce_max_s: float = 2.0
     # the E2B front (services/gateway/e2b, docs/e2b.md)
-    #: Where the gateway serves E2B's control and sandbox APIs (0: a port the kernel gives).
+    #: The address where the gateway serves E2B's control and sandbox APIs...
     e2b_host: str = "127.0.0.1"
+    #: ...and its port (0: a port the kernel gives; ``fleet up``: the gateway's port + 2).
     e2b_port: int = 0
     #: The domain in a sandbox's host names (``{port}-{sandboxId}.{domain}``: what the SDKs'
     #: ``get_host`` answers and a wildcard reverse proxy routes here); empty: ``localhost``

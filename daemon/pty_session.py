@@ -1,7 +1,8 @@
-"""One interactive session: a command on a pseudo-terminal, its scrollback and its viewers.
+"""One session: a command on a pseudo-terminal or on pipes, its scrollback and its viewers.
 
-The daemon reads the terminal into a ring of ``SCROLLBACK_BYTES`` and each attached viewer
-sends on from its own offset in that ring, as fast as its stream's credit allows. With no
+The daemon reads the terminal (a pipe session: its stdout and its stderr, each apart) into a
+ring of ``SCROLLBACK_BYTES`` and each attached viewer sends on from its own offset in that
+ring, as fast as its stream's credit allows. With no
 viewer the ring just keeps the newest output. A viewer that falls a whole ring behind pauses
 the reading (the command then blocks on its terminal: back-pressure, nothing grows); one that
 takes nothing for ``STALL_S`` while the session waits on it is no longer waited for, and told
@@ -63,23 +64,45 @@ def exit_code(returncode: int) -> int:
     return returncode if returncode >= 0 else 128 - returncode
 
 
+class Output:
+    """One of a session's outputs: where it is read from, what it is sent as, what is kept."""
+
+    def __init__(self, kind: ss.RecordKind, fd: int) -> None:
+        self.kind, self.fd = kind, fd
+        self.ring = Ring(ss.SCROLLBACK_BYTES)
+        self.reading = False
+        self.eof = False
+
+
 class Session:
+    """A command on a terminal (``master``: its output and its input) or on pipes (``outputs``
+    stdout and stderr, ``stdin`` or none): either way, read into rings its viewers send from."""
+
     def __init__(self, *, session_id: str, name: str, argv: list[str], cwd: str, cols: int,
-                 rows: int, proc: asyncio.subprocess.Process, master: int) -> None:  # fmt: skip
+                 rows: int, proc: asyncio.subprocess.Process, outputs: dict[ss.RecordKind, int],
+                 stdin: int | None, pty: bool, timeout_s: float | None) -> None:  # fmt: skip
         self.id, self.name, self.argv, self.cwd = session_id, name, argv, cwd
         self.cols, self.rows = cols, rows
-        self.proc, self.master = proc, master
+        self.proc, self.pty = proc, pty
+        self.outputs = [Output(kind, fd) for kind, fd in outputs.items()]
+        #: Where input goes (a terminal's master is its output's fd too); None once closed.
+        self.stdin = stdin
         self.started_at = time.time()
-        self.ring = Ring(ss.SCROLLBACK_BYTES)
         self.viewers: set[Viewer] = set()
         self.exit_code: int | None = None
         self.eof = False
         self._eof_seen = asyncio.Event()
         self.done = asyncio.Event()  # exited and read to the end
         self._loop = asyncio.get_running_loop()
-        self._reading = False
         self._stall: asyncio.TimerHandle | None = None
-        os.set_blocking(master, False)
+        #: A pipe's stdin is closed on its own (a terminal's input is its master, an output).
+        self._own_stdin = {stdin} if stdin is not None and not pty else set()
+        #: A write waiting for room: woken when its fd closes, so it never waits on a dead fd.
+        self._writing: asyncio.Future[None] | None = None
+        for fd in {*outputs.values(), *([stdin] if stdin is not None else [])}:
+            os.set_blocking(fd, False)
+        self._deadline = None if timeout_s is None else self._loop.call_later(
+            timeout_s, self._timed_out)  # fmt: skip
         self._resume()
         self._watch = asyncio.create_task(self._wait_exit(), name=f"session-{session_id}")
 
@@ -88,33 +111,48 @@ class Session:
             session_id=self.id, name=self.name, command=self.argv, cwd=self.cwd, cols=self.cols,
             rows=self.rows, pid=self.proc.pid, started_at=round(self.started_at, 3),
             running=self.exit_code is None, exit_code=self.exit_code,
-            attached=len(self.viewers), output_bytes=self.ring.end,
+            attached=len(self.viewers), output_bytes=sum(o.ring.end for o in self.outputs),
+            pty=self.pty,
         )  # fmt: skip
 
     def resize(self, cols: int, rows: int) -> None:
-        if not self.eof:
-            set_size(self.master, cols, rows)  # the kernel sends SIGWINCH to the foreground
+        if self.pty and not self.eof:
+            set_size(self.outputs[0].fd, cols, rows)  # the kernel sends SIGWINCH to the foreground
         self.cols, self.rows = cols, rows
 
-    # --- reading the terminal -----------------------------------------------------------------
+    def signal(self, signum: int) -> bool:
+        """Send ``signum`` to the command's process group; False once it has exited."""
+        if self.exit_code is not None:
+            return False
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signum)
+        return True
+
+    def _timed_out(self) -> None:
+        log.info("session.timed_out", session_id=self.id)
+        self.signal(signal.SIGKILL)
+
+    # --- reading the outputs ------------------------------------------------------------------
     def _resume(self) -> None:
-        if not self._reading and not self.eof:
-            self._loop.add_reader(self.master, self._on_readable)
-            self._reading = True
+        for o in self.outputs:
+            if not o.reading and not o.eof:
+                self._loop.add_reader(o.fd, self._on_readable, o)
+                o.reading = True
 
     def _pause(self) -> None:
-        if self._reading:
-            self._loop.remove_reader(self.master)
-            self._reading = False
+        for o in self.outputs:
+            if o.reading:
+                self._loop.remove_reader(o.fd)
+                o.reading = False
 
-    def _on_readable(self) -> None:
+    def _on_readable(self, o: Output) -> None:
         # A terminal hands out a few KiB per read: take what is there (up to _READ) in one go,
         # so the viewers send one bigger chunk rather than many small ones.
         pieces: list[bytes] = []
         size, eof = 0, False
         while size < _READ:
             try:
-                data = os.read(self.master, _READ - size)
+                data = os.read(o.fd, _READ - size)
             except BlockingIOError:
                 break
             except OSError as exc:  # EIO: every process holding the terminal has let go
@@ -127,12 +165,15 @@ class Session:
             pieces.append(data)
             size += len(data)
         if pieces:
-            self._took(b"".join(pieces))
+            self._took(o, b"".join(pieces))
         if eof:
-            self._at_eof()
+            self._loop.remove_reader(o.fd)
+            o.reading, o.eof = False, True
+            if all(x.eof for x in self.outputs):
+                self._at_eof()
 
-    def _took(self, data: bytes) -> None:
-        self.ring.write(data)
+    def _took(self, o: Output, data: bytes) -> None:
+        o.ring.write(data)
         for v in self.viewers:
             v.wake.set()
         if self._lagging():
@@ -140,14 +181,17 @@ class Session:
             if self._stall is None:
                 self._stall = self._loop.call_later(ss.STALL_S, self._skip_stalled)
 
+    def behind(self, v: Viewer) -> bool:
+        """Would the next read overwrite output ``v`` has not been sent yet?"""
+        return any(o.ring.end - v.cursors[o.kind] > o.ring.capacity - _READ
+                   for o in self.outputs)  # fmt: skip
+
     def _lagging(self) -> bool:
-        """Would the next read overwrite output some viewer has not been sent yet?"""
-        room = self.ring.capacity - _READ
-        return any(self.ring.end - v.cursor > room for v in self.viewers if not v.stalled)
+        return any(self.behind(v) for v in self.viewers if not v.stalled)
 
     def progressed(self) -> None:
         """A viewer moved on (or left): read again if nobody is a ring behind any more."""
-        if not self._reading and not self._lagging():
+        if not self._lagging():
             if self._stall is not None:
                 self._stall.cancel()
                 self._stall = None
@@ -157,9 +201,7 @@ class Session:
         self._stall = None
         now = time.monotonic()
         for v in self.viewers:
-            if self.ring.end - v.cursor > self.ring.capacity - _READ and (
-                now - v.progress_at >= ss.STALL_S
-            ):
+            if self.behind(v) and now - v.progress_at >= ss.STALL_S:
                 v.stalled = True  # no longer waited for, until it takes something again
         self.progressed()
 
@@ -172,36 +214,64 @@ class Session:
 
     async def _wait_exit(self) -> None:
         returncode = await self.proc.wait()
-        if not self.eof:  # a background child may hold the terminal: give it a moment
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if not self.eof:  # a background child may hold the outputs: give it a moment
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._eof_seen.wait(), _EOF_GRACE_S)
             self._at_eof()
         self.exit_code = exit_code(returncode)
-        with contextlib.suppress(OSError):
-            os.close(self.master)
+        self._stop_input()  # no write goes on to a closed (and perhaps reused) fd number
+        for fd in {o.fd for o in self.outputs} | self._own_stdin:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._own_stdin = set()
         self.done.set()
         for v in self.viewers:
             v.wake.set()
         log.info("session.exited", session_id=self.id, exit_code=self.exit_code)
 
     # --- input --------------------------------------------------------------------------------
-    async def write(self, data: bytes) -> None:
-        """Type ``data``; waits while the terminal's input queue is full."""
-        view = memoryview(data)
-        while view and not self.eof:
+    async def write(self, data: bytes) -> int:
+        """Type ``data`` (a pipe session: feed its stdin); waits while the input is full.
+        The bytes taken: fewer once the command closed its input or exited."""
+        view, taken = memoryview(data), 0
+        while view and self.stdin is not None and not (self.pty and self.eof):
+            fd = self.stdin
             try:
-                view = view[os.write(self.master, view) :]
+                n = os.write(fd, view)
             except BlockingIOError:
-                ready = self._loop.create_future()
-                self._loop.add_writer(self.master, ready.set_result, None)
+                self._writing = self._loop.create_future()
+                self._loop.add_writer(fd, self._writing.set_result, None)
                 try:
-                    await ready
+                    await self._writing
                 finally:
-                    self._loop.remove_writer(self.master)
+                    self._loop.remove_writer(fd)
+                    self._writing = None
+                continue
+            except OSError:  # EPIPE: the command closed its stdin; EIO: the terminal hung up
+                break
+            view, taken = view[n:], taken + n
+        return taken
+
+    def close_stdin(self) -> None:
+        """A pipe session's command reads end of file (a terminal's input stays open)."""
+        if not self.pty and self.stdin is not None:
+            fd = self.stdin
+            self._stop_input()
+            self._own_stdin.discard(fd)
+            os.close(fd)
+
+    def _stop_input(self) -> None:
+        if self.stdin is not None and self._writing is not None:
+            self._loop.remove_writer(self.stdin)
+            if not self._writing.done():
+                self._writing.set_result(None)
+        self.stdin = None
 
     # --- ending -------------------------------------------------------------------------------
     async def close(self, grace_s: float = 2.0) -> None:
-        """Hang up the terminal's process group, then kill what is left; wait for the end."""
+        """Hang up the command's process group, then kill what is left; wait for the end."""
         for sig in (signal.SIGHUP, signal.SIGKILL):
             if self.done.is_set():
                 break
@@ -224,7 +294,8 @@ class Viewer:
         self.session, self.stream = session, stream
         #: The platform sends records (typed bytes and resizes), not raw typed bytes.
         self._records = records
-        self.cursor = session.ring.start  # the scrollback first
+        #: Per output, the offset of the next byte to send: the scrollback first.
+        self.cursors = {o.kind: o.ring.start for o in session.outputs}
         self.wake = asyncio.Event()
         self.finished = asyncio.Event()
         #: Took nothing for STALL_S while the session waited on it: the session goes on
@@ -255,27 +326,37 @@ class Viewer:
             self.finished.set()
 
     async def _output(self) -> None:
-        s, ring = self.session, self.session.ring
+        s = self.session
         while True:
-            if self.cursor < ring.start:  # only once stalled: it missed output, say so
-                self._dropped += ring.start - self.cursor
-                self.cursor = ring.start
+            for o in s.outputs:  # only once stalled: it missed output, say so
+                if self.cursors[o.kind] < o.ring.start:
+                    self._dropped += o.ring.start - self.cursors[o.kind]
+                    self.cursors[o.kind] = o.ring.start
             if self._dropped:
                 await self.stream.send(ss.encode_notice(ss.Dropped(bytes=self._dropped)))
                 self._dropped = 0
-            data = ring.read(self.cursor, self._chunk)
-            if data:
-                await self.stream.send(ss.encode_record(ss.RecordKind.OUTPUT, data))
-                self.cursor += len(data)
-                self.progress_at = time.monotonic()
-                self.stalled = False
-                s.progressed()
+            if await self._send_next():
                 continue
             if s.done.is_set():
                 await self.stream.end(s.exit_code)
                 return
             self.wake.clear()
             await self.wake.wait()
+
+    async def _send_next(self) -> bool:
+        """Send a chunk of each output that has some; False when none had."""
+        sent = False
+        for o in self.session.outputs:
+            data = o.ring.read(self.cursors[o.kind], self._chunk)
+            if data:
+                await self.stream.send(ss.encode_record(o.kind, data))
+                self.cursors[o.kind] += len(data)
+                self.progress_at = time.monotonic()
+                self.stalled = False
+                sent = True
+        if sent:
+            self.session.progressed()
+        return sent
 
     async def _input(self) -> None:
         reader = ss.RecordReader(ss.FROM_PLATFORM) if self._records else None

@@ -47,6 +47,48 @@ def _take_terminal() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
+Started = tuple[asyncio.subprocess.Process, dict[ss.RecordKind, int], int | None]
+
+
+async def _on_terminal(argv: list[str], cwd: Path, env: dict[str, str], cols: int,
+                       rows: int) -> Started:  # fmt: skip
+    """``argv`` on a new pseudo-terminal: its master is the output and the input."""
+    master, slave = pty.openpty()
+    try:
+        set_size(master, cols, rows)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave,
+            start_new_session=True, preexec_fn=_take_terminal,
+        )  # fmt: skip
+    except BaseException:  # whatever stopped the start: the PTY is not left open
+        os.close(master)
+        raise
+    finally:
+        os.close(slave)
+    return proc, {ss.RecordKind.OUTPUT: master}, master
+
+
+async def _on_pipes(argv: list[str], cwd: Path, env: dict[str, str], stdin: bool) -> Started:
+    """``argv`` on pipes: stdout and stderr apart, stdin a pipe or empty (``/dev/null``)."""
+    out, err = os.pipe(), os.pipe()
+    feed = os.pipe() if stdin else (os.open(os.devnull, os.O_RDONLY), None)
+    child_ends = [feed[0], out[1], err[1]]
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, cwd=cwd, env=env, stdin=feed[0], stdout=out[1], stderr=err[1],
+            start_new_session=True,
+        )  # fmt: skip
+    except BaseException:
+        for fd in (out[0], err[0], feed[1]):
+            if fd is not None:
+                os.close(fd)
+        raise
+    finally:
+        for fd in child_ends:
+            os.close(fd)
+    return proc, {ss.RecordKind.OUTPUT: out[0], ss.RecordKind.STDERR: err[0]}, feed[1]
+
+
 class Sessions:
     def __init__(self, *, hub: ByteStreamHub, home: Path, env: ProcessEnv) -> None:
         self._hub = hub
@@ -66,28 +108,20 @@ class Sessions:
         argv = p.command or login_shell()
         cwd = tools.working_dir(self._home, p.cwd)
         env = self._env(p.env)
-        env.setdefault("TERM", "xterm-256color")
-        master, slave = pty.openpty()
         try:
-            set_size(master, p.cols, p.rows)
-            proc = await asyncio.create_subprocess_exec(
-                *argv, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave,
-                start_new_session=True, preexec_fn=_take_terminal,
-            )  # fmt: skip
+            if p.pty:
+                env.setdefault("TERM", "xterm-256color")
+                proc, outputs, stdin = await _on_terminal(argv, cwd, env, p.cols, p.rows)
+            else:
+                proc, outputs, stdin = await _on_pipes(argv, cwd, env, p.stdin)
         except OSError as exc:
-            os.close(master)
             raise tools.start_failed(argv[0], exc) from None
-        except BaseException:  # whatever else stopped the start: the PTY is not left open
-            os.close(master)
-            raise
-        finally:
-            os.close(slave)
         sid = secrets.token_hex(8)
         session = Session(session_id=sid, name=p.name or os.path.basename(argv[0]), argv=argv,
-                          cwd=str(cwd), cols=p.cols, rows=p.rows, proc=proc,
-                          master=master)  # fmt: skip
+                          cwd=str(cwd), cols=p.cols, rows=p.rows, proc=proc, outputs=outputs,
+                          stdin=stdin, pty=p.pty, timeout_s=p.timeout_s)  # fmt: skip
         self._sessions[sid] = session
-        log.info("session.opened", session_id=sid, argv0=argv[0], pid=proc.pid)
+        log.info("session.opened", session_id=sid, argv0=argv[0], pid=proc.pid, pty=p.pty)
         return session.info()
 
     async def _make_room(self) -> None:
@@ -108,6 +142,18 @@ class Sessions:
         session = self._get(p.session_id)
         session.resize(p.cols, p.rows)
         return session.info()
+
+    @handles(d.SESSION_SIGNAL)
+    async def signal(self, p: ss.SessionSignalParams, _: None) -> ss.SessionSignaled:
+        return ss.SessionSignaled(signaled=self._get(p.session_id).signal(p.signal))
+
+    @handles(d.SESSION_WRITE)
+    async def write(self, p: ss.SessionWriteParams, _: None) -> ss.SessionWritten:
+        session = self._get(p.session_id)
+        written = await session.write(p.data)
+        if p.eof:
+            session.close_stdin()
+        return ss.SessionWritten(written=written)
 
     @handles(d.SESSION_CLOSE)
     async def close(self, p: ss.SessionRef, _: None) -> ss.SessionClosed:

@@ -177,9 +177,13 @@ from contracts.gateway_sessions import (
     SESSIONS_CLOSE,
     SESSIONS_LIST,
     SESSIONS_RESIZE,
+    SESSIONS_SIGNAL,
+    SESSIONS_WRITE,
     MachineSessionRef,
     MachineSessions,
     SessionsResizeParams,
+    SessionsSignalParams,
+    SessionsWriteParams,
 )
 from contracts.gateway_ssh import INSTANCES_SET_SSH_KEYS, SetSshKeysParams, SshKeysResult
 from contracts.gateway_stop import (
@@ -619,6 +623,24 @@ class GatewayMethods:
             SessionsResizeParams, machine_id=machine_id, session_id=session_id, cols=cols, rows=rows
         )
         return await self.call(SESSIONS_RESIZE, params)
+
+    async def signal_session(self, machine_id: str, session_id: str, signal: int) -> bool:
+        """Send a signal (9: SIGKILL, 15: SIGTERM, 2: SIGINT, ...) to a session's process group."""
+        params = new_params(
+            SessionsSignalParams, session_id=session_id, signal=signal, machine_id=machine_id
+        )
+        return (await self.call(SESSIONS_SIGNAL, params)).signaled
+
+    async def write_session(
+        self, machine_id: str, session_id: str, data: bytes, *, eof: bool = False
+    ) -> int:
+        """Write bytes (base64) to a session's input; eof true then closes a pipe session's
+        stdin.
+        """
+        params = new_params(
+            SessionsWriteParams, session_id=session_id, data=data, eof=eof, machine_id=machine_id
+        )
+        return (await self.call(SESSIONS_WRITE, params)).written
 
     async def close_session(self, machine_id: str, session_id: str) -> bool:
         """Hang up a session and forget it; attached clients get its exit code."""

@@ -200,6 +200,8 @@ class FakeMachine:
         r.register(d.SESSION_LIST, self.session_list)
         r.register(d.SESSION_RESIZE, self.session_resize)
         r.register(d.SESSION_CLOSE, self.session_close)
+        r.register(d.SESSION_SIGNAL, self.session_signal)
+        r.register(d.SESSION_WRITE, self.session_write)
         r.register(d.SESSION_ATTACH, self.no_stream)
         r.register(d.EXEC_PIPE, self.no_stream)
         r.register(LIST_PORTS, self.list_ports)
@@ -238,6 +240,22 @@ class FakeMachine:
         info = msgspec.structs.replace(self.sessions[p.session_id], cols=p.cols, rows=p.rows)
         self.sessions[p.session_id] = info
         return info
+
+    async def session_signal(self, p: ss.SessionSignalParams, _: None) -> ss.SessionSignaled:
+        """An in-memory session never exits by itself: a SIGKILL ends it."""
+        info = self.sessions.get(p.session_id)
+        if info is None:
+            raise NotFound(f"no session {p.session_id} on this machine")
+        if p.signal == 9 and info.running:
+            self.sessions[p.session_id] = msgspec.structs.replace(info, running=False,
+                                                                  exit_code=137)  # fmt: skip
+        return ss.SessionSignaled(signaled=info.running)
+
+    async def session_write(self, p: ss.SessionWriteParams, _: None) -> ss.SessionWritten:
+        info = self.sessions.get(p.session_id)
+        if info is None:
+            raise NotFound(f"no session {p.session_id} on this machine")
+        return ss.SessionWritten(written=len(p.data) if info.running else 0)
 
     async def session_close(self, p: ss.SessionRef, _: None) -> ss.SessionClosed:
         return ss.SessionClosed(closed=self.sessions.pop(p.session_id, None) is not None)

@@ -38,6 +38,37 @@ async def test_sessions_open_list_resize_close(world: World) -> None:
     ] is False
 
 
+@method("sessions.open", "sessions.signal", "sessions.write")
+async def test_a_pipe_session_takes_input_and_signals(world: World) -> None:
+    a, b = await two_instances(world)
+    mid = (await world.ready_machine(a)).id
+    pipe = {"machineId": mid, "command": ["cat"], "pty": False, "stdin": True, "timeoutS": 60}
+    opened = await world.rpc("sessions.open", pipe, token_of(a))
+    sid = opened["sessionId"]
+    ref = {"machineId": mid, "sessionId": sid}
+    written = await world.rpc("sessions.write", {**ref, "data": "aGVsbG8=", "eof": True})
+    assert written == {"written": 5}
+    assert await world.rpc("sessions.signal", {**ref, "signal": 9}) == {"signaled": True}
+    assert await world.rpc("sessions.signal", {**ref, "signal": 9}) == {"signaled": False}
+    bad: list[tuple[str, dict[str, Any], str]] = [
+        ("sessions.signal", {**ref, "signal": 0}, "$.signal"),
+        ("sessions.signal", {**ref, "signal": "KILL"}, "$.signal"),
+        ("sessions.write", {**ref, "data": "not base64!"}, "$.data"),
+        ("sessions.open", {"machineId": mid, "timeoutS": 0}, "$.timeoutS"),
+        ("sessions.open", {"machineId": mid, "timeoutS": 86_401}, "$.timeoutS"),
+    ]
+    for name, params, field in bad:
+        with pytest.raises(InvalidParams) as refused:
+            await world.rpc(name, params)
+        assert refused.value.field == field, (name, params)
+    with pytest.raises(NotFound):
+        await world.rpc("sessions.write", {**ref, "sessionId": "0" * 16, "data": ""})
+    for name, params in [("sessions.signal", {**ref, "signal": 15}),
+                         ("sessions.write", {**ref, "data": ""})]:  # fmt: skip
+        with pytest.raises(Forbidden):
+            await world.rpc(name, params, token_of(b))
+
+
 @method("sessions.open", "sessions.list", "sessions.resize", "sessions.close")
 async def test_sessions_refuse_bad_input_other_instances_and_dead_machines(world: World) -> None:
     a, b = await two_instances(world)

@@ -139,6 +139,8 @@ def samples(i: str, m: str, snapshot: str, token: str, webhook: str) -> dict[str
         "sessions.open": Sample({**mm, "command": ["sh"]}), "sessions.list": Sample(mm),
         "sessions.resize": Sample({**mm, "sessionId": SESSION, "cols": 80, "rows": 24}),
         "sessions.close": Sample({**mm, "sessionId": SESSION}),
+        "sessions.signal": Sample({**mm, "sessionId": SESSION, "signal": 15}),
+        "sessions.write": Sample({**mm, "sessionId": SESSION, "data": "aGk="}),
         "machines.readFile": Sample({**mm, "path": "a"}),
         "machines.listDir": Sample(mm), "machines.stat": Sample({**mm, "path": "a"}),
         "machines.removeFile": Sample({**mm, "path": "a"}),

@@ -23,6 +23,7 @@ class Viewer:
         self.stream = stream
         self.reader = ss.RecordReader()
         self.text = b""
+        self.errors = b""  # a pipe session's stderr
         self.notices: list[ss.Notice] = []
 
     async def until(self, wanted: bytes, timeout: float = 15) -> None:
@@ -42,6 +43,8 @@ class Viewer:
         for kind, payload in self.reader.feed(chunk):
             if kind is ss.RecordKind.OUTPUT:
                 self.text += payload
+            elif kind is ss.RecordKind.STDERR:
+                self.errors += payload
             else:
                 self.notices.append(ss.decode_notice(payload))
 
@@ -77,6 +80,44 @@ async def test_a_shell_echoes_stops_sleep_on_ctrl_c_and_replays_its_scrollback(
     listed = (await client.call(mid, d.SESSION_LIST, NoParams())).sessions
     assert [(s.session_id, s.running, s.exit_code) for s in listed] == [(info.session_id, False, 7)]
     await again.stream.aclose()
+
+
+async def test_a_pipe_session_keeps_stderr_apart_reads_stdin_to_its_end_and_times_out(
+    bus: Bus, spawn_daemon: SpawnDaemon
+) -> None:
+    daemon, _ = await boot(bus, spawn_daemon)
+    mid, client = daemon.machine_id, DaemonClient(bus.nc, keys=KEY)
+    script = "tty || true; cat; echo oops >&2; exit 3"
+    info = await client.call(mid, d.SESSION_OPEN, ss.SessionOpenParams(
+        command=["sh", "-c", script], pty=False))  # fmt: skip
+    assert not info.pty
+    v = await attach(bus, client, mid, info.session_id)
+    sid = info.session_id
+    for data, eof in ((b"one ", False), (b"two", True)):  # cat ends at the end of its stdin
+        written = await client.call(
+            mid, d.SESSION_WRITE, ss.SessionWriteParams(session_id=sid, data=data, eof=eof)
+        )
+        assert written.written == len(data)
+    assert await v.to_end() == 3
+    assert (v.text, v.errors) == (b"not a tty\none two", b"oops\n")
+    late = ss.SessionWriteParams(session_id=sid, data=b"x")  # the command is gone: taken by none
+    assert (await client.call(mid, d.SESSION_WRITE, late)).written == 0
+    await v.stream.aclose()
+    sleep = unique_sleep()
+    quiet = await client.call(mid, d.SESSION_OPEN, ss.SessionOpenParams(
+        command=sleep, pty=False, stdin=False, timeout_s=0.5))  # fmt: skip
+    timed = await attach(bus, client, mid, quiet.session_id)
+    assert await timed.to_end() == 137  # SIGKILL at its timeout
+    await timed.stream.aclose()
+    ref = ss.SessionSignalParams(session_id=quiet.session_id, signal=15)
+    assert not (await client.call(mid, d.SESSION_SIGNAL, ref)).signaled
+    stuck = await client.call(mid, d.SESSION_OPEN, ss.SessionOpenParams(
+        command=["sh", "-c", "trap 'exit 9' TERM; cat"], pty=False))  # fmt: skip
+    term = await attach(bus, client, mid, stuck.session_id)
+    ref = ss.SessionSignalParams(session_id=stuck.session_id, signal=15)
+    assert (await client.call(mid, d.SESSION_SIGNAL, ref)).signaled
+    assert await term.to_end() == 9
+    await term.stream.aclose()
 
 
 async def test_stty_size_follows_a_resize_and_two_viewers_see_the_same(

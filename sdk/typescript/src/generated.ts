@@ -515,6 +515,7 @@ export interface OpenedSession {
   attached?: number;
   outputBytes?: number;
   commandTruncated?: boolean;
+  pty?: boolean;
   machineId: string;
   attachPath: string;
 }
@@ -710,10 +711,19 @@ export interface SessionInfo {
   attached?: number;
   outputBytes?: number;
   commandTruncated?: boolean;
+  pty?: boolean;
 }
 
 export interface SessionList {
   sessions: Array<SessionInfo>;
+}
+
+export interface SessionSignaled {
+  signaled: boolean;
+}
+
+export interface SessionWritten {
+  written: number;
 }
 
 /** A named, read-only state of a machine's home; kept until deleted (no expiry). */
@@ -1203,6 +1213,9 @@ export interface SessionsOpenParams {
   rows?: number;
   name?: string | null;
   env?: Record<string, string> | null;
+  pty?: boolean;
+  stdin?: boolean;
+  timeoutS?: number | null;
 }
 
 /** `sessions.list`'s params. */
@@ -1216,6 +1229,21 @@ export interface SessionsResizeParams {
   sessionId: string;
   cols: number;
   rows: number;
+}
+
+/** `sessions.signal`'s params. */
+export interface SessionsSignalParams {
+  sessionId: string;
+  signal: number;
+  machineId: string;
+}
+
+/** `sessions.write`'s params. */
+export interface SessionsWriteParams {
+  sessionId: string;
+  data: string;
+  machineId: string;
+  eof?: boolean;
 }
 
 /** `sessions.close`'s params. */
@@ -1844,9 +1872,9 @@ export interface Methods {
    */
   "codemode.bridges.remove": { params: CodemodeBridgesRemoveParams; result: BridgeRemoved };
   /**
-   * Start an interactive session (default: the login shell) on a machine's pseudo-terminal; attach to it with a WebSocket at /machines/{machineId}/sessions/{sessionId}/attach.
+   * Start a session (default: the login shell) on a machine's pseudo-terminal, or on pipes with pty false; attach to it with a WebSocket at /machines/{machineId}/sessions/{sessionId}/attach.
    *
-   * Errors: 1004, 1003, -32602, 1502, 1504, 1700, 1049, 1046.
+   * Errors: 1004, 1003, -32602, 1502, 1504, 1700, 1049, 1046, 1029.
    */
   "sessions.open": { params: SessionsOpenParams; result: OpenedSession };
   /**
@@ -1861,6 +1889,18 @@ export interface Methods {
    * Errors: 1004, 1003, -32602, 1502, 1504.
    */
   "sessions.resize": { params: SessionsResizeParams; result: SessionInfo };
+  /**
+   * Send a signal (9: SIGKILL, 15: SIGTERM, 2: SIGINT, ...) to a session's process group.
+   *
+   * Errors: 1004, 1003, -32602, 1502, 1504.
+   */
+  "sessions.signal": { params: SessionsSignalParams; result: SessionSignaled };
+  /**
+   * Write bytes (base64) to a session's input; eof true then closes a pipe session's stdin.
+   *
+   * Errors: 1004, 1003, -32602, 1502, 1504.
+   */
+  "sessions.write": { params: SessionsWriteParams; result: SessionWritten };
   /**
    * Hang up a session and forget it; attached clients get its exit code.
    *
@@ -2183,6 +2223,8 @@ export const METHOD_NAMES = [
   "sessions.open",
   "sessions.list",
   "sessions.resize",
+  "sessions.signal",
+  "sessions.write",
   "sessions.close",
   "machines.readFile",
   "machines.listDir",

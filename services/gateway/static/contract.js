@@ -66,6 +66,8 @@ export const METHODS = Object.freeze({
   SESSIONS_OPEN: "sessions.open",
   SESSIONS_LIST: "sessions.list",
   SESSIONS_RESIZE: "sessions.resize",
+  SESSIONS_SIGNAL: "sessions.signal",
+  SESSIONS_WRITE: "sessions.write",
   SESSIONS_CLOSE: "sessions.close",
   MACHINES_READ_FILE: "machines.readFile",
   MACHINES_LIST_DIR: "machines.listDir",
