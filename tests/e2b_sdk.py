@@ -46,9 +46,15 @@ async def _run(argv: list[str], env: dict[str, str], timeout: float) -> Any:
     return json.loads(lines[-1])
 
 
+#: A script's process ends once it printed its findings: the SDK's threads left at interpreter
+#: shutdown (the async SDK's, now and then aborting there) are not what a test asks about.
+_THEN_EXIT = "\nimport os as _os, sys as _sys\n_sys.stdout.flush()\n_os._exit(0)\n"
+
+
 async def python_sdk(script: str, env: dict[str, str], timeout: float = 240) -> Any:
     """``script`` (its last line of output JSON) run by E2B's Python SDK's own interpreter."""
-    return await _run([str(PEERS_PYTHON), "-c", textwrap.dedent(script)], env, timeout)
+    code = textwrap.dedent(script) + _THEN_EXIT
+    return await _run([str(PEERS_PYTHON), "-c", code], env, timeout)
 
 
 async def js_sdk(scenario: str, env: dict[str, str], timeout: float = 240) -> Any:

@@ -113,6 +113,29 @@ async def server_stream(request: web.Request, kind: type[M],
     return resp
 
 
+async def client_stream(request: web.Request, kind: type[M],
+                        handler: Callable[[AsyncIterator[M]], Awaitable[msgspec.Struct]],
+                        ) -> web.StreamResponse:  # fmt: skip
+    """A client stream: ``handler`` takes the request's messages as they come; its answer is
+    the one message of the response, then the end-of-stream envelope."""
+    end: dict[str, object] = {}
+    answer: msgspec.Struct | None = None
+    try:
+        async with asyncio.timeout(deadline_s(request)):
+            answer = await handler(client_messages(request, kind))
+    except (FleetError, ConnectError) as exc:
+        end = {"error": _error_of(exc)}
+    except TimeoutError:
+        end = {"error": {"code": "deadline_exceeded", "message": "the call's deadline passed"}}
+    resp = web.StreamResponse(status=200, headers={"Content-Type": STREAM_TYPE})
+    await resp.prepare(request)
+    if answer is not None:
+        await resp.write(envelope(_ENCODE.encode(answer)))
+    await resp.write(envelope(_ENCODE.encode(end), _END))
+    await resp.write_eof()
+    return resp
+
+
 async def client_messages(request: web.Request, kind: type[M]) -> AsyncIterator[M]:
     """A client stream's messages, one envelope at a time as they come."""
     reader = request.content

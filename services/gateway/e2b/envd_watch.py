@@ -34,6 +34,7 @@ from contracts.gateway_files import MACHINES_WATCH, MachineWatchParams
 from services.gateway.auth import Caller
 from services.gateway.e2b.calls import Calls
 from services.gateway.e2b.envd_files import Filesystem, Homes, to_machine
+from services.gateway.e2b.envd_process import Asked
 
 log = structlog.get_logger(__name__)
 
@@ -96,8 +97,8 @@ class Watches:
                         tb: TracebackType | None) -> None:  # fmt: skip
         await self._tasks.close()
 
-    async def stream(self, machine_id: str, req: envd.WatchDirRequest,
-                     caller: Caller) -> AsyncIterator[envd.WatchDirEvent]:  # fmt: skip
+    async def stream(self, machine_id: str, req: envd.WatchDirRequest, caller: Caller,
+                     _: Asked) -> AsyncIterator[envd.WatchDirEvent]:  # fmt: skip
         """``WatchDir``'s messages."""
         await self._directory(machine_id, req.path, caller)
         yield envd.WatchDirEvent(start=envd.Empty())

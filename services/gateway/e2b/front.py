@@ -25,6 +25,7 @@ from services.gateway.e2b.control import add_control_routes
 from services.gateway.e2b.ends import SandboxEnds
 from services.gateway.e2b.envd_files import Filesystem, Homes
 from services.gateway.e2b.envd_http import Files
+from services.gateway.e2b.envd_process import Asked, Processes
 from services.gateway.e2b.envd_watch import Watches
 from services.gateway.e2b.interpreter import Interpreter
 from services.gateway.e2b.sandbox import (
@@ -42,8 +43,10 @@ from services.gateway.streams import ByteStreamOpener, Tunnels
 
 #: ``await rpc(machineId, request, caller)``: one unary Connect method of a sandbox...
 Unary = Callable[[str, Any, Caller], Awaitable[msgspec.Struct]]
-#: ...and ``rpc(machineId, request, caller)``, a server stream's messages.
-Stream = Callable[[str, Any, Caller], AsyncIterator[msgspec.Struct]]
+#: ...``rpc(machineId, request, caller, asked)``, a server stream's messages...
+Stream = Callable[[str, Any, Caller, Asked], AsyncIterator[msgspec.Struct]]
+#: ...and ``await rpc(machineId, requests, caller)``, a client stream's answer.
+ClientStream = Callable[[str, AsyncIterator[Any], Caller], Awaitable[msgspec.Struct]]
 
 
 class E2bFront:
@@ -66,7 +69,8 @@ class E2bFront:
         self.interpreter = Interpreter(self.calls, homes)
         #: The polled watchers (entered with the gateway's other parts).
         self.watches = Watches(self.calls, homes, self.filesystem)
-        fs, w = self.filesystem, self.watches
+        self.processes = Processes(self.calls, opener)
+        fs, w, p = self.filesystem, self.watches, self.processes
         #: The Connect methods, by path: unary ones and server streams.
         self.unary: dict[str, tuple[type[msgspec.Struct], Unary]] = {
             "/filesystem.Filesystem/Stat": (envd.PathRequest, fs.stat),
@@ -75,9 +79,19 @@ class E2bFront:
             "/filesystem.Filesystem/CreateWatcher": (envd.WatchDirRequest, w.create),
             "/filesystem.Filesystem/GetWatcherEvents": (envd.WatcherRef, w.events),
             "/filesystem.Filesystem/RemoveWatcher": (envd.WatcherRef, w.remove),
+            "/process.Process/List": (envd.Empty, p.list),
+            "/process.Process/SendInput": (envd.SendInputRequest, p.send_input),
+            "/process.Process/SendSignal": (envd.SendSignalRequest, p.send_signal),
+            "/process.Process/CloseStdin": (envd.SelectRequest, p.close_stdin),
+            "/process.Process/Update": (envd.UpdateRequest, p.update),
         }
         self.streams: dict[str, tuple[type[msgspec.Struct], Stream]] = {
             "/filesystem.Filesystem/WatchDir": (envd.WatchDirRequest, w.stream),
+            "/process.Process/Start": (envd.StartRequest, p.start),
+            "/process.Process/Connect": (envd.SelectRequest, p.connect),
+        }
+        self.client_streams: dict[str, tuple[type[msgspec.Struct], ClientStream]] = {
+            "/process.Process/StreamInput": (envd.StreamInputRequest, p.stream_input),
         }
 
     def domain(self, port: int) -> str:
@@ -121,7 +135,8 @@ class E2bFront:
     async def _rpc(self, request: web.Request, target: Target) -> web.StreamResponse:
         """One of envd's Connect methods, as the caller its access token runs as."""
         unary, stream = self.unary.get(request.path), self.streams.get(request.path)
-        if request.method != "POST" or (unary is None and stream is None):
+        client_stream = self.client_streams.get(request.path)
+        if request.method != "POST" or (unary is None and stream is None and client_stream is None):
             return http_error(MethodNotFound(f"{request.method} {request.path}: no such envd "
                                               "method"))  # fmt: skip
         try:
@@ -129,15 +144,23 @@ class E2bFront:
         except FleetError as exc:
             if stream is not None:
                 return await connect.server_stream(request, msgspec.Struct, _refused(exc))
+            if client_stream is not None:
+                return await connect.client_stream(request, msgspec.Struct, _raise(exc))
             return await connect.unary(request, msgspec.Struct, _raise(exc))
         sandbox_id = target.sandbox_id
         if unary is not None:
             kind, run = unary
             return await connect.unary(request, kind, lambda m: run(sandbox_id, m, caller))
+        if client_stream is not None:
+            ckind, take = client_stream
+            return await connect.client_stream(request, ckind,
+                                               lambda ms: take(sandbox_id, ms, caller))  # fmt: skip
         assert stream is not None
         skind, messages = stream
-        return await connect.server_stream(request, skind,
-                                           lambda m: messages(sandbox_id, m, caller))  # fmt: skip
+        asked = Asked.of(request)
+        return await connect.server_stream(
+            request, skind, lambda m: messages(sandbox_id, m, caller, asked)
+        )
 
     async def serve_port(self, request: web.Request, target: Target) -> web.StreamResponse:
         """A sandbox's own port (``get_host``): its program behind fleetd's previews; open to

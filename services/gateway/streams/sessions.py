@@ -115,7 +115,7 @@ async def _to_client(ws: Socket, stream: ByteStream) -> None:
     reader = ss.RecordReader()
     while chunk := await stream.receive():  # credit back to the daemon as the socket drains
         for kind, payload in reader.feed(chunk):
-            if kind is ss.RecordKind.OUTPUT:
+            if kind is not ss.RecordKind.NOTICE:  # a pipe session's stderr comes as its output
                 await ws.send_bytes(payload)
             else:
                 notice = ss.decode_notice(payload)
