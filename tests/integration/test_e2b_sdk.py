@@ -158,7 +158,7 @@ async def test_the_code_interpreter_streams_rich_results_errors_and_contexts(
         assert got["bash"] == ["from-bash\n"]
 
 
-async def test_the_javascript_sdks_make_a_sandbox_write_read_and_run_code(
+async def test_the_javascript_sdks_make_a_sandbox_run_commands_write_read_and_run_code(
     e2b_settings: Settings,
 ) -> None:
     async with running_stack(e2b_settings):
@@ -166,6 +166,9 @@ async def test_the_javascript_sdks_make_a_sandbox_write_read_and_run_code(
         assert got["read"] == "written by node"
         assert got["text"] == "42"
         assert got["png"] is True
+        assert got["command"] == ["from-node\n", "to-err\n", 5]
+        assert got["pty"] is True
+        assert (got["paused"], got["kept"]) == (True, "written by node")
         assert got["killed"] is True
 
 

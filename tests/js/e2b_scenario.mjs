@@ -14,8 +14,35 @@ const scenarios = {
       "import io\nfrom PIL import Image as I\nfrom IPython.display import Image\n" +
         "b = io.BytesIO(); I.new('RGB', (4, 4), 'red').save(b, 'PNG')\nImage(data=b.getvalue())",
     );
+    const cmd = await sbx.commands.run("echo from-node; echo to-err >&2");
+    let failed;
+    try {
+      await sbx.commands.run("exit 5");
+    } catch (e) {
+      failed = e.exitCode;
+    }
+    const typed = [];
+    const term = await sbx.pty.create({
+      cols: 80,
+      rows: 24,
+      onData: (d) => typed.push(new TextDecoder().decode(d)),
+    });
+    await sbx.pty.sendInput(term.pid, new TextEncoder().encode("echo pty-$((6*7)); exit\n"));
+    await term.wait();
+    const paused = await Sandbox.pause(sbx.sandboxId);
+    const back = await Sandbox.connect(sbx.sandboxId);
+    const kept = await back.files.read("from-node.txt");
     const killed = await Sandbox.kill(sbx.sandboxId);
-    return { read, text: run.text, png: Boolean(png.results[0]?.png), killed };
+    return {
+      read,
+      text: run.text,
+      png: Boolean(png.results[0]?.png),
+      command: [cmd.stdout, cmd.stderr, failed],
+      pty: typed.join("").includes("pty-42"),
+      paused,
+      kept,
+      killed,
+    };
   },
 };
 
