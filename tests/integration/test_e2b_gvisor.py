@@ -51,9 +51,10 @@ async def test_a_pause_keeps_memory_and_connect_resumes_it(
         from e2b_code_interpreter import Sandbox
         sbx = Sandbox.connect({got["id"]!r})
         print(json.dumps({{"x": sbx.run_code("x + 1").text,
+                           "root": sbx.commands.run("id -u", user="root").stdout,
                            "state": sbx.get_info().state.value, "killed": sbx.kill()}}))
     """, sdk_env(stack_settings))  # fmt: skip
-    assert back == {"x": "42", "state": "running", "killed": True}
+    assert back == {"x": "42", "root": "0\n", "state": "running", "killed": True}
 
 
 async def test_a_sandbox_made_to_pause_on_its_timeout_is_paused_there(
