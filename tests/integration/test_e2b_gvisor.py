@@ -30,7 +30,8 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
 async def test_a_pause_keeps_memory_and_connect_resumes_it(
     stack: FleetClient, stack_settings: Settings
 ) -> None:
-    got = await python_sdk("""
+    got = await python_sdk(
+        """
         import json
         from e2b import SandboxQuery, SandboxState
         from e2b_code_interpreter import Sandbox
@@ -42,7 +43,9 @@ async def test_a_pause_keeps_memory_and_connect_resumes_it(
         out["listed"] = [s.sandbox_id for s in Sandbox.list(
             query=SandboxQuery(state=[SandboxState.PAUSED])).next_items()]
         print(json.dumps(out))
-    """, sdk_env(stack_settings))
+    """,
+        sdk_env(stack_settings),
+    )
     assert got["paused"] == [True, False]
     assert (got["state"], got["running"], got["listed"]) == ("paused", False, [got["id"]])
     assert (await stack.get_machine(got["id"])).status is MachineStatus.PAUSED
@@ -60,7 +63,8 @@ async def test_a_pause_keeps_memory_and_connect_resumes_it(
 async def test_a_sandbox_made_to_pause_on_its_timeout_is_paused_there(
     stack: FleetClient, stack_settings: Settings
 ) -> None:
-    got = await python_sdk("""
+    got = await python_sdk(
+        """
         import json, time
         from e2b_code_interpreter import Sandbox
         sbx = Sandbox.create(timeout=3, lifecycle={"on_timeout": "pause"})
@@ -72,7 +76,9 @@ async def test_a_sandbox_made_to_pause_on_its_timeout_is_paused_there(
         again = Sandbox.connect(sbx.sandbox_id, timeout=60)
         print(json.dumps({"state": info.state.value, "on_timeout": info.lifecycle["on_timeout"],
                           "kept": again.run_code("kept").text, "killed": again.kill()}))
-    """, sdk_env(stack_settings))
+    """,
+        sdk_env(stack_settings),
+    )
     assert got == {"state": "paused", "on_timeout": "pause", "kept": "'still here'",
                    "killed": True}  # fmt: skip
 
@@ -80,7 +86,8 @@ async def test_a_sandbox_made_to_pause_on_its_timeout_is_paused_there(
 async def test_forks_and_a_memory_snapshot_go_on_from_the_sources_memory(
     stack: FleetClient, stack_settings: Settings
 ) -> None:
-    got = await python_sdk("""
+    got = await python_sdk(
+        """
         import json
         from e2b_code_interpreter import Sandbox
         sbx = Sandbox.create()
@@ -99,6 +106,8 @@ async def test_forks_and_a_memory_snapshot_go_on_from_the_sources_memory(
         out["deleted"] = [Sandbox.delete_snapshot(snap.snapshot_id),
                           Sandbox.delete_snapshot(snap.snapshot_id)]
         print(json.dumps(out))
-    """, sdk_env(stack_settings))
+    """,
+        sdk_env(stack_settings),
+    )
     assert got == {"seen": ["21", "21"], "source": "20", "other": "20", "made": "22",
                    "listed": True, "deleted": [True, False]}  # fmt: skip

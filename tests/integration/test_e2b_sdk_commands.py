@@ -50,6 +50,10 @@ async def test_commands_stream_take_stdin_time_out_list_connect_and_are_killed(
             out["listed"] = [p.cmd for p in sbx.commands.list() if p.pid == fed.pid]
             sbx.commands.close_stdin(fed.pid)
             out["stdin"] = fed.wait().stdout
+            piped = sbx.commands.run("cat", background=True, stdin=True)
+            sbx.commands.stream_input(piped.pid, ["a", b"b", "c\\n"])
+            sbx.commands.close_stdin(piped.pid)
+            out["stream_input"] = piped.wait().stdout
             bg = sbx.commands.run("echo started; sleep 60", background=True)
             again = sbx.commands.connect(bg.pid)
             out["killed"] = sbx.commands.kill(bg.pid)
@@ -70,6 +74,7 @@ async def test_commands_stream_take_stdin_time_out_list_connect_and_are_killed(
         assert got["timeout"] is True
         assert got["listed"] == ["/bin/bash"]
         assert got["stdin"] == "fed\n"
+        assert got["stream_input"] == "abc\n"
         assert got["killed"] is True
         assert got["killed_exit"][1] == "started\n"
         assert got["kill_again"] is False
@@ -103,7 +108,19 @@ async def test_the_async_sdk_runs_commands_and_a_terminal(e2b_settings: Settings
                 except CommandExitException as e:
                     out["pty"] = [b"".join(chunks).decode(errors="replace"), e.exit_code]
                 other = await sbx.pty.create(PtySize(rows=24, cols=80), on_data=chunks.append)
+                seen = []
+                joined = await sbx.pty.connect(other.pid, on_data=seen.append)
+                typing = sbx.pty.stream_input(other.pid)
+                await typing.send(b"echo jo")
+                await typing.send(b"ined-$((2+3))\\n")
+                await typing.close()
+                for _ in range(200):
+                    if b"joined-5" in b"".join(seen):
+                        break
+                    await asyncio.sleep(0.05)
+                out["pty_connect"] = b"joined-5" in b"".join(seen)
                 out["pty_kill"] = await sbx.pty.kill(other.pid)
+                await joined.disconnect()
                 await sbx.kill()
                 print(json.dumps(out))
 
@@ -115,4 +132,5 @@ async def test_the_async_sdk_runs_commands_and_a_terminal(e2b_settings: Settings
         text, code = got["pty"]
         assert "40 100" in text
         assert code == 4
+        assert got["pty_connect"] is True
         assert got["pty_kill"] is True
