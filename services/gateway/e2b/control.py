@@ -29,6 +29,8 @@ B = TypeVar("B", bound=msgspec.Struct)
 Handler = Callable[[web.Request, Caller], Awaitable[web.StreamResponse]]
 #: What E2B's cloud alone has, refused by name (docs/e2b.md says why each).
 _CLOUD_ONLY = ("templates", "volumes", "secrets", "teams", "api-keys", "access-tokens")
+#: The versions of E2B's API a path may start with (``Template.build`` asks /v3/templates).
+_VERSIONS = ("v2", "v3")
 
 
 def add_control_routes(app: web.Application, sandboxes: Sandboxes, calls: Calls,
@@ -122,7 +124,8 @@ def add_control_routes(app: web.Application, sandboxes: Sandboxes, calls: Calls,
         return _json(await copies.fork(_id(request), body, caller), 201)
 
     async def cloud_only(request: web.Request, caller: Caller) -> web.Response:
-        what = request.path.strip("/").split("/")[0]
+        parts = request.path.strip("/").split("/")
+        what = "/".join(parts[:2]) if parts[0] in _VERSIONS else parts[0]
         raise unsupported(
             f"{request.method} /{what}",
             "it is part of E2B's cloud (templates are fleetd environments: "
@@ -145,9 +148,10 @@ def add_control_routes(app: web.Application, sandboxes: Sandboxes, calls: Calls,
     r.add_get("/snapshots", route(snapshots))
     r.add_delete("/templates/{id}", route(delete_snapshot))
     r.add_post("/sandboxes/{id}/fork", route(fork))
-    for what in _CLOUD_ONLY:
-        r.add_route("*", f"/{what}", route(cloud_only))
-        r.add_route("*", f"/{what}/{{tail:.*}}", route(cloud_only))
+    for version in ("", *(f"/{v}" for v in _VERSIONS)):
+        for what in _CLOUD_ONLY:
+            r.add_route("*", f"{version}/{what}", route(cloud_only))
+            r.add_route("*", f"{version}/{what}/{{tail:.*}}", route(cloud_only))
 
 
 async def _caller(request: web.Request, resolve: CallerResolver) -> Caller:

@@ -147,7 +147,7 @@ class Sandboxes:
         if image is None:
             raise NotFound(
                 f"template {template!r} not found: fleetd knows {api.BASE_TEMPLATE!r}, "
-                f"{api.CODE_INTERPRETER_TEMPLATE!r} and FLEET_E2B_TEMPLATES' names"
+                f"{api.CODE_INTERPRETER_TEMPLATE!r} and FLEET_E2B_TEMPLATES_SPEC's names"
             )
         return Environment(image=image)
 
