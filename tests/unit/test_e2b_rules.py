@@ -5,10 +5,12 @@ envelopes, fleetd's errors as E2B's codes, and a watch's events as envd's."""
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from contracts import e2b_control as api
+from contracts import e2b_control as api, e2b_envd as envd
 from contracts.daemon_files import upload_name
 from contracts.daemon_watch import FileEvent
 from contracts.e2b_envd import ListDirRequest
@@ -24,6 +26,7 @@ from contracts.errors import (
 from services.gateway.e2b import connect
 from services.gateway.e2b.envd_files import to_e2b, to_machine
 from services.gateway.e2b.envd_http import sign
+from services.gateway.e2b.envd_process import KEEPALIVE_HEADER, Asked, end_event, session_params
 from services.gateway.e2b.envd_watch import Uploads
 from services.gateway.e2b.errors import CONNECT_STATUS, connect_code
 from services.gateway.e2b.listing import Query
@@ -135,3 +138,38 @@ def test_a_watch_says_of_an_upload_what_envds_would() -> None:
         ("create", "/h/a.txt"), ("write", "/h/a.txt"), ("overflow", "/h"),
         ("rename", "/h/" + upload_name("a.txt")), ("write", "/h/a.txt"))]  # fmt: skip
     assert seen == [[], [], [], [], ["create", "write"], ["write"], [], [], ["write"]]
+
+
+def test_a_commands_start_is_a_session_on_pipes_or_a_terminal_as_asked() -> None:
+    basic = base64.b64encode(b"root:").decode()
+    asked = Asked.of(make_mocked_request("POST", "/process.Process/Start", headers={
+        "Connect-Timeout-Ms": "60000", KEEPALIVE_HEADER: "30",
+        "Authorization": f"Basic {basic}"}))  # fmt: skip
+    assert asked == Asked(deadline_s=60.0, keepalive_s=30.0, user="root")
+    command = envd.ProcessConfig(cmd="/bin/bash", args=["-l", "-c", "id -u"],
+                                 cwd="/home/user/sub", envs={"A": "1"})  # fmt: skip
+    p = session_params("m-1", envd.StartRequest(process=command, stdin=False), asked)
+    assert p.command == ["sudo", "-n", "-E", "--", "/bin/bash", "-l", "-c", "id -u"]
+    assert (p.pty, p.stdin, p.timeout_s, p.cwd, p.env) == (False, False, 60.0, "~/sub", {"A": "1"})
+    term = envd.StartRequest(process=command, pty=envd.Pty(size=envd.PtySize(cols=0, rows=0)))
+    p = session_params("m-1", term, Asked())
+    assert (p.command[0], p.pty, p.stdin, p.cols, p.rows, p.timeout_s) == (
+        "/bin/bash", True, True, 80, 24, None)  # fmt: skip
+    for bad in (envd.ProcessConfig(), envd.ProcessConfig(cmd="sh", envs={"1A": "x"})):
+        with pytest.raises(InvalidParams):
+            session_params("m-1", envd.StartRequest(process=bad), Asked())
+    assert Asked.of(make_mocked_request("POST", "/", headers={
+        "Authorization": "Basic !!!", KEEPALIVE_HEADER: "-1"})) == Asked()  # fmt: skip
+
+
+def test_a_commands_end_says_its_exit_or_its_signal_as_envd_does() -> None:
+    assert end_event(0).event.end == envd.EndEvent(exit_code=0, exited=True,
+                                                   status="exit status 0")  # fmt: skip
+    killed = end_event(137).event.end
+    assert killed is not None
+    assert (killed.exit_code, killed.exited, killed.status) == (-1, False, "signal: killed")
+    assert end_event(200).event.end == envd.EndEvent(exit_code=200, exited=True,
+                                                     status="exit status 200")  # fmt: skip
+    lost = end_event(None).event.end
+    assert lost is not None
+    assert lost.error == "lost"

@@ -73,19 +73,21 @@ def _event(**fields: object) -> envd.ProcessEventMessage:
     return envd.ProcessEventMessage(event=envd.ProcessEvent(**fields))  # type: ignore[arg-type]
 
 
+#: The exit codes (128 + n) read as the signal n that ended the command, by envd's name of it.
+#: A session's end gives one number: a command that exits with one of these itself is told as
+#: killed, any other code as its exit status.
+_BY_SIGNAL: Final = {129: "hangup", 130: "interrupt", 137: "killed", 143: "terminated"}
+
+
 def end_event(code: int | None) -> envd.ProcessEventMessage:
     """envd's end of a command: a signal's as Go's os.ProcessState says it."""
     if code is None:
         end = envd.EndEvent(exit_code=-1, status="the session was lost", error="lost")
-    elif code > 128:
-        end = envd.EndEvent(exit_code=-1, exited=False, status=f"signal: {_signal_name(code)}")
+    elif code in _BY_SIGNAL:
+        end = envd.EndEvent(exit_code=-1, exited=False, status=f"signal: {_BY_SIGNAL[code]}")
     else:
         end = envd.EndEvent(exit_code=code, exited=True, status=f"exit status {code}")
     return _event(end=end)
-
-
-def _signal_name(code: int) -> str:
-    return {137: "killed", 143: "terminated", 130: "interrupt"}.get(code, f"signal {code - 128}")
 
 
 def session_params(sandbox_id: str, m: envd.StartRequest, asked: Asked) -> gs.SessionsOpenParams:
