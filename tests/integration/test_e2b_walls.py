@@ -68,11 +68,17 @@ async def test_a_token_without_exec_runs_nothing_through_the_front(
                 out["ran"] = True
             except Exception as exc:
                 out["refused"] = str(exc)
+            try:
+                sbx.commands.run("touch ran")
+                out["ran"] = True
+            except Exception as exc:
+                out["refused_command"] = str(exc)
             print(json.dumps(out))
         """, sdk_env(e2b_settings, reader.token))  # fmt: skip
         assert got["entries"] is True  # reading is what the token may do
         assert "ran" not in got
         assert "machines:exec" in got["refused"]
+        assert "machines:exec" in got["refused_command"]
 
 
 async def test_a_tokens_exec_budget_holds_through_the_front(e2b_settings: Settings) -> None:
@@ -86,9 +92,12 @@ async def test_a_tokens_exec_budget_holds_through_the_front(e2b_settings: Settin
             from e2b.exceptions import RateLimitException
             sbx = Sandbox.create()
             ran, refused = 0, None
-            for _ in range(5):
+            for i in range(5):
                 try:
-                    sbx.run_code("1")
+                    if i % 2:
+                        sbx.run_code("1")
+                    else:
+                        sbx.commands.run("true")
                     ran += 1
                 except Exception as exc:
                     refused = [type(exc).__name__, str(exc)]
