@@ -13,12 +13,21 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+import msgspec
+import pytest
+
 from controlplane.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 
 REPO = Path(__file__).resolve().parent.parent
 PEERS_PYTHON = REPO / ".venv" / "peers" / "bin" / "python"
 JS_SCENARIO = REPO / "tests" / "js" / "e2b_scenario.mjs"
+
+
+@pytest.fixture
+def e2b_settings(settings: Settings) -> Settings:
+    """Sandboxes on the namespaces runtime (pause and fork with memory: the gvisor tests)."""
+    return msgspec.structs.replace(settings, e2b_runtime="namespaces")
 
 
 def sdk_env(settings: Settings, api_key: str = ADMIN_TOKEN) -> dict[str, str]:

@@ -5,20 +5,13 @@ tests/integration/test_e2b_gvisor.py; who may do what: test_e2b_walls.py.)"""
 
 from __future__ import annotations
 
-import msgspec
-import pytest
-
 from contracts.models import MachineStatus
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.conftest import running_stack
-from tests.e2b_sdk import js_sdk, python_sdk, sdk_env
+from tests.e2b_sdk import e2b_settings, js_sdk, python_sdk, sdk_env
 
-
-@pytest.fixture
-def e2b_settings(settings: Settings) -> Settings:
-    """Sandboxes on the namespaces runtime (pause and fork with memory: the gvisor tests)."""
-    return msgspec.structs.replace(settings, e2b_runtime="namespaces")
+__all__ = ["e2b_settings"]  # the fixture, re-exported for pytest
 
 
 async def test_the_python_sdk_makes_lists_writes_reads_and_kills_a_sandbox(

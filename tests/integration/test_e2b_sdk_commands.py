@@ -4,18 +4,12 @@ terminal), what the SDK streams is the session's output."""
 
 from __future__ import annotations
 
-import msgspec
-import pytest
-
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.conftest import running_stack
-from tests.e2b_sdk import python_sdk, sdk_env
+from tests.e2b_sdk import e2b_settings, python_sdk, sdk_env
 
-
-@pytest.fixture
-def e2b_settings(settings: Settings) -> Settings:
-    return msgspec.structs.replace(settings, e2b_runtime="namespaces")
+__all__ = ["e2b_settings"]  # the fixture, re-exported for pytest
 
 
 async def test_commands_stream_take_stdin_time_out_list_connect_and_are_killed(
