@@ -1,11 +1,12 @@
 """Gateway methods and the WebSocket of interactive sessions (terminals on a machine).
 
-``sessions.open/list/resize/close`` are ordinary JSON-RPC methods. A client attaches to a
-session with a WebSocket at ``ATTACH_PATH`` (authenticated like ``GET /events``: the
-Authorization header, or ``?ticket=`` from ``events.ticket``). Binary frames carry terminal
+``sessions.open/list/resize/signal/write/close`` are ordinary JSON-RPC methods. A client
+attaches to a session with a WebSocket at ``ATTACH_PATH`` (authenticated like ``GET /events``:
+the Authorization header, or ``?ticket=`` from ``events.ticket``). Binary frames carry terminal
 bytes both ways (of a session on pipes: its stdout and its stderr alike): first the session's
-scrollback, then live output. Text frames carry JSON control messages: from the client ``Resize``; from the gateway ``Dropped`` (output it was too
-slow for) and ``Exited`` (the command's exit code), after which the socket closes with 1000.
+scrollback, then live output. Text frames carry JSON control messages: from the client
+``Resize``; from the gateway ``Dropped`` (output it was too slow for) and ``Exited`` (the
+command's exit code), after which the socket closes with 1000.
 A socket closed with ``CLOSE_ABORTED`` lost its session (closed, or its machine went away).
 """
 

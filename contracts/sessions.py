@@ -2,9 +2,10 @@
 scrollback: on a pseudo-terminal (an interactive session), or on pipes (``pty: false``: a
 command whose stdout and stderr stay apart and whose stdin may be closed).
 
-Daemon methods (``session.*``) open, list, resize and close sessions; ``session.attach`` opens a
-byte stream (contracts.streams) to one. Both directions carry *records*, so that different
-things share one ordered stream: ``kind (1 byte) length (4 bytes, big-endian) payload``.
+Daemon methods (``session.*``) open, list, resize, signal, write to and close sessions;
+``session.attach`` opens a byte stream (contracts.streams) to one. Both directions carry
+*records*, so that different things share one ordered stream: ``kind (1 byte) length (4
+bytes, big-endian) payload``.
 
 - The daemon sends ``OUTPUT`` (terminal bytes, or a pipe session's stdout), ``STDERR`` (a pipe
   session's stderr) and ``NOTICE``, a JSON object

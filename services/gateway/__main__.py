@@ -45,7 +45,9 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     e2b = stack.enter_context(contextlib.closing(bind_listener(settings.e2b_host,
                                                                settings.e2b_port)))  # fmt: skip
     settings = msgspec.structs.replace(
-        settings, port=console.getsockname()[1], preview_port=sock.getsockname()[1],
+        settings,
+        port=console.getsockname()[1],
+        preview_port=sock.getsockname()[1],
         e2b_port=e2b.getsockname()[1],
     )
     gateway = await _composed(settings, stack, clock)

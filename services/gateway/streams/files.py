@@ -133,9 +133,16 @@ async def _upload(
     request: web.Request, opener: ByteStreamOpener, caller: Caller
 ) -> web.StreamResponse:
     machine_id, path = _target(request)
-    answer = await upload(request.content.iter_chunked(df.FILE_CHUNK), opener, caller,
-                          machine_id, path, mode=_octal(request.query.get("mode")),
-                          size=request.content_length, sha256=request.query.get("sha256"))
+    answer = await upload(
+        request.content.iter_chunked(df.FILE_CHUNK),
+        opener,
+        caller,
+        machine_id,
+        path,
+        mode=_octal(request.query.get("mode")),
+        size=request.content_length,
+        sha256=request.query.get("sha256"),
+    )
     return web.Response(body=msgspec.json.encode(answer), status=201,
                         content_type="application/json")  # fmt: skip
 
