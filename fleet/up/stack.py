@@ -65,6 +65,29 @@ SERVICES = ("auth_callout", "provisioner", "setup_pusher", "prober", "webhooks",
 DEFAULT_WARM_POOL = {"local": "local=2", "docker": "docker=1"}
 
 
+#: ...and, beside a local pool, one gvisor machine for the E2B front's sandboxes (gvisor unless
+#: FLEET_E2B_RUNTIME says otherwise): an SDK's create takes it in tens of milliseconds, where a
+#: cold gvisor start takes about a second (docs/benchmarks.md, 27).
+E2B_WARM_POOL = "local:gvisor=1"
+
+
+def default_warm_pool(opts: UpOptions) -> str:
+    """Machines of the default provider kept warm unless FLEET_WARM_POOL says otherwise (a
+    local pool needs bwrap; the other provider's machines are the exception: none kept)."""
+    if not opts.sandbox and opts.provider != "docker":
+        return ""
+    pool = DEFAULT_WARM_POOL[opts.provider]
+    runtime = opts.runtime or Settings.from_env().runtime
+    if (
+        opts.provider == "local"
+        and runtime != "gvisor"
+        and Settings.from_env().e2b_runtime == "gvisor"
+        and gvisor_refusal("local") is None
+    ):
+        pool += "," + E2B_WARM_POOL  # fmt: skip
+    return pool
+
+
 def read_or_create_secret(path: Path, env_var: str) -> str:
     """The value of ``env_var`` if set, else the one kept in ``path`` (created 0600 once)."""
     if value := os.environ.get(env_var):
@@ -309,12 +332,7 @@ def _settings(opts: UpOptions, data_dir: Path, nats_url: str, redis_url: str, ru
         data_dir=str(data_dir),
         env=opts.env,
         sandbox="bwrap" if opts.sandbox else "none",
-        # Machines of the default provider kept warm unless FLEET_WARM_POOL says otherwise (a
-        # local pool needs bwrap; the other provider's machines are the exception: none kept).
-        warm_pool=os.environ.get(
-            "FLEET_WARM_POOL",
-            DEFAULT_WARM_POOL[opts.provider] if opts.sandbox or opts.provider == "docker" else "",
-        ),
+        warm_pool=os.environ.get("FLEET_WARM_POOL", default_warm_pool(opts)),
         default_provider=opts.provider,
         runtime=runtime,
         host=opts.host,

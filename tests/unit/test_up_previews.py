@@ -1,5 +1,5 @@
 """`fleet up`'s preview listener: a port of its own, never the console's; each gateway replica
-of `--ha` has one of its own."""
+of `--ha` has one of its own. And the machines `fleet up` keeps warm by default."""
 
 from __future__ import annotations
 
@@ -13,7 +13,15 @@ from controlplane.settings import Settings
 from fleet.up import UpOptions
 from fleet.up.embedded import PortHold, held_ports
 from fleet.up.ha import service_plan
-from fleet.up.stack import SERVICES, _banner, banner_ports, listeners_refusal, up
+from fleet.up.stack import (
+    SERVICES,
+    _banner,
+    banner_ports,
+    default_warm_pool,
+    gvisor_refusal,
+    listeners_refusal,
+    up,
+)
 
 
 def test_each_gateway_replica_listens_for_previews_on_a_port_of_its_own(tmp_path: Path) -> None:
@@ -62,3 +70,17 @@ def test_the_banner_names_the_ports_a_client_reads_back(
     assert banner_ports(capsys.readouterr().out) == ("http://127.0.0.1:40000", 40001)
     with pytest.raises(ValueError, match="no gateway or previews"):
         banner_ports("fleet up: refusing to start")
+
+
+def test_the_default_pool_holds_a_gvisor_machine_for_e2bs_sandboxes_where_runsc_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = gvisor_refusal("local") is None  # this host's runsc, as fleet up finds it
+    opts = UpOptions(data_dir=tmp_path)
+    assert default_warm_pool(opts) == ("local=2,local:gvisor=1" if runs else "local=2")
+    monkeypatch.setenv("FLEET_E2B_RUNTIME", "namespaces")
+    assert default_warm_pool(opts) == "local=2"
+    monkeypatch.delenv("FLEET_E2B_RUNTIME")
+    assert default_warm_pool(UpOptions(data_dir=tmp_path, runtime="gvisor")) == "local=2"
+    assert default_warm_pool(UpOptions(data_dir=tmp_path, sandbox=False)) == ""
+    assert default_warm_pool(UpOptions(data_dir=tmp_path, provider="docker")) == "docker=1"
