@@ -41,6 +41,9 @@ STALL_S = 2.0
 #: behind much output.
 ATTACH_WINDOW = 8 * DEFAULT_CHUNK
 
+#: The longest ``session.write`` waits for a command to take its input, then answers the bytes
+#: it took: a command that reads nothing holds no call for ever.
+WRITE_WAIT_S = 5.0
 #: The longest ``timeoutS`` a session may be given (a day).
 MAX_TIMEOUT_S = 86_400
 #: The signals ``session.signal`` sends (POSIX's numbers, as ``kill -l`` lists them).

@@ -99,6 +99,7 @@ class Session:
         self._own_stdin = {stdin} if stdin is not None and not pty else set()
         #: A write waiting for room: woken when its fd closes, so it never waits on a dead fd.
         self._writing: asyncio.Future[None] | None = None
+        self._input_lock = asyncio.Lock()
         for fd in {*outputs.values(), *([stdin] if stdin is not None else [])}:
             os.set_blocking(fd, False)
         self._deadline = None if timeout_s is None else self._loop.call_later(
@@ -232,27 +233,35 @@ class Session:
         log.info("session.exited", session_id=self.id, exit_code=self.exit_code)
 
     # --- input --------------------------------------------------------------------------------
-    async def write(self, data: bytes) -> int:
-        """Type ``data`` (a pipe session: feed its stdin); waits while the input is full.
-        The bytes taken: fewer once the command closed its input or exited."""
-        view, taken = memoryview(data), 0
-        while view and self.stdin is not None and not (self.pty and self.eof):
-            fd = self.stdin
-            try:
-                n = os.write(fd, view)
-            except BlockingIOError:
-                self._writing = self._loop.create_future()
-                self._loop.add_writer(fd, self._writing.set_result, None)
+    async def write(self, data: bytes, wait_s: float | None = None) -> int:
+        """Type ``data`` (a pipe session: feed its stdin), in order with other writes; waits
+        while the input is full, at most ``wait_s`` at once (None: as long as it takes). The
+        bytes taken: fewer once the command closed its input, exited, or took none that long."""
+        async with self._input_lock:
+            view, taken = memoryview(data), 0
+            while view and self.stdin is not None and not (self.pty and self.eof):
                 try:
-                    await self._writing
-                finally:
-                    self._loop.remove_writer(fd)
-                    self._writing = None
-                continue
-            except OSError:  # EPIPE: the command closed its stdin; EIO: the terminal hung up
-                break
-            view, taken = view[n:], taken + n
-        return taken
+                    n = os.write(self.stdin, view)
+                except BlockingIOError:
+                    if not await self._room(self.stdin, wait_s):
+                        break
+                    continue
+                except OSError:  # EPIPE: the command closed its stdin; EIO: the terminal hung up
+                    break
+                view, taken = view[n:], taken + n
+            return taken
+
+    async def _room(self, fd: int, wait_s: float | None) -> bool:
+        """True once ``fd`` takes more; False when the input closed or ``wait_s`` passed."""
+        room = self._writing = self._loop.create_future()
+        self._loop.add_writer(fd, lambda: None if room.done() else room.set_result(None))
+        try:
+            done, _ = await asyncio.wait({room}, timeout=wait_s)
+        finally:
+            self._writing = None
+            if self.stdin == fd:  # else _stop_input took its writer off, and the fd may be gone
+                self._loop.remove_writer(fd)
+        return bool(done) and self.stdin == fd
 
     def close_stdin(self) -> None:
         """A pipe session's command reads end of file (a terminal's input stays open)."""

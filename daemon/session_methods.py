@@ -150,7 +150,7 @@ class Sessions:
     @handles(d.SESSION_WRITE)
     async def write(self, p: ss.SessionWriteParams, _: None) -> ss.SessionWritten:
         session = self._get(p.session_id)
-        written = await session.write(p.data)
+        written = await session.write(p.data, wait_s=ss.WRITE_WAIT_S)
         if p.eof:
             session.close_stdin()
         return ss.SessionWritten(written=written)

@@ -111,6 +111,11 @@ async def test_a_pipe_session_keeps_stderr_apart_reads_stdin_to_its_end_and_time
     await timed.stream.aclose()
     ref = ss.SessionSignalParams(session_id=quiet.session_id, signal=15)
     assert not (await client.call(mid, d.SESSION_SIGNAL, ref)).signaled
+    deaf = await client.call(mid, d.SESSION_OPEN, ss.SessionOpenParams(
+        command=unique_sleep(), pty=False))  # fmt: skip
+    flood = ss.SessionWriteParams(session_id=deaf.session_id, data=b"x" * 512 * 1024)
+    taken = (await client.call(mid, d.SESSION_WRITE, flood)).written  # a full pipe: no hang
+    assert 0 < taken < len(flood.data)
     stuck = await client.call(mid, d.SESSION_OPEN, ss.SessionOpenParams(
         command=["sh", "-c", "trap 'exit 9' TERM; cat"], pty=False))  # fmt: skip
     term = await attach(bus, client, mid, stuck.session_id)
