@@ -55,7 +55,10 @@ Rows = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 SessionName = Annotated[
     str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")
 ]
-Argv = Annotated[list[Annotated[str, msgspec.Meta(max_length=4096)]],
+#: An argument as long as Linux takes one (MAX_ARG_STRLEN: a ``bash -c`` script of 128 KiB);
+#: ``sessions.list`` shows the first LISTED_COMMAND_BYTES of a command.
+MAX_ARG_BYTES = 128 * 1024
+Argv = Annotated[list[Annotated[str, msgspec.Meta(max_length=MAX_ARG_BYTES)]],
                  msgspec.Meta(min_length=1, max_length=256)]  # fmt: skip
 
 

@@ -91,6 +91,9 @@ class Session:
         self.viewers: set[Viewer] = set()
         self.exit_code: int | None = None
         self.eof = False
+        #: Ended with the daemon (its machine stopping), not by itself: viewers are told the
+        #: stream broke, not an exit code the command never gave.
+        self.lost = False
         self._eof_seen = asyncio.Event()
         self.done = asyncio.Event()  # exited and read to the end
         self._loop = asyncio.get_running_loop()
@@ -347,7 +350,10 @@ class Viewer:
             if await self._send_next():
                 continue
             if s.done.is_set():
-                await self.stream.end(s.exit_code)
+                if s.lost:
+                    await self.stream.abort("the machine is stopping: its sessions end with it")
+                else:
+                    await self.stream.end(s.exit_code)
                 return
             self.wake.clear()
             await self.wake.wait()

@@ -176,4 +176,6 @@ class Sessions:
     async def close_all(self) -> None:
         """The daemon is stopping: end every session."""
         sessions, self._sessions = list(self._sessions.values()), {}
+        for s in sessions:
+            s.lost = True
         await asyncio.gather(*(s.close(grace_s=0.5) for s in sessions))

@@ -20,13 +20,14 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Final
 
+import structlog
 from aiohttp import web
 
 from base.byte_stream import ByteStream
 from base.tasks import cancel_and_join
 from contracts import daemon_rpc as d, e2b_envd as envd, gateway_sessions as gs, sessions as ss
 from contracts.audit import Action
-from contracts.errors import InvalidParams, NotFound
+from contracts.errors import FleetError, InvalidParams, NotFound
 from contracts.streams import MAX_CHUNK
 from services.gateway.auth import Caller
 from services.gateway.e2b.calls import Calls
@@ -34,6 +35,7 @@ from services.gateway.e2b.connect import deadline_s
 from services.gateway.e2b.envd_files import to_machine
 from services.gateway.streams import ByteStreamOpener
 
+log = structlog.get_logger(__name__)
 #: The header a client asks for keepalive events with (seconds between them).
 KEEPALIVE_HEADER: Final = "Keepalive-Ping-Interval"
 _SIGNALS: Final = {"SIGNAL_SIGKILL": 9, "SIGNAL_SIGTERM": 15}
@@ -122,8 +124,11 @@ class Processes:
             ended = event.event.end is not None
             yield event
         if ended:  # told: nothing more will ask for it (a client gone leaves it running)
-            await self._calls(gs.SESSIONS_CLOSE, gs.MachineSessionRef(
-                machine_id=sandbox_id, session_id=info.session_id), caller)  # fmt: skip
+            try:
+                await self._calls(gs.SESSIONS_CLOSE, gs.MachineSessionRef(
+                    machine_id=sandbox_id, session_id=info.session_id), caller)  # fmt: skip
+            except FleetError as exc:  # its machine going away takes the session with it
+                log.info("e2b.session_left", machine_id=sandbox_id, error=str(exc))
 
     async def connect(self, sandbox_id: str, m: envd.SelectRequest, caller: Caller,
                       asked: Asked) -> AsyncIterator[envd.ProcessEventMessage]:  # fmt: skip
