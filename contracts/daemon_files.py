@@ -1,4 +1,5 @@
-"""The daemon's file methods: read, list, stat and remove within the machine's home.
+"""The daemon's file methods: read, list, stat, remove, make a directory and move, within the
+machine's home.
 
 Every path is confined to the home as ``tool.writeFile``'s is (``~`` and relative paths resolve
 against it; an absolute path must lie in it; ``..`` and symbolic links may not lead out of it),
@@ -41,6 +42,9 @@ Encoding = Literal["utf-8", "base64"]
 FileKind = Literal["file", "dir", "symlink", "other"]
 #: ``tool.listDir`` answers at most this many entries (``truncated`` says there were more).
 MAX_DIR_ENTRIES = 10_000
+#: How many levels below its directory ``tool.listDir`` goes at most (``depth``): deep enough
+#: for a project's tree, shallow enough that one call's walk stays a listing, not a crawl.
+MAX_LIST_DEPTH = 16
 
 
 class ReadFileParams(Params, kw_only=True):
@@ -64,11 +68,15 @@ class ListDirParams(Params, kw_only=True):
     path: HomePath = "~"
     limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_DIR_ENTRIES)] = 1000
     #: Start after this name (a previous answer's ``nextAfter``): the next page.
-    after: Annotated[str, msgspec.Meta(min_length=1, max_length=1024)] | None = None
+    after: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
+    #: 1: the directory's own entries; more: those of its subdirectories too, that many levels
+    #: down (links to directories are listed, not entered).
+    depth: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIST_DEPTH)] = 1
 
 
 class DirEntry(Result, kw_only=True):
-    #: Its name; bytes that are not UTF-8 show as U+FFFD.
+    #: Its name; bytes that are not UTF-8 show as U+FFFD. In a listing deeper than one level,
+    #: its path from the listed directory (``src/lib/x.py``).
     name: str
     #: What the entry itself is: a link is ``symlink``, not what it points to.
     kind: FileKind
@@ -78,16 +86,24 @@ class DirEntry(Result, kw_only=True):
     mtime: float
     #: A link's target, as written in the link.
     target: str | None = None
+    #: Its owner's and group's names on the machine (the number, as text, where the machine
+    #: names none). None: a daemon older than these fields.
+    owner: str | None = None
+    group: str | None = None
+    #: Its type and mode as ``ls -l`` shows them (``-rw-r--r--``, ``drwxr-xr-x``).
+    permissions: str | None = None
 
 
 class ListDirResult(Result, kw_only=True):
     path: str
-    #: Sorted by name.
+    #: Sorted by name; deeper than one level, each directory's entries follow it (``a``,
+    #: ``a/x``, ``b``: the order of their paths' components).
     entries: list[DirEntry]
     #: True when more entries follow than were answered: past ``limit``, or past what one
     #: answer holds (a page of long names is cut to fit the machine's message size).
     truncated: bool = False
-    #: When truncated: the last name answered; pass it as ``after`` for the next page.
+    #: When truncated: the last name answered (a path, deeper than one level); pass it as
+    #: ``after`` for the next page.
     next_after: str | None = None
 
 
@@ -111,6 +127,32 @@ class RemoveFileResult(Result, kw_only=True):
     path: str
     #: False: nothing was at the path (removing is idempotent).
     removed: bool
+
+
+class MakeDirParams(Params, kw_only=True):
+    path: HomePath
+    #: Make the missing directories on the way too (``mkdir -p``); without it, a missing one
+    #: answers FileNotFound.
+    parents: bool = True
+
+
+class MakeDirResult(Result, kw_only=True):
+    #: The directory, as an absolute path on the machine.
+    path: str
+    entry: DirEntry
+    #: False: a directory was there already (making one is idempotent).
+    created: bool
+
+
+class MoveParams(Params, kw_only=True):
+    source: HomePath
+    destination: HomePath
+
+
+class MoveResult(Result, kw_only=True):
+    #: Where it is now, as an absolute path on the machine.
+    path: str
+    entry: DirEntry
 
 
 _FILES = (DaemonUnavailable, DaemonTimeout, InvalidParams, ToolError, FileNotFound, WrongFileKind,
@@ -141,7 +183,20 @@ REMOVE_FILE: MethodSpec[RemoveFileParams, RemoveFileResult] = MethodSpec(
     wakes="files",
 )  # fmt: skip
 
-_ONE_MESSAGE: tuple[AnySpec, ...] = (READ_FILE, LIST_DIR, STAT, REMOVE_FILE)
+MAKE_DIR: MethodSpec[MakeDirParams, MakeDirResult] = MethodSpec(
+    "tool.makeDir", MakeDirParams, MakeDirResult,
+    "Make a directory of the home (and those on the way, unless parents is false); one there "
+    "already answers created: false, anything else there WrongFileKind.", _FILES,
+    wakes="files",
+)  # fmt: skip
+MOVE: MethodSpec[MoveParams, MoveResult] = MethodSpec(
+    "tool.move", MoveParams, MoveResult,
+    "Move (rename) a file, link or directory of the home, as rename(2): a file at the "
+    "destination is replaced, and so is an empty directory by a directory.", _FILES,
+    wakes="files",
+)  # fmt: skip
+
+_ONE_MESSAGE: tuple[AnySpec, ...] = (READ_FILE, LIST_DIR, STAT, REMOVE_FILE, MAKE_DIR, MOVE)
 
 
 # --- streamed transfers (contracts.streams) --------------------------------------------------

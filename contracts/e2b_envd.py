@@ -14,10 +14,12 @@ from typing import Annotated, Final, Literal
 
 import msgspec
 
+from contracts.daemon_files import MAX_LIST_DEPTH
+
 #: E2B's default user and its home: paths under it are the machine's home, both ways.
 E2B_HOME: Final = "/home/user"
-#: The most entries a ``ListDir`` answers, and the deepest it goes.
-MAX_DEPTH: Final = 16
+#: The deepest a ``ListDir`` goes (fleetd's ``machines.listDir``'s ``depth``).
+MAX_DEPTH: Final = MAX_LIST_DEPTH
 
 FileType = Literal["FILE_TYPE_UNSPECIFIED", "FILE_TYPE_FILE", "FILE_TYPE_DIRECTORY",
                    "FILE_TYPE_SYMLINK"]  # fmt: skip
@@ -45,6 +47,7 @@ class MoveRequest(Message, kw_only=True):
 
 class ListDirRequest(Message, kw_only=True):
     path: _Path = ""
+    #: 0 (unset) is 1, as envd takes it; past ``MAX_DEPTH``, fleetd refuses it.
     depth: Annotated[int, msgspec.Meta(ge=0)] = 0
 
 

@@ -1,4 +1,5 @@
-"""Gateway methods on the files of a machine's home: read, list, stat, remove, watch.
+"""Gateway methods on the files of a machine's home: read, list, stat, remove, make a directory,
+move, watch.
 
 Each is its daemon method with ``machineId`` added, checked as every machine method is (the
 caller's token must reach the machine's instance; an archived machine answers Conflict). A file
@@ -22,6 +23,10 @@ from contracts import daemon_files as df
 from contracts.daemon_files import (
     ListDirParams,
     ListDirResult,
+    MakeDirParams,
+    MakeDirResult,
+    MoveParams,
+    MoveResult,
     ReadFileParams,
     ReadFileResult,
     RemoveFileParams,
@@ -81,6 +86,14 @@ class MachineRemoveFileParams(RemoveFileParams, kw_only=True):
     machine_id: _MachineId
 
 
+class MachineMakeDirParams(MakeDirParams, kw_only=True):
+    machine_id: _MachineId
+
+
+class MachineMoveParams(MoveParams, kw_only=True):
+    machine_id: _MachineId
+
+
 class MachineWatchParams(WatchParams, kw_only=True):
     machine_id: _MachineId
 
@@ -116,9 +129,12 @@ MACHINES_READ_FILE: MethodSpec[MachineReadFileParams, ReadFileResult] = MethodSp
 )  # fmt: skip
 MACHINES_LIST_DIR: MethodSpec[MachineListDirParams, ListDirResult] = MethodSpec(
     "machines.listDir", MachineListDirParams, ListDirResult,
-    "The entries of a directory of the machine's home, sorted by name.", _FILES,
+    "The entries of a directory of the machine's home, sorted by name (depth > 1: its "
+    "subdirectories' too, each after its directory, named by its path from the directory).",
+    _FILES,
     scope="files:read", reads=True, tool="list_dir",
-    client=ClientMethod("list_dir", "machine_id path", doc="after: a page's next_after."),
+    client=ClientMethod("list_dir", "machine_id path",
+                        doc="after: a page's next_after; depth: how many levels down."),
     passes=PassThrough(df.LIST_DIR),
 )  # fmt: skip
 MACHINES_STAT: MethodSpec[MachineStatParams, StatResult] = MethodSpec(
@@ -133,6 +149,22 @@ MACHINES_REMOVE_FILE: MethodSpec[MachineRemoveFileParams, RemoveFileResult] = Me
     _FILES,
     scope="files:write", client=ClientMethod("remove_file", "machine_id path"), tool="remove_file",
     passes=PassThrough(df.REMOVE_FILE),
+)  # fmt: skip
+MACHINES_MAKE_DIR: MethodSpec[MachineMakeDirParams, MakeDirResult] = MethodSpec(
+    "machines.makeDir", MachineMakeDirParams, MakeDirResult,
+    "Make a directory of the machine's home, and those on the way unless parents is false; a "
+    "directory there already answers created: false, anything else there WrongFileKind.",
+    _FILES,
+    scope="files:write", client=ClientMethod("make_dir", "machine_id path"), tool="make_dir",
+    passes=PassThrough(df.MAKE_DIR),
+)  # fmt: skip
+MACHINES_MOVE: MethodSpec[MachineMoveParams, MoveResult] = MethodSpec(
+    "machines.move", MachineMoveParams, MoveResult,
+    "Move (rename) a file, link or directory of the machine's home as rename(2) does: into an "
+    "existing directory only, replacing a file there (or an empty directory, by a directory); "
+    "never a directory into itself.", _FILES,
+    scope="files:write", client=ClientMethod("move", "machine_id source destination"),
+    tool="move", passes=PassThrough(df.MOVE),
 )  # fmt: skip
 
 MACHINES_WATCH: MethodSpec[MachineWatchParams, WatchEnded] = MethodSpec(
@@ -149,5 +181,7 @@ FILE_METHODS: tuple[AnySpec, ...] = (
     MACHINES_LIST_DIR,
     MACHINES_STAT,
     MACHINES_REMOVE_FILE,
+    MACHINES_MAKE_DIR,
+    MACHINES_MOVE,
     MACHINES_WATCH,
 )

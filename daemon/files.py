@@ -1,4 +1,5 @@
-"""The daemon's file tools: read, list, stat and remove, in the home only (see homefs)."""
+"""The daemon's file tools: read, list, stat and remove, in the home only (see homefs); making
+a directory and moving: daemon.dir_tools."""
 
 from __future__ import annotations
 
@@ -10,20 +11,25 @@ import errno
 import os
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import msgspec
 
 from contracts.daemon_files import (
     LIST_DIR,
+    MAKE_DIR,
+    MOVE,
     READ_FILE,
     REMOVE_FILE,
     STAT,
     DirEntry,
-    FileKind,
     ListDirParams,
     ListDirResult,
+    MakeDirParams,
+    MakeDirResult,
+    MoveParams,
+    MoveResult,
     ReadFileParams,
     ReadFileResult,
     RemoveFileParams,
@@ -31,32 +37,22 @@ from contracts.daemon_files import (
     StatParams,
     StatResult,
 )
-from contracts.errors import FileNotFound, FileTooLarge, InvalidParams, NotText, WrongFileKind
+from contracts.errors import FileNotFound, FileTooLarge, FleetError, NotText, WrongFileKind
 from contracts.jsonrpc import handles
-from contracts.machine_files import FLEET_DIR, LOCK_FILE, STATE_FILE
-from daemon import homefs
+from daemon import dir_tools, homefs
+from daemon.file_entries import Owners, entry_at, kind_of
 from daemon.homefs import Found, Swapped, fs_error, retrying
 
 _ENCODER = msgspec.json.Encoder()
 #: Read a file: never follow a link at the end (the walk did), never block on a FIFO.
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-#: What a remove may not take from under the daemon: its own configuration and state.
-_PROTECTED = (FLEET_DIR, LOCK_FILE, STATE_FILE)
+#: A directory, opened to be listed: never through a link (the walk followed those it may).
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: Where the streamed download lives, for the FileTooLarge message.
 _DOWNLOAD_HINT = (
     "download it as a stream: `fleet machines cp MACHINE:PATH LOCAL`, "
     "or GET /machines/{machineId}/files/{path}"
 )
-
-
-def kind_of(mode: int) -> FileKind:
-    if stat.S_ISREG(mode):
-        return "file"
-    if stat.S_ISDIR(mode):
-        return "dir"
-    if stat.S_ISLNK(mode):
-        return "symlink"
-    return "other"
 
 
 def open_file(found: Found) -> int:
@@ -139,46 +135,25 @@ def _too_large(shown: str, size: int, limit: int) -> FileTooLarge:
 def stat_path(home: str, params: StatParams) -> StatResult:
     with homefs.walk(home, params.path) as found:
         dir_fd, name = found.entry()
-        entry = _entry(dir_fd, name, found.shown)
+        entry = entry_at(dir_fd, name, found.shown)
     return StatResult(path=found.shown, **{f: getattr(entry, f) for f in entry.__struct_fields__})
 
 
-def _entry(dir_fd: int, name: str, shown: str) -> DirEntry:
-    try:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        raise FileNotFound(f"{shown}: no such file or directory") from None
-    except OSError as exc:
-        raise fs_error(shown, exc) from None
-    kind = kind_of(st.st_mode)
-    target = None
-    if kind == "symlink":
-        with contextlib.suppress(OSError):
-            target = _text(os.readlink(name, dir_fd=dir_fd))
-    return DirEntry(name=_text(name), kind=kind, size=st.st_size, mode=stat.S_IMODE(st.st_mode),
-                    mtime=st.st_mtime, target=target)  # fmt: skip
-
-
-def _text(name: str) -> str:
-    """A file name as JSON can carry it: bytes that are not UTF-8 become U+FFFD."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
 def list_dir(home: str, params: ListDirParams, room: int | None = None) -> ListDirResult:
-    """The entries in name order, from after ``params.after``: at most ``limit``, and no
-    more than ``room`` bytes of them (what one answer can carry); ``truncated`` and
-    ``next_after`` say where the next page starts."""
+    """The entries in the order of their paths (``depth`` levels down), from after
+    ``params.after``: at most ``limit``, and no more than ``room`` bytes of them (what one
+    answer can carry); ``truncated`` and ``next_after`` say where the next page starts."""
+    after = tuple(params.after.split("/")) if params.after else ()
 
     def attempt() -> ListDirResult:
         with homefs.walk(home, params.path, follow_last=True) as found:
             fd = _open_listed(found)
             try:
-                names = sorted(os.listdir(fd))
-                start = bisect.bisect_right(names, params.after) if params.after else 0
-                entries = _page(fd, names[start : start + params.limit], found.shown, room)
+                tree = _tree(fd, "", found.shown, params.depth, after, Owners())
+                with contextlib.closing(tree):
+                    entries, more = _page(tree, params.limit, room)
             finally:
                 os.close(fd)
-        more = len(names) - start > len(entries)
         last = entries[-1].name if more and entries else None
         return ListDirResult(path=found.shown, entries=entries, truncated=more,
                              next_after=last)  # fmt: skip
@@ -186,24 +161,66 @@ def list_dir(home: str, params: ListDirParams, room: int | None = None) -> ListD
     return retrying(attempt)
 
 
-def _page(dir_fd: int, names: list[str], shown: str, room: int | None) -> list[DirEntry]:
-    entries: list[DirEntry] = []
+def _page(entries: Iterator[DirEntry], limit: int, room: int | None) -> tuple[list[DirEntry], bool]:
+    """The first ``limit`` entries that fit in ``room`` bytes, and whether more follow."""
+    page: list[DirEntry] = []
     used = 0
-    for name in names:
-        entry = _entry(dir_fd, name, shown)
+    for entry in entries:
         used += len(_ENCODER.encode(entry)) + 1
-        if room is not None and used > room:
-            break
-        entries.append(entry)
-    return entries
+        if len(page) == limit or (room is not None and used > room):
+            return page, True
+        page.append(entry)
+    return page, False
+
+
+def _tree(fd: int, prefix: str, shown: str, levels: int, after: tuple[str, ...],
+          owners: Owners) -> Generator[DirEntry]:  # fmt: skip
+    """The entries of the directory ``fd`` and, ``levels`` > 1, of its subdirectories after
+    each (in the order of their paths' components, so that a page's end is a path to go on
+    after), each named by its path from the listed directory (``prefix``). ``after``: the
+    components of the cursor's path left at this level; what sorts before it is skipped
+    without a look. An entry gone since its directory was read is left out."""
+    try:
+        names = sorted(os.listdir(fd))
+    except OSError as exc:
+        raise fs_error(shown, exc) from None
+    start = bisect.bisect_left(names, after[0]) if after else 0
+    for i, name in enumerate(names[start:]):
+        on_cursor = i == 0 and bool(after) and name == after[0]
+        kind = None
+        if not on_cursor:  # the cursor's own entry was on the page before
+            try:
+                entry = entry_at(fd, name, shown, owners, prefix + name)
+            except FileNotFound:
+                continue
+            kind = entry.kind
+            yield entry
+        if levels > 1 and kind in (None, "dir"):
+            yield from _entered(fd, name, prefix + name + "/", shown, levels - 1,
+                                after[1:] if on_cursor else (), owners)  # fmt: skip
+
+
+def _entered(fd: int, name: str, prefix: str, shown: str, levels: int,
+             after: tuple[str, ...], owners: Owners) -> Generator[DirEntry]:  # fmt: skip
+    """A subdirectory's part of ``_tree``, entered by descriptor with O_NOFOLLOW: a link there
+    (even one swapped in since it was described) is never entered, nor what cannot be read."""
+    try:
+        sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+    except OSError:
+        return
+    try:
+        yield from _tree(sub, prefix, shown, levels, after, owners)
+    except FleetError:  # it could not be read (its permissions): its entries are left out
+        return
+    finally:
+        os.close(sub)
 
 
 def _open_listed(found: Found) -> int:
     if found.name is None:
         return os.dup(found.dir_fd)
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
-        return os.open(found.name, flags, dir_fd=found.dir_fd)
+        return os.open(found.name, _DIR_FLAGS, dir_fd=found.dir_fd)
     except FileNotFoundError:
         raise FileNotFound(f"{found.shown}: no such directory") from None
     except NotADirectoryError:
@@ -218,7 +235,7 @@ def remove_file(home: str, params: RemoveFileParams) -> RemoveFileResult:
     """Unlink the entry itself (a link, not what it points to); a directory only when empty,
     or with ``recursive`` (shutil.rmtree by descriptors: it never follows a link out)."""
     with homefs.walk(home, params.path) as found:
-        _refuse_protected(home, found.shown)
+        homefs.refuse_protected(home, found.shown, "$.path", "removed")
         dir_fd, name = found.entry()
         try:
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -239,17 +256,6 @@ def remove_file(home: str, params: RemoveFileParams) -> RemoveFileResult:
                                     "with recursive", data={"kind": "dir"}) from None  # fmt: skip
             raise fs_error(found.shown, exc) from None
     return RemoveFileResult(path=found.shown, removed=True)
-
-
-def _refuse_protected(home: str, shown: str) -> None:
-    """A guard against mistakes (``removeFile ~/.fleet recursive``), not a boundary: commands
-    on the machine can remove anything of the home anyway."""
-    root = os.path.normpath(home)
-    for rel in _PROTECTED:
-        guarded = f"{root}/{rel}"
-        if shown == guarded or (rel != FLEET_DIR and shown.startswith(guarded + "/")):
-            raise InvalidParams(f"{shown!r} is the daemon's own ({rel}): not removed",
-                                field="$.path")  # fmt: skip
 
 
 class FileTools:
@@ -277,3 +283,11 @@ class FileTools:
     @handles(REMOVE_FILE)
     async def remove_file(self, params: RemoveFileParams, _: None) -> RemoveFileResult:
         return await asyncio.to_thread(remove_file, self._home, params)
+
+    @handles(MAKE_DIR)
+    async def make_dir(self, params: MakeDirParams, _: None) -> MakeDirResult:
+        return await asyncio.to_thread(dir_tools.make_dir, self._home, params)
+
+    @handles(MOVE)
+    async def move(self, params: MoveParams, _: None) -> MoveResult:
+        return await asyncio.to_thread(dir_tools.move, self._home, params)

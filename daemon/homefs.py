@@ -29,6 +29,7 @@ from contracts.errors import (
     ToolError,
     WrongFileKind,
 )
+from contracts.machine_files import FLEET_DIR, LOCK_FILE, STATE_FILE
 
 #: As the kernel's own limit on links in one path lookup (ELOOP beyond it).
 _MAX_LINKS = 40
@@ -223,6 +224,22 @@ def _open_dir_error(dir_fd: int, name: str, shown: str, exc: OSError) -> Excepti
     if exc.errno == errno.ENOTDIR:
         return WrongFileKind(f"{shown}: {name} is not a directory", data={"kind": "file"})
     return fs_error(shown, exc)
+
+
+#: What a remove or a move may not take from under the daemon: its own configuration and state.
+_PROTECTED = (FLEET_DIR, LOCK_FILE, STATE_FILE)
+
+
+def refuse_protected(home: str, shown: str, field: str, done: str) -> None:
+    """InvalidParams when ``shown`` is the daemon's own (``done``: what would have been done to
+    it, for the message). A guard against mistakes (``removeFile ~/.fleet recursive``), not a
+    boundary: commands on the machine can remove anything of the home anyway."""
+    root = os.path.normpath(home)
+    for rel in _PROTECTED:
+        guarded = f"{root}/{rel}"
+        if shown == guarded or (rel != FLEET_DIR and shown.startswith(guarded + "/")):
+            raise InvalidParams(f"{shown!r} is the daemon's own ({rel}): not {done}",
+                                field=field)  # fmt: skip
 
 
 class Swapped(Exception):

@@ -36,6 +36,8 @@ from contracts.daemon_desktop import (
 from contracts.daemon_files import (
     Encoding,
     ListDirResult,
+    MakeDirResult,
+    MoveResult,
     ReadFileResult,
     RemoveFileResult,
     StatResult,
@@ -86,10 +88,14 @@ from contracts.gateway_environments import (
 )
 from contracts.gateway_files import (
     MACHINES_LIST_DIR,
+    MACHINES_MAKE_DIR,
+    MACHINES_MOVE,
     MACHINES_READ_FILE,
     MACHINES_REMOVE_FILE,
     MACHINES_STAT,
     MachineListDirParams,
+    MachineMakeDirParams,
+    MachineMoveParams,
     MachineReadFileParams,
     MachineRemoveFileParams,
     MachineStatParams,
@@ -659,13 +665,25 @@ class GatewayMethods:
         return await self.call(MACHINES_READ_FILE, params)
 
     async def list_dir(
-        self, machine_id: str, path: str = "~", *, limit: int = 1000, after: str | None = None
+        self,
+        machine_id: str,
+        path: str = "~",
+        *,
+        limit: int = 1000,
+        after: str | None = None,
+        depth: int = 1,
     ) -> ListDirResult:
-        """The entries of a directory of the machine's home, sorted by name. after: a page's
-        next_after.
+        """The entries of a directory of the machine's home, sorted by name (depth > 1: its
+        subdirectories' too, each after its directory, named by its path from the directory).
+        after: a page's next_after; depth: how many levels down.
         """
         params = new_params(
-            MachineListDirParams, path=path, limit=limit, after=after, machine_id=machine_id
+            MachineListDirParams,
+            path=path,
+            limit=limit,
+            after=after,
+            depth=depth,
+            machine_id=machine_id,
         )
         return await self.call(MACHINES_LIST_DIR, params)
 
@@ -684,6 +702,23 @@ class GatewayMethods:
             MachineRemoveFileParams, path=path, recursive=recursive, machine_id=machine_id
         )
         return await self.call(MACHINES_REMOVE_FILE, params)
+
+    async def make_dir(self, machine_id: str, path: str, *, parents: bool = True) -> MakeDirResult:
+        """Make a directory of the machine's home, and those on the way unless parents is false;
+        a directory there already answers created: false, anything else there WrongFileKind.
+        """
+        params = new_params(MachineMakeDirParams, path=path, parents=parents, machine_id=machine_id)
+        return await self.call(MACHINES_MAKE_DIR, params)
+
+    async def move(self, machine_id: str, source: str, destination: str) -> MoveResult:
+        """Move (rename) a file, link or directory of the machine's home as rename(2) does: into
+        an existing directory only, replacing a file there (or an empty directory, by a
+        directory); never a directory into itself.
+        """
+        params = new_params(
+            MachineMoveParams, source=source, destination=destination, machine_id=machine_id
+        )
+        return await self.call(MACHINES_MOVE, params)
 
     async def set_environment(
         self, instance_id: str, environment: Environment | None

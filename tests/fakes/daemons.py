@@ -210,6 +210,8 @@ class FakeMachine:
         r.register(df.LIST_DIR, self.list_dir)
         r.register(df.STAT, self.stat)
         r.register(df.REMOVE_FILE, self.remove_file)
+        r.register(df.MAKE_DIR, self.make_dir)
+        r.register(df.MOVE, self.move)
         r.register(df.DOWNLOAD_FILE, self.no_stream)
         r.register(df.UPLOAD_FILE, self.no_stream)
         r.register(dw.WATCH, self.watches.watch)
@@ -277,10 +279,15 @@ class FakeMachine:
 
     async def list_dir(self, p: df.ListDirParams, _: None) -> df.ListDirResult:
         base = self.path(p.path).rstrip("/") + "/"
-        names = sorted({k[len(base) :].split("/")[0] for k in self.files if k.startswith(base)})
-        if not names:
+        inside = [k[len(base) :].split("/") for k in self.files if k.startswith(base)]
+        if not inside:
             raise FileNotFound(f"{base}: no such directory")
-        entries = [self._entry(base + n) for n in names[: p.limit]]
+        # Each path down to ``depth`` levels, as the daemon orders them (by their components);
+        # an empty directory's marker (its path and "/") names nothing of its own.
+        names = sorted({tuple(parts[:n]) for parts in inside for n in range(1, p.depth + 1)
+                        if len(parts) >= n and parts[n - 1]})  # fmt: skip
+        entries = [msgspec.structs.replace(self._entry(base + "/".join(n)), name="/".join(n))
+                   for n in names[: p.limit]]  # fmt: skip
         return df.ListDirResult(path=base.rstrip("/"), entries=entries,
                                 truncated=len(names) > p.limit)  # fmt: skip
 
@@ -318,6 +325,29 @@ class FakeMachine:
                                 "recursive", data={"kind": "dir"})  # fmt: skip
         gone = [k for k in [target, *inside] if self.files.pop(k, None) is not None]
         return df.RemoveFileResult(path=target, removed=bool(gone))
+
+    async def make_dir(self, p: df.MakeDirParams, _: None) -> df.MakeDirResult:
+        target = self.path(p.path)
+        if target in self.files:
+            raise WrongFileKind(f"{target} exists and is not a directory (file)",
+                                data={"kind": "file"})  # fmt: skip
+        created = not any(k.startswith(target + "/") for k in self.files)
+        if created:  # an empty directory: a key that only marks it
+            self.files[target + "/"] = FakeFile("", 0o755)
+        return df.MakeDirResult(path=target, entry=self._entry(target), created=created)
+
+    async def move(self, p: df.MoveParams, _: None) -> df.MoveResult:
+        src, dst = self.path(p.source), self.path(p.destination)
+        if dst.startswith(src + "/"):
+            raise InvalidParams(f"{dst!r} is inside {src!r}: a directory cannot be moved into "
+                                "itself", field="$.destination")  # fmt: skip
+        moved = {k: f for k, f in self.files.items() if k == src or k.startswith(src + "/")}
+        if not moved:
+            raise FileNotFound(f"{src}: no such file or directory")
+        for k, f in moved.items():
+            del self.files[k]
+            self.files[dst + k[len(src) :]] = f
+        return df.MoveResult(path=dst, entry=self._entry(dst))
 
     async def stop(self, _: NoParams, __: None) -> d.StopResult:
         self.mode = "unavailable"  # a stopped daemon serves nothing more

@@ -1,4 +1,5 @@
-"""The gateway's file methods (readFile, listDir, stat, removeFile): params validated, the
+"""The gateway's file methods (readFile, listDir, stat, removeFile, makeDir, move): params
+validated, the
 caller's access to the machine checked, the daemon's answer and errors passed through. The
 daemon side (confinement, kinds of files, sizes) is tested on a real file system in
 tests/unit/test_home_files.py and against real daemons in tests/integration/test_files.py."""
@@ -91,3 +92,45 @@ async def test_machines_remove_file(world: World) -> None:
     await world.rpc("machines.archive", {"machineId": mid})
     with pytest.raises(Conflict):
         await world.rpc("machines.removeFile", {"machineId": mid, "path": "x"})
+
+
+@method("machines.listDir")
+async def test_a_deep_listing_is_bounded_and_names_entries_by_their_paths(world: World) -> None:
+    mid, _, _ = await _machine_with_files(world)
+    deep = await world.rpc("machines.listDir", {"machineId": mid, "path": "src", "depth": 2})
+    assert [e["name"] for e in deep["entries"]] == ["app.py", "lib", "lib/x.py"]
+    for depth in (0, 17, "2"):  # 1..16: a walk, never a crawl of the whole home
+        with pytest.raises(InvalidParams) as err:
+            await world.rpc("machines.listDir", {"machineId": mid, "depth": depth})
+        assert err.value.field == "$.depth"
+    assert len(world.daemons.calls_of("tool.listDir", mid)) == 1
+
+
+@method("machines.makeDir", "machines.move")
+async def test_machines_make_dir_and_move(world: World) -> None:
+    mid, a, b = await _machine_with_files(world)
+    m = world.daemons[mid]
+    made = await world.rpc("machines.makeDir", {"machineId": mid, "path": "out"}, token_of(a))
+    assert (made["path"], made["created"], made["entry"]["kind"]) == (m.path("out"), True, "dir")
+    again = await world.rpc("machines.makeDir", {"machineId": mid, "path": "out"})
+    assert again["created"] is False  # idempotent
+    with pytest.raises(WrongFileKind):
+        await world.rpc("machines.makeDir", {"machineId": mid, "path": "notes"})
+    moved = await world.rpc("machines.move", {"machineId": mid, "source": "src",
+                                              "destination": "out/src"})  # fmt: skip
+    assert (moved["path"], moved["entry"]["name"]) == (m.path("out/src"), "src")
+    assert m.path("out/src/lib/x.py") in m.files
+    with pytest.raises(InvalidParams) as err:
+        await world.rpc("machines.move", {"machineId": mid, "source": "out",
+                                          "destination": "out/src/out"})  # fmt: skip
+    assert err.value.field == "$.destination"
+    for name, params in (("machines.makeDir", {"path": "x"}),
+                         ("machines.move", {"source": "notes", "destination": "n"})):  # fmt: skip
+        with pytest.raises(Forbidden):
+            await world.rpc(name, {"machineId": mid, **params}, token_of(b))
+    with pytest.raises(InvalidParams) as err:  # refused before the daemon: a required field
+        await world.rpc("machines.move", {"machineId": mid, "source": "notes"})
+    assert err.value.field == "$.destination"
+    await world.rpc("machines.archive", {"machineId": mid})
+    with pytest.raises(Conflict):
+        await world.rpc("machines.makeDir", {"machineId": mid, "path": "y"})

@@ -144,6 +144,8 @@ def samples(i: str, m: str, snapshot: str, token: str, webhook: str) -> dict[str
         "machines.readFile": Sample({**mm, "path": "a"}),
         "machines.listDir": Sample(mm), "machines.stat": Sample({**mm, "path": "a"}),
         "machines.removeFile": Sample({**mm, "path": "a"}),
+        "machines.makeDir": Sample({**mm, "path": "a"}),
+        "machines.move": Sample({**mm, "source": "a", "destination": "b"}),
         "machines.watch": Sample({**mm, "path": "a"}),
         "machines.metrics": Sample(mm),
         "instances.setEnvironment": Sample({**im, "environment": ENVIRONMENT}),

@@ -80,6 +80,31 @@ async def test_read_list_stat_remove_on_a_real_daemon(
         await shared_stack.read_file(mid, "big")
 
 
+async def test_make_dir_move_and_a_deep_listing_on_a_real_daemon(
+    shared_stack: FleetClient, ready_machine: ReadyMachine, shared_settings: Settings
+) -> None:
+    mid = await ready_machine("tree")
+    made = await shared_stack.make_dir(mid, "proj/src/lib")
+    assert (made.created, made.entry.kind) == (True, "dir")
+    assert (await shared_stack.make_dir(mid, "~/proj/src/lib")).created is False
+    await shared_stack.write_file(mid, "proj/src/lib/x.py", "x = 1\n")
+    moved = await shared_stack.move(mid, "proj/src", "proj/code")
+    assert (moved.path, moved.entry.name) == (str(home_of(shared_settings, mid) / "proj" / "code"),
+                                              "code")  # fmt: skip
+    with pytest.raises(InvalidParams, match="into itself"):
+        await shared_stack.move(mid, "proj", "proj/code/proj")
+    deep = await shared_stack.list_dir(mid, "proj", depth=3)
+    assert [e.name for e in deep.entries] == ["code", "code/lib", "code/lib/x.py"]
+    # Owner, group and permissions: what the machine itself says of the file (a number it
+    # names no one by is that number, as `ls -l` shows it; stat(1) says UNKNOWN).
+    said = await shared_stack.exec(mid, ["stat", "-c", "%U %u %G %g %A", "proj/code/lib/x.py"])
+    user, uid, group, gid, permissions = said.stdout.split()
+    x = deep.entries[-1]
+    assert (x.owner, x.group, x.permissions) == (uid if user == "UNKNOWN" else user,
+                                                 gid if group == "UNKNOWN" else group,
+                                                 permissions)  # fmt: skip
+
+
 async def test_confinement_attacks_through_the_gateway(
     shared_stack: FleetClient, ready_machine: ReadyMachine, shared_settings: Settings
 ) -> None:

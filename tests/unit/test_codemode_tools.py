@@ -22,7 +22,8 @@ def test_code_may_call_every_gateway_method_but_codemode_s_and_discovery() -> No
 def test_each_machine_tool_is_the_spec_naming_it_and_takes_the_machine() -> None:
     assert {s.tool: s for s in GATEWAY_METHODS if s.tool is not None} == MACHINE_TOOLS
     assert set(MACHINE_TOOLS) == {
-        "exec", "write_file", "list_dir", "stat", "remove_file", "process_start",
+        "exec", "write_file", "list_dir", "stat", "remove_file", "make_dir", "move",
+        "process_start",
         "process_list", "process_kill", "process_logs", "fork", "code_run", "desktop_start",
         "desktop_stop", "desktop_get", "desktop_screenshot", "desktop_act", "desktop_open",
         "metrics",

@@ -1,7 +1,8 @@
 """The E2B front's rules, pure: which sandbox and port a request is for (its host name, else
 the SDKs' headers), a signed URL's signature as E2B's SDKs make it, E2B's network settings as
-an egress policy, paths between E2B's home and the machine's, a list's query, Connect's
-envelopes, fleetd's errors as E2B's codes, and a watch's events as envd's."""
+an egress policy, paths between E2B's home and the machine's, an entry as envd describes it,
+a list's query, Connect's envelopes, fleetd's errors as E2B's codes, and a watch's events as
+envd's."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from contracts import e2b_control as api, e2b_envd as envd
-from contracts.daemon_files import upload_name
+from contracts.daemon_files import DirEntry, upload_name
 from contracts.daemon_watch import FileEvent
 from contracts.e2b_envd import ListDirRequest
 from contracts.errors import (
@@ -24,7 +25,7 @@ from contracts.errors import (
     Unauthorized,
 )
 from services.gateway.e2b import connect
-from services.gateway.e2b.envd_files import to_e2b, to_machine
+from services.gateway.e2b.envd_files import entry_info, to_e2b, to_machine
 from services.gateway.e2b.envd_http import sign
 from services.gateway.e2b.envd_process import KEEPALIVE_HEADER, Asked, end_event, session_params
 from services.gateway.e2b.envd_watch import Uploads
@@ -97,6 +98,22 @@ def test_e2bs_home_is_the_machines_both_ways() -> None:
     assert to_e2b(home + "x", home) == home + "x"  # a sibling, not inside
 
 
+def test_an_entry_is_what_envd_says_of_it() -> None:
+    """A deep listing's entry (named by its path from the listed directory) is named by its
+    last part; a daemon's owner, group and permissions pass as they are, and an older
+    daemon's entry, without them, has its permissions worked out from its kind and mode."""
+    home = "/srv/m/home"
+    new = DirEntry(name="src/lib", kind="dir", size=4096, mode=0o750, mtime=0.0, owner="user",
+                   group="1234", permissions="drwxr-x---")  # fmt: skip
+    info = entry_info(new, home + "/src/lib", home)
+    assert (info.name, info.path, info.type) == ("lib", "/home/user/src/lib",
+                                                 "FILE_TYPE_DIRECTORY")  # fmt: skip
+    assert (info.owner, info.group, info.permissions) == ("user", "1234", "drwxr-x---")
+    old = DirEntry(name="l", kind="symlink", size=1, mode=0o777, mtime=0.0, target="x")
+    info = entry_info(old, home + "/l", home)
+    assert (info.owner, info.permissions, info.symlink_target) == ("", "lrwxrwxrwx", "x")
+
+
 def test_a_lists_query_is_read_and_refused_by_name() -> None:
     q = Query({"metadata": "k=v%20w&a=b", "state": "paused", "limit": "5", "order": "asc"})
     assert (q.metadata, q.states, q.limit, q.descending) == ({"k": "v w", "a": "b"},
@@ -127,6 +144,8 @@ def test_fleetds_errors_are_e2bs_codes() -> None:
                       (NotSupported("x"), "unimplemented")):  # fmt: skip
         assert connect_code(exc) == code
         assert CONNECT_STATUS[code] == exc.http_status or code == "resource_exhausted"
+    # The one the front raises itself (a MakeDir where a directory is): Connect's status for it.
+    assert CONNECT_STATUS["already_exists"] == 409
 
 
 def test_a_watch_says_of_an_upload_what_envds_would() -> None:

@@ -228,6 +228,9 @@ export interface DirEntry {
   mode: number;
   mtime: number;
   target?: string | null;
+  owner?: string | null;
+  group?: string | null;
+  permissions?: string | null;
 }
 
 export interface DockerfileSource {
@@ -459,6 +462,12 @@ export interface MachineSample {
 
 export type MachineStatus = "archived" | "archiving" | "booting" | "created" | "failed" | "lost" | "paused" | "pausing" | "probing" | "provisioning" | "ready" | "resuming" | "setting-up" | "stopped" | "stopping" | "unresponsive";
 
+export interface MakeDirResult {
+  path: string;
+  entry: DirEntry;
+  created: boolean;
+}
+
 export interface McpBridge {
   kind: "mcp";
   name: string;
@@ -480,6 +489,11 @@ export interface Move {
   type: "move";
   x: number;
   y: number;
+}
+
+export interface MoveResult {
+  path: string;
+  entry: DirEntry;
 }
 
 export interface NetworkPolicyResult {
@@ -760,6 +774,9 @@ export interface StatResult {
   mode: number;
   mtime: number;
   target?: string | null;
+  owner?: string | null;
+  group?: string | null;
+  permissions?: string | null;
   path: string;
 }
 
@@ -1265,6 +1282,7 @@ export interface MachinesListDirParams {
   path?: string;
   limit?: number;
   after?: string | null;
+  depth?: number;
 }
 
 /** `machines.stat`'s params. */
@@ -1278,6 +1296,20 @@ export interface MachinesRemoveFileParams {
   path: string;
   machineId: string;
   recursive?: boolean;
+}
+
+/** `machines.makeDir`'s params. */
+export interface MachinesMakeDirParams {
+  path: string;
+  machineId: string;
+  parents?: boolean;
+}
+
+/** `machines.move`'s params. */
+export interface MachinesMoveParams {
+  source: string;
+  destination: string;
+  machineId: string;
 }
 
 /** `machines.watch`'s params. */
@@ -1914,7 +1946,7 @@ export interface Methods {
    */
   "machines.readFile": { params: MachinesReadFileParams; result: ReadFileResult };
   /**
-   * The entries of a directory of the machine's home, sorted by name.
+   * The entries of a directory of the machine's home, sorted by name (depth > 1: its subdirectories' too, each after its directory, named by its path from the directory).
    *
    * Errors: 1004, 1003, 1009, 1502, 1504, -32602, 1700, 1051, 1052, 1049.
    */
@@ -1931,6 +1963,18 @@ export interface Methods {
    * Errors: 1004, 1003, 1009, 1502, 1504, -32602, 1700, 1051, 1052, 1049.
    */
   "machines.removeFile": { params: MachinesRemoveFileParams; result: RemoveFileResult };
+  /**
+   * Make a directory of the machine's home, and those on the way unless parents is false; a directory there already answers created: false, anything else there WrongFileKind.
+   *
+   * Errors: 1004, 1003, 1009, 1502, 1504, -32602, 1700, 1051, 1052, 1049.
+   */
+  "machines.makeDir": { params: MachinesMakeDirParams; result: MakeDirResult };
+  /**
+   * Move (rename) a file, link or directory of the machine's home as rename(2) does: into an existing directory only, replacing a file there (or an empty directory, by a directory); never a directory into itself.
+   *
+   * Errors: 1004, 1003, 1009, 1502, 1504, -32602, 1700, 1051, 1052, 1049.
+   */
+  "machines.move": { params: MachinesMoveParams; result: MoveResult };
   /**
    * Watch a path of the machine's home: POSTed to /rpc/stream, each change (create, write, remove, rename, chmod) streams as the machine's kernel reports it, until the watch ends (its client leaves, its machine pauses or stops); the result says why it ended.
    *
@@ -2230,6 +2274,8 @@ export const METHOD_NAMES = [
   "machines.listDir",
   "machines.stat",
   "machines.removeFile",
+  "machines.makeDir",
+  "machines.move",
   "machines.watch",
   "instances.setEnvironment",
   "instances.getEnvironment",

@@ -1,6 +1,11 @@
 """envd's ``filesystem.Filesystem`` in fleetd's file methods: ``Stat`` is ``machines.stat``,
 ``ListDir`` ``machines.listDir``, ``Remove`` ``machines.removeFile`` (a whole tree; nothing
-there is no error, as envd's), ``MakeDir`` ``machines.makeDir``, ``Move`` ``machines.move``.
+there is no error, as envd's), ``MakeDir`` ``machines.makeDir`` (a directory there already is
+envd's ``already_exists``, which the SDKs' ``make_dir`` answers as False), ``Move``
+``machines.move`` (rename(2)'s rules: a file at the destination is replaced). ``ListDir``'s
+``depth`` is ``machines.listDir``'s (envd's unset 0 is 1); an entry's owner, group and
+permissions are the daemon's (an older daemon's entry says none, and its permissions are
+worked out from its mode).
 
 Paths: E2B's default user's home, ``/home/user``, is the machine's home both ways (a path
 under it names the same file under the machine's, and an answer's path under the machine's
@@ -20,14 +25,19 @@ from contracts import daemon_files as df, e2b_envd as envd
 from contracts.errors import FileNotFound
 from contracts.gateway_files import (
     MACHINES_LIST_DIR,
+    MACHINES_MAKE_DIR,
+    MACHINES_MOVE,
     MACHINES_REMOVE_FILE,
     MACHINES_STAT,
     MachineListDirParams,
+    MachineMakeDirParams,
+    MachineMoveParams,
     MachineRemoveFileParams,
     MachineStatParams,
 )
 from services.gateway.auth import Caller
 from services.gateway.e2b.calls import Calls
+from services.gateway.e2b.connect import ConnectError
 
 _TYPES: Final[dict[str, envd.FileType]] = {
     "file": "FILE_TYPE_FILE", "dir": "FILE_TYPE_DIRECTORY", "symlink": "FILE_TYPE_SYMLINK",
@@ -77,12 +87,14 @@ def to_e2b(path: str, home: str) -> str:
 def entry_info(entry: df.DirEntry, path: str, home: str) -> envd.EntryInfo:
     """What envd says of an entry at ``path`` (the machine's absolute path)."""
     shown = to_e2b(path, home)
+    permissions = entry.permissions or _KIND_CHAR.get(entry.kind, "?") + st.filemode(entry.mode)[1:]
     return envd.EntryInfo(
-        name=entry.name or shown.rsplit("/", 1)[-1], type=_TYPES.get(entry.kind,
+        # A deep listing's entry is named by its path from the listed directory: envd's name
+        # is the last part of it.
+        name=shown.rsplit("/", 1)[-1] or entry.name, type=_TYPES.get(entry.kind,
                                                                       "FILE_TYPE_UNSPECIFIED"),
-        path=shown, size=entry.size, mode=entry.mode,
-        permissions=_KIND_CHAR.get(entry.kind, "?") + st.filemode(entry.mode)[1:],
-        owner=getattr(entry, "owner", "") or "", group=getattr(entry, "group", "") or "",
+        path=shown, size=entry.size, mode=entry.mode, permissions=permissions,
+        owner=entry.owner or "", group=entry.group or "",
         modified_time=datetime.fromtimestamp(entry.mtime, UTC),
         symlink_target=entry.target, is_symlink=entry.kind == "symlink",
     )  # fmt: skip
@@ -109,8 +121,8 @@ class Filesystem:
                        caller: Caller) -> envd.ListDirAnswer:  # fmt: skip
         home = await self._homes.of(machine_id, caller)
         got = await self._calls(MACHINES_LIST_DIR, MachineListDirParams(
-            machine_id=machine_id, path=to_machine(req.path),
-            limit=df.MAX_DIR_ENTRIES), caller)  # fmt: skip
+            machine_id=machine_id, path=to_machine(req.path), limit=df.MAX_DIR_ENTRIES,
+            depth=req.depth or 1), caller)  # fmt: skip
         base = got.path.rstrip("/")
         return envd.ListDirAnswer(entries=[entry_info(e, f"{base}/{e.name}", home)
                                            for e in got.entries])  # fmt: skip
@@ -122,3 +134,20 @@ class Filesystem:
         with contextlib.suppress(FileNotFound):  # envd removes what is there: nothing is fine
             await self._calls(MACHINES_REMOVE_FILE, params, caller)
         return envd.Empty()
+
+    async def make_dir(self, machine_id: str, req: envd.PathRequest,
+                       caller: Caller) -> envd.EntryAnswer:  # fmt: skip
+        home = await self._homes.of(machine_id, caller)
+        got = await self._calls(MACHINES_MAKE_DIR, MachineMakeDirParams(
+            machine_id=machine_id, path=to_machine(req.path)), caller)  # fmt: skip
+        if not got.created:  # fleetd's makeDir is idempotent; envd's says so, as an error
+            raise ConnectError("already_exists", f"{req.path}: a directory is there already")
+        return envd.EntryAnswer(entry=entry_info(got.entry, got.path, home))
+
+    async def move(self, machine_id: str, req: envd.MoveRequest,
+                   caller: Caller) -> envd.EntryAnswer:  # fmt: skip
+        home = await self._homes.of(machine_id, caller)
+        got = await self._calls(MACHINES_MOVE, MachineMoveParams(
+            machine_id=machine_id, source=to_machine(req.source),
+            destination=to_machine(req.destination)), caller)  # fmt: skip
+        return envd.EntryAnswer(entry=entry_info(got.entry, got.path, home))

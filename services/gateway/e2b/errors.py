@@ -23,6 +23,9 @@ _CONNECT = {400: "invalid_argument", 401: "unauthenticated", 403: "permission_de
 #: The HTTP status of a Connect unary error, by code (the same table read back).
 CONNECT_STATUS = {code: status for status, code in sorted(_CONNECT.items(), reverse=True)}
 CONNECT_STATUS["internal"] = 500
+#: No fleetd error stands for it (makeDir answers a directory there already as a result): the
+#: E2B front raises it itself, with Connect's status for it.
+CONNECT_STATUS["already_exists"] = 409
 
 
 def connect_code(exc: FleetError) -> str:

@@ -76,6 +76,8 @@ class E2bFront:
             "/filesystem.Filesystem/Stat": (envd.PathRequest, fs.stat),
             "/filesystem.Filesystem/ListDir": (envd.ListDirRequest, fs.list_dir),
             "/filesystem.Filesystem/Remove": (envd.PathRequest, fs.remove),
+            "/filesystem.Filesystem/MakeDir": (envd.PathRequest, fs.make_dir),
+            "/filesystem.Filesystem/Move": (envd.MoveRequest, fs.move),
             "/filesystem.Filesystem/CreateWatcher": (envd.WatchDirRequest, w.create),
             "/filesystem.Filesystem/GetWatcherEvents": (envd.WatcherRef, w.events),
             "/filesystem.Filesystem/RemoveWatcher": (envd.WatcherRef, w.remove),

@@ -73,6 +73,8 @@ export const METHODS = Object.freeze({
   MACHINES_LIST_DIR: "machines.listDir",
   MACHINES_STAT: "machines.stat",
   MACHINES_REMOVE_FILE: "machines.removeFile",
+  MACHINES_MAKE_DIR: "machines.makeDir",
+  MACHINES_MOVE: "machines.move",
   MACHINES_WATCH: "machines.watch",
   INSTANCES_SET_ENVIRONMENT: "instances.setEnvironment",
   INSTANCES_GET_ENVIRONMENT: "instances.getEnvironment",
