@@ -12,7 +12,7 @@ from tests.e2b_sdk import e2b_settings, python_sdk, sdk_env
 __all__ = ["e2b_settings"]  # the fixture, re-exported for pytest
 
 
-async def test_the_python_sdk_makes_a_directory_renames_and_lists_deep(
+async def test_the_python_sdk_makes_a_directory_renames_lists_deep_and_sends_gzip(
     e2b_settings: Settings,
 ) -> None:
     async with running_stack(e2b_settings) as client:
@@ -38,6 +38,8 @@ async def test_the_python_sdk_makes_a_directory_renames_and_lists_deep(
             out["flat"] = [e.name for e in sbx.files.list("a")]
             info = sbx.files.get_info("a/g.txt")
             out["info"] = [info.owner, info.group, info.permissions, info.mode]
+            sbx.files.write("packed.txt", "sent packed" * 1000, gzip=True)
+            out["gzip"] = sbx.files.read("packed.txt", gzip=True) == "sent packed" * 1000
             print(json.dumps(out))
         """,
             sdk_env(e2b_settings),
@@ -50,6 +52,7 @@ async def test_the_python_sdk_makes_a_directory_renames_and_lists_deep(
                                ["c.txt", "/home/user/a/b/c.txt", "file"],
                                ["g.txt", "/home/user/a/g.txt", "file"]]  # fmt: skip
         assert got["flat"] == ["b", "g.txt"]
+        assert got["gzip"] is True
         # What the machine itself says of the file (a number it names no one by: the number).
         said = await client.exec(got["id"], ["stat", "-c", "%U %u %G %g %A %a", "a/g.txt"])
         user, uid, group, gid, permissions, mode = said.stdout.split()

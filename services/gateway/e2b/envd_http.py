@@ -19,7 +19,6 @@ import base64
 import hashlib
 import hmac
 import time
-import zlib
 from collections.abc import AsyncIterator
 from email.message import Message
 
@@ -97,9 +96,9 @@ class Files:
         else:
             if not query_path:
                 raise InvalidParams("an octet-stream upload names its file: ?path=", field="path")
-            chunks: AsyncIterator[bytes] = request.content.iter_chunked(df.FILE_CHUNK)
-            if request.headers.get("Content-Encoding", "").lower() == "gzip":
-                chunks = _gunzip(chunks)
+            # A gzip body (Content-Encoding) comes unpacked: aiohttp's parser unpacks it as it
+            # is read, a bounded piece at a time, held back by this reader's pace.
+            chunks = request.content.iter_chunked(df.FILE_CHUNK)
             written.append(await self._write(chunks, machine_id, query_path, caller))
         entries = [{"name": w.path.rsplit("/", 1)[-1], "type": "file",
                     "path": to_e2b(w.path, home)} for w in written]  # fmt: skip
@@ -133,20 +132,3 @@ def _filename(part: BodyPartReader) -> str:
 async def _part_chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
     while chunk := await part.read_chunk(df.FILE_CHUNK):
         yield chunk
-
-
-async def _gunzip(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """A gzip body unpacked as it comes, a chunk's worth at a time."""
-    unpack = zlib.decompressobj(wbits=31)
-    try:
-        async for chunk in chunks:
-            # At most a chunk out at a time: a small body may unpack to a great deal.
-            data = unpack.decompress(chunk, df.FILE_CHUNK)
-            while data:
-                yield data
-                tail = unpack.unconsumed_tail
-                data = unpack.decompress(tail, df.FILE_CHUNK) if tail else b""
-        if rest := unpack.flush():
-            yield rest
-    except zlib.error as exc:
-        raise InvalidParams(f"the body is not gzip: {exc}") from None
