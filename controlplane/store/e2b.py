@@ -49,6 +49,9 @@ class TokenHolder(msgspec.Struct, kw_only=True, frozen=True):
     caller_id: str
     #: The token, sealed by the platform's secret key: a signed URL is checked against it.
     sealed: str
+    #: A traffic token (``trafficAccessToken``): it opens the sandbox's ports, shared with
+    #: browsers as E2B's is, and nothing else: no envd call, no signed URL.
+    traffic: bool = False
 
 
 _SANDBOX = msgspec.json.Decoder(E2bSandbox)

@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from controlplane.settings import Settings
+from services.gateway.e2b.envd_http import sign
 from tests.conftest import running_stack
 from tests.e2b_sdk import python_sdk, sdk_env
 
@@ -50,6 +51,47 @@ async def test_a_sandboxs_token_reaches_no_other_sandbox(e2b_settings: Settings)
         assert (status, '"unauthenticated"' in body) == (401, True)
         assert (await list_dir(e2b_settings, made["b"], None))[0] == 401
         assert (await list_dir(e2b_settings, made["b"], "made-up"))[0] == 401
+
+
+async def test_a_private_sandboxs_port_opens_to_its_traffic_token_which_opens_nothing_else(
+    e2b_settings: Settings,
+) -> None:
+    async with running_stack(e2b_settings):
+        got = await python_sdk("""
+            import json, os, time, urllib.error, urllib.request
+            from e2b import Sandbox
+            sbx = Sandbox.create(network={"allow_public_traffic": False})
+            sbx.files.write("site/index.html", "private")
+            sbx.commands.run("python3 -m http.server 8002 --directory site", background=True)
+            api, host = os.environ["E2B_SANDBOX_URL"], sbx.get_host(8002)
+
+            def get(headers):
+                req = urllib.request.Request(api + "/index.html", headers={"Host": host, **headers})
+                try:
+                    return urllib.request.urlopen(req).status
+                except urllib.error.HTTPError as e:
+                    return e.code
+
+            key = {"E2B-Traffic-Access-Token": sbx.traffic_access_token}
+            began = time.monotonic()
+            while get(key) != 200 and time.monotonic() - began < 60:
+                time.sleep(0.2)
+            print(json.dumps({"id": sbx.sandbox_id, "traffic": sbx.traffic_access_token,
+                              "with": get(key), "without": get({}),
+                              "wrong": get({"E2B-Traffic-Access-Token": "made-up"}),
+                              "own": sbx.traffic_access_token != sbx._envd_access_token}))
+        """, sdk_env(e2b_settings))  # fmt: skip
+        assert (got["with"], got["without"], got["wrong"], got["own"]) == (200, 403, 403, True)
+        status, body = await list_dir(e2b_settings, got["id"], got["traffic"])
+        assert (status, '"unauthenticated"' in body) == (401, True)  # it opens ports, no more
+        path = "/home/user/site/index.html"  # nor does it sign a download URL
+        query = {"path": path, "username": "user",
+                 "signature": sign([path, "read", "user", got["traffic"]], None)}  # fmt: skip
+        headers = {"E2b-Sandbox-Id": got["id"], "E2b-Sandbox-Port": "49983"}
+        url = f"http://127.0.0.1:{e2b_settings.e2b_port}/files"
+        async with aiohttp.ClientSession() as http, http.get(url, params=query,
+                                                             headers=headers) as resp:  # fmt: skip
+            assert resp.status == 401
 
 
 async def test_a_token_without_exec_runs_nothing_through_the_front(

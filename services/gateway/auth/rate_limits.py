@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from base.clock import SYSTEM_CLOCK, Clock
-from contracts.errors import FleetError, RateLimited, Unauthorized
+from contracts.errors import FleetError, RateLimited
 from contracts.jsonrpc import BUDGETS, AnySpec, Budget, Params
 from controlplane.settings import Settings
 from services.gateway.auth.access import Caller
@@ -87,11 +87,11 @@ class BadSecrets:
     def __init__(self, per_min: int, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._buckets = RateLimiter(per_min, clock=clock)
 
-    def refuse(self, kind: str, address: str, unauthorized: Unauthorized) -> FleetError:
-        """The error for one more bad ``kind`` from ``address``: ``unauthorized``, or
-        RateLimited once that address sent too many of that kind."""
+    def refuse(self, kind: str, address: str, refused: FleetError) -> FleetError:
+        """The error for one more bad ``kind`` from ``address``: ``refused`` (an Unauthorized,
+        a Forbidden), or RateLimited once that address sent too many of that kind."""
         wait = self._buckets.take(f"{kind} {address}")
-        return rate_limited(f"bad {kind}s from this address", wait) if wait else unauthorized
+        return rate_limited(f"bad {kind}s from this address", wait) if wait else refused
 
 
 class CallLimits:

@@ -177,7 +177,7 @@ class E2bFront:
                 if caller is None:
                     raise Unauthorized("the sandbox's maker no longer stands")
             else:
-                caller = await self.doorman.caller(request, target)
+                caller = await self.doorman.visitor(request, target)
         except FleetError as exc:
             return http_error(exc)
         port = PortTarget(target.sandbox_id, target.port, "/")

@@ -6,9 +6,10 @@ reverse proxy with a wildcard certificate hands over), or it names one in the he
 send with ``E2B_SANDBOX_URL`` (``E2b-Sandbox-Id``, ``E2b-Sandbox-Port``): never by anything the
 machine says. Port 49983 is envd's API, 49999 the code interpreter's.
 
-Who: every request but ``GET /health`` carries one of the sandbox's access tokens
-(``X-Access-Token``, or ``E2B-Traffic-Access-Token``), checked per request: it reaches that
-sandbox and no other, and the request runs with the rights of the fleetd token it was handed
+Who: every request but ``GET /health`` carries the sandbox's access token (``X-Access-Token``);
+a request to one of its ports when it is private, its traffic token
+(``E2B-Traffic-Access-Token``), which opens nothing else. Each is checked per request: it reaches
+that sandbox and no other, and the request runs with the rights of the fleetd token it was handed
 to (as the store has them now: revoked, it reaches nothing). A bad token counts against the
 address's bad-secret budget, as a bad bearer token does.
 """
@@ -23,8 +24,8 @@ import msgspec
 from aiohttp import web
 
 from contracts import e2b_control as api
-from contracts.errors import FleetError, InvalidParams, NotFound, Unauthorized
-from controlplane.store import Store
+from contracts.errors import FleetError, Forbidden, InvalidParams, NotFound, Unauthorized
+from controlplane.store import Store, TokenHolder
 from services.gateway.auth import BadSecrets, Caller, current_caller
 from services.gateway.e2b.sandboxes import ASLEEP, GONE
 
@@ -72,15 +73,34 @@ class Doorman:
         self._guesses = guesses
 
     async def caller(self, request: web.Request, target: Target) -> Caller:
-        token = (request.headers.get(api.ACCESS_TOKEN_HEADER)
-                 or request.headers.get(api.TRAFFIC_TOKEN_HEADER) or "")  # fmt: skip
+        """The caller of an envd or interpreter request: its access token's."""
+        token = request.headers.get(api.ACCESS_TOKEN_HEADER, "")
         holder = await self._store.e2b.holder(token) if token else None
-        if holder is None or holder.sandbox_id != target.sandbox_id:
+        if holder is None or holder.traffic or holder.sandbox_id != target.sandbox_id:
             refused = Unauthorized(
                 "unauthorized access: this sandbox's access token "
                 f"({api.ACCESS_TOKEN_HEADER}) is missing or not its own"
             )
             raise self._guesses.refuse("sandbox token", request.remote or "", refused)
+        return await self._standing(holder)
+
+    async def visitor(self, request: web.Request, target: Target) -> Caller:
+        """The caller of a request to one of the sandbox's ports: its traffic token's (or its
+        access token's, which reaches more); refused 403, as E2B's proxy refuses it."""
+        token = (request.headers.get(api.TRAFFIC_TOKEN_HEADER)
+                 or request.headers.get(api.ACCESS_TOKEN_HEADER) or "")  # fmt: skip
+        holder = await self._store.e2b.holder(token) if token else None
+        if holder is None or holder.sandbox_id != target.sandbox_id:
+            refused = Forbidden(
+                f"this sandbox's ports are private: its traffic token "
+                f"({api.TRAFFIC_TOKEN_HEADER}) is missing or not its own"
+            )
+            if not token:
+                raise refused
+            raise self._guesses.refuse("sandbox token", request.remote or "", refused)
+        return await self._standing(holder)
+
+    async def _standing(self, holder: TokenHolder) -> Caller:
         caller = await current_caller(self._store, holder.caller_id)
         if caller is None:
             raise Unauthorized(

@@ -153,14 +153,16 @@ class Sandboxes:
 
     async def answer(self, record: E2bSandbox, caller: Caller) -> api.Sandbox:
         """A create's, connect's or fork's answer: with an access token of its own, reaching
-        this sandbox and no other, with ``caller``'s rights."""
-        token = secrets.token_urlsafe(32)
-        holder = TokenHolder(sandbox_id=record.id, caller_id=caller.token_id,
-                             sealed=self._box.encrypt(token))  # fmt: skip
-        await self._records.add_token(token, holder)
+        this sandbox and no other, with ``caller``'s rights, and a traffic token that opens its
+        ports only."""
+        token, traffic = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        for made, is_traffic in ((token, False), (traffic, True)):
+            await self._records.add_token(made, TokenHolder(
+                sandbox_id=record.id, caller_id=caller.token_id, sealed=self._box.encrypt(made),
+                traffic=is_traffic))  # fmt: skip
         return api.Sandbox(template_id=record.template_id, sandbox_id=record.id,
                            client_id=record.made_by, alias=record.alias,
-                           envd_access_token=token, traffic_access_token=token)  # fmt: skip
+                           envd_access_token=token, traffic_access_token=traffic)  # fmt: skip
 
     async def _ready(self, machine: Machine) -> Machine:
         """The machine once ready (its daemon answering); Conflict naming why it is not."""
