@@ -7,6 +7,7 @@ envd's."""
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
@@ -24,13 +25,14 @@ from contracts.errors import (
     RateLimited,
     Unauthorized,
 )
+from controlplane.store import E2bSandbox
 from services.gateway.e2b import connect
 from services.gateway.e2b.envd_files import entry_info, to_e2b, to_machine
 from services.gateway.e2b.envd_http import sign
 from services.gateway.e2b.envd_process import KEEPALIVE_HEADER, Asked, end_event, session_params
 from services.gateway.e2b.envd_watch import Uploads
 from services.gateway.e2b.errors import CONNECT_STATUS, connect_code
-from services.gateway.e2b.listing import Query
+from services.gateway.e2b.listing import Query, matches
 from services.gateway.e2b.network import egress_of
 from services.gateway.e2b.sandbox import Target, host_pattern, target_of
 
@@ -192,3 +194,13 @@ def test_a_commands_end_says_its_exit_or_its_signal_as_envd_does() -> None:
     lost = end_event(None).event.end
     assert lost is not None
     assert lost.error == "lost"
+
+
+def test_a_sandbox_started_at_the_time_asked_for_is_listed_as_started_after_it() -> None:
+    started = 1_795_000_000.1234567  # more digits than a start time is shown with
+    record = E2bSandbox(id="m-1", instance_id="i-1", template_id="base", made_by="t",
+                        started_at=started, end_at=started + 300)  # fmt: skip
+    shown = datetime.fromtimestamp(started, UTC)  # what get_info answers, to the microsecond
+    assert matches(record, Query({"startedAfter": shown.isoformat()}))
+    later = (shown + timedelta(microseconds=1)).isoformat()
+    assert not matches(record, Query({"startedAfter": later}))

@@ -44,7 +44,7 @@ async def listed(sandboxes: Sandboxes, store: Store, query: Query,
                  caller: Caller) -> tuple[list[api.SandboxDetail], str | None]:  # fmt: skip
     """One page of the sandboxes ``caller`` may read, and the next page's token."""
     records = [r for r in await store.e2b.many(await store.e2b.ids())
-               if caller.may(r.instance_id, MACHINES_READ) and _matches(r, query)]  # fmt: skip
+               if caller.may(r.instance_id, MACHINES_READ) and matches(r, query)]  # fmt: skip
     records.sort(key=lambda r: r.started_at, reverse=query.descending)
     out: list[api.SandboxDetail] = []
     at = query.offset
@@ -60,12 +60,21 @@ async def listed(sandboxes: Sandboxes, store: Store, query: Query,
     return out, base64.urlsafe_b64encode(str(at).encode()).decode() if more else None
 
 
-def _matches(record: E2bSandbox, query: Query) -> bool:
+def matches(record: E2bSandbox, query: Query) -> bool:
+    """Whether a sandbox is one the list's filters ask for (its state aside: its machine's)."""
     if query.template and query.template not in (record.template_id, record.alias):
         return False
-    if query.started_after and record.started_at <= query.started_after.timestamp():
+    # At a microsecond's precision, as a start time is shown: a sandbox started at the very
+    # time asked for is one started after it (E2B's own list test asks with one's start time).
+    if query.started_after and _micros(record.started_at) < _micros(
+        query.started_after.timestamp()
+    ):
         return False
     return all(record.metadata.get(k) == v for k, v in query.metadata.items())
+
+
+def _micros(at: float) -> int:
+    return round(at * 1_000_000)
 
 
 async def metrics(calls: Calls, sandbox_id: str, cores: int, start: str | None,
