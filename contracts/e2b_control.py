@@ -28,6 +28,9 @@ CODE_INTERPRETER_TEMPLATE: Final = "code-interpreter-v1"
 #: envd's port, and the code interpreter's, in a sandbox's host names and headers.
 ENVD_PORT: Final = 49983
 INTERPRETER_PORT: Final = 49999
+#: E2B's SDKs may check that an API key looks like one of E2B's (``e2b_`` and hex digits): a
+#: fleetd token is handed to them in that form (its bytes in hex) and read back from it.
+API_KEY_PREFIX: Final = "e2b_"
 #: The header a sandbox's own requests name it by, and its port.
 SANDBOX_ID_HEADER: Final = "E2b-Sandbox-Id"
 SANDBOX_PORT_HEADER: Final = "E2b-Sandbox-Port"
@@ -179,3 +182,18 @@ class ApiError(msgspec.Struct, kw_only=True):
 
     code: int
     message: str
+
+
+def api_key_of(token: str) -> str:
+    """A fleetd token in E2B's API key form."""
+    return API_KEY_PREFIX + token.encode().hex()
+
+
+def token_of(api_key: str) -> str:
+    """The fleetd token an API key carries: E2B's form read back, any other key as it is."""
+    if api_key.startswith(API_KEY_PREFIX):
+        try:
+            return bytes.fromhex(api_key[len(API_KEY_PREFIX) :]).decode()
+        except (ValueError, UnicodeDecodeError):
+            return api_key
+    return api_key

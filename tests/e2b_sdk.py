@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from contracts.e2b_control import api_key_of
 from controlplane.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 
@@ -30,11 +31,12 @@ def e2b_settings(settings: Settings) -> Settings:
     return msgspec.structs.replace(settings, e2b_runtime="namespaces")
 
 
-def sdk_env(settings: Settings, api_key: str = ADMIN_TOKEN) -> dict[str, str]:
-    """What points a stock SDK at the stack of ``settings`` (``fleet up``'s E2B_* words)."""
-    url = f"http://127.0.0.1:{settings.e2b_port}"
+def sdk_env(settings: Settings, token: str = ADMIN_TOKEN) -> dict[str, str]:
+    """What points a stock SDK at the stack of ``settings`` (``fleet up``'s E2B_* words): the
+    key in E2B's form, as the banner prints it (an SDK may check a key's form)."""
+    url, key = f"http://127.0.0.1:{settings.e2b_port}", api_key_of(token)
     return {"E2B_API_URL": url, "E2B_SANDBOX_URL": url,
-            "E2B_DOMAIN": f"localhost:{settings.e2b_port}", "E2B_API_KEY": api_key}  # fmt: skip
+            "E2B_DOMAIN": f"localhost:{settings.e2b_port}", "E2B_API_KEY": key}  # fmt: skip
 
 
 async def _run(argv: list[str], env: dict[str, str], timeout: float) -> Any:

@@ -36,6 +36,7 @@ import msgspec
 from base.lifeline import Children, end_recorded
 from base.lockfile import AlreadyRunning, PidLock
 from base.wait import wait_until
+from contracts.e2b_control import api_key_of
 from controlplane.crypto import generate_secret_key
 from controlplane.settings import Settings
 from controlplane.unresponsive import daemons_ended
@@ -474,7 +475,7 @@ def e2b_variables(settings: Settings) -> list[str]:
     url = f"http://{settings.e2b_host}:{settings.e2b_port}"
     return [f"E2B_API_URL={url}", f"E2B_SANDBOX_URL={url}",
             f"E2B_DOMAIN={settings.e2b_domain or f'localhost:{settings.e2b_port}'}",
-            f"E2B_API_KEY={settings.admin_token}"]  # fmt: skip
+            f"E2B_API_KEY={api_key_of(settings.admin_token)}"]  # fmt: skip
 
 
 def banner_ports(banner: str) -> tuple[str, int]:

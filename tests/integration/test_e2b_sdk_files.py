@@ -40,6 +40,15 @@ async def test_the_python_sdk_makes_a_directory_renames_lists_deep_and_sends_gzi
             out["info"] = [info.owner, info.group, info.permissions, info.mode]
             sbx.files.write("packed.txt", "sent packed" * 1000, gzip=True)
             out["gzip"] = sbx.files.read("packed.txt", gzip=True) == "sent packed" * 1000
+            try:
+                sbx.files.write("tagged.txt", "x", metadata={"kind": "note"})
+                out["metadata"] = "kept"
+            except Exception as exc:
+                out["metadata"] = [type(exc).__name__, str(exc), sbx.files.exists("tagged.txt")]
+            try:
+                sbx.files.get_info("/home/user/nope")
+            except Exception as exc:
+                out["missing"] = str(exc)
             print(json.dumps(out))
         """,
             sdk_env(e2b_settings),
@@ -53,6 +62,9 @@ async def test_the_python_sdk_makes_a_directory_renames_lists_deep_and_sends_gzi
                                ["g.txt", "/home/user/a/g.txt", "file"]]  # fmt: skip
         assert got["flat"] == ["b", "g.txt"]
         assert got["gzip"] is True
+        kind, message, written = got["metadata"]  # refused by name, and nothing written
+        assert ("metadata" in message, "not supported" in message, written) == (True, True, False)
+        assert "/home/user/nope" in got["missing"]  # E2B's path, never where the home is
         # What the machine itself says of the file (a number it names no one by: the number).
         said = await client.exec(got["id"], ["stat", "-c", "%U %u %G %g %A %a", "a/g.txt"])
         user, uid, group, gid, permissions, mode = said.stdout.split()

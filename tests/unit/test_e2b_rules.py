@@ -7,6 +7,7 @@ envd's."""
 from __future__ import annotations
 
 import base64
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -27,7 +28,7 @@ from contracts.errors import (
 )
 from controlplane.store import E2bSandbox
 from services.gateway.e2b import connect
-from services.gateway.e2b.envd_files import entry_info, to_e2b, to_machine
+from services.gateway.e2b.envd_files import e2b_paths, entry_info, to_e2b, to_machine
 from services.gateway.e2b.envd_http import sign
 from services.gateway.e2b.envd_process import KEEPALIVE_HEADER, Asked, end_event, session_params
 from services.gateway.e2b.envd_watch import Uploads
@@ -204,3 +205,20 @@ def test_a_sandbox_started_at_the_time_asked_for_is_listed_as_started_after_it()
     assert matches(record, Query({"startedAfter": shown.isoformat()}))
     later = (shown + timedelta(microseconds=1)).isoformat()
     assert not matches(record, Query({"startedAfter": later}))
+
+
+def test_an_api_key_is_a_fleetd_token_as_it_is_or_in_e2bs_form() -> None:
+    token = "RAl6cXfCg4Mowb6nk_tkNwkJqocQ86wIkM6JY0c_8BE"  # base64url, as fleetd makes them
+    key = api.api_key_of(token)
+    assert re.fullmatch(r"e2b_[0-9a-f]+", key)  # what E2B's SDKs may check a key against
+    assert api.token_of(key) == token
+    assert api.token_of(token) == token
+    assert api.token_of("e2b_zz") == "e2b_zz"  # not E2B's form after all: as it is (refused)
+
+
+def test_an_error_names_the_home_as_e2b_does_never_where_it_is_on_its_host() -> None:
+    home = "/srv/fleet/machines/m-1/home"
+    with pytest.raises(FileNotFound) as missing, e2b_paths(home):
+        raise FileNotFound(f"{home}/nope: no such file or directory")
+    assert missing.value.message == "/home/user/nope: no such file or directory"
+    assert str(missing.value) == missing.value.message

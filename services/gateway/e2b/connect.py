@@ -106,10 +106,14 @@ async def server_stream(request: web.Request, kind: type[M],
         end = {"error": _error_of(exc)}
     except TimeoutError:
         end = {"error": {"code": "deadline_exceeded", "message": "the call's deadline passed"}}
+    except ConnectionError:  # the client went away mid-stream: nobody to tell the end to
+        log.info("e2b.stream_client_gone", path=request.path)
+        return resp
     if not resp.prepared:
         await resp.prepare(request)
-    await resp.write(envelope(_ENCODE.encode(end), _END))
-    await resp.write_eof()
+    with contextlib.suppress(ConnectionError):
+        await resp.write(envelope(_ENCODE.encode(end), _END))
+        await resp.write_eof()
     return resp
 
 

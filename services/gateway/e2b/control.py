@@ -159,9 +159,10 @@ async def _caller(request: web.Request, resolve: CallerResolver) -> Caller:
     auth = request.headers.get("Authorization", "")
     if not key and auth.lower().startswith("bearer "):
         key = auth[7:].strip()
-    caller = await resolve(key) if key else None
+    caller = await resolve(api.token_of(key)) if key else None
     if caller is None:
-        raise Unauthorized("missing or invalid API key (X-API-Key: a fleetd access token)")
+        raise Unauthorized("missing or invalid API key (X-API-Key: a fleetd access token, as "
+                           "it is or as e2b_ and its bytes in hex)")  # fmt: skip
     return caller
 
 

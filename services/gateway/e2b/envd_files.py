@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import stat as st
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Final
 
 from contracts import daemon_files as df, e2b_envd as envd
-from contracts.errors import FileNotFound
+from contracts.errors import FileNotFound, FleetError
 from contracts.gateway_files import (
     MACHINES_LIST_DIR,
     MACHINES_MAKE_DIR,
@@ -100,6 +101,19 @@ def entry_info(entry: df.DirEntry, path: str, home: str) -> envd.EntryInfo:
     )  # fmt: skip
 
 
+@contextlib.contextmanager
+def e2b_paths(home: str) -> Iterator[None]:
+    """A FleetError raised inside names the machine's home as E2B does (``/home/user``): an
+    answer never shows where the home is on its host."""
+    try:
+        yield
+    except FleetError as exc:
+        if home != "/" and home in exc.message:
+            exc.message = exc.message.replace(home, envd.E2B_HOME)
+            exc.args = (exc.message,)
+        raise
+
+
 class Filesystem:
     def __init__(self, calls: Calls, homes: Homes) -> None:
         self._calls = calls
@@ -113,16 +127,18 @@ class Filesystem:
             return envd.EntryAnswer(entry=envd.EntryInfo(
                 name=envd.E2B_HOME.rsplit("/", 1)[-1], type="FILE_TYPE_DIRECTORY",
                 path=envd.E2B_HOME, mode=0o755, permissions="drwxr-xr-x"))  # fmt: skip
-        got = await self._calls(MACHINES_STAT, MachineStatParams(
-            machine_id=machine_id, path=path), caller)  # fmt: skip
+        with e2b_paths(home):
+            got = await self._calls(MACHINES_STAT, MachineStatParams(
+                machine_id=machine_id, path=path), caller)  # fmt: skip
         return envd.EntryAnswer(entry=entry_info(got, got.path, home))
 
     async def list_dir(self, machine_id: str, req: envd.ListDirRequest,
                        caller: Caller) -> envd.ListDirAnswer:  # fmt: skip
         home = await self._homes.of(machine_id, caller)
-        got = await self._calls(MACHINES_LIST_DIR, MachineListDirParams(
-            machine_id=machine_id, path=to_machine(req.path), limit=df.MAX_DIR_ENTRIES,
-            depth=req.depth or 1), caller)  # fmt: skip
+        with e2b_paths(home):
+            got = await self._calls(MACHINES_LIST_DIR, MachineListDirParams(
+                machine_id=machine_id, path=to_machine(req.path), limit=df.MAX_DIR_ENTRIES,
+                depth=req.depth or 1), caller)  # fmt: skip
         base = got.path.rstrip("/")
         return envd.ListDirAnswer(entries=[entry_info(e, f"{base}/{e.name}", home)
                                            for e in got.entries])  # fmt: skip
@@ -138,8 +154,9 @@ class Filesystem:
     async def make_dir(self, machine_id: str, req: envd.PathRequest,
                        caller: Caller) -> envd.EntryAnswer:  # fmt: skip
         home = await self._homes.of(machine_id, caller)
-        got = await self._calls(MACHINES_MAKE_DIR, MachineMakeDirParams(
-            machine_id=machine_id, path=to_machine(req.path)), caller)  # fmt: skip
+        with e2b_paths(home):
+            got = await self._calls(MACHINES_MAKE_DIR, MachineMakeDirParams(
+                machine_id=machine_id, path=to_machine(req.path)), caller)  # fmt: skip
         if not got.created:  # fleetd's makeDir is idempotent; envd's says so, as an error
             raise ConnectError("already_exists", f"{req.path}: a directory is there already")
         return envd.EntryAnswer(entry=entry_info(got.entry, got.path, home))
@@ -147,7 +164,8 @@ class Filesystem:
     async def move(self, machine_id: str, req: envd.MoveRequest,
                    caller: Caller) -> envd.EntryAnswer:  # fmt: skip
         home = await self._homes.of(machine_id, caller)
-        got = await self._calls(MACHINES_MOVE, MachineMoveParams(
-            machine_id=machine_id, source=to_machine(req.source),
-            destination=to_machine(req.destination)), caller)  # fmt: skip
+        with e2b_paths(home):
+            got = await self._calls(MACHINES_MOVE, MachineMoveParams(
+                machine_id=machine_id, source=to_machine(req.source),
+                destination=to_machine(req.destination)), caller)  # fmt: skip
         return envd.EntryAnswer(entry=entry_info(got.entry, got.path, home))

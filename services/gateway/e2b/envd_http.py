@@ -30,7 +30,8 @@ from contracts.errors import FleetError, InvalidParams, Unauthorized
 from controlplane.crypto import SecretBox
 from controlplane.store import Store
 from services.gateway.auth import Caller, current_caller
-from services.gateway.e2b.envd_files import Homes, to_e2b, to_machine
+from services.gateway.e2b.envd_files import Homes, e2b_paths, to_e2b, to_machine
+from services.gateway.e2b.errors import unsupported
 from services.gateway.e2b.sandbox import Doorman, Target, http_error
 from services.gateway.streams import ByteStreamOpener, serve_download, upload
 
@@ -53,8 +54,9 @@ class Files:
             if request.method == "GET":
                 caller = await self._caller(request, target, "read")
                 path = to_machine(request.query.get("path", ""))
-                return await serve_download(request, self._opener, caller, target.sandbox_id,
-                                            path)  # fmt: skip
+                with e2b_paths(await self._homes.of(target.sandbox_id, caller)):
+                    return await serve_download(request, self._opener, caller,
+                                                target.sandbox_id, path)  # fmt: skip
             if request.method == "POST":
                 caller = await self._caller(request, target, "write")
                 return await self._upload(request, target.sandbox_id, caller)
@@ -85,6 +87,9 @@ class Files:
 
     async def _upload(self, request: web.Request, machine_id: str,
                       caller: Caller) -> web.Response:  # fmt: skip
+        if any(name.lower().startswith("x-metadata-") for name in request.headers):
+            why = "fleetd keeps no extended attributes on a machine's files"
+            raise unsupported("a file's metadata (X-Metadata-*)", why)
         home = await self._homes.of(machine_id, caller)
         query_path = request.query.get("path")
         written: list[df.Uploaded] = []
