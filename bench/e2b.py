@@ -13,6 +13,9 @@ of the host's load falls on both:
 - **warm code**: ``run_code("1+1")`` of the code interpreter's SDK in a sandbox whose kernel has
   started, against ``machines.code.run`` of ``1+1`` in that same machine. Target: p50 at most
   1.3x.
+- **a command**: ``sandbox.commands.run("true")`` (a session on pipes: open, attach, its end,
+  close), against ``machines.exec`` of what the SDK sends (``/bin/bash -l -c true``) in that
+  same machine. Target: p50 at most 1.5x.
 - **1 MiB file**: ``sandbox.files.write`` then ``files.read`` of 1 MiB of random bytes, against
   ``FleetClient.upload`` then ``download`` of the same bytes in the same machine: fleetd's
   streamed transfers, the ones the front's envd file routes use (``machines.writeFile`` and
@@ -62,6 +65,8 @@ for line in sys.stdin:
         elif what == "code":
             got = sbx.run_code("1+1")
             assert got.error is None and got.text == "2", got
+        elif what == "command":
+            assert sbx.commands.run("true").exit_code == 0
         else:
             sbx.files.write(f"bench/sdk-{i}.bin", data)
             assert sbx.files.read(f"bench/sdk-{i}.bin", format="bytes") == data
@@ -143,6 +148,16 @@ async def _client_codes(client: FleetClient, mid: str, n: int) -> list[float]:
     return out
 
 
+async def _client_commands(client: FleetClient, mid: str, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        done = await client.exec(mid, ["/bin/bash", "-l", "-c", "true"])
+        out.append(time.perf_counter() - t0)
+        assert done.exit_code == 0, done
+    return out
+
+
 async def _client_files(client: FleetClient, mid: str, local: Path, n: int) -> list[float]:
     out, back = [], local.with_name("back.bin")
     for i in range(n):
@@ -180,9 +195,11 @@ async def run(report: Report, quick: bool) -> None:
     if not PEERS_PYTHON.exists():
         raise SystemExit("benchmark 36 needs E2B's SDKs in .venv/peers (./run test installs them)")
     creates, codes, files = (4, 30, 10) if quick else (12, 100, 30)
+    commands = codes // 2
     print(
         f"[36] E2B's Python SDKs through the E2B front vs fleetd's client: {creates} creates, "
-        f"{codes} warm run_code, {files} 1 MiB write+read each way, namespaces machines"
+        f"{codes} warm run_code, {commands} commands, {files} 1 MiB write+read each way, "
+        "namespaces machines"
     )
     with (
         temp_dir() as root,
@@ -199,6 +216,9 @@ async def run(report: Report, quick: bool) -> None:
                 async def codes_(k: int) -> list[float]:
                     return await _client_codes(client, mid, k)
 
+                async def commands_(k: int) -> list[float]:
+                    return await _client_commands(client, mid, k)
+
                 async def files_(k: int) -> list[float]:
                     return await _client_files(client, mid, local, k)
 
@@ -207,6 +227,8 @@ async def run(report: Report, quick: bool) -> None:
 
                 theirs, ours = await _alternate(sdk, "code", codes_, codes, BATCH)
                 _add(report, "run_code 1+1, warm sandbox", theirs, ours, "code.run", 1.3)
+                theirs, ours = await _alternate(sdk, "command", commands_, commands, BATCH)
+                _add(report, "commands.run true", theirs, ours, "exec", 1.5)
                 theirs, ours = await _alternate(sdk, "files", files_, files, 5)
                 _add(report, "files.write+read 1 MiB", theirs, ours, "upload+download", 1.5)
                 theirs, ours = await _alternate(sdk, "create", creates_, creates, 2)
