@@ -62,7 +62,7 @@ async def test_the_python_sdk_makes_a_directory_renames_lists_deep_and_sends_gzi
                                ["g.txt", "/home/user/a/g.txt", "file"]]  # fmt: skip
         assert got["flat"] == ["b", "g.txt"]
         assert got["gzip"] is True
-        kind, message, written = got["metadata"]  # refused by name, and nothing written
+        _kind, message, written = got["metadata"]  # refused by name, and nothing written
         assert ("metadata" in message, "not supported" in message, written) == (True, True, False)
         assert "/home/user/nope" in got["missing"]  # E2B's path, never where the home is
         # What the machine itself says of the file (a number it names no one by: the number).

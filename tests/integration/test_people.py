@@ -164,8 +164,8 @@ async def replica(settings: Settings, es: AsyncExitStack) -> str:
     """Another gateway process's worth (its own NATS connections, store and caches) on the same
     servers, with a long revocation round; its URL."""
     # Its ports named before it starts, as `fleet up` names a replica's: held (`PortHold`).
-    console, previews = (es.enter_context(PortHold()).port for _ in range(2))
-    own = msgspec.structs.replace(settings, port=console, preview_port=previews,
+    console, previews, e2b = (es.enter_context(PortHold()).port for _ in range(3))
+    own = msgspec.structs.replace(settings, port=console, preview_port=previews, e2b_port=e2b,
                                   revocation_round_s=LONG_ROUND_S)  # fmt: skip
     await gateway(own, es)
     return f"http://127.0.0.1:{own.port}"

@@ -121,8 +121,8 @@ class E2bFront:
 
     async def serve_sandbox(self, request: web.Request, target: Target) -> web.StreamResponse:
         if target.port == api.INTERPRETER_PORT:
-            try:
-                caller = await self.doorman.caller(request, target)
+            try:  # a port of the sandbox's, as on E2B: its traffic token opens it too
+                caller = await self.doorman.visitor(request, target)
             except FleetError as exc:
                 return http_error(exc)
             return await self.interpreter.serve(request, target.sandbox_id, caller)

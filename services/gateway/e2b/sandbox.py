@@ -6,9 +6,10 @@ reverse proxy with a wildcard certificate hands over), or it names one in the he
 send with ``E2B_SANDBOX_URL`` (``E2b-Sandbox-Id``, ``E2b-Sandbox-Port``): never by anything the
 machine says. Port 49983 is envd's API, 49999 the code interpreter's.
 
-Who: every request but ``GET /health`` carries the sandbox's access token (``X-Access-Token``);
-a request to one of its ports when it is private, its traffic token
-(``E2B-Traffic-Access-Token``), which opens nothing else. Each is checked per request: it reaches
+Who: every envd request but ``GET /health`` carries the sandbox's access token
+(``X-Access-Token``); a request to one of its ports (the code interpreter's among them, as on
+E2B; any other port only when the sandbox is private) its traffic token
+(``E2B-Traffic-Access-Token``), which opens no envd call. Each is checked per request: it reaches
 that sandbox and no other, and the request runs with the rights of the fleetd token it was handed
 to (as the store has them now: revoked, it reaches nothing). A bad token counts against the
 address's bad-secret budget, as a bad bearer token does.
@@ -85,8 +86,9 @@ class Doorman:
         return await self._standing(holder)
 
     async def visitor(self, request: web.Request, target: Target) -> Caller:
-        """The caller of a request to one of the sandbox's ports: its traffic token's (or its
-        access token's, which reaches more); refused 403, as E2B's proxy refuses it."""
+        """The caller of a request to one of the sandbox's ports (the code interpreter's, a
+        private sandbox's others): its traffic token's (or its access token's, which reaches
+        more); refused 403, as E2B's proxy refuses it."""
         token = (request.headers.get(api.TRAFFIC_TOKEN_HEADER)
                  or request.headers.get(api.ACCESS_TOKEN_HEADER) or "")  # fmt: skip
         holder = await self._store.e2b.holder(token) if token else None
