@@ -42,6 +42,12 @@ _END = 0x02
 _ENCODE = msgspec.json.Encoder()
 
 
+class Dropped(Exception):
+    """What a stream followed went away midway (its sandbox killed, its machine stopping): the
+    call's connection is dropped, with no end, as envd's is when its sandbox dies, so that the
+    SDK asks the sandbox's health and says what became of it."""
+
+
 class ConnectError(Exception):
     """An error with a Connect code of its own (one no fleetd error stands for)."""
 
@@ -108,6 +114,11 @@ async def server_stream(request: web.Request, kind: type[M],
         end = {"error": {"code": "deadline_exceeded", "message": "the call's deadline passed"}}
     except ConnectionError:  # the client went away mid-stream: nobody to tell the end to
         log.info("e2b.stream_client_gone", path=request.path)
+        return resp
+    except Dropped as exc:
+        log.info("e2b.stream_dropped", path=request.path, reason=str(exc))
+        if request.transport is not None:
+            request.transport.abort()
         return resp
     if not resp.prepared:
         await resp.prepare(request)

@@ -27,11 +27,11 @@ from base.byte_stream import ByteStream
 from base.tasks import cancel_and_join
 from contracts import daemon_rpc as d, e2b_envd as envd, gateway_sessions as gs, sessions as ss
 from contracts.audit import Action
-from contracts.errors import FleetError, InvalidParams, NotFound
+from contracts.errors import FleetError, InvalidParams, NotFound, StreamAborted
 from contracts.streams import MAX_CHUNK
 from services.gateway.auth import Caller
 from services.gateway.e2b.calls import Calls
-from services.gateway.e2b.connect import deadline_s
+from services.gateway.e2b.connect import Dropped, deadline_s
 from services.gateway.e2b.envd_files import to_machine
 from services.gateway.streams import ByteStreamOpener
 
@@ -149,6 +149,8 @@ class Processes:
             async for event in _events(stream, pty=info.pty, keepalive_s=asked.keepalive_s):
                 yield event
             yield end_event(stream.end_code)
+        except StreamAborted as exc:  # its machine went away under it (killed, stopping)
+            raise Dropped(exc.message) from None
         finally:
             await stream.aclose()
 

@@ -40,6 +40,11 @@ log = structlog.get_logger(__name__)
 
 MAX_WATCHERS: Final = 16
 KEPT: Final = 4096
+#: A poll waits at most this long for changes, and answers once none came for QUIET_S: envd's
+#: watcher is in the sandbox's own process, so a poll right after a write already shows it;
+#: fleetd's events come from the machine's watch a moment later.
+POLL_GRACE_S: Final = 0.25
+QUIET_S: Final = 0.05
 _EVENT = msgspec.json.Decoder(FileEvent)
 _TYPES: Final[dict[str, envd.EventType]] = {
     "create": "EVENT_TYPE_CREATE", "write": "EVENT_TYPE_WRITE", "remove": "EVENT_TYPE_REMOVE",
@@ -53,6 +58,20 @@ class _Watcher:
     events: deque[envd.FilesystemEvent] = field(default_factory=lambda: deque(maxlen=KEPT))
     task: asyncio.Task[None] | None = None
     error: FleetError | None = None
+    #: Set as each change comes.
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def settled(self) -> None:
+        """Until changes stopped coming for QUIET_S, at most POLL_GRACE_S (see there)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + POLL_GRACE_S
+        while (left := end - loop.time()) > 0 and self.error is None:
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(),
+                                       min(QUIET_S, left) if self.events else left)  # fmt: skip
+            except TimeoutError:
+                return
 
 
 class Uploads:
@@ -153,12 +172,15 @@ class Watches:
         try:
             async for change in changes:
                 watcher.events.append(change)
+                watcher.arrived.set()
         except FleetError as exc:  # said at the next poll
             watcher.error = exc
+            watcher.arrived.set()
 
     async def events(self, machine_id: str, req: envd.WatcherRef,
                      _: Caller) -> envd.WatcherEvents:  # fmt: skip
         watcher = self._find(machine_id, req.watcher_id)
+        await watcher.settled()
         got = list(watcher.events)
         watcher.events.clear()
         if not got and watcher.error is not None:
