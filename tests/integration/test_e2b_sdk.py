@@ -193,3 +193,48 @@ async def test_get_host_names_a_url_that_reaches_the_sandboxs_port(e2b_settings:
         )
         assert got["host"] == f"8001-{got['id']}.localhost:{e2b_settings.e2b_port}"
         assert got["body"] == "served from the sandbox"
+
+
+async def test_metrics_network_signed_urls_a_beta_pause_and_a_context_restart(
+    e2b_settings: Settings,
+) -> None:
+    """The rest of the SDK's surface: each call a fleetd method, what fleetd then holds."""
+    async with running_stack(e2b_settings) as client:
+        got = await python_sdk(
+            """
+            import json, os, time, urllib.request
+            from e2b_code_interpreter import Sandbox
+            sbx = Sandbox.create()
+            ctx = sbx.create_code_context()
+            sbx.run_code("y = 5", context=ctx)
+            sbx.restart_code_context(ctx)
+            out = {"id": sbx.sandbox_id,
+                   "restarted": sbx.run_code("y", context=ctx).error.name}
+            sbx.update_network({"allow_out": ["10.1.2.3"], "deny_out": ["0.0.0.0/0"]})
+            began, metrics = time.monotonic(), []
+            while not metrics and time.monotonic() - began < 60:  # sampled every 5 s
+                metrics = sbx.get_metrics()
+                time.sleep(0.5)
+            out["metrics"] = [m.mem_total > 0 and m.cpu_count > 0 for m in metrics][:1]
+            # A signed URL names its sandbox by host name only: sent as a proxy for
+            # *.{domain} would send it (E2B_SANDBOX_URL carries no host of its own).
+            host = sbx.get_host(49983)
+            up = urllib.request.Request(sbx.upload_url("signed.txt"), headers={"Host": host},
+                                        data=b"sent signed", method="POST")
+            up.add_header("Content-Type", "application/octet-stream")
+            out["uploaded"] = urllib.request.urlopen(up).status
+            down = urllib.request.Request(sbx.download_url("signed.txt"), headers={"Host": host})
+            out["downloaded"] = urllib.request.urlopen(down).read().decode()
+            out["paused"] = sbx.beta_pause()
+            out["back"] = Sandbox.connect(sbx.sandbox_id).files.read("signed.txt")
+            print(json.dumps(out))
+        """,
+            sdk_env(e2b_settings),
+        )
+        assert got["restarted"] == "NameError"  # the restart cleared the context's state
+        assert got["metrics"] == [True]
+        assert (got["uploaded"], got["downloaded"]) == (200, "sent signed")
+        assert (got["paused"], got["back"]) == (True, "sent signed")
+        machine = await client.get_machine(got["id"])
+        policy = await client.get_network_policy(machine.instance_id)
+        assert (policy.egress.default, policy.egress.allow) == ("deny", ["10.1.2.3"])
