@@ -198,6 +198,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     #: Seconds between two samples of each machine's CPU, memory, disk and network, taken by
     #: the provisioner of its host (services/provisioner/usage_sampler.py; docs/monitoring.md).
     metrics_sample_s: float = 5.0
+    #: Seconds between two measures of a machine's home for its disk use (the samples between
+    #: carry the last figure): a walk, where its file system keeps no figure, costs the machine.
+    metrics_disk_s: float = 60.0
     #: A walk of a machine's home for its disk use (where its file system keeps no figure of
     #: its own) stops after this many entries; the figure is then "at least"
     #: (providers/disk_walk.py). The walk runs in the machine's cgroups, charged to it.
@@ -619,6 +622,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
             )
         if not 1 <= self.metrics_sample_s <= 60:
             raise SettingsError(f"FLEET_METRICS_SAMPLE_S: {self.metrics_sample_s} is not 1 to 60")
+        if not self.metrics_sample_s <= self.metrics_disk_s <= 3600:
+            raise SettingsError(
+                f"FLEET_METRICS_DISK_S: {self.metrics_disk_s} is not "
+                f"FLEET_METRICS_SAMPLE_S ({self.metrics_sample_s}) to 3600"
+            )
         if not self.sweep_interval_s > 0:
             raise SettingsError(f"FLEET_SWEEP_INTERVAL_S: {self.sweep_interval_s} is not > 0")
         if not self.sweep_grace_s > 0:

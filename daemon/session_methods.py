@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import fcntl
 import os
 import pty
 import pwd
 import secrets
+import signal
 import termios
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -47,6 +50,21 @@ def _take_terminal() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _hangs_up_with_daemon() -> Callable[[], None]:
+    """What a pipe session's child runs before its exec: SIGHUP when the daemon ends, however
+    it ends (a terminal's command gets that from its terminal's hangup; a pipe's would run on
+    for good, orphaned). prctl is looked up here, in the daemon: the child only calls it."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def child() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGHUP), 0, 0, 0)
+
+    return child
+
+
 Started = tuple[asyncio.subprocess.Process, dict[ss.RecordKind, int], int | None]
 
 
@@ -76,7 +94,7 @@ async def _on_pipes(argv: list[str], cwd: Path, env: dict[str, str], stdin: bool
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv, cwd=cwd, env=env, stdin=feed[0], stdout=out[1], stderr=err[1],
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_hangs_up_with_daemon(),
         )  # fmt: skip
     except BaseException:
         for fd in (out[0], err[0], feed[1]):

@@ -117,6 +117,13 @@ class DiskLedger:
         until = int((time.time() + hold_s) * 1000)
         await self._redis.zadd(reservations, {field: until}, xx=True)
 
+    async def places(self, instance_id: str) -> list[str]:
+        """The fields that are places held (a copy under way, or one whose holder died and whose
+        place has not lapsed yet), not figures measured."""
+        reservations = self._keys(instance_id)[1]
+        got = await self._redis.zrangebyscore(reservations, int(time.time() * 1000), "+inf")
+        return [str(f) for f in got]
+
     async def used(self, instance_id: str) -> dict[str, int]:
         """Each field and its bytes (reservations not lapsed included)."""
         script = self._used.on(self._redis)

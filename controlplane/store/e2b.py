@@ -114,6 +114,14 @@ class E2bRecords:
         taken = await self._redis.eval(script, 1, self._k.K_E2B_ENDS, sandbox_id, str(end_ms))
         return bool(int(taken))
 
+    async def look_again(self, sandbox_id: str, at_s: float) -> None:
+        """A pause carried out at its end looked at again at ``at_s`` (it may be refused, and
+        the machine run on), unless the sandbox has another end by then (a ``connect``)."""
+        script = """
+        if redis.call('ZSCORE', KEYS[1], ARGV[1]) == 'inf' then
+          redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[1]) end"""
+        await self._redis.eval(script, 1, self._k.K_E2B_ENDS, sandbox_id, str(int(at_s * 1000)))
+
     async def end_of(self, sandbox_id: str) -> int | None:
         """The end (epoch ms) on record; None: none (killed, or its end carried out)."""
         score = await self._redis.zscore(self._k.K_E2B_ENDS, sandbox_id)

@@ -128,7 +128,7 @@ async def _serve_host(settings: Settings, stack: AsyncExitStack, store: Store, b
     # What this host's machines use, sampled every FLEET_METRICS_SAMPLE_S (docs/monitoring.md).
     await stack.enter_async_context(UsageSampler(
         store, {local.name: local, docker.name: docker}, settings.host_id,
-        settings.metrics_sample_s, clock,
+        settings.metrics_sample_s, clock, settings.metrics_disk_s,
     ))  # fmt: skip
     # Snapshots and memory images that no record holds: at its start, then every
     # FLEET_SWEEP_INTERVAL_S.

@@ -31,7 +31,8 @@ from providers.base import UsageMeter
 from providers.machine_usage import Usage
 
 log = structlog.get_logger(__name__)
-#: A machine's home is measured for its disk use this often (the samples between carry it).
+#: A machine's home is measured for its disk use this often by default (the samples between
+#: carry it): FLEET_METRICS_DISK_S.
 DISK_EVERY_S = 60.0
 #: Machines read at once.
 CONCURRENCY = 8
@@ -76,8 +77,10 @@ class UsageSampler(Ticker):
     failed_event = "metrics.sample_failed"
 
     def __init__(self, store: Store, providers: Mapping[str, object], host_id: str,
-                 step_s: float, clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
+                 step_s: float, clock: Clock = SYSTEM_CLOCK,
+                 disk_every_s: float = DISK_EVERY_S) -> None:  # fmt: skip
         super().__init__(step_s, clock, at_once=True)
+        self._disk_every_s = disk_every_s
         self._store = store
         self._providers = providers
         self._host_id = host_id
@@ -122,7 +125,7 @@ class UsageSampler(Ticker):
             return None
         mono = self.clock.monotonic()
         prev = self._last.get(m.id)
-        disk = prev is None or mono - prev.disk_at >= DISK_EVERY_S
+        disk = prev is None or mono - prev.disk_at >= self._disk_every_s
         try:
             usage = await provider.usage(m.id, disk=disk)
         except (FleetError, OSError) as exc:

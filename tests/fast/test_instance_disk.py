@@ -48,11 +48,13 @@ async def test_a_place_no_copy_renews_is_counted_no_more_once_it_lapses(store: S
     await store.disk.settle("i-1", "home:m-1", 2 * MB)
     await store.disk.reserve("i-1", "image:s-1", 1024 * MB, 0, "a memory image", hold_s=0.05)
     assert await store.disk.used("i-1") == {"home:m-1": 2 * MB, "image:s-1": 1024 * MB}
+    assert await store.disk.places("i-1") == ["image:s-1"]  # a place, not a measure
 
     async def lapsed() -> bool:
         return await store.disk.used("i-1") == {"home:m-1": 2 * MB}
 
     await wait_until(lapsed, timeout=10)
+    assert await store.disk.places("i-1") == []
 
 
 async def test_a_copy_under_way_renews_its_place_and_settles_it(store: Store) -> None:
@@ -70,6 +72,7 @@ async def test_a_copy_under_way_renews_its_place_and_settles_it(store: Store) ->
         assert await store.disk.used("i-1") == {"image:s-1": 3 * MB}
     await store.disk.settle("i-1", "image:s-1", 2 * MB)
     assert await store.disk.used("i-1") == {"image:s-1": 2 * MB}
+    assert await store.disk.places("i-1") == []  # measured now
     assert await store.redis.zscore(reservations, "image:s-1") is None
 
 

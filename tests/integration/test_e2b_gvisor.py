@@ -60,6 +60,7 @@ async def test_a_pause_keeps_memory_and_connect_resumes_it(
     assert back == {"x": "42", "root": "0\n", "state": "running", "killed": True}
 
 
+@pytest.mark.timeout(240)  # a pause refused under load is asked again (e2b/ends.py)
 async def test_a_sandbox_made_to_pause_on_its_timeout_is_paused_there(
     stack: FleetClient, stack_settings: Settings
 ) -> None:

@@ -4,6 +4,8 @@ shell on a PTY, Ctrl-C, scrollback on reattach, exit codes, a flood that grows n
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 
 from contracts import daemon_rpc as d, sessions as ss
 from contracts.jsonrpc import NoParams
@@ -111,8 +113,9 @@ async def test_a_pipe_session_keeps_stderr_apart_reads_stdin_to_its_end_and_time
     await timed.stream.aclose()
     ref = ss.SessionSignalParams(session_id=quiet.session_id, signal=15)
     assert not (await client.call(mid, d.SESSION_SIGNAL, ref)).signaled
+    deaf_argv = unique_sleep()
     deaf = await client.call(mid, d.SESSION_OPEN, ss.SessionOpenParams(
-        command=unique_sleep(), pty=False))  # fmt: skip
+        command=deaf_argv, pty=False))  # fmt: skip
     flood = ss.SessionWriteParams(session_id=deaf.session_id, data=b"x" * 512 * 1024)
     taken = (await client.call(mid, d.SESSION_WRITE, flood)).written  # a full pipe: no hang
     assert 0 < taken < len(flood.data)
@@ -123,6 +126,8 @@ async def test_a_pipe_session_keeps_stderr_apart_reads_stdin_to_its_end_and_time
     assert (await client.call(mid, d.SESSION_SIGNAL, ref)).signaled
     assert await term.to_end() == 9
     await term.stream.aclose()
+    os.killpg(daemon.proc.pid, signal.SIGKILL)  # no close_all: its commands get a hangup
+    await wait_until(lambda: not host_pids_running(deaf_argv), timeout=15)
 
 
 async def test_stty_size_follows_a_resize_and_two_viewers_see_the_same(

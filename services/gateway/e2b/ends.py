@@ -10,19 +10,22 @@ import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
 from base.ticker import Ticker
-from contracts.errors import FleetError
+from contracts.errors import FleetError, NotFound
 from contracts.gateway_rpc import MACHINES_ARCHIVE
 from contracts.gateway_types import MachineRef
+from contracts.status import MachineStatus
 from controlplane.store import Store
 from services.gateway.auth import Caller
 from services.gateway.e2b.calls import Calls
-from services.gateway.e2b.sandboxes import pause_of
+from services.gateway.e2b.sandboxes import ASLEEP, GONE, pause_of
 
 log = structlog.get_logger(__name__)
 
 #: Who carries a timeout out (the platform itself).
 TIMEOUT_CALLER = Caller(token_id="e2b-timeout", admin=True)  # noqa: S106 - a caller id
 ROUND_S = 1.0
+#: How soon a sandbox paused at its end is looked at again, until it is asleep.
+LOOK_AGAIN_S = 5.0
 
 
 class SandboxEnds(Ticker):
@@ -47,16 +50,31 @@ class SandboxEnds(Ticker):
 
     async def _end(self, sandbox_id: str) -> None:
         record = await self._store.e2b.get(sandbox_id)
-        pause = record is not None and record.on_timeout == "pause"
-        ref = MachineRef(machine_id=sandbox_id)
+        if record is not None and record.on_timeout == "pause":
+            await self._pause(sandbox_id)
+            return
         try:
-            if pause:
-                machine = await self._store.get_machine(sandbox_id)
-                await self._calls(pause_of(machine), ref, TIMEOUT_CALLER)
-            else:
-                await self._calls(MACHINES_ARCHIVE, ref, TIMEOUT_CALLER)
-        except FleetError as exc:  # paused or archived already, or gone: its end stands
+            await self._calls(MACHINES_ARCHIVE, MachineRef(machine_id=sandbox_id), TIMEOUT_CALLER)
+        except FleetError as exc:  # archived already, or gone: its end stands
             log.info("e2b.end_refused", machine_id=sandbox_id, error=exc.message)
-        if not pause:
-            await self._store.e2b.forget(sandbox_id)
-        log.info("e2b.sandbox_ended", machine_id=sandbox_id, action="pause" if pause else "kill")
+        await self._store.e2b.forget(sandbox_id)
+        log.info("e2b.sandbox_ended", machine_id=sandbox_id, action="kill")
+
+    async def _pause(self, sandbox_id: str) -> None:
+        """Pause it, and look again in ``LOOK_AGAIN_S`` until it is asleep: a pause is refused
+        after it was asked (a daemon slow to let its connection go under load), the machine
+        running on, and a sandbox whose time ran out must not run on for good."""
+        try:
+            machine = await self._store.get_machine(sandbox_id)
+        except NotFound:
+            return
+        if machine.status in (ASLEEP - {MachineStatus.PAUSING}) | GONE:
+            return  # asleep, or gone: a pause still under way may yet be refused
+        if machine.status is MachineStatus.READY:
+            try:
+                await self._calls(pause_of(machine), MachineRef(machine_id=sandbox_id),
+                                  TIMEOUT_CALLER)  # fmt: skip
+            except FleetError as exc:
+                log.info("e2b.end_refused", machine_id=sandbox_id, error=exc.message)
+            log.info("e2b.sandbox_ended", machine_id=sandbox_id, action="pause")
+        await self._store.e2b.look_again(sandbox_id, self.clock.now() + LOOK_AGAIN_S)
