@@ -431,7 +431,13 @@ async def resume_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str,
         await asyncio.to_thread(_wait_gone, restored)
     if not image.is_dir() or not any(image.iterdir()):
         raise ProviderError(f"machine {machine_id} has no pause image to resume from")
-    pid, held, prepared, started = await _restore(runsc, machine_dir, machine_id, enter, ready)
+    try:
+        pid, held, prepared, started = await _restore(runsc, machine_dir, machine_id, enter, ready)
+    except TimeoutError:
+        # runsc's restore never ended (seen on ptrace under load); what it made is removed, the
+        # image is whole: restored once more, in a namespace made as at a start.
+        log.warning("provider.gvisor_restore_wedged", machine_id=machine_id)
+        pid, held, prepared, started = await _restore(runsc, machine_dir, machine_id, enter, ready)
     signalled, _ = await asyncio.gather(
         wake_daemon(runsc, machine_dir, machine_id, pid, nats_ports),
         asyncio.to_thread(remove_tree, image),

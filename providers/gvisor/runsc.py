@@ -537,8 +537,14 @@ async def _runsc_in(runsc: Runsc, netns: str, bundle: Path, log_path: Path, ente
             *argv, stdin=stdin, stdout=out, stderr=out, env=_clean_env(),
             start_new_session=True,
         )  # fmt: skip
-        async with asyncio.timeout(_RUNSC_TIMEOUT_S):
-            return await proc.wait()
+        try:
+            async with asyncio.timeout(_RUNSC_TIMEOUT_S):
+                return await proc.wait()
+        except BaseException:  # a runsc that never ended (a restore wedged) is not left behind
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            await asyncio.shield(proc.wait())
+            raise
 
 
 def stop_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: float) -> bool:
@@ -551,11 +557,18 @@ def stop_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str, grace_s: floa
         forget_sandbox(machine_dir / BUNDLE)  # never started, or gone with its state
         return False
     if pid is not None:
-        runsc.run("kill", cid, "TERM", inside=pid, timeout_s=30)
+        try:
+            runsc.run("kill", cid, "TERM", inside=pid, timeout_s=30)
+        except subprocess.TimeoutExpired:  # wedged (a restore that never ended): killed now
+            log.warning("provider.gvisor_sandbox_wedged", machine_id=machine_id, pid=pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            grace_s = 0.0
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline and runsc.status(cid, pid) == "running":
             time.sleep(0.1)
-        runsc.run("delete", "--force", cid, inside=pid, timeout_s=60)
+        with contextlib.suppress(subprocess.TimeoutExpired):  # its state is deleted below
+            runsc.run("delete", "--force", cid, inside=pid, timeout_s=60)
         with contextlib.suppress(ProcessLookupError):  # whatever of it did not end
             os.kill(pid, signal.SIGKILL)
     runsc.run("delete", "--force", cid, timeout_s=60)  # its state, if any is left

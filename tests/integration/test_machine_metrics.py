@@ -74,11 +74,13 @@ async def test_a_machines_home_and_network_are_counted(
     script = "head -c 30000000 /dev/urandom > big && sync"
     assert (await shared_stack.exec(mid, ["sh", "-c", script])).exit_code == 0
 
+    running = time.time()  # a sample of its start may know no counters of its network yet
+
     async def counted() -> bool:
         got = await shared_stack.machine_metrics(mid, since=time.time() - 120)
-        return any((s.disk_bytes or 0) >= 30_000_000 and s.disk_limit_bytes for s in got.samples)
+        return any((s.disk_bytes or 0) >= 30_000_000 and s.disk_limit_bytes
+                   and s.at - s.step_s >= running for s in got.samples)  # fmt: skip
 
-    running = time.time()  # a sample of its start may know no counters of its network yet
     await wait_until(counted, timeout=90, every=1.0)  # a home is measured every 10 s here
     got = await shared_stack.machine_metrics(mid, since=time.time() - 120)
     since_running = [s for s in got.samples if s.at - s.step_s >= running]
