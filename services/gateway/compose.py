@@ -184,7 +184,7 @@ def compose(
     daemons: DaemonClient,
     box: SecretBox,
     hosts: HostControl,
-    settings: Settings | None = None,
+    settings: Settings,
     platform_sha: str | None = None,
     keys: MachineKeys | None = None,
     code: CodeVersions | None = None,
@@ -199,7 +199,7 @@ def compose(
     platform's code repo (``code``), only "current" (the same SHA) can be told; without
     ``oidc``, sign-in is not configured; ``resolve_caller``: by default the admin token's and
     the store's tokens (a test names its own callers)."""
-    s = settings or Settings()
+    s = settings
     made = _first_parts(store, bus, daemons, hosts, s, code or CodeVersions(None, platform_sha),
                         audit, clock)  # fmt: skip
     runtimes = RuntimeOps(store=store, settings=s, access=made.access)

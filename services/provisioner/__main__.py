@@ -120,7 +120,7 @@ async def _serve_host(settings: Settings, stack: AsyncExitStack, store: Store, b
     and egress to its host) and its sweep of what no record holds, entered on ``stack``."""
     providers: dict[str, MachineControl] = {local.name: local, swarm.name: swarm,
                                             docker.name: docker}  # fmt: skip
-    methods = HostMethods(store=store, host_id=settings.host_id, providers=providers,
+    methods = HostMethods(store=store, settings=settings, providers=providers,
                           egress=svc.egress, box=box, disk=svc.disk,
                           builds=EnvironmentBuilds(store, settings, lambda: docker.docker,
                                                    shared))  # fmt: skip

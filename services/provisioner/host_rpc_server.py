@@ -46,7 +46,7 @@ class HostMethods:
         self,
         *,
         store: Store,
-        host_id: str,
+        settings: Settings,
         providers: Mapping[str, MachineControl],
         egress: EgressEnforcer | None = None,
         builds: EnvironmentBuilds | None = None,
@@ -56,11 +56,11 @@ class HostMethods:
         self.store = store
         #: The instance's disk budget each copy takes its place in (FLEET_INSTANCE_DISK_MB).
         self.disk = disk or DiskBudget(store, 0, _no_memory)
-        self.host_id = host_id
+        self.host_id = settings.host_id
         self.providers = providers
-        self.egress = egress or EgressEnforcer(store, providers, Settings().nats_url)
+        self.egress = egress or EgressEnforcer(store, providers, settings.nats_url)
         # With no engine no build is ever spawned: a holder no one closes leaves nothing.
-        self.builds = builds or EnvironmentBuilds(store, Settings(), no_engine, SharedBuilds())
+        self.builds = builds or EnvironmentBuilds(store, settings, no_engine, SharedBuilds())
         #: Seals the credential a fork with memory's source is given (None: no such forks).
         self.box = box
 
