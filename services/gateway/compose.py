@@ -56,7 +56,7 @@ from services.gateway.rpc import (
     EnvironmentOps,
     ForkOps,
     GatewayApi,
-    HostControl,
+    HostCalls,
     HostOps,
     LimitsOps,
     MachineOps,
@@ -183,7 +183,7 @@ def compose(
     bus: Bus,
     daemons: DaemonClient,
     box: SecretBox,
-    hosts: HostControl,
+    hosts: HostCalls,
     settings: Settings,
     platform_sha: str | None = None,
     keys: MachineKeys | None = None,
@@ -246,7 +246,7 @@ def compose(
     return gateway
 
 
-def _first_parts(store: Store, bus: Bus, daemons: DaemonClient, hosts: HostControl,
+def _first_parts(store: Store, bus: Bus, daemons: DaemonClient, hosts: HostCalls,
                  s: Settings, code: CodeVersions, audit: AuditLog | None,
                  clock: Clock) -> _Made:  # fmt: skip
     waker = Waker(store=store, bus=bus, daemons=daemons, enabled=s.wake_on_access,
@@ -262,7 +262,7 @@ def _first_parts(store: Store, bus: Bus, daemons: DaemonClient, hosts: HostContr
 
 
 def _area_parts(store: Store, bus: Bus, daemons: DaemonClient, box: SecretBox,
-                hosts: HostControl, s: Settings, made: _Made, api: GatewayApi,
+                hosts: HostCalls, s: Settings, made: _Made, api: GatewayApi,
                 lookups: NameLookups) -> dict[str, Any]:  # fmt: skip
     """The ops objects of the gateway's areas, by their fields' names in ``Gateway``."""
     ports = PortOps(access=made.access, daemons=daemons, store=store, settings=s)
