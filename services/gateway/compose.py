@@ -25,13 +25,12 @@ from controlplane.crypto import SecretBox
 from controlplane.daemon_client import DaemonClient, MachineKeys
 from controlplane.failover import unavailable
 from controlplane.metrics import Metrics
+from controlplane.policy import CodeVersions, NameLookups
 from controlplane.settings import Settings
 from controlplane.store import Store
 from controlplane.tokens import TokenStore
 from environments.hook import on_attach
 from environments.repo_check import GitRepoCheck, RepoCheck
-from providers.code_status import CodeVersions
-from providers.egress import NameLookups
 from services.gateway.auth import (
     Access,
     AuditLog,

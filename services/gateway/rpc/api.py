@@ -79,11 +79,11 @@ from controlplane.bus import Bus
 from controlplane.crypto import SecretBox
 from controlplane.daemon_client import DaemonClient
 from controlplane.graceful_stop import ask_to_stop
+from controlplane.policy import policy_refusal, remote_host
 from controlplane.settings import Settings
 from controlplane.store import Store
 from controlplane.tokens import TokenStore
 from environments.repo_check import RepoCheck
-from providers.egress import policy_refusal, remote_host
 from services.gateway.auth import Access, AuditLog, Caller, EventTickets, check_local_repo, may_read
 from services.gateway.rpc.admission import admitted
 from services.gateway.rpc.fork import ForkOps, new_machine

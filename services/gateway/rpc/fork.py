@@ -41,8 +41,8 @@ from contracts.models import Machine, RuntimeChoice
 from contracts.status import STOPPABLE, STOPPED_OR_STOPPING, MachineStatus as S
 from controlplane.bus import Bus
 from controlplane.daemon_client import DaemonClient
+from controlplane.policy import keeps_memory
 from controlplane.store import Store
-from providers.runtimes import keeps_memory
 from services.gateway.auth import Access, Caller
 from services.gateway.rpc.admission import admitted, check_running_limit
 from services.gateway.rpc.host_control import HostCalls
