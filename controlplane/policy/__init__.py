@@ -1,5 +1,5 @@
 """Platform policy: what the platform allows and decides, apart from how a provider carries it
-out (issue 79). Which runtimes a provider can run and which keep a machine's memory
+out. Which runtimes a provider can run and which keep a machine's memory
 (``runtimes``), a machine's resource limits and placement (``machine_limits``), how a daemon's
 code relates to the platform's (``code_status``), what an instance's egress policy lets through
 and why it refuses (``egress_rules``), and where a webhook may be sent (``webhook_rules``).
