@@ -25,6 +25,7 @@ from bench.procstat import rss_mb, uss_pss_mb
 from bench.stack import EventWatch, nats_server
 from contracts.ids import new_machine_id
 from controlplane.bus import ensure_stream
+from controlplane.settings import Settings
 from fleet.up import NatsServer
 from providers.local import daemon_argv
 
@@ -76,7 +77,7 @@ async def run(report: Report, quick: bool) -> None:
     results: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in variants}
     with temp_dir() as root, nats_server(root / "nats") as ns:
         nc = await nats.connect(ns.url, name="bench-footprint")
-        await ensure_stream(nc.jetstream())
+        await ensure_stream(nc.jetstream(), Settings())
         watch = await EventWatch().start(ns.url)
         try:
             for _ in range(n):  # interleaved, so noise hits every variant alike

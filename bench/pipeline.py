@@ -40,6 +40,7 @@ from contracts.ids import new_machine_id
 from contracts.models import Instance
 from contracts.subjects import EventKind
 from controlplane.bus import ensure_stream
+from controlplane.settings import Settings
 from fleet.up import NatsServer
 from providers.swarm import (
     SwarmProvider,
@@ -75,7 +76,7 @@ async def swarm_floor(root: Path, n: int) -> Floor:
     data_dir = root / "floor"
     with nats_server(root / "floor-nats") as ns:
         nc = await nats.connect(ns.url, name="bench-floor")
-        await ensure_stream(nc.jetstream())
+        await ensure_stream(nc.jetstream(), Settings())
         watch = await EventWatch().start(ns.url, [EventKind.DAEMON_STATUS_REPORTED])
         provider = SwarmProvider(
             data_dir=data_dir, nats_url=ns.url, environ=os.environ, host_size=HOST_SIZE

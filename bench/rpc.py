@@ -45,6 +45,7 @@ from contracts.daemon_rpc import HEALTH, WRITE_FILE, HealthResult, WriteFilePara
 from contracts.ids import new_machine_id
 from contracts.jsonrpc import NoParams, decode_response, encode_request
 from controlplane.bus import ensure_stream
+from controlplane.settings import Settings
 
 Call = Callable[[], Awaitable[object]]
 CONTENT = "x" * 1024
@@ -78,7 +79,8 @@ async def run(report: Report, quick: bool) -> None:
     with temp_dir() as root, nats_server(root / "nats") as ns:
         nc = await nats.connect(ns.url, name="bench-client")
         try:
-            await ensure_stream(nc.jetstream())  # the daemon's ready report goes to the stream
+            # The daemon's ready report goes to the stream.
+            await ensure_stream(nc.jetstream(), Settings())
             await _with_daemon(report, nc, ns.url, root, root / "home", rounds, seq_n, conc_n, "")
             shm = Path("/dev/shm")
             if not quick and shm.is_dir() and os.access(shm, os.W_OK):

@@ -9,7 +9,7 @@ order per machine, retried for a day (docs/webhooks.md).
 
 The URL's syntax is checked here; where it may point (no loopback, link-local, private or
 platform address) is checked on the platform, at creation and again at every delivery
-(``providers/egress/webhook_target.py``).
+(``controlplane/policy/webhook_rules.py``).
 """
 
 from __future__ import annotations

@@ -9,14 +9,14 @@ user may not (services/auth_callout)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import Conflict, NotFound, NotSupported, ProviderError
 from contracts.events import HomeCopy
-from contracts.gateway_env_builds import HOST_ENV_BUILD_METHODS
+from contracts.gateway_env_builds import HOST_BUILD_ENVIRONMENT, HOST_ENV_BUILD_METHODS
 from contracts.gateway_fork import MAX_FORKS
 from contracts.gateway_types import MachineId, SnapshotId
 from contracts.jsonrpc import AnySpec, MethodSpec, Params, Result
@@ -174,3 +174,29 @@ HOST_METHODS: tuple[AnySpec, ...] = (
     TAKE_MEMORY_IMAGE,
     *HOST_ENV_BUILD_METHODS,
 )
+
+
+class HostWait(msgspec.Struct, frozen=True):
+    """How long an asker waits for a host method's answer: its timeout of ``kind`` (``rpc``:
+    an RPC's, FLEET_RPC_TIMEOUT_S; ``copy``: a home copied or code installed; ``build``: an
+    environment built, FLEET_ENV_BUILD_TIMEOUT_S), plus ``extra_s``, plus the command's own time
+    where the params carry one (``timeout_s``: ``with_command``)."""
+
+    kind: Literal["rpc", "copy", "build"] = "rpc"
+    extra_s: float = 0.0
+    with_command: bool = False
+
+
+#: Each host method's wait, where it is not an RPC's (``HostWait()``).
+HOST_WAITS: dict[str, HostWait] = {
+    RESTART_DAEMON.name: HostWait(extra_s=RESTART_WAIT_S),
+    INSTALL_CODE.name: HostWait("copy"),
+    TAKE_SNAPSHOT.name: HostWait("copy"),
+    TAKE_MEMORY_IMAGE.name: HostWait("copy"),
+    EXEC_AS_ROOT.name: HostWait(with_command=True),
+    HOST_BUILD_ENVIRONMENT.name: HostWait("build"),
+}
+
+
+def wait_of(spec: AnySpec) -> HostWait:
+    return HOST_WAITS.get(spec.name, HostWait())

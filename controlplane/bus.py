@@ -30,8 +30,8 @@ DUPLICATE_WINDOW_S = 120.0
 _PUBLISH_ATTEMPTS = 8
 
 
-def stream_config(settings: Settings | None = None) -> StreamConfig:
-    s = settings or Settings()
+def stream_config(settings: Settings) -> StreamConfig:
+    s = settings
     return StreamConfig(
         name=subjects.STREAM_NAME,
         subjects=list(subjects.STREAM_SUBJECTS),
@@ -117,7 +117,7 @@ class Bus:
         await asyncio.gather(*(self.publish(e) for e in events))
 
 
-async def ensure_stream(js: JetStreamContext, settings: Settings | None = None) -> None:
+async def ensure_stream(js: JetStreamContext, settings: Settings) -> None:
     await put_stream(js, stream_config(settings))
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from controlplane.policy import Limits, Placement, PlacementOf
 from controlplane.settings import Settings
 from providers.disk_walk import WalkBound
 from providers.docker import DockerProvider, Say
-from providers.machine_limits import Limits, Placement, PlacementOf
 
 
 def platform_limits(settings: Settings) -> Limits:

@@ -27,12 +27,12 @@ import msgspec
 import pytest
 import pytest_asyncio
 
+from controlplane.policy import PlacementOf
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
 from providers.gvisor.runsc import Runsc
 from providers.local import LocalProvider
-from providers.machine_limits import PlacementOf
 from tests.attack_stack import servers_on
 from tests.conftest import running_stack
 

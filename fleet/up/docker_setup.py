@@ -10,11 +10,11 @@ import time
 
 import aiodocker
 
+from controlplane.policy import engine_refusal
 from controlplane.settings import Settings
 from providers.code import code_repo
 from providers.docker import Say, ensure_network, stop_stack
 from providers.registry import docker_provider, stack_id
-from providers.runtimes import engine_refusal
 
 
 def say_to_stdout(prefix: str) -> Say:
@@ -54,7 +54,7 @@ def network_gateway_sync(settings: Settings) -> str:
 
 def engine_runtime_refusal(settings: Settings) -> str | None:
     """Why the Docker engine cannot run gvisor machines (its runsc runtime missing, or not
-    registered as they need: providers/runtimes.py ``engine_refusal``), else None."""
+    registered as they need: controlplane/policy/runtimes.py ``engine_refusal``), else None."""
 
     async def runtimes() -> object:
         async with aiodocker.Docker() as docker:

@@ -38,6 +38,7 @@ from base.lockfile import AlreadyRunning, PidLock
 from base.wait import wait_until
 from contracts.e2b_control import api_key_of
 from controlplane.crypto import generate_secret_key
+from controlplane.policy import runsc_binary, runtime_refusal, too_old
 from controlplane.settings import Settings
 from controlplane.unresponsive import daemons_ended
 from fleet.up.docker_setup import engine_runtime_refusal, network_gateway_sync, prepare_sync
@@ -49,7 +50,6 @@ from fleet.up.keeper import Keeper, finish_left, stop_machines
 from fleet.up.options import UpOptions
 from fleet.up.servers import ServerSupervisor
 from fleet.up.services import ServiceProcess, stop_services
-from providers.runtimes import refusal as runtime_refusal, runsc_binary, too_old
 from providers.sandbox import network_probe, sandbox_probe, unavailable as cgroup_unavailable
 
 #: Started in this order; stopped in reverse (the gateway first, so no new work arrives). The

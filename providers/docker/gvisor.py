@@ -5,7 +5,7 @@ engine's ``runsc`` runtime instead of ``runc``.
 Every container of a machine names its runtime (``HostConfig.Runtime``): ``runsc`` for a
 gvisor machine, ``runc`` for any other, so that an engine whose default runtime is another
 never runs a machine on a runtime it was not made for. Before a gvisor machine's container is
-made, the engine is asked how it registered ``runsc`` (``providers/runtimes.engine_refusal``):
+made, the engine is asked how it registered ``runsc`` (``controlplane.policy.engine_refusal``):
 without it, or without the host kernel's network stack in the container's own namespace
 (``--network=host``, where the machine's egress rules are), the machine is refused by name.
 
@@ -32,9 +32,8 @@ import aiodocker
 from base.tokenfd import DAEMON_RUN_AS_VAR, LOADER_VAR
 from contracts.errors import NotSupported, ProviderError
 from contracts.models import GvisorPlatform
+from controlplane.policy import DOCKER_RUNTIME, Placement, engine_refusal
 from providers.docker.image import FLEET_LIB
-from providers.machine_limits import Placement
-from providers.runtimes import DOCKER_RUNTIME, engine_refusal
 
 #: The runtime of a container of a machine of each runtime.
 ENGINE_RUNTIMES = {"gvisor": DOCKER_RUNTIME, "namespaces": "runc"}

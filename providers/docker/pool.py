@@ -58,6 +58,7 @@ from aiodocker.multiplexed import multiplexed_result_stream
 from base.poolwire import POOL_SLOT_VAR, POOL_STDIN_VAR, POOL_UP_LOG, identity_line
 from base.retry import Backoff, retry_until
 from contracts.errors import NotSupported, ProviderError
+from controlplane.policy import Placement
 from providers.docker.code import install as install_store, secret_volume, token_archive
 from providers.docker.home import remove_home
 from providers.docker.names import (
@@ -70,7 +71,6 @@ from providers.docker.names import (
 from providers.docker.provider import DockerProvider, ensure_network, named, run_as, with_runtime
 from providers.docker.runtime import give_new_home
 from providers.docker.users import name_in_image
-from providers.machine_limits import Placement
 from providers.warm_pool import UP_TIMEOUT_S, PoolMachine, owner_alive
 
 log = structlog.get_logger(__name__)

@@ -40,6 +40,7 @@ from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import ProviderError
 from contracts.events import HomeCopy
 from contracts.models import GvisorPlatform
+from controlplane.policy import Limits, Placement, PlacementOf
 from providers.code import resolve_sha
 from providers.disk_walk import WalkBound, home_disk
 from providers.docker.code import (
@@ -75,7 +76,6 @@ from providers.docker.names import (
 from providers.docker.netns import container_pid
 from providers.docker.runtime import Runtime, RuntimeVolumes, give_new_home
 from providers.docker.users import Uids, name_in_image, user_files
-from providers.machine_limits import Limits, Placement, PlacementOf
 from providers.machine_usage import Usage, docker_usage
 from providers.sandbox import RESOLVER
 

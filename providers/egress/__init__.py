@@ -2,8 +2,8 @@
 (nftables in the machine's network namespace, or a netdev table for gvisor machines), the
 platform's DNS proxy and egress proxy (which adds an instance's secrets to the requests that
 may carry them), the proxy's door for gvisor machines, and why a destination is refused, in its
-user's words. The same rules hold where the platform itself sends a tenant's webhook
-(``webhook_target``).
+user's words (the rules themselves: controlplane/policy). The platform's own addresses hold
+where the platform itself sends a tenant's webhook too (``platform_rules``).
 
 The two rulesets are used qualified: ``nftables`` and ``netdev`` (``nftables.apply``).
 """
@@ -18,26 +18,18 @@ __all__ = [
     "DnsProxy",
     "EgressProxy",
     "HostDoor",
-    "NameLookups",
     "Network",
     "OnRefused",
     "Platform",
     "PlatformAddresses",
     "PolicyOf",
-    "Refused",
-    "Resolve",
-    "Rules",
-    "Target",
-    "check",
     "host_upstream",
     "netdev",
     "nft",
     "nftables",
     "platform_addresses",
     "platform_rules",
-    "policy_refusal",
     "recorded_pastas",
-    "remote_host",
     "resolve",
     "run_nft",
 ]
@@ -50,16 +42,7 @@ if TYPE_CHECKING:
     from providers.egress.nftables import nft, run_nft
     from providers.egress.proxy import Address, EgressProxy, Platform
     from providers.egress.proxy_door import HostDoor, recorded_pastas
-    from providers.egress.refusal import policy_refusal, remote_host
-    from providers.egress.webhook_target import (
-        NameLookups,
-        Refused,
-        Resolve,
-        Rules,
-        Target,
-        check,
-        platform_rules,
-    )
+    from providers.egress.webhook_target import platform_rules
 else:
     __getattr__ = lazy_front(
         __name__,
@@ -90,18 +73,6 @@ else:
                 "HostDoor",
                 "recorded_pastas",
             ),
-            "refusal": (
-                "policy_refusal",
-                "remote_host",
-            ),
-            "webhook_target": (
-                "Refused",
-                "Resolve",
-                "Rules",
-                "Target",
-                "check",
-                "platform_rules",
-                "NameLookups",
-            ),
+            "webhook_target": ("platform_rules",),
         },
     )

@@ -40,7 +40,8 @@ from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 
 from base.keyed_locks import KeyedLocks
 from base.tasks import OwnedTasks
-from contracts.gateway_network import EgressEntry, EgressPolicy
+from contracts.gateway_network import EgressPolicy
+from controlplane.policy import NameRules, decide
 from providers.egress import nftables as egress
 from providers.egress.dns_load import DnsCaps, Gate, ask
 from providers.egress.log import open_log, read_refused
@@ -72,32 +73,6 @@ def host_upstream(configured: str, resolv_conf: Path = Path("/etc/resolv.conf"))
         if len(parts) >= 2 and parts[0] == "nameserver":
             return parts[1], 53
     return "127.0.0.1", 53
-
-
-@dataclass(frozen=True)
-class NameRules:
-    """What of a policy decides names: its default and its domain entries (parsed once)."""
-
-    default: str
-    allow: tuple[EgressEntry, ...]
-    deny: tuple[EgressEntry, ...]
-
-    @classmethod
-    def of(cls, policy: EgressPolicy) -> NameRules:
-        allow, deny = policy.parsed()
-        return cls(policy.default, tuple(e for e in allow if e.domain),
-                   tuple(e for e in deny if e.domain))  # fmt: skip
-
-
-def decide(rules: NameRules, name: str) -> list[tuple[int, int]] | None:
-    """The ports a name may be reached on (``[]`` under default allow: no set to fill), or
-    None if it is refused."""
-    if any(e.matches(name) for e in rules.deny):
-        return None
-    if rules.default == "allow":
-        return []
-    ports = [e.ports or (0, 65535) for e in rules.allow if e.matches(name)]
-    return ports or None
 
 
 def forbidden(addr: Address, platform: Collection[Address]) -> bool:

@@ -47,9 +47,10 @@ from base.relay import relay
 from base.tasks import OwnedTasks
 from contracts.gateway_network import EgressEntry, EgressPolicy
 from contracts.gateway_secrets import MACHINE_PROXY, entry_covers, header_value
+from controlplane.policy import NameRules, decide
 from controlplane.store import StoredSecret
 from providers.egress import proxy_http as http
-from providers.egress.dns import NameRules, decide, forbidden, owned_socket_in
+from providers.egress.dns import forbidden, owned_socket_in
 from providers.egress.request import Inadmissible
 
 log = structlog.get_logger(__name__)

@@ -15,6 +15,7 @@ from base.atomic import replace_file
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import NotSupported, ProviderError
 from contracts.events import HomeCopy
+from controlplane.policy import Placement
 from providers import gvisor
 from providers.gvisor import ROOT_UID_FILE, ImageRoot, mount_root, readable_loader
 from providers.local.home_copies import HomeCopies
@@ -22,7 +23,6 @@ from providers.local.homes import clone_home, make_home
 from providers.local.host import LocalHost
 from providers.local.processes import IMAGE_PATH, code_store, owners, supervised_argv
 from providers.local.supervision import STOP_GRACE_S
-from providers.machine_limits import Placement
 from providers.machine_usage import runsc_memory
 from providers.sandbox import (
     allocate_uid,

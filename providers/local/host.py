@@ -16,10 +16,10 @@ import structlog
 from base.atomic import replace_file
 from base.codestore import CODE_MOUNT, STORE_VAR
 from base.version import git_sha
+from controlplane.policy import Limits, Placement, PlacementOf, on_host
 from providers.disk_walk import WalkBound
 from providers.local.image_rootfs import ImageRoots
 from providers.local.processes import INHERITED_ENV, code_store
-from providers.machine_limits import Limits, Placement, PlacementOf, on_host
 from providers.sandbox import (
     SANDBOX_LOADER,
     MachineCgroup,

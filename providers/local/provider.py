@@ -32,6 +32,7 @@ from base.version import SOURCE_ROOT
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import NotSupported
 from contracts.events import HomeCopy
+from controlplane.policy import Limits, PlacementOf, on_host
 from providers import gvisor
 from providers.code import install_code
 from providers.disk_walk import WalkBound, home_disk
@@ -42,7 +43,6 @@ from providers.local.host import LocalHost
 from providers.local.namespaces import Namespaces
 from providers.local.processes import code_store, first_process, owners, running_pid
 from providers.local.supervision import Children, restart_local, stop_local
-from providers.machine_limits import Limits, PlacementOf, on_host
 from providers.machine_usage import Usage, local_usage
 from providers.sandbox import (
     MachineCgroup,

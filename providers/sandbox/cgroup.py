@@ -21,7 +21,7 @@ from pathlib import Path
 
 from base.wait import wait_until
 from contracts.errors import ProviderError
-from providers.machine_limits import Limits
+from controlplane.policy import Limits
 
 ROOT = Path("/sys/fs/cgroup")
 PARENT = "fleet"

@@ -12,12 +12,12 @@ from base.clock import SYSTEM_CLOCK, Clock
 from controlplane.crypto import SecretBox
 from controlplane.daemon_client import DaemonClient, MachineKeys
 from controlplane.metrics import Metrics
+from controlplane.policy import CodeVersions
 from controlplane.runner import run_service
 from controlplane.settings import Settings, SettingsError
 from controlplane.stage import connect
 from controlplane.subscriptions import enter_subscriptions
 from providers.code import code_repo, platform_sha
-from providers.code_status import CodeVersions
 from services.gateway.auth import AuditLog, CallerNotices, SecretUseAudit
 from services.gateway.compose import Gateway, compose
 from services.gateway.console import OidcClient

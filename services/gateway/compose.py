@@ -25,13 +25,12 @@ from controlplane.crypto import SecretBox
 from controlplane.daemon_client import DaemonClient, MachineKeys
 from controlplane.failover import unavailable
 from controlplane.metrics import Metrics
+from controlplane.policy import CodeVersions, NameLookups
 from controlplane.settings import Settings
 from controlplane.store import Store
 from controlplane.tokens import TokenStore
 from environments.hook import on_attach
 from environments.repo_check import GitRepoCheck, RepoCheck
-from providers.code_status import CodeVersions
-from providers.egress import NameLookups
 from services.gateway.auth import (
     Access,
     AuditLog,
@@ -56,7 +55,7 @@ from services.gateway.rpc import (
     EnvironmentOps,
     ForkOps,
     GatewayApi,
-    HostControl,
+    HostCalls,
     HostOps,
     LimitsOps,
     MachineOps,
@@ -183,8 +182,8 @@ def compose(
     bus: Bus,
     daemons: DaemonClient,
     box: SecretBox,
-    hosts: HostControl,
-    settings: Settings | None = None,
+    hosts: HostCalls,
+    settings: Settings,
     platform_sha: str | None = None,
     keys: MachineKeys | None = None,
     code: CodeVersions | None = None,
@@ -199,7 +198,7 @@ def compose(
     platform's code repo (``code``), only "current" (the same SHA) can be told; without
     ``oidc``, sign-in is not configured; ``resolve_caller``: by default the admin token's and
     the store's tokens (a test names its own callers)."""
-    s = settings or Settings()
+    s = settings
     made = _first_parts(store, bus, daemons, hosts, s, code or CodeVersions(None, platform_sha),
                         audit, clock)  # fmt: skip
     runtimes = RuntimeOps(store=store, settings=s, access=made.access)
@@ -246,7 +245,7 @@ def compose(
     return gateway
 
 
-def _first_parts(store: Store, bus: Bus, daemons: DaemonClient, hosts: HostControl,
+def _first_parts(store: Store, bus: Bus, daemons: DaemonClient, hosts: HostCalls,
                  s: Settings, code: CodeVersions, audit: AuditLog | None,
                  clock: Clock) -> _Made:  # fmt: skip
     waker = Waker(store=store, bus=bus, daemons=daemons, enabled=s.wake_on_access,
@@ -262,7 +261,7 @@ def _first_parts(store: Store, bus: Bus, daemons: DaemonClient, hosts: HostContr
 
 
 def _area_parts(store: Store, bus: Bus, daemons: DaemonClient, box: SecretBox,
-                hosts: HostControl, s: Settings, made: _Made, api: GatewayApi,
+                hosts: HostCalls, s: Settings, made: _Made, api: GatewayApi,
                 lookups: NameLookups) -> dict[str, Any]:  # fmt: skip
     """The ops objects of the gateway's areas, by their fields' names in ``Gateway``."""
     ports = PortOps(access=made.access, daemons=daemons, store=store, settings=s)

@@ -19,6 +19,7 @@ from controlplane.bus import Bus
 from controlplane.crypto import SecretBox
 from controlplane.daemon_client import DaemonClient, MachineKeys
 from controlplane.metrics import service_metrics
+from controlplane.policy import Placement
 from controlplane.runner import run_service
 from controlplane.settings import GVISOR_POOL, Settings
 from controlplane.store import Store
@@ -31,7 +32,6 @@ from providers.egress import PlatformAddresses, platform_addresses
 from providers.gvisor import Runsc
 from providers.host_memory import host_memory
 from providers.local import GvisorPoolBackend, LocalPoolBackend, LocalProvider, homes as homes_fs
-from providers.machine_limits import Placement
 from providers.registry import disk_walk, docker_provider, platform_limits
 from providers.swarm import SwarmProvider
 from providers.warm_pool import PoolBackend, WarmPool
@@ -120,7 +120,7 @@ async def _serve_host(settings: Settings, stack: AsyncExitStack, store: Store, b
     and egress to its host) and its sweep of what no record holds, entered on ``stack``."""
     providers: dict[str, MachineControl] = {local.name: local, swarm.name: swarm,
                                             docker.name: docker}  # fmt: skip
-    methods = HostMethods(store=store, host_id=settings.host_id, providers=providers,
+    methods = HostMethods(store=store, settings=settings, providers=providers,
                           egress=svc.egress, box=box, disk=svc.disk,
                           builds=EnvironmentBuilds(store, settings, lambda: docker.docker,
                                                    shared))  # fmt: skip

@@ -30,6 +30,7 @@ from contracts.ids import new_event_id
 from contracts.models import Machine, Repo
 from controlplane.bus import Bus
 from controlplane.output_lines import OutputTrickle
+from controlplane.policy import Limits, Placement, with_own, within
 from controlplane.settings import Settings
 from controlplane.store import Store
 from environments import build as eb, cache as build_cache, sources
@@ -38,7 +39,6 @@ from environments.machine_environment import build_for_machine
 from environments.shared_builds import SharedBuilds
 from providers.docker import MACHINE_HOME
 from providers.egress import netdev as egress_netdev
-from providers.machine_limits import Limits, Placement, with_own, within
 from providers.registry import platform_limits
 from services.provisioner import image_policy
 

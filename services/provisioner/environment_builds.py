@@ -18,6 +18,7 @@ from contracts.errors import (
     NotFound,
     ProviderError,
 )
+from contracts.jsonrpc import handles
 from contracts.models import Machine
 from contracts.status import TERMINAL
 from controlplane.settings import Settings
@@ -59,6 +60,7 @@ class EnvironmentBuilds:
                 users.setdefault(m.environment_image, []).append(m)
         return users
 
+    @handles(geb.HOST_LIST_ENVIRONMENTS)
     async def list(self, _p: geb.ListEnvironmentsParams, _: None) -> geb.EnvironmentList:
         entries = await cache.entries(self._docker(), self.cache)
         users = await self._users()
@@ -72,6 +74,7 @@ class EnvironmentBuilds:
             ))  # fmt: skip
         return geb.EnvironmentList(host_id=self.settings.host_id, environments=out)
 
+    @handles(geb.HOST_BUILD_ENVIRONMENT)
     async def build(self, p: geb.BuildEnvironmentParams, _: None) -> geb.EnvironmentBuilt:
         await self.store.get_instance(p.instance_id)  # NotFound
         env = await self.store.environments.of_instance(p.instance_id)
@@ -103,6 +106,7 @@ class EnvironmentBuilds:
         return geb.EnvironmentBuilt(instance_id=p.instance_id, environment=env.describe(),
                                     id=built.build_id[:32], image_id=built.image)  # fmt: skip
 
+    @handles(geb.HOST_CHECK_ENVIRONMENT)
     async def check(self, p: geb.CheckEnvironmentParams, _: None) -> geb.EnvironmentChecked:
         """A devcontainer environment's file, checked on a checkout of its repo as a machine's
         resolution would check it; what cannot be looked at now is skipped (and checked then)."""
@@ -123,6 +127,7 @@ class EnvironmentBuilds:
         log.info("environment.checked", instance_id=p.instance_id, repo=repo.path, path=path)
         return geb.EnvironmentChecked(path=path)
 
+    @handles(geb.HOST_DELETE_ENVIRONMENT)
     async def delete(self, p: geb.DeleteEnvironmentParams, _: None) -> geb.EnvironmentDeleted:
         docker = self._docker()
         entries = await cache.entries(docker, self.cache)

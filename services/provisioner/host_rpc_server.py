@@ -13,10 +13,10 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from base.reply_server import ReplyServer, Working
-from contracts import gateway_env_builds as geb, host_rpc as h, subjects
+from contracts import host_rpc as h, subjects
 from contracts.daemon_rpc import ExecCommandResult
 from contracts.errors import Conflict, NotFound, NotSupported, ProviderError
-from contracts.jsonrpc import Dispatcher, Router
+from contracts.jsonrpc import Dispatcher, Router, handles
 from contracts.models import Machine
 from controlplane.crypto import SecretBox, renew_connect_secret
 from controlplane.settings import Settings
@@ -46,7 +46,7 @@ class HostMethods:
         self,
         *,
         store: Store,
-        host_id: str,
+        settings: Settings,
         providers: Mapping[str, MachineControl],
         egress: EgressEnforcer | None = None,
         builds: EnvironmentBuilds | None = None,
@@ -56,11 +56,11 @@ class HostMethods:
         self.store = store
         #: The instance's disk budget each copy takes its place in (FLEET_INSTANCE_DISK_MB).
         self.disk = disk or DiskBudget(store, 0, _no_memory)
-        self.host_id = host_id
+        self.host_id = settings.host_id
         self.providers = providers
-        self.egress = egress or EgressEnforcer(store, providers, Settings().nats_url)
+        self.egress = egress or EgressEnforcer(store, providers, settings.nats_url)
         # With no engine no build is ever spawned: a holder no one closes leaves nothing.
-        self.builds = builds or EnvironmentBuilds(store, Settings(), no_engine, SharedBuilds())
+        self.builds = builds or EnvironmentBuilds(store, settings, no_engine, SharedBuilds())
         #: Seals the credential a fork with memory's source is given (None: no such forks).
         self.box = box
 
@@ -74,12 +74,14 @@ class HostMethods:
             raise NotSupported(f"provider {machine.provider!r} cannot act on a running machine")
         return machine, provider
 
+    @handles(h.RESTART_DAEMON)
     async def restart_daemon(self, p: h.HostMachineParams, _: None) -> h.RestartResult:
         machine, provider = await self._own(p.machine_id)
         restarted = await provider.restart(machine.id)
         log.info("host.daemon_restart", machine_id=machine.id, restarted=restarted)
         return h.RestartResult(restarted=restarted)
 
+    @handles(h.DAEMON_RUNS)
     async def daemon_runs(self, p: h.HostMachineParams, _: None) -> h.DaemonRunsResult:
         machine, provider = await self._own(p.machine_id)
         if not isinstance(provider, DaemonWatch):
@@ -87,12 +89,14 @@ class HostMethods:
                                "machine's daemon runs")  # fmt: skip
         return h.DaemonRunsResult(runs=await provider.daemon_runs(machine.id))
 
+    @handles(h.INSTALL_CODE)
     async def install_code(self, p: h.InstallCodeParams, _: None) -> h.InstallCodeResult:
         machine, provider = await self._own(p.machine_id)
         message = await provider.install_code(machine.id, p.target_ref)
         log.info("host.code_installed", machine_id=machine.id, target_ref=p.target_ref)
         return h.InstallCodeResult(message=message)
 
+    @handles(h.TAKE_SNAPSHOT)
     async def take_snapshot(self, p: h.SnapshotParams, _: None) -> h.SnapshotTaken:
         machine, provider = await self._own(p.machine_id)
         if not isinstance(provider, SnapshotTaker):
@@ -106,6 +110,7 @@ class HostMethods:
                  how=copied.how, pause_ms=copied.pause_ms)  # fmt: skip
         return h.SnapshotTaken(copied=copied)
 
+    @handles(h.DROP_SNAPSHOT)
     async def drop_snapshot(self, p: h.SnapshotParams, _: None) -> h.SnapshotDropped:
         machine, provider = await self._own(p.machine_id)
         if not isinstance(provider, SnapshotTaker):
@@ -115,6 +120,7 @@ class HostMethods:
         log.info("host.snapshot_dropped", snapshot_id=p.snapshot_id, dropped=dropped)
         return h.SnapshotDropped(dropped=dropped)
 
+    @handles(h.TAKE_MEMORY_IMAGE)
     async def take_memory_image(self, p: h.MemoryImageParams, _: None) -> h.MemoryImageTaken:
         machine, provider = await self._own(p.machine_id)
         if not isinstance(provider, MemoryForker) or self.box is None:
@@ -148,10 +154,12 @@ class HostMethods:
                  bytes=size, stood_ms=round(stood_ms))  # fmt: skip
         return h.MemoryImageTaken(bytes=size, pause_ms=round(stood_ms, 1), copied=copied)
 
+    @handles(h.APPLY_EGRESS)
     async def apply_egress(self, p: h.HostMachineParams, _: None) -> h.ApplyEgressResult:
         machine, _provider = await self._own(p.machine_id)
         return h.ApplyEgressResult(applied=await self.egress.enforce(machine))
 
+    @handles(h.EXEC_AS_ROOT)
     async def exec_as_root(self, p: h.RootExecParams, _: None) -> ExecCommandResult:
         machine, provider = await self._own(p.machine_id)
         if machine.runtime != "gvisor" or not isinstance(provider, RootExecutor):
@@ -165,18 +173,7 @@ class HostMethods:
 
     def dispatcher(self) -> Dispatcher[None]:
         router: Router[None] = Router()
-        router.register(h.TAKE_SNAPSHOT, self.take_snapshot)
-        router.register(h.DROP_SNAPSHOT, self.drop_snapshot)
-        router.register(h.RESTART_DAEMON, self.restart_daemon)
-        router.register(h.DAEMON_RUNS, self.daemon_runs)
-        router.register(h.INSTALL_CODE, self.install_code)
-        router.register(h.APPLY_EGRESS, self.apply_egress)
-        router.register(h.EXEC_AS_ROOT, self.exec_as_root)
-        router.register(h.TAKE_MEMORY_IMAGE, self.take_memory_image)
-        router.register(geb.HOST_LIST_ENVIRONMENTS, self.builds.list)
-        router.register(geb.HOST_BUILD_ENVIRONMENT, self.builds.build)
-        router.register(geb.HOST_DELETE_ENVIRONMENT, self.builds.delete)
-        router.register(geb.HOST_CHECK_ENVIRONMENT, self.builds.check)
+        router.collect(self, self.builds)
         return Dispatcher(h.HOST_METHODS, router)
 
 

@@ -40,10 +40,10 @@ from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from controlplane.bus import Bus
 from controlplane.idleness import idle_machines, last_activity, longest_idle_first
+from controlplane.policy import keeps_memory
 from controlplane.settings import Settings
 from controlplane.status_transitions import PAUSE_REFUSED, pause_machine
 from controlplane.store import Store
-from providers.runtimes import keeps_memory
 
 log = structlog.get_logger(__name__)
 

@@ -70,7 +70,7 @@ class Provisioner(Resumer):
         providers: Mapping[str, Provider],
         box: SecretBox,
         pools: Mapping[str, WarmPool] | None = None,
-        settings: Settings | None = None,
+        settings: Settings,
         heartbeat: HostHeartbeat | None = None,
         engine: Callable[[], aiodocker.Docker] | None = None,
         dns: DnsProxy | None = None,
@@ -83,7 +83,7 @@ class Provisioner(Resumer):
         daemons: DaemonClient | None = None,
     ) -> None:
         #: This host's id and capacity (FLEET_HOST_ID, FLEET_HOST_CAPACITY).
-        self.settings = settings or Settings()
+        self.settings = settings
         self.host_id = self.settings.host_id
         #: The host's heartbeat (None: never drained), whose flag says whether it is drained.
         self.heartbeat = heartbeat

@@ -41,10 +41,10 @@ from controlplane.machine_config import (
     load_instance_config,
     proxied_repo,
 )
+from controlplane.policy import policy_refusal, remote_host
 from controlplane.subscriptions import subscriber
 from environments.hook import run_lifecycle, with_project_env
 from environments.lifecycle_commands import ON_UPDATE, LifecycleFailed, MachineLifecycle
-from providers.egress import policy_refusal, remote_host
 from providers.gvisor import gvisor_proxy_url
 from services.setup_pusher.live_env import LiveEnv
 

@@ -28,9 +28,9 @@ from base.tasks import OwnedTasks, cancel_and_join
 from contracts import webhook_signature
 from contracts.gateway_webhooks import DeliveryAttempt
 from controlplane.crypto import SecretBox
+from controlplane.policy import Refused, Resolve, Rules, Target, check
 from controlplane.settings import Settings
 from controlplane.store import NO_MACHINE, Head, Store, StoredWebhook, parse_member
-from providers.egress import Refused, Resolve, Rules, Target, check
 from services.webhooks.post import Answer, Connections, PostFailed, post
 from services.webhooks.rules import judge
 

@@ -1,4 +1,4 @@
-"""One webhook POST, to a checked address (``providers/egress/webhook_target.py``).
+"""One webhook POST, to a checked address (``controlplane/policy/webhook_rules.py``).
 
 The connection goes to the address that was checked, with the URL's name as ``Host`` and, for
 https, as TLS's server name (its certificate verified against the system's CAs): nothing is
@@ -21,7 +21,7 @@ import h11
 from base.clock import SYSTEM_CLOCK, Clock
 from base.tasks import cancel_and_join
 from base.version import package_version
-from providers.egress import Target
+from controlplane.policy import Target
 
 MAX_HEAD = 16 * 1024
 #: The most of an answer's body read; the rest is left unread (the connection is closed).

@@ -13,7 +13,7 @@ from pathlib import Path
 from contracts.errors import NotSupported, ProviderError
 from contracts.events import DaemonStatusReported, HomeCopy, encode_event, subject_of
 from contracts.ids import new_event_id
-from providers.code_status import CodeVersions
+from controlplane.policy import CodeVersions
 from tests.fakes.bus import FakeBus
 from tests.fakes.daemons import FakeDaemons, FakeMachine
 

@@ -171,7 +171,7 @@ def gateway_of(
     return compose(store=store, bus=bus, daemons=daemons, box=box,
                    settings=settings, resolve_caller=resolve_caller,
                    hosts=InProcessHosts(HostMethods(
-                       store=store, host_id=settings.host_id,
+                       store=store, settings=settings,
                        providers={provider.name: provider},
                        builds=EnvironmentBuilds(store, settings, no_engine, SharedBuilds()),
                        disk=provisioner.disk)),

@@ -315,7 +315,8 @@ async def test_a_host_restarts_only_its_own_machines(world: World) -> None:
     """Routed by the machine's host id; a host asked about another host's machine refuses."""
     machine = await world.ready_machine()
     providers = {world.provider.name: world.provider}
-    elsewhere = HostMethods(store=world.store, host_id="host-b", providers=providers)
+    other_host = msgspec.structs.replace(world.settings, host_id="host-b")
+    elsewhere = HostMethods(store=world.store, settings=other_host, providers=providers)
     with pytest.raises(NotFound, match=f"runs on host {HOST}, not here"):
         await elsewhere.restart_daemon(HostMachineParams(machine_id=machine.id), None)
     with pytest.raises(NotFound):
@@ -323,7 +324,7 @@ async def test_a_host_restarts_only_its_own_machines(world: World) -> None:
             InstallCodeParams(machine_id=machine.id, target_ref="abc"), None
         )
     assert world.provider.restarts == []
-    own = HostMethods(store=world.store, host_id=HOST, providers=providers)
+    own = HostMethods(store=world.store, settings=world.settings, providers=providers)
     answer = await own.restart_daemon(HostMachineParams(machine_id=machine.id), None)
     assert (answer.restarted, world.provider.restarts) == (True, [machine.id])
 

@@ -190,7 +190,7 @@ async def test_what_cannot_be_looked_at_now_is_set_and_checked_at_resolution(
         assert got["environment"] == env
 
     class NoHost:  # no provisioner of the platform's host answers
-        async def environments(self, *_: object) -> None:
+        async def __call__(self, *_: object, **__: object) -> None:
             raise HostUnavailable("no provisioner of host h answers")
 
     world.api.environments.hosts = NoHost()  # type: ignore[assignment]

@@ -14,9 +14,9 @@ from contracts.errors import (
     InvalidParams,
     NotFound,
 )
+from controlplane.policy import Limits
 from environments import devcontainer as dc
 from environments.lifecycle_commands import MachineLifecycle
-from providers.machine_limits import Limits
 from services.provisioner.environment import machine_limits
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_INSTANCE, token_of, two_instances

@@ -23,8 +23,8 @@ from standardwebhooks import Webhook
 from contracts.errors import Forbidden, InvalidParams, NotFound
 from contracts.events import encode_event, subject_of
 from contracts.gateway_webhooks import MAX_WEBHOOKS
+from controlplane.policy import NameLookups, Rules, Target
 from controlplane.settings import Settings
-from providers.egress import NameLookups, Rules, Target
 from services.gateway.auth import Caller
 from services.webhooks.deliver import Deliveries
 from services.webhooks.fanout import Fanout

@@ -21,9 +21,9 @@ from contracts.errors import InvalidParams, RateLimited
 from contracts.events import DaemonStatusReported, encode_event, subject_of
 from contracts.gateway_webhooks import CreateWebhookParams
 from contracts.ids import new_event_id
+from controlplane.policy import NameLookups, Rules, Target
 from controlplane.settings import Settings
 from controlplane.store import NO_MACHINE, QueueBound
-from providers.egress import NameLookups, Rules, Target
 from services.gateway.auth import Caller
 from services.gateway.auth.callers import current_caller, user_caller
 from services.gateway.rpc import WebhookMakers, WebhookOps

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from providers.egress import Target
+from controlplane.policy import Target
 from services.webhooks.post import EXCERPT, IDLE_S, Connections, PostFailed, post
 from tests.fakes.clock import ManualClock
 

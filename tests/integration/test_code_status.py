@@ -1,4 +1,4 @@
-"""codeStatus from git ancestry in a real repository (providers.code_status.CodeVersions)."""
+"""codeStatus from git ancestry in a real repository (controlplane.policy.CodeVersions)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from providers.code_status import CodeVersions
+from controlplane.policy import CodeVersions
 from tests.conftest import git
 
 

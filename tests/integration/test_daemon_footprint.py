@@ -20,6 +20,7 @@ from contracts.events import DaemonStatusReported
 from contracts.ids import new_machine_id
 from controlplane.bus import Bus, ensure_stream
 from controlplane.daemon_client import DaemonClient, static_key
+from controlplane.settings import Settings
 from fleet.up import NatsServer
 from tests.conftest import MACHINE_TOKEN, DaemonProc, SpawnDaemon
 from tests.waiters import subscribed
@@ -129,7 +130,7 @@ async def test_daemon_speaks_tls(
     url = server.url.replace("nats://", f"{scheme}://")
     nc = await nats.connect(url)
     try:
-        await ensure_stream(nc.jetstream())
+        await ensure_stream(nc.jetstream(), Settings())
         d = await boot(nc, spawn_daemon, FLEET_NATS_URL=url, SSL_CERT_FILE=str(ca))
     finally:
         await nc.close()

@@ -110,7 +110,8 @@ async def test_a_source_left_paused_by_its_provisioners_end_is_resumed(
         await (await docker.containers.get(container_name(mid))).pause()
     async with docker_provider(stack_settings, SOURCE_ROOT) as provider:
         again = Provisioner(store=store, bus=bus, providers={"docker": provider},
-                            box=SecretBox(stack_settings.secret_key))  # fmt: skip
+                            box=SecretBox(stack_settings.secret_key),
+                            settings=stack_settings)  # fmt: skip
         await again.resume()
     assert not (await inspect(mid))["State"]["Paused"]
     assert (await stack.exec(mid, ["echo", "up"])).stdout == "up\n"

@@ -21,12 +21,12 @@ import pytest
 
 from contracts.daemon_rpc import ProcessInfo
 from controlplane.crypto import SecretBox
+from controlplane.policy import Placement
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
 from providers.gvisor import Runsc, park_daemon, running_container, sandbox_pid
 from providers.local import LocalProvider
-from providers.machine_limits import Placement
 from providers.sandbox import nats_servers
 from services.provisioner.environment import machine_placement
 from tests.conftest import ADMIN_TOKEN

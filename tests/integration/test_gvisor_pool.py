@@ -23,13 +23,13 @@ import pytest_asyncio
 from base.procinfo import env_roots
 from base.version import SOURCE_ROOT
 from controlplane.crypto import SecretBox
+from controlplane.policy import Placement
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
 from fleet.up import NatsServer
 from providers.gvisor.runsc import BUNDLE, PID_FILE, Runsc, is_gvisor, sandbox_pid
 from providers.local import POOL_SLOT_FILE, UP_MARKER, GvisorPoolBackend, LocalProvider
-from providers.machine_limits import Placement
 from providers.sandbox import NETNS_OF, has_pasta
 from services.provisioner.environment import machine_placement
 from tests.gvisor_stack import gvisor_settings, local_provider, module_stack, module_store

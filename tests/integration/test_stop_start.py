@@ -421,7 +421,7 @@ async def test_redelivered_stop_and_start_change_nothing(
 
     async with second_provider(settings, provider) as again_provider:
         again = Provisioner(store=store, bus=bus, providers={provider: again_provider},
-                            box=SecretBox(settings.secret_key))  # fmt: skip
+                            box=SecretBox(settings.secret_key), settings=settings)  # fmt: skip
         await handle_again(again, bus, mid)
     if provider == "local":
         assert machine_roots(machine_dir, mid) == roots  # the same machine, still running

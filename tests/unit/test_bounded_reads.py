@@ -42,13 +42,13 @@ ALLOWED = {
         "umount of the platform's image: a line of its own"),
     ("providers/egress/nftables.py", "nft"): Allowed(
         "nft's messages on the platform's own script (its size the policy's)"),
-    ("providers/code_status.py", "CodeVersions._is_ancestor"): Allowed(
+    ("controlplane/policy/code_status.py", "CodeVersions._is_ancestor"): Allowed(
         "git merge-base in the platform's code repository: a line"),
     ("providers/sandbox/image.py", "overlay"): Allowed(
         "mount of an overlay the platform names: a line"),
     ("providers/sandbox/bwrap.py", "probe"): Allowed(
         "bwrap running `true`: a line"),
-    ("providers/runtimes.py", "runsc_version"): Allowed(
+    ("controlplane/policy/runtimes.py", "runsc_version"): Allowed(
         "runsc --version: a few lines"),
     ("providers/docker/image.py", "_lib_dir"): Allowed(
         "pip wheel of the platform's pinned dependencies"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from providers.machine_limits import Limits
+from controlplane.policy import Limits
 from providers.sandbox import MachineCgroup, NotFrozen, cgroup, frozen
 
 

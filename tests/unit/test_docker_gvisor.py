@@ -1,7 +1,7 @@
 """A docker gvisor machine's container (providers/docker/gvisor.py) and the check of the
-engine's runsc (providers/runtimes.py ``engine_refusal``): a gvisor machine's container names
-runsc, every other names runc; an engine whose runsc would run the machine on gVisor's own
-network stack (where the machine's egress rules see nothing) is refused by name."""
+engine's runsc (controlplane/policy/runtimes.py ``engine_refusal``): a gvisor machine's
+container names runsc, every other names runc; an engine whose runsc would run the machine on
+gVisor's own network stack (where the machine's egress rules see nothing) is refused by name."""
 
 from __future__ import annotations
 
@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from base.tokenfd import DAEMON_RUN_AS_VAR, LOADER_VAR
+from controlplane.policy import Limits, Placement, engine_refusal, keeps_memory, runtime_refusal
 from providers.docker.gvisor import GVISOR_ARGV, as_gvisor
 from providers.docker.image import LOADER
 from providers.docker.provider import DockerProvider, token_owner
-from providers.machine_limits import Limits, Placement
-from providers.runtimes import engine_refusal, keeps_memory, refusal
 
 GOOD = {"runsc": {"path": "/usr/bin/runsc", "runtimeArgs": ["--platform=ptrace", "--network=host"]}}
 
@@ -81,7 +80,7 @@ def test_only_local_gvisor_machines_keep_their_memory_and_docker_runs_gvisor() -
     assert keeps_memory("gvisor", "local")
     assert not keeps_memory("gvisor", "docker")
     assert not keeps_memory("namespaces", "local")
-    assert refusal("docker", "gvisor", "/no/runsc") is None  # the engine's runsc, not ours
-    why = refusal("swarm", "gvisor", "runsc")
+    assert runtime_refusal("docker", "gvisor", "/no/runsc") is None  # the engine's runsc, not ours
+    why = runtime_refusal("swarm", "gvisor", "runsc")
     assert why is not None
     assert "swarm" in why

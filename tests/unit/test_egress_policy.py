@@ -146,7 +146,8 @@ def test_the_ruleset_denies_first_and_rejects_the_rest_under_deny() -> None:
 
 
 def test_names_are_decided_by_the_domain_entries() -> None:
-    from providers.egress.dns import NameRules, decide, forbidden, host_upstream
+    from controlplane.policy import NameRules, decide
+    from providers.egress.dns import forbidden, host_upstream
 
     deny = NameRules.of(EgressPolicy(default="deny", allow=["*.example.test:8000-8090",
                         "pypi.org", "10.0.0.0/8"], deny=["bad.example.test"]))  # fmt: skip

@@ -1,14 +1,14 @@
 """What a user reads when the instance's network policy refused a repo's host
-(providers/egress/refusal.py): which rule, decided as the machine's resolver and kernel decide
-it, and a command that allows the host while keeping the rest of the policy (the CLI sets a
-whole policy)."""
+(controlplane/policy/egress_rules.py): which rule, decided as the machine's resolver and kernel
+decide it, and a command that allows the host while keeping the rest of the policy (the CLI
+sets a whole policy)."""
 
 from __future__ import annotations
 
 import pytest
 
 from contracts.gateway_network import EgressPolicy
-from providers.egress.refusal import COMMAND_ENTRIES, policy_refusal, remote_host
+from controlplane.policy.egress_rules import COMMAND_ENTRIES, policy_refusal, remote_host
 
 IID = "i-0123456789abcdef"
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from contracts.errors import EnvironmentInvalid
+from controlplane.policy import Limits, within
 from environments import devcontainer as dc
-from providers.machine_limits import Limits, within
 
 
 @pytest.mark.parametrize(

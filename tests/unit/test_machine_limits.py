@@ -1,8 +1,9 @@
-"""What a machine's host cgroup gets for its limits (providers/machine_limits.py)."""
+"""What a machine's host cgroup gets for its limits (controlplane/policy/machine_limits.py)."""
 
 from __future__ import annotations
 
-from providers.machine_limits import GVISOR_TASKS_PER_PID, Limits, on_host
+from controlplane.policy import Limits, on_host
+from controlplane.policy.machine_limits import GVISOR_TASKS_PER_PID
 
 
 def test_a_gvisor_sandbox_gets_host_tasks_for_each_pid_and_the_rest_as_set() -> None:

@@ -10,8 +10,8 @@ import ipaddress
 import pytest
 
 from contracts.gateway_webhooks import EVENT_TYPES, check_types, parse_url, wants
+from controlplane.policy.webhook_rules import Address, Refused, Rules, check
 from controlplane.settings import Settings, SettingsError
-from providers.egress.webhook_target import Address, Refused, Rules, check
 from services.webhooks.rules import judge, next_wait_s
 
 S = Settings()

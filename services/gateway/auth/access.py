@@ -34,9 +34,9 @@ from contracts.status import (
 )
 from contracts.validation import local_repo_path
 from controlplane.daemon_client import OnOutput
+from controlplane.policy import CodeVersions
 from controlplane.status_transitions import RESUME_HINT, START_HINT
 from controlplane.store import Store
-from providers.code_status import CodeVersions
 from services.gateway.auth.activity import ActivityClock
 
 

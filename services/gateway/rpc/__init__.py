@@ -19,8 +19,8 @@ __all__ = [
     "EnvironmentOps",
     "ForkOps",
     "GatewayApi",
+    "HostCalls",
     "HostClient",
-    "HostControl",
     "HostOps",
     "LimitsOps",
     "MachineOps",
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from services.gateway.rpc.env_builds import EnvBuildOps
     from services.gateway.rpc.environments import EnvironmentOps
     from services.gateway.rpc.fork import ForkOps
-    from services.gateway.rpc.host_control import HostClient, HostControl
+    from services.gateway.rpc.host_control import HostCalls, HostClient
     from services.gateway.rpc.hosts import HostOps
     from services.gateway.rpc.limits import LimitsOps
     from services.gateway.rpc.machines import MachineOps
@@ -86,8 +86,8 @@ else:
             "environments": ("EnvironmentOps",),
             "fork": ("ForkOps",),
             "host_control": (
+                "HostCalls",
                 "HostClient",
-                "HostControl",
             ),
             "hosts": ("HostOps",),
             "limits": ("LimitsOps",),

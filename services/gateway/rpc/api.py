@@ -9,9 +9,7 @@ import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
 from base.version import package_version
-from contracts import (
-    gateway_rpc as g,
-)
+from contracts import gateway_rpc as g, host_rpc as h
 from contracts.audit import AUDIT_LIST, AuditEntries, AuditListParams
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
 from contracts.errors import Conflict, Forbidden, InvalidParams, Unavailable
@@ -81,15 +79,15 @@ from controlplane.bus import Bus
 from controlplane.crypto import SecretBox
 from controlplane.daemon_client import DaemonClient
 from controlplane.graceful_stop import ask_to_stop
+from controlplane.policy import policy_refusal, remote_host
 from controlplane.settings import Settings
 from controlplane.store import Store
 from controlplane.tokens import TokenStore
 from environments.repo_check import RepoCheck
-from providers.egress import policy_refusal, remote_host
 from services.gateway.auth import Access, AuditLog, Caller, EventTickets, check_local_repo, may_read
 from services.gateway.rpc.admission import admitted
 from services.gateway.rpc.fork import ForkOps, new_machine
-from services.gateway.rpc.host_control import HostControl
+from services.gateway.rpc.host_control import HostCalls
 from services.gateway.rpc.metrics import with_latest
 from services.gateway.rpc.people import PeopleOps, may_see
 from services.gateway.rpc.runtime import RuntimeOps, check_root, root_exec
@@ -112,7 +110,7 @@ class GatewayApi:
         people: PeopleOps,
         runtimes: RuntimeOps,
         forks: ForkOps,
-        host_control: HostControl,
+        host_control: HostCalls,
         repo_check: RepoCheck,
         platform_sha: str | None = None,
         audit: AuditLog | None = None,
@@ -364,7 +362,7 @@ class GatewayApi:
         machine = await self.access.live_machine(c, p.machine_id, wake=WakeBy.EXEC)
         if p.user == "root":
             check_root(machine)
-            return await self.host_control.exec_as_root(machine, root_exec(p))
+            return await self.host_control(h.EXEC_AS_ROOT, root_exec(p), machine=machine)
         params = ExecCommandParams(command=p.command, timeout_s=p.timeout_s, cwd=p.cwd, env=p.env)
         return await self.daemons.machine(p.machine_id).exec(params)
 

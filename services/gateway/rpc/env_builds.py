@@ -10,13 +10,13 @@ from contracts import gateway_env_builds as geb
 from contracts.gateway_env_builds import ENVIRONMENTS_BUILD, ENVIRONMENTS_DELETE, ENVIRONMENTS_LIST
 from contracts.jsonrpc import handles
 from services.gateway.auth import Access, Caller
-from services.gateway.rpc.host_control import HostControl
+from services.gateway.rpc.host_control import HostCalls
 
 log = structlog.get_logger(__name__)
 
 
 class EnvBuildOps:
-    def __init__(self, access: Access, hosts: HostControl) -> None:
+    def __init__(self, access: Access, hosts: HostCalls) -> None:
         self.access = access
         self.hosts = hosts
 
@@ -25,7 +25,7 @@ class EnvBuildOps:
         self, p: geb.ListEnvironmentsParams, c: Caller
     ) -> geb.EnvironmentList:
         c.require(None)
-        return await self.hosts.environments(p.host_id, geb.HOST_LIST_ENVIRONMENTS, p)
+        return await self.hosts(geb.HOST_LIST_ENVIRONMENTS, p, host=p.host_id)
 
     @handles(ENVIRONMENTS_BUILD)
     async def environments_build(
@@ -34,7 +34,7 @@ class EnvBuildOps:
         await self.access.instance_exists(c, p.instance_id)
         if p.host_id is not None:
             c.require(None)  # a host of the caller's choosing is the admin's to name
-        built = await self.hosts.environments(p.host_id, geb.HOST_BUILD_ENVIRONMENT, p)
+        built = await self.hosts(geb.HOST_BUILD_ENVIRONMENT, p, host=p.host_id)
         log.info("environment.build_asked", instance_id=p.instance_id, by=c.token_id,
                  build=built.id)  # fmt: skip
         return built
@@ -44,6 +44,6 @@ class EnvBuildOps:
         self, p: geb.DeleteEnvironmentParams, c: Caller
     ) -> geb.EnvironmentDeleted:
         c.require(None)
-        gone = await self.hosts.environments(p.host_id, geb.HOST_DELETE_ENVIRONMENT, p)
+        gone = await self.hosts(geb.HOST_DELETE_ENVIRONMENT, p, host=p.host_id)
         log.info("environment.deleted", build=gone.id, by=c.token_id)
         return gone

@@ -27,13 +27,13 @@ from contracts.gateway_types import InstanceRef
 from contracts.jsonrpc import handles
 from controlplane.store import Store
 from services.gateway.auth import Access, Caller
-from services.gateway.rpc.host_control import HostControl
+from services.gateway.rpc.host_control import HostCalls
 
 log = structlog.get_logger(__name__)
 
 
 class EnvironmentOps:
-    def __init__(self, store: Store, access: Access, hosts: HostControl) -> None:
+    def __init__(self, store: Store, access: Access, hosts: HostCalls) -> None:
         self.store = store
         self.access = access
         self.hosts = hosts
@@ -57,7 +57,7 @@ class EnvironmentOps:
         """Raises what the host's check raises (EnvironmentRefused, EnvironmentInvalid)."""
         params = geb.CheckEnvironmentParams(instance_id=instance_id, environment=env)
         try:
-            got = await self.hosts.environments(None, geb.HOST_CHECK_ENVIRONMENT, params)
+            got = await self.hosts(geb.HOST_CHECK_ENVIRONMENT, params)
         except (HostUnavailable, ProviderError) as exc:
             log.warning("instance.environment_unchecked", instance_id=instance_id,
                         error=exc.message)  # fmt: skip

@@ -8,6 +8,7 @@ import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock, within
 from base.retry import Backoff, retry
+from contracts import host_rpc as h
 from contracts.daemon_rpc import GET_VERSION
 from contracts.errors import (
     Conflict,
@@ -40,11 +41,11 @@ from contracts.models import Machine, RuntimeChoice
 from contracts.status import STOPPABLE, STOPPED_OR_STOPPING, MachineStatus as S
 from controlplane.bus import Bus
 from controlplane.daemon_client import DaemonClient
+from controlplane.policy import keeps_memory
 from controlplane.store import Store
-from providers.runtimes import keeps_memory
 from services.gateway.auth import Access, Caller
 from services.gateway.rpc.admission import admitted, check_running_limit
-from services.gateway.rpc.host_control import HostControl
+from services.gateway.rpc.host_control import HostCalls
 
 log = structlog.get_logger(__name__)
 
@@ -61,7 +62,7 @@ SOURCE_BACK_S = 120.0
 
 class ForkOps:
     def __init__(
-        self, *, store: Store, bus: Bus, access: Access, hosts: HostControl, max_snapshots: int,
+        self, *, store: Store, bus: Bus, access: Access, hosts: HostCalls, max_snapshots: int,
         daemons: DaemonClient | None = None, clock: Clock = SYSTEM_CLOCK,
     ) -> None:  # fmt: skip
         #: The time of the wait for a memory snapshot's source (its backoff and its limit).
@@ -101,7 +102,8 @@ class ForkOps:
         image = None
         if p.memory:  # one checkpoint for every fork; the source runs on
             image = new_snapshot_id()
-            taken = await self.hosts.take_memory_image(source, image, p.count)
+            params = h.MemoryImageParams(machine_id=source.id, snapshot_id=image, forks=p.count)
+            taken = await self.hosts(h.TAKE_MEMORY_IMAGE, params, machine=source)
             log.info("machine.memory_image_taken", machine_id=source.id, bytes=taken.bytes,
                      pause_ms=taken.pause_ms)  # fmt: skip
         # A fork runs what its source runs, whatever the instance's environment is now: the
@@ -157,10 +159,12 @@ class ForkOps:
     async def _take(self, source: Machine, snapshot_id: str, p: SnapshotParams) -> Snapshot:
         """The snapshot's copy made on its source's host; its record (not saved yet)."""
         if p.memory:  # the machine checkpointed and running on; kept until deleted
-            taken = await self.hosts.take_memory_image(source, snapshot_id, None)
+            taken = await self.hosts(h.TAKE_MEMORY_IMAGE, h.MemoryImageParams(
+                machine_id=source.id, snapshot_id=snapshot_id), machine=source)  # fmt: skip
             copied, pause_ms = taken.copied, taken.pause_ms
         else:
-            copied = await self.hosts.take_snapshot(source, snapshot_id)
+            copied = (await self.hosts(h.TAKE_SNAPSHOT, h.SnapshotParams(
+                machine_id=source.id, snapshot_id=snapshot_id), machine=source)).copied  # fmt: skip
             pause_ms = copied.pause_ms
         return Snapshot(
             id=snapshot_id, name=p.name, instance_id=source.instance_id, machine_id=source.id,
@@ -223,7 +227,8 @@ class ForkOps:
         # Refused (Conflict) while a machine is being made from it; once marked, none is.
         await self.store.snapshots.mark_deleting(snapshot.id)
         source = await self.store.get_machine(snapshot.machine_id)
-        await self.hosts.drop_snapshot(source, snapshot.id)
+        await self.hosts(h.DROP_SNAPSHOT, h.SnapshotParams(
+            machine_id=source.id, snapshot_id=snapshot.id), machine=source)  # fmt: skip
         await self.store.snapshots.forget(snapshot)
         log.info("machine.snapshot_deleted", snapshot_id=snapshot.id)
         return SnapshotDeleted(deleted=True)

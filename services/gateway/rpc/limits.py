@@ -16,9 +16,9 @@ from contracts.gateway_limits import (
 )
 from contracts.gateway_types import InstanceRef
 from contracts.jsonrpc import handles
+from controlplane.policy import Limits, with_own
 from controlplane.settings import Settings
 from controlplane.store import Store
-from providers.machine_limits import Limits, with_own
 from services.gateway.auth import Caller
 
 log = structlog.get_logger(__name__)

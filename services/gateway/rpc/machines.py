@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from contracts import daemon_rpc as d
+from contracts import daemon_rpc as d, host_rpc as h
 from contracts.errors import Conflict, DaemonUnavailable, NotSupported
 from contracts.gateway_machines import MACHINES_RESTART, RestartParams
 from contracts.gateway_rpc import (
@@ -56,7 +56,7 @@ from environments.lifecycle_commands import MachineLifecycle
 from providers.gvisor import gvisor_proxy_url
 from services.gateway.auth import Access, Caller, default_instance
 from services.gateway.rpc.daemon_calls import DaemonCalls
-from services.gateway.rpc.host_control import HostControl
+from services.gateway.rpc.host_control import HostCalls
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +68,7 @@ class MachineOps:
         store: Store,
         daemons: DaemonClient,
         settings: Settings,
-        hosts: HostControl,
+        hosts: HostCalls,
         platform_sha: str | None,
         access: Access,
         calls: DaemonCalls,
@@ -130,14 +130,15 @@ class MachineOps:
             raise NotSupported("the platform does not know its own git SHA: set FLEET_GIT_SHA "
                                "or run it from a git checkout")  # fmt: skip
         # On the machine's own host: its home (local), its volume (docker).
-        message = await self.hosts.install_code(machine, self.platform_sha)
+        install = h.InstallCodeParams(machine_id=machine.id, target_ref=self.platform_sha)
+        installed = await self.hosts(h.INSTALL_CODE, install, machine=machine)
         params = d.SelfUpdateParams(target_ref=self.platform_sha)
         answer = await self.daemons.call(machine.id, d.SELF_UPDATE, params)
         log.info("code.refreshed", machine_id=machine.id, to=answer.to_git_sha,
                  restarting=answer.restarting)  # fmt: skip
         return RefreshCodeResult(
             machine_id=machine.id,
-            message=message,
+            message=installed.message,
             restarting=answer.restarting,
             from_git_sha=answer.from_git_sha,
             to_git_sha=answer.to_git_sha,
@@ -146,7 +147,8 @@ class MachineOps:
     @handles(MACHINES_RESTART)
     async def machines_restart(self, p: RestartParams, c: Caller) -> Machine:
         machine = await self._running_one(c, p.machine_id, "daemon can be restarted")
-        if not await self.hosts.restart(machine):
+        ref = h.HostMachineParams(machine_id=machine.id)
+        if not (await self.hosts(h.RESTART_DAEMON, ref, machine=machine)).restarted:
             raise DaemonUnavailable(f"machine {machine.id} is not running on its provider "
                                     f"({machine.provider})")  # fmt: skip
         log.info("machine.restart_requested", machine_id=machine.id, provider=machine.provider)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import structlog
 
+from contracts import host_rpc as h
 from contracts.gateway_network import (
     INSTANCES_GET_NETWORK_POLICY,
     INSTANCES_SET_NETWORK_POLICY,
@@ -19,7 +20,7 @@ from contracts.status import UP_OR_COMING_UP
 from controlplane.machine_config import fan_out
 from controlplane.store import Store
 from services.gateway.auth import Caller
-from services.gateway.rpc.host_control import HostControl
+from services.gateway.rpc.host_control import HostCalls
 
 log = structlog.get_logger(__name__)
 
@@ -27,7 +28,7 @@ log = structlog.get_logger(__name__)
 
 
 class NetworkOps:
-    def __init__(self, store: Store, hosts: HostControl) -> None:
+    def __init__(self, store: Store, hosts: HostCalls) -> None:
         self.store = store
         self.hosts = hosts
 
@@ -43,7 +44,7 @@ class NetworkOps:
         ]
 
         async def apply(m: Machine) -> None:
-            await self.hosts.apply_egress(m)
+            await self.hosts(h.APPLY_EGRESS, h.HostMachineParams(machine_id=m.id), machine=m)
 
         failed = await fan_out(machines, apply)
         log.info("instance.network_policy_set", instance_id=p.instance_id, by=c.token_id,

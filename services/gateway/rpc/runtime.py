@@ -17,9 +17,9 @@ from contracts.gateway_types import InstanceRef, MachineExecParams
 from contracts.host_rpc import RootExecParams
 from contracts.jsonrpc import handles
 from contracts.models import Machine, Runtime, RuntimeChoice
+from controlplane.policy import runtime_choice, runtime_refusal
 from controlplane.settings import Settings
 from controlplane.store import Store
-from providers.runtimes import choice, refusal
 from services.gateway.auth import Access, Caller
 
 log = structlog.get_logger(__name__)
@@ -60,10 +60,10 @@ class RuntimeOps:
         runtime = asked or await self.store.instance_settings.runtime(instance_id)
         runtime = runtime or self.settings.runtime
         self.check(provider, runtime)
-        return choice(runtime, self.settings.gvisor_platform)
+        return runtime_choice(runtime, self.settings.gvisor_platform)
 
     def check(self, provider: str, runtime: Runtime) -> None:
-        why = refusal(provider, runtime, self.settings.runsc)
+        why = runtime_refusal(provider, runtime, self.settings.runsc)
         if why is not None:
             raise NotSupported(why, data={"runtime": runtime, "provider": provider})
 

@@ -2,7 +2,7 @@
 (``contracts/gateway_webhooks.py``; the deliveries are the webhooks service's).
 
 An instance's owner (``admin`` on it) manages its endpoints, a platform admin the platform's.
-A URL is refused here when it may not be sent to (``providers/egress/webhook_target.py``), for a
+A URL is refused here when it may not be sent to (``controlplane/policy/webhook_rules.py``), for a
 clear answer; the webhooks service checks it again at every delivery. The signing secret is sealed
 as it is made and answered once; the gateway itself never sends a webhook.
 """
@@ -40,9 +40,10 @@ from contracts.gateway_webhooks import (
 from contracts.ids import new_event_id, new_webhook_id
 from contracts.jsonrpc import handles
 from controlplane.crypto import SecretBox
+from controlplane.policy import Refused, Resolve, Rules, check
 from controlplane.settings import Settings
 from controlplane.store import NO_MACHINE, QueueBound, Store, StoredWebhook, TooManyWebhooks
-from providers.egress import Refused, Resolve, Rules, check, platform_rules
+from providers.egress import platform_rules
 from services.gateway.auth import Access, Caller
 
 #: How long the secret before a rotation signs beside the new one.

@@ -1,29 +1,57 @@
-"""Why an instance's network policy refuses a destination, in its user's words, with the
-command that allows it: what a clone the policy refused says (the setup pusher) and what
-repos.add warns of. git in the machine says only ``Could not resolve host``, ``Connection
-refused`` or, through the egress proxy, ``CONNECT tunnel failed, response 403``.
+"""An instance's egress policy as rules: the ports a name may be reached on (``decide``: the
+machine's resolver, providers/egress/dns.py, and the egress proxy ask it), and why the policy
+refuses a destination, in its user's words, with the command that allows it: what a clone the
+policy refused says (the setup pusher) and what repos.add warns of. git in the machine says
+only ``Could not resolve host``, ``Connection refused`` or, through the egress proxy,
+``CONNECT tunnel failed, response 403``.
 
 The policy's own rules decide, as the machine meets them: a name by the machine's resolver
-(``egress_dns.decide``: a deny domain entry, or under ``default: deny`` no allow domain entry
-for it at that port), an address by its kernel's rules (a deny entry covers it, or under
-``default: deny`` no allow entry does). Nothing is resolved here: a name the policy lets
-through may still reach an address a deny entry covers, which only the connection tells.
+(``decide``: a deny domain entry, or under ``default: deny`` no allow domain entry for it at
+that port), an address by its kernel's rules (a deny entry covers it, or under ``default:
+deny`` no allow entry does). Nothing is resolved here: a name the policy lets through may
+still reach an address a deny entry covers, which only the connection tells.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import shlex
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from contracts.gateway_network import EgressPolicy, parse_entry
+from contracts.gateway_network import EgressEntry, EgressPolicy, parse_entry
 from contracts.gateway_secrets import entry_covers
-from providers.egress.dns import NameRules, decide
 
 #: The most entries a command in a refusal repeats; past it, the words say where they are.
 COMMAND_ENTRIES = 8
 #: The port git connects to for each scheme a repo's URL may have (contracts/validation.py).
 _PORTS = {"https": 443, "http": 80, "ssh": 22, "git": 9418}
+
+
+@dataclass(frozen=True)
+class NameRules:
+    """What of a policy decides names: its default and its domain entries (parsed once)."""
+
+    default: str
+    allow: tuple[EgressEntry, ...]
+    deny: tuple[EgressEntry, ...]
+
+    @classmethod
+    def of(cls, policy: EgressPolicy) -> NameRules:
+        allow, deny = policy.parsed()
+        return cls(policy.default, tuple(e for e in allow if e.domain),
+                   tuple(e for e in deny if e.domain))  # fmt: skip
+
+
+def decide(rules: NameRules, name: str) -> list[tuple[int, int]] | None:
+    """The ports a name may be reached on (``[]`` under default allow: no set to fill), or
+    None if it is refused."""
+    if any(e.matches(name) for e in rules.deny):
+        return None
+    if rules.default == "allow":
+        return []
+    ports = [e.ports or (0, 65535) for e in rules.allow if e.matches(name)]
+    return ports or None
 
 
 def remote_host(url: str) -> tuple[str, int] | None:
