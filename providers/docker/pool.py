@@ -302,13 +302,36 @@ class DockerPoolBackend:
 
     async def spawn(self, on_death: Callable[[], None]) -> PoolMachine:
         slot = f"p{secrets.token_hex(8)}"
+        try:
+            c = await self._made(slot)
+        except BaseException:  # a pool closed mid-spawn too: nothing of the slot is left
+            await asyncio.shield(self._unmade(slot))
+            raise
+        machine = PooledDocker(self, slot, c)
+        self._machines.add(machine)
+        try:
+            # Attached before the start: it never runs a moment without its lifeline.
+            await machine.lifeline.attach(self.provider.docker, c.id)
+            await c.start()
+        except (aiodocker.DockerError, aiohttp.ClientError, ProviderError) as exc:
+            await machine.stop()
+            raise ProviderError(f"docker: cannot start {slot}: {exc}") from None
+        except BaseException:
+            await asyncio.shield(machine.stop())
+            raise
+        machine.watch(on_death)
+        log.info("provider.docker_pooled", slot=slot, container=c.id[:12])
+        return machine
+
+    async def _made(self, slot: str) -> Any:
+        """The slot's home (its own uid: the machine's that claims it, providers/docker/users.py),
+        its secret volume and its container, made, not started."""
         p = self.provider
         image = await p.image()
         p.check_nats_reachable(await ensure_network(p.docker, p.network))
         labels = {LABEL_POOL: slot, LABEL_POOL_OWNER: self.owner}
         env = {POOL_SLOT_VAR: slot, POOL_STDIN_VAR: "1"}
         place = Placement("", p.default_limits)
-        # The slot's own uid (providers/docker/users.py): the machine's that claims it.
         uid, _ = await p.uids.home(pool_volume(slot), {**labels, LABEL_STACK: p.stack})
         user = run_as(place, uid)
         config = p.base_config(image, f"fleet-{slot}", env, labels, pool_volume(slot), place, user)
@@ -327,18 +350,17 @@ class DockerPoolBackend:
                 await name_in_image(c, None, uid)
         except aiodocker.DockerError as exc:
             raise ProviderError(f"docker: cannot make a pooled container: {exc.message}") from None
-        machine = PooledDocker(self, slot, c)
-        self._machines.add(machine)
+        return c
+
+    async def _unmade(self, slot: str) -> None:
+        """Whatever a spawn that did not finish made of ``slot``: its container, its volumes."""
+        docker = self.provider.docker
         try:
-            # Attached before the start: it never runs a moment without its lifeline.
-            await machine.lifeline.attach(p.docker, c.id)
-            await c.start()
-        except (aiodocker.DockerError, aiohttp.ClientError, ProviderError) as exc:
-            await machine.stop()
-            raise ProviderError(f"docker: cannot start {slot}: {exc}") from None
-        machine.watch(on_death)
-        log.info("provider.docker_pooled", slot=slot, container=c.id[:12])
-        return machine
+            with contextlib.suppress(aiodocker.DockerError):  # none was made
+                await (await docker.containers.get(f"{POOL_PREFIX}{slot}")).delete(force=True)
+            await remove_home(docker, pool_volume(slot))
+        except (ProviderError, aiohttp.ClientError, OSError) as exc:
+            log.warning("pool.docker_remove_failed", slot=slot, error=str(exc))
 
     def forget(self, machine: PooledDocker) -> None:
         self._machines.discard(machine)

@@ -241,3 +241,31 @@ async def test_a_pool_made_before_the_lifeline_goes_once_its_process_is_gone(
         assert await DockerPoolBackend(provider).remove_orphans() == 1
         assert await container(gone) is None
         assert (await container(mine))["State"]["Status"] == "running"
+
+
+async def test_a_spawn_cancelled_midway_leaves_no_volume_and_no_container(
+    settings: Settings,
+) -> None:
+    """A pool closed while a slot is made (the provisioner stopping): the slot's volumes and
+    container made so far are removed, never left to the engine with no record of them."""
+    async with docker_provider(settings, Path.cwd()) as provider, aiodocker.Docker() as docker:
+        backend = DockerPoolBackend(provider)
+        owned = {"label": [f"{LABEL_POOL_OWNER}={backend.owner}"]}
+
+        async def volumes() -> list[str]:
+            found = await docker.volumes.list(filters=owned)  # type: ignore[no-untyped-call]
+            return [v["Name"] for v in found.get("Volumes") or []]
+
+        async def made_some() -> bool:
+            return bool(await volumes())
+
+        try:
+            spawn = asyncio.ensure_future(backend.spawn(lambda: None))
+            await wait_until(made_some, timeout=60, every=0.01)  # its home, before the rest
+            spawn.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await spawn
+            assert await volumes() == []
+            assert await docker.containers.list(all=True, filters=owned) == []
+        finally:
+            await backend.close()
