@@ -69,7 +69,7 @@ from providers.docker.names import (
     container_name,
 )
 from providers.docker.provider import DockerProvider, ensure_network, named, run_as, with_runtime
-from providers.docker.runtime import give_new_home
+from providers.docker.runtime import created, give_new_home
 from providers.docker.users import name_in_image
 from providers.warm_pool import UP_TIMEOUT_S, PoolMachine, owner_alive
 
@@ -345,7 +345,7 @@ class DockerPoolBackend:
             names = named(uid, self.image is not None)
             await install_store(p.docker, image, secret_volume(pool_volume(slot)),
                                 token_archive(None, user, names))  # fmt: skip
-            c = await p.docker.containers.create(config, name=f"{POOL_PREFIX}{slot}")
+            c = await created(p.docker, config, name=f"{POOL_PREFIX}{slot}")
             if uid is not None and self.image is not None:
                 await name_in_image(c, None, uid)
         except aiodocker.DockerError as exc:

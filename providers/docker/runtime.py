@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiodocker
+import aiohttp
 
 from base.loader import LIBRARY_FLAGS
 from base.tokenfd import LOADER_VAR, RUNTIME_LIBS_VAR
@@ -118,7 +119,7 @@ async def helper_container(
     """A container of ``config`` for one job of the platform's, removed after it; the engine's
     refusal, at its creation or during the job, is ``ProviderError`` ("cannot ``what``")."""
     try:
-        helper = await docker.containers.create(config)
+        helper = await created(docker, config)
     except aiodocker.DockerError as exc:
         raise ProviderError(f"docker: cannot {what}: {exc.message}") from None
     try:
@@ -126,7 +127,21 @@ async def helper_container(
     except aiodocker.DockerError as exc:
         raise ProviderError(f"docker: cannot {what}: {exc.message}") from None
     finally:
-        await helper.delete(force=True)
+        await asyncio.shield(helper.delete(force=True))
+
+
+async def created(docker: aiodocker.Docker, config: dict[str, Any],
+                  name: str | None = None) -> aiodocker.containers.DockerContainer:  # fmt: skip
+    """A container of ``config``, made. A caller cancelled meanwhile is not left with one the
+    engine makes after it gave up (its volumes would be in use, and made again unlabelled):
+    the engine's answer is awaited, and what it made removed, before the cancellation goes on."""
+    making = asyncio.ensure_future(docker.containers.create(config, name=name))
+    try:
+        return await asyncio.shield(making)
+    except asyncio.CancelledError:
+        with contextlib.suppress(aiodocker.DockerError, aiohttp.ClientError, OSError):
+            await (await making).delete(force=True)
+        raise
 
 
 async def _link_target(c: aiodocker.containers.DockerContainer, path: str) -> str:

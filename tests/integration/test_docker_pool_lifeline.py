@@ -262,10 +262,16 @@ async def test_a_spawn_cancelled_midway_leaves_no_volume_and_no_container(
         try:
             spawn = asyncio.ensure_future(backend.spawn(lambda: None))
             await wait_until(made_some, timeout=60, every=0.01)  # its home, before the rest
+            home = (await volumes())[0]
             spawn.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await spawn
             assert await volumes() == []
             assert await docker.containers.list(all=True, filters=owned) == []
+            # Nor a helper the engine made after the cancel (it would make the home again).
+            using = {"volume": [home]}
+            assert await docker.containers.list(all=True, filters=using) == []
+            names = await docker.volumes.list()  # type: ignore[no-untyped-call]
+            assert home not in [v["Name"] for v in names.get("Volumes") or []]
         finally:
             await backend.close()
