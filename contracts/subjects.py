@@ -109,6 +109,21 @@ def machine_events(machine_id: str) -> str:
     return f"machine.*.{machine_id}"
 
 
+def kind_of(subject: str) -> str:
+    """The kind of a ``machine.<kind>.<machineId>`` subject."""
+    return subject.split(".", 2)[1]
+
+
+#: Events after which a machine's daemon answers nothing more, each with what became of the
+#: machine: a call still waiting for its daemon ends then, not at its timeout.
+DAEMON_GONE: dict[str, str] = {
+    EventKind.PAUSED: "paused",
+    EventKind.PROCESSES_ENDED: "stopped",
+    EventKind.FILES_REMOVED: "archived",
+    EventKind.LOST: "lost with its host",
+}
+
+
 #: Heartbeats are not stored in the stream: only their absence matters, and only now.
 HEARTBEAT_KIND = "heartbeat"
 ALL_HEARTBEATS = f"machine.{HEARTBEAT_KIND}.*"

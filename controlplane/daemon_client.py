@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import secrets
 import time
@@ -22,6 +23,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
+from base.first import first_of
 from contracts import subjects
 from contracts.daemon_files import STAT, StatParams, StatResult
 from contracts.daemon_rpc import (
@@ -219,9 +221,10 @@ class DaemonClient:
         if self._fail_when_offline and not self._nc.is_connected:  # our bus is gone: 1501
             raise nats.errors.ConnectionReconnectingError
         try:
-            msg = await self._nc.request(
-                subjects.daemon_rpc(machine_id), body, timeout=timeout, headers=headers
-            )
+            ask = functools.partial(self._nc.request, subjects.daemon_rpc(machine_id), body,
+                                    timeout=timeout, headers=headers)  # fmt: skip
+            msg = await (ask() if timeout <= self._timeout_s
+                         else self._unless_gone(machine_id, spec, ask))  # fmt: skip
         except nats.errors.NoRespondersError:
             raise DaemonUnavailable(
                 f"no daemon is serving machine {machine_id} (not running or not connected)"
@@ -235,6 +238,30 @@ class DaemonClient:
         # Whoever answers on the machine's subject must hold its key (ReplyForged otherwise).
         verify_reply(key, machine_id, headers[H_ID], msg.data, msg.headers)
         return msg.data
+
+    async def _unless_gone(
+        self, machine_id: str, spec: AnySpec, ask: Callable[[], Awaitable[Msg]]
+    ) -> Msg:
+        """``ask()``'s reply, unless an event says the machine's daemon is gone first (its
+        memory on disk, its processes ended): a call that may wait long (a command, a code
+        run) would otherwise wait out its whole timeout for an answer that cannot come. The
+        subscription goes out before the request on the one connection: no event is missed."""
+        gone: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        async def seen(msg: Msg) -> None:
+            became = subjects.DAEMON_GONE.get(subjects.kind_of(msg.subject))
+            if became is not None and not gone.done():
+                gone.set_result(became)
+
+        sub = await self._nc.subscribe(subjects.machine_events(machine_id), cb=seen)
+        try:
+            _, got = await first_of(ask(), gone)
+        finally:
+            with contextlib.suppress(nats.errors.Error):  # the link is gone: so is the interest
+                await sub.unsubscribe()
+        if isinstance(got, Msg):
+            return got
+        raise DaemonUnavailable(f"machine {machine_id} was {got} before it answered {spec.name}")
 
 
 class MachineClient:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,11 @@ async def _run(argv: list[str], env: dict[str, str], timeout: float) -> Any:
     )  # fmt: skip
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        # PYTHONFAULTHANDLER prints every thread's stack on SIGABRT: where the SDK waited
+        proc.send_signal(signal.SIGABRT)
+        _, err = await proc.communicate()
+        raise AssertionError(f"{argv[0]} ran over {timeout} s:\n{err.decode()[-6000:]}") from None
     finally:
         if proc.returncode is None:
             proc.kill()
