@@ -48,3 +48,9 @@ class CronTable(msgspec.Struct, rename="camel", kw_only=True, forbid_unknown_fie
     """The contents of ``~/.fleet/cron.json``."""
 
     jobs: list[CronJob] = msgspec.field(default_factory=list)
+
+
+#: A docker machine's sshd: its config, in the image (providers/docker/image.py writes it),
+#: and its host key, made at setup in the machine's home (services/setup_pusher/sshd.py).
+SSHD_CONFIG = "/usr/local/lib/fleet/sshd_config"
+SSHD_HOST_KEY = "/home/fleet/.fleet/ssh_host_ed25519_key"

@@ -20,7 +20,7 @@ from contracts.models import Machine
 from controlplane.bus import Bus
 from controlplane.daemon_client import DaemonClient, MachineClient
 from controlplane.failures import fail_machine
-from controlplane.machine_config import InstanceConfig, load_instance_config
+from controlplane.machine_config import InstanceConfig, for_machine, load_instance_config
 from controlplane.output_lines import OutputTrickle
 from controlplane.settings import Settings
 from controlplane.store import Store
@@ -39,6 +39,17 @@ def with_project_env(cfg: InstanceConfig, life: lc.MachineLifecycle | None) -> I
     project = lc.project_env(cfg.platform_env, life.devcontainer, life.image_env)
     own = lc.project_env({}, life.devcontainer, life.image_env)
     return msgspec.structs.replace(cfg, platform_env=project, container_env=own)
+
+
+async def machine_config(
+    store: Store, instance: InstanceConfig, machine: Machine
+) -> InstanceConfig:
+    """What ``machine`` is given of its instance's configuration ``instance``: pointed at the
+    egress proxy where its host said its gvisor machines reach it, with its devcontainer's
+    variables. The one way the stages and the gateway make a machine's configuration."""
+    door = await store.hosts.proxy_url(machine.host_id) if machine.runtime == "gvisor" else ""
+    life = await store.lifecycles.load(machine.id, lc.MachineLifecycle)
+    return with_project_env(for_machine(instance, machine, door), life)
 
 
 async def run_lifecycle(store: Store, bus: Bus, machine: Machine, mc: MachineClient,

@@ -8,31 +8,17 @@ import io
 import os
 import secrets
 import shutil
-import subprocess
 import tarfile
 from pathlib import Path
 
 from base.atomic import replace_file
 from base.codestore import CURRENT_FILE, CodeUnverified, record, tree_digest
-from base.version import SOURCE_ROOT
-from contracts.errors import NotFound, ProviderError
+from base.platform_code import git, resolve_sha
+from contracts.errors import ProviderError
 from contracts.machine_files import CODE_SHA_FILE
 
 #: What a daemon imports: its own package, the contracts and base.
 DAEMON_TREES = ("contracts", "base", "daemon")
-
-
-def code_repo(configured: str) -> Path:
-    """The git repository the platform's code comes from (FLEET_CODE_REPO, else this checkout)."""
-    return Path(configured) if configured else SOURCE_ROOT
-
-
-def resolve_sha(repo: Path, ref: str) -> str:
-    out = _git(repo, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
-    sha = out.stdout.decode().strip()
-    if out.returncode != 0 or not sha:
-        raise NotFound(f"{ref!r} is not a commit in {repo}")
-    return sha
 
 
 def install_code(repo: Path, ref: str, store: Path) -> tuple[str, bool]:
@@ -60,7 +46,7 @@ def install_code(repo: Path, ref: str, store: Path) -> tuple[str, bool]:
 
 def unpack(repo: Path, sha: str, dest: Path) -> None:
     """``dest`` (new): the commit's daemon trees and its SHA marker, read-only to others."""
-    tar = _git(repo, "archive", "--format=tar", sha, "--", *DAEMON_TREES).stdout
+    tar = git(repo, "archive", "--format=tar", sha, "--", *DAEMON_TREES).stdout
     with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
         archive.extractall(dest, filter=_readonly, numeric_owner=True)  # noqa: S202 - filtered
     (dest / CODE_SHA_FILE).write_text(sha + "\n")
@@ -96,24 +82,3 @@ def _readonly(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
 
 def _write(store: Path, name: str, data: bytes) -> None:
     replace_file(store / name, data)
-
-
-def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-    try:
-        out = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, timeout=60,
-                             check=False)  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ProviderError(f"git {args[0]} in {repo}: {exc}") from None
-    if check and out.returncode != 0:
-        raise ProviderError(f"git {args[0]} in {repo} failed: {out.stderr.decode().strip()}")
-    return out
-
-
-def platform_sha(git_sha: str, repo: Path) -> str | None:
-    """The SHA the platform runs: FLEET_GIT_SHA if set, else the code repo's HEAD."""
-    if git_sha:
-        return git_sha
-    try:
-        return resolve_sha(repo, "HEAD")
-    except (NotFound, ProviderError):
-        return None

@@ -15,6 +15,7 @@ from controlplane.store.keys import (
     F_HOST_DRAINING,
     F_HOST_ID,
     F_HOST_MEMORY_LOW,
+    F_HOST_PROXY_URL,
     F_STATUS,
     F_STATUS_REASON,
     F_UPDATED_AT,
@@ -63,10 +64,12 @@ class HostRecords:
         self._fail_unplaced = store_scripts.BoundScript(_FAIL_UNPLACED)
 
     async def beat(
-        self, host_id: str, capacity: int, at: float, *, memory_low: bool = False
-    ) -> bool:
+        self, host_id: str, capacity: int, at: float, *, memory_low: bool = False,
+        proxy_url: str = "",
+    ) -> bool:  # fmt: skip
         """The host's provisioner is alive (at ``at``, epoch seconds), with this capacity (and
-        below its memory floor or not); returns whether the host is drained. One round trip."""
+        below its memory floor or not), its gvisor machines reaching the egress proxy at
+        ``proxy_url``; returns whether the host is drained. One round trip."""
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.zadd(self._k.K_HOSTS, {host_id: at})
             pipe.hset(
@@ -74,6 +77,7 @@ class HostRecords:
                 mapping={
                     F_HOST_CAPACITY: str(capacity),
                     F_HOST_MEMORY_LOW: "1" if memory_low else "0",
+                    F_HOST_PROXY_URL: proxy_url,
                 },
             )
             pipe.hget(self._k.k_host(host_id), F_HOST_DRAINING)
@@ -86,6 +90,13 @@ class HostRecords:
             return False
         await self._redis.hset(self._k.k_host(host_id), F_HOST_DRAINING, "1" if draining else "0")
         return True
+
+    async def proxy_url(self, host_id: str | None) -> str:
+        """Where the host's gvisor machines reach the egress proxy, as it recorded it (empty:
+        none, or no host yet)."""
+        if host_id is None:
+            return ""
+        return cast(str, await self._redis.hget(self._k.k_host(host_id), F_HOST_PROXY_URL) or "")
 
     async def draining(self, host_id: str) -> bool:
         """Whether the host is drained (hosts.drain). One round trip."""

@@ -66,6 +66,8 @@ F_HOST_CAPACITY = "capacity"
 F_HOST_DRAINING = "draining"
 #: "1" while the host is below FLEET_HOST_MIN_AVAILABLE_MB (as of its last heartbeat).
 F_HOST_MEMORY_LOW = "memoryLow"
+#: Where the host's gvisor machines reach the egress proxy (empty: none).
+F_HOST_PROXY_URL = "proxyUrl"
 #: Machine hash: the host whose provisioner started it (``contracts.models.Machine.host_id``).
 F_HOST_ID = "hostId"
 

@@ -10,9 +10,9 @@ import time
 
 import aiodocker
 
+from base.platform_code import code_repo
 from controlplane.policy import engine_refusal
 from controlplane.settings import Settings
-from providers.code import code_repo
 from providers.docker import Say, ensure_network, stop_stack
 from providers.registry import docker_provider, stack_id
 

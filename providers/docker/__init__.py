@@ -21,8 +21,6 @@ __all__ = [
     "LAYER_REPO",
     "MACHINE_HOME",
     "POOL_PREFIX",
-    "SSHD_CONFIG",
-    "SSHD_HOST_KEY",
     "DockerPoolBackend",
     "DockerProvider",
     "Say",
@@ -50,8 +48,6 @@ if TYPE_CHECKING:
         BASE_REPO,
         IMAGE_REPO,
         MACHINE_HOME,
-        SSHD_CONFIG,
-        SSHD_HOST_KEY,
         Say,
     )
     from providers.docker.names import (
@@ -84,8 +80,6 @@ else:
                 "BASE_REPO",
                 "IMAGE_REPO",
                 "MACHINE_HOME",
-                "SSHD_CONFIG",
-                "SSHD_HOST_KEY",
                 "Say",
             ),
             "names": (

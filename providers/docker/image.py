@@ -40,6 +40,7 @@ from packaging.utils import canonicalize_name
 from base.retry import Backoff, retry_until
 from base.version import SOURCE_ROOT, package_version
 from contracts.errors import ProviderError
+from contracts.machine_files import SSHD_CONFIG, SSHD_HOST_KEY
 from providers import scratch
 from providers.code import DAEMON_TREES
 
@@ -86,8 +87,6 @@ DAEMON_LIB = "/opt/fleet/lib"
 #: starts as daemon/ssh_session.py (ForceCommand), which gives it the machine's environment
 #: (daemon/procenv.py) and becomes the shell or command asked for; sftp is the external server,
 #: a command like any other (the in-process one would bypass the ForceCommand).
-SSHD_CONFIG = f"{FLEET_LIB}/sshd_config"
-SSHD_HOST_KEY = f"{MACHINE_HOME}/.fleet/ssh_host_ed25519_key"
 SSHD_CONFIG_TEXT = f"""\
 Port 22
 ListenAddress 127.0.0.1

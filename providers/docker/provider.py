@@ -33,6 +33,7 @@ import structlog
 from base.codestore import CODE_MOUNT, STORE_VAR
 from base.docker_engine import engine_is_local
 from base.loader import withheld
+from base.platform_code import resolve_sha
 from base.poolwire import POOL_CLAIMED_LOG, POOL_UP_LOG
 from base.tokenfd import TOKEN_FILE_VAR
 from base.version import git_sha
@@ -41,7 +42,6 @@ from contracts.errors import ProviderError
 from contracts.events import HomeCopy
 from contracts.models import GvisorPlatform
 from controlplane.policy import Limits, Placement, PlacementOf
-from providers.code import resolve_sha
 from providers.disk_walk import WalkBound, home_disk
 from providers.docker.code import (
     TOKEN_FILE,

@@ -9,6 +9,7 @@ import aiohttp
 import msgspec
 
 from base.clock import SYSTEM_CLOCK, Clock
+from base.platform_code import code_repo, platform_sha
 from controlplane.crypto import SecretBox
 from controlplane.daemon_client import DaemonClient, MachineKeys
 from controlplane.metrics import Metrics
@@ -17,7 +18,6 @@ from controlplane.runner import run_service
 from controlplane.settings import Settings, SettingsError
 from controlplane.stage import connect
 from controlplane.subscriptions import enter_subscriptions
-from providers.code import code_repo, platform_sha
 from services.gateway.auth import AuditLog, CallerNotices, SecretUseAudit
 from services.gateway.compose import Gateway, compose
 from services.gateway.console import OidcClient

@@ -13,6 +13,7 @@ import aiodocker
 import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
+from base.platform_code import code_repo
 from base.ticker import Ticker
 from contracts.errors import FleetError
 from controlplane.bus import Bus
@@ -26,10 +27,9 @@ from controlplane.store import Store
 from controlplane.subscriptions import enter_subscriptions
 from environments.shared_builds import SharedBuilds
 from providers.base import MachineControl
-from providers.code import code_repo
 from providers.docker import DockerPoolBackend, DockerProvider
 from providers.egress import PlatformAddresses, platform_addresses
-from providers.gvisor import Runsc
+from providers.gvisor import Runsc, gvisor_proxy_url
 from providers.host_memory import host_memory
 from providers.local import GvisorPoolBackend, LocalPoolBackend, LocalProvider, homes as homes_fs
 from providers.registry import disk_walk, docker_provider, platform_limits
@@ -82,7 +82,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     docker = await stack.enter_async_context(docker_provider(settings, repo, placement=placement))
     await stack.enter_async_context(DockerNetworks(lambda: docker.docker, platform))
     memory = host_memory(settings.memory_cgroup)
-    heartbeat = HostHeartbeat(store, settings, clock, memory)
+    heartbeat = HostHeartbeat(store, settings, clock, memory, gvisor_proxy_url(settings))
     refusals = await stack.enter_async_context(EgressEvents(bus, clock=clock.monotonic))
     # The machines this host's resolver serves, and their policies: told by the enforcer.
     policies = EgressPolicies(store)

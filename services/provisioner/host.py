@@ -26,9 +26,12 @@ class HostHeartbeat(Ticker):
 
     def __init__(
         self, store: Store, settings: Settings, clock: Clock = SYSTEM_CLOCK,
-        memory: Callable[[], float | None] = mem_available_mb,
+        memory: Callable[[], float | None] = mem_available_mb, proxy_url: str = "",
     ) -> None:  # fmt: skip
+        """``proxy_url``: where this host's gvisor machines reach the egress proxy, recorded
+        with each beat for the stages that write a machine's configuration."""
         super().__init__(settings.host_heartbeat_s, clock)
+        self._proxy_url = proxy_url
         self._store = store
         #: The host's available memory, MiB (providers/host_memory.py): what its floor reads.
         self.memory = memory
@@ -51,8 +54,9 @@ class HostHeartbeat(Ticker):
         """One heartbeat now (its flag: whether the host is drained)."""
         low = memory_low(self._min_available_mb, self.memory)
         draining = await self._store.hosts.beat(
-            self._host_id, self._capacity, self.clock.now(), memory_low=low
-        )
+            self._host_id, self._capacity, self.clock.now(), memory_low=low,
+            proxy_url=self._proxy_url,
+        )  # fmt: skip
         if draining != self.draining:
             log.info("host.draining" if draining else "host.takes_machines", host_id=self._host_id)
         self.draining = draining

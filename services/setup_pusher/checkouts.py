@@ -43,9 +43,8 @@ from controlplane.machine_config import (
 )
 from controlplane.policy import policy_refusal, remote_host
 from controlplane.subscriptions import subscriber
-from environments.hook import run_lifecycle, with_project_env
-from environments.lifecycle_commands import ON_UPDATE, LifecycleFailed, MachineLifecycle
-from providers.gvisor import gvisor_proxy_url
+from environments.hook import machine_config, run_lifecycle
+from environments.lifecycle_commands import ON_UPDATE, LifecycleFailed
 from services.setup_pusher.live_env import LiveEnv
 
 log = structlog.get_logger(__name__)
@@ -138,10 +137,8 @@ class Checkouts(LiveEnv):
 
     async def _content_updated(self, machine: Machine, mc: MachineClient, cause: str) -> None:
         """New content in the repos: a devcontainer's updateContentCommand runs again."""
-        life = await self.store.lifecycles.load(machine.id, MachineLifecycle)
-        cfg = with_project_env(
-            await load_instance_config(self.store, self.settings, machine.instance_id), life
-        )
+        instance = await load_instance_config(self.store, self.settings, machine.instance_id)
+        cfg = await machine_config(self.store, instance, machine)
         try:
             await run_lifecycle(self.store, self.bus, machine, mc, cfg, ON_UPDATE,
                                 cause_event_id=f"{cause}/{machine.id}")  # fmt: skip
@@ -195,7 +192,7 @@ class Checkouts(LiveEnv):
         for a repo over HTTPS on a machine the egress proxy serves (it adds them on the way
         out: the machine never holds them)."""
         gvisor = machine.runtime == "gvisor"
-        door = gvisor_proxy_url(self.settings) if gvisor else ""
+        door = await self.store.hosts.proxy_url(machine.host_id) if gvisor else ""
         if proxied_repo(repo) and (door or not gvisor):
             return {**_GIT_ENV, **git_env(self.settings, door)}
         if not repo.has_credentials:

@@ -25,14 +25,11 @@ from controlplane.machine_config import (
     InstanceConfig,
     env_content,
     fan_out,
-    for_machine,
     load_instance_config,
 )
 from controlplane.stage import Stage
 from controlplane.subscriptions import subscriber
-from environments.hook import with_project_env
-from environments.lifecycle_commands import MachineLifecycle
-from providers.gvisor import gvisor_proxy_url
+from environments.hook import machine_config
 
 log = structlog.get_logger(__name__)
 
@@ -85,9 +82,7 @@ class LiveEnv(Stage):
         await self._push_env_to(m, instance, cause)
 
     async def _push_env_to(self, m: Machine, instance: InstanceConfig, cause: str) -> None:
-        life = await self.store.lifecycles.load(m.id, MachineLifecycle)
-        cfg = for_machine(instance, m, gvisor_proxy_url(self.settings))
-        cfg = with_project_env(cfg, life)
+        cfg = await machine_config(self.store, instance, m)
         mc = self.daemons.machine(m.id)
         ca_path = None
         bundle = cfg.bundle()

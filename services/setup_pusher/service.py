@@ -24,16 +24,14 @@ from controlplane.consumer import Permanent, Retry
 from controlplane.daemon_client import MachineClient
 from controlplane.machine_config import (
     InstanceConfig,
-    for_machine,
     instance_config,
     push_config,
     with_secrets,
 )
 from controlplane.store import F_DAEMON_GIT_SHA, F_DAEMON_VERSION, F_EXTERNAL_ID
 from controlplane.subscriptions import subscriber
-from environments.hook import run_lifecycle, with_project_env
-from environments.lifecycle_commands import ON_CREATE, ON_START, LifecycleFailed, MachineLifecycle
-from providers.gvisor import gvisor_proxy_url
+from environments.hook import machine_config, run_lifecycle
+from environments.lifecycle_commands import ON_CREATE, ON_START, LifecycleFailed
 from services.setup_pusher.checkouts import ASKPASS_PATH, ASKPASS_SCRIPT, Checkouts
 from services.setup_pusher.sshd import start_sshd
 
@@ -134,8 +132,7 @@ class SetupPusher(Checkouts):
         cfg = instance_config(self.settings, inputs.platform_env, inputs.instance_env, inputs.cron,
                               inputs.ssh_keys)  # fmt: skip
         cfg = await with_secrets(self.store, self.settings, cfg, machine.instance_id)
-        cfg = for_machine(cfg, machine, gvisor_proxy_url(self.settings))
-        cfg = with_project_env(cfg, await self.store.lifecycles.load(machine.id, MachineLifecycle))
+        cfg = await machine_config(self.store, cfg, machine)
         env_path, env_bytes = await self.push_env(mc, cfg)
         # Debug: machine.setup-pushed says the same, and a line per machine costs at scale.
         log.debug("setup.env_written", path=env_path, bytes=env_bytes)

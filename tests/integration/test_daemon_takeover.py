@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from base.lockfile import holder_pid
+from base.platform_code import resolve_sha
 from contracts import subjects
 from contracts.daemon_rpc import PROCESS_LIST, PROCESS_START, ProcessList, ProcessStartParams
 from contracts.events import DaemonStatusReported
@@ -29,7 +30,7 @@ from daemon.control import ControlUnavailable, control_request
 from daemon.state import load_state
 from fleet.client import FleetClient
 from fleet.up import NatsServer
-from providers.code import resolve_sha, unpack
+from providers.code import unpack
 from providers.local import daemon_argv
 from tests.conftest import MACHINE_TOKEN, SpawnDaemon, git, kill_leftovers
 from tests.integration.test_daemon import KEY, boot

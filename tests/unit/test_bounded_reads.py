@@ -54,8 +54,8 @@ ALLOWED = {
         "pip wheel of the platform's pinned dependencies"),
     ("providers/docker/image.py", "_run"): Allowed(
         "debootstrap and tar of the platform's base image, from its configured mirror"),
-    ("providers/code.py", "_git"): Allowed(
-        "git in the platform's code store"),
+    ("base/platform_code.py", "git"): Allowed(
+        "git in the platform's code repository"),
     ("providers/docker/copy.py", "_exec"): Allowed(
         "a copy's tools over a machine's volume: each stream kept in a CappedSink", "CappedSink"),
     ("providers/egress/addresses.py", "host_addresses"): Allowed(

@@ -43,7 +43,6 @@ from contracts.status import REFRESHABLE
 from controlplane.daemon_client import DaemonClient, MachineKeys
 from controlplane.machine_config import (
     fan_out,
-    for_machine,
     load_instance_configs,
     push_config,
     push_cron,
@@ -51,9 +50,8 @@ from controlplane.machine_config import (
 from controlplane.settings import Settings
 from controlplane.store import Store
 from environments.forward_ports import with_declared
-from environments.hook import with_project_env
+from environments.hook import machine_config
 from environments.lifecycle_commands import MachineLifecycle
-from providers.gvisor import gvisor_proxy_url
 from services.gateway.auth import Access, Caller, default_instance
 from services.gateway.rpc.daemon_calls import DaemonCalls
 from services.gateway.rpc.host_control import HostCalls
@@ -97,9 +95,7 @@ class MachineOps:
 
         async def push(m: Machine) -> None:
             # The devcontainer's variables stay in it, under the instance's.
-            life = await self.store.lifecycles.load(m.id, MachineLifecycle)
-            cfg = for_machine(configs[m.instance_id], m, gvisor_proxy_url(self.settings))
-            cfg = with_project_env(cfg, life)
+            cfg = await machine_config(self.store, configs[m.instance_id], m)
             await push_config(self.daemons.machine(m.id), cfg, self.settings, cron=False)
 
         failed = await self._fan_out(machines, push)
