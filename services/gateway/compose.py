@@ -206,8 +206,9 @@ def compose(
                     max_snapshots=s.max_snapshots, daemons=daemons, clock=clock)  # fmt: skip
     people = PeopleOps(store, made.tokens, s)
     api = GatewayApi(
-        store=store, bus=bus, daemons=daemons, box=box, settings=s, access=made.access,
-        tokens=made.tokens, tickets=made.tickets, people=people, runtimes=runtimes, forks=forks,
+        store=store, bus=bus, daemons=daemons, calls=made.calls, box=box, settings=s,
+        access=made.access, tokens=made.tokens, tickets=made.tickets, people=people,
+        runtimes=runtimes, forks=forks,
         host_control=hosts, platform_sha=platform_sha, audit=audit, clock=clock,
         repo_check=repo_check or GitRepoCheck(s.repo_check_timeout_s, s.upstream_cas),
     )  # fmt: skip
@@ -277,7 +278,7 @@ def _area_parts(store: Store, bus: Bus, daemons: DaemonClient, box: SecretBox,
                                attached=lambda mid: on_attach(store, bus, s, daemons, mid)),
         "ports": ports,
         "code": CodeOps(access=made.access, daemons=daemons, bus=bus, calls=made.calls),
-        "desktop": DesktopOps(access=made.access, daemons=daemons, ports=ports),
+        "desktop": DesktopOps(access=made.access, daemons=daemons, calls=made.calls, ports=ports),
         "secrets": SecretOps(store=store, bus=bus, box=box, access=made.access),
         "webhooks": WebhookOps(store=store, box=box, access=made.access, settings=s,
                                resolve=lookups),
