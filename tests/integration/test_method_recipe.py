@@ -2,7 +2,9 @@
 method `machines.echo` is its spec (with its policy) and its handler, plus its tests; one command
 regenerates the rest, and the gateway serves it through every table (scope, audit, routes,
 client) with nothing else edited. A method that is one daemon method, `machines.daemonVersion`,
-is its spec alone (``passes``): no handler. A process of its own runs each copy's tests."""
+is its spec alone (``passes``): no handler. And "Add a host capability": a host method is its
+spec and its handler, asked by the gateway's one host caller. A process of its own runs each
+copy's tests."""
 
 from __future__ import annotations
 
@@ -114,6 +116,63 @@ def test_a_daemon_method_passed_through_is_its_spec_and_its_tests(tmp_path: Path
     _add_tests(tree, "test_daemon_version.py", PASS_THROUGH_TEST,
                '"machines.daemonVersion": Sample(mm),')  # fmt: skip
     _regenerate_and_test(tree, "tests/fast/test_daemon_version.py")
+
+
+HOST_SPEC = """
+
+class ProviderNamed(Result, kw_only=True):
+    provider: str
+
+
+MACHINE_PROVIDER = MethodSpec(
+    "host.machineProvider", HostMachineParams, ProviderNamed,
+    "The provider that runs the machine on its host.", errors=(NotFound,),
+)
+"""
+
+HOST_HANDLER = """    @handles(h.MACHINE_PROVIDER)
+    async def machine_provider(self, p: h.HostMachineParams, _: None) -> h.ProviderNamed:
+        machine, _provider = await self._own(p.machine_id)
+        return h.ProviderNamed(provider=machine.provider)
+
+"""
+
+HOST_TEST = """
+from contracts import host_rpc as h
+from contracts.errors import NotFound
+import pytest
+
+from tests.fast.conftest import World
+
+
+async def test_the_machines_host_names_its_provider(world: World) -> None:
+    m = await world.ready_machine()
+    hosts = world.api.core.host_control  # the gateway's one host caller
+    got = await hosts(h.MACHINE_PROVIDER, h.HostMachineParams(machine_id=m.id), machine=m)
+    assert got.provider == m.provider
+    with pytest.raises(NotFound):
+        await hosts(h.MACHINE_PROVIDER, h.HostMachineParams(machine_id="m-" + "0" * 16))
+"""
+
+
+def test_a_host_capability_is_its_spec_its_handler_and_its_tests(tmp_path: Path) -> None:
+    """docs/architecture.md's "Add a host capability": the spec in contracts/host_rpc.py, the
+    handler on the provisioner's part that does it; the gateway's host caller asks it with
+    nothing else edited (no Protocol, no client method, no dispatcher entry)."""
+    tree = _copy(tmp_path)
+    # 1. The contract: the spec, in HOST_METHODS.
+    methods = "\nHOST_METHODS: tuple[AnySpec, ...] = (\n"
+    _edit(tree / "contracts" / "host_rpc.py", methods,
+          f"{HOST_SPEC}\n{methods}    MACHINE_PROVIDER,\n")  # fmt: skip
+    # 2. The handler, on the provisioner's part that does it. 3. Its test.
+    anchor = "    @handles(h.RESTART_DAEMON)\n"
+    _edit(tree / "services" / "provisioner" / "host_rpc_server.py", anchor, HOST_HANDLER + anchor)
+    (tree / "tests" / "fast" / "test_host_provider.py").write_text(HOST_TEST)
+    tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
+             "tests/fast/test_host_provider.py", "tests/unit/test_host_waits.py"]  # fmt: skip
+    ran = subprocess.run(tests, cwd=tree, capture_output=True, text=True, timeout=600)
+    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-2000:]
+    assert "passed" in ran.stdout
 
 
 def _copy(tmp_path: Path) -> Path:
