@@ -69,6 +69,7 @@ from services.gateway.rpc import (
     Waker,
     WebhookMakers,
     WebhookOps,
+    host_passing,
 )
 from services.gateway.streams import (
     ByteStreamOpener,
@@ -154,8 +155,8 @@ class Gateway:
         handlers, once; no list to keep."""
         parts = (getattr(self, f.name) for f in fields(self))
         owners = {id(p): p for p in parts if Router.handles_any(p)}
-        return _dispatcher(list(owners.values()), self.calls, self.limits, self.settings,
-                           self.audit)  # fmt: skip
+        return _dispatcher(list(owners.values()), self.calls, self.core.host_control,
+                           self.limits, self.settings, self.audit)  # fmt: skip
 
     def resources(self) -> tuple[AbstractAsyncContextManager[object], ...]:
         """The parts to enter before the gateway serves, in order (left in reverse)."""
@@ -311,11 +312,13 @@ def _http_parts(store: Store, bus: Bus, s: Settings, made: _Made, resolve: Calle
 def _dispatcher(
     owners: list[object],
     calls: DaemonCalls,
+    hosts: HostCalls,
     limits: CallLimits,
     s: Settings,
     audit: AuditLog | None,
 ) -> Dispatcher[Caller]:
-    """Every gateway method's handler (a part's, or a pass-through's to a daemon method), each
+    """Every gateway method's handler (a part's, or a pass-through's to a daemon or a host
+    method), each
     rate-limited as its spec's budget says, run as its caller doing its scope, and audited
     (mypy checks each handler against its spec; the dispatcher, that every method of the
     table has one)."""
@@ -323,7 +326,8 @@ def _dispatcher(
     router.collect(*owners)
     for spec in g.GATEWAY_METHODS:
         if spec.passes is not None:
-            router.register(spec, calls.passing(spec))
+            router.register(spec, host_passing(spec, calls.access, hosts) if spec.passes.host
+                            else calls.passing(spec))  # fmt: skip
     router = scoped(rated(router, limits))
     if audit is not None:
         router = audited(router, audit)

@@ -137,42 +137,51 @@ HOST_HANDLER = """    @handles(h.MACHINE_PROVIDER)
 
 """
 
+GATEWAY_SPEC = """
+
+MACHINES_PROVIDER = MethodSpec(
+    "machines.provider", MachineRef, h.ProviderNamed, "The provider that runs the machine.",
+    (NotFound, Forbidden), scope="machines:read", reads=True,
+    passes=PassThrough(h.MACHINE_PROVIDER, host=True),
+)
+"""
+
 HOST_TEST = """
-from contracts import host_rpc as h
-from contracts.errors import NotFound
 import pytest
 
+from fleet.client.client import FleetClient
 from tests.fast.conftest import World
 
 
-async def test_the_machines_host_names_its_provider(world: World) -> None:
+@pytest.mark.gateway_method("machines.provider")
+async def test_the_machines_host_names_its_provider(world: World, fleet: FleetClient) -> None:
     m = await world.ready_machine()
-    hosts = world.api.core.host_control  # the gateway's one host caller
-    got = await hosts(h.MACHINE_PROVIDER, h.HostMachineParams(machine_id=m.id), machine=m)
-    assert got.provider == m.provider
-    with pytest.raises(NotFound):
-        await hosts(h.MACHINE_PROVIDER, h.HostMachineParams(machine_id="m-" + "0" * 16))
+    said = await world.rpc("machines.provider", {"machineId": m.id})
+    assert said == {"provider": m.provider}
+    assert (await fleet.machines_provider(m.id)).provider == m.provider
 """
 
 
 def test_a_host_capability_is_its_spec_its_handler_and_its_tests(tmp_path: Path) -> None:
-    """docs/architecture.md's "Add a host capability": the spec in contracts/host_rpc.py, the
-    handler on the provisioner's part that does it; the gateway's host caller asks it with
-    nothing else edited (no Protocol, no client method, no dispatcher entry)."""
+    """docs/architecture.md's "Add a host capability", served through the gateway: the host
+    spec and the gateway spec that passes through to it (contracts/host_rpc.py,
+    contracts/gateway_rpc.py), the handler on the provisioner's part that does it
+    (services/provisioner/host_rpc_server.py): three product files, nothing else edited (no
+    Protocol, no client method, no dispatcher entry, no gateway handler)."""
     tree = _copy(tmp_path)
-    # 1. The contract: the spec, in HOST_METHODS.
+    # 1. The contracts: the host spec, in HOST_METHODS; the gateway's, passing through to it.
     methods = "\nHOST_METHODS: tuple[AnySpec, ...] = (\n"
     _edit(tree / "contracts" / "host_rpc.py", methods,
           f"{HOST_SPEC}\n{methods}    MACHINE_PROVIDER,\n")  # fmt: skip
-    # 2. The handler, on the provisioner's part that does it. 3. Its test.
+    rpc = tree / "contracts" / "gateway_rpc.py"
+    _edit(rpc, "from contracts import daemon_rpc as d\n",
+          "from contracts import daemon_rpc as d, host_rpc as h\n")  # fmt: skip
+    _add_spec(rpc, GATEWAY_SPEC, "MACHINES_PROVIDER")
+    # 2. The handler, on the provisioner's part that does it. 3. The tests.
     anchor = "    @handles(h.RESTART_DAEMON)\n"
     _edit(tree / "services" / "provisioner" / "host_rpc_server.py", anchor, HOST_HANDLER + anchor)
-    (tree / "tests" / "fast" / "test_host_provider.py").write_text(HOST_TEST)
-    tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0",
-             "tests/fast/test_host_provider.py", "tests/unit/test_host_waits.py"]  # fmt: skip
-    ran = subprocess.run(tests, cwd=tree, capture_output=True, text=True, timeout=600)
-    assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-2000:]
-    assert "passed" in ran.stdout
+    _add_tests(tree, "test_host_provider.py", HOST_TEST, '"machines.provider": Sample(mm),')
+    _regenerate_and_test(tree, "tests/fast/test_host_provider.py")
 
 
 def _copy(tmp_path: Path) -> Path:
