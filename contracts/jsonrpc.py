@@ -161,11 +161,14 @@ AnySpec = MethodSpec[Any, Any]
 
 class Passes(Protocol):
     """What a spec's ``passes`` is (``contracts.pass_through.PassThrough``, which imports this
-    module, never the other way): the daemon method it is, how its params map (checked
-    against the spec when the spec is made), and how the gateway waits on it."""
+    module, never the other way): the daemon (or host) method it is, how its params map
+    (checked against the spec when the spec is made), and how the gateway waits on it."""
 
     @property
     def method(self) -> AnySpec: ...
+
+    @property
+    def host(self) -> bool: ...
 
     @property
     def look(self) -> bool: ...

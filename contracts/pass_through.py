@@ -1,5 +1,6 @@
-"""A gateway method that is one daemon method on the caller's machine (``MethodSpec.passes``):
-which daemon method, how its params map, and the check, at import, that they do."""
+"""A gateway method that is one daemon method on the caller's machine, or one host method of
+its host (``MethodSpec.passes``): which method, how its params map, and the check, at import,
+that they do."""
 
 from __future__ import annotations
 
@@ -20,18 +21,24 @@ class PassThrough:
 
     ``look``: a look (a console polls it): it neither counts as activity for auto-stop nor
     wakes the machine. ``takes_s``: how long the daemon may take to answer (None: the
-    gateway's daemon timeout), which the gateway waits with its margin on top."""
+    gateway's daemon timeout), which the gateway waits with its margin on top.
+
+    ``host``: ``method`` is a host method (contracts/host_rpc.py), asked of the machine's host
+    with every field, ``machine_id`` among them, once the caller's access to the machine is
+    checked (as a read of it: the machine is neither woken nor needs to run)."""
 
     method: AnySpec
     rename: tuple[tuple[str, str], ...] = ()
     look: bool = False
     takes_s: float | None = None
+    host: bool = False
 
     def params_of(self, params: Params) -> Params:
         """``method``'s params from the gateway's (validated against each other at import)."""
         names = dict(self.rename)
         fields = {names.get(f, f): getattr(params, f) for f in params.__struct_fields__}
-        del fields[names.get(_MACHINE_ID, _MACHINE_ID)]
+        if not self.host:  # a daemon serves one machine: its own
+            del fields[names.get(_MACHINE_ID, _MACHINE_ID)]
         made: Params = self.method.params(**fields)
         return made
 
@@ -40,7 +47,9 @@ class PassThrough:
         every other field one of the daemon's, every field the daemon needs given, and the
         daemon's result its answer."""
         names = dict(self.rename)
-        mine = {names.get(f, f) for f in spec.params.__struct_fields__} - {_MACHINE_ID}
+        mine = {names.get(f, f) for f in spec.params.__struct_fields__}
+        if not self.host:
+            mine -= {_MACHINE_ID}
         theirs = {f.name for f in msgspec.structs.fields(self.method.params)}
         needed = {f.name for f in msgspec.structs.fields(self.method.params) if f.required}
         problems = [

@@ -1,6 +1,6 @@
 """``fleet mcp``: codemode as an MCP server over stdio (the ``mcp`` SDK), for agents.
 
-The tools (``services/gateway/mcp/tools.py``, the same the gateway's ``/mcp`` offers) are
+The tools (``controlplane/mcp_tools.py``, the same the gateway's ``/mcp`` offers) are
 performed by the gateway at ``FLEET_URL`` with ``FLEET_TOKEN``'s rights.
 """
 
@@ -21,8 +21,8 @@ from contracts.codemode import (
 from contracts.daemon_code import CodeRunResult
 from contracts.gateway_code import MachineCodeRunParams
 from contracts.jsonrpc import MethodSpec, P, R
+from controlplane import mcp_tools
 from fleet.client import FleetClient
-from services.gateway.mcp import tools as mcp_tools
 
 
 class _ClientBackend:

@@ -1,7 +1,7 @@
 """What no machine's traffic is sent to by the platform unless the machine's egress policy
 names it: the host's own addresses and NATS's, and every subnet of a network machines live on
 (each network of the docker engine, kept current as networks come and go:
-services/provisioner/docker_networks.py).
+services/provisioner/egress/docker_networks.py).
 
 The egress proxy and the DNS proxy act from the host's network namespace, where another
 machine's bridge address is reached as the host reaches it: past the machines' network's

@@ -241,7 +241,7 @@ class EgressProxy:
         async def lookup() -> tuple[dict[bytes, bytes], list[str]]:
             # Per request, not per connection: a secret deleted while a client keeps its
             # connection open goes on no later request (the platform keeps what it read until
-            # a change is announced: services/provisioner/secrets_cache.py).
+            # a change is announced: services/provisioner/egress/secrets_cache.py).
             now = await self.platform.secrets(m.instance_id, host, port)
             return _headers(now, self.platform.open_value), [s.name for s in now]
 

@@ -83,7 +83,8 @@ class LocalProvider:
     ) -> None:
         """``runsc``: what runs gvisor machines (providers/gvisor/runsc.py; None: none here);
         ``netns_ready`` writes a machine's egress policy into the namespace a gvisor restore
-        is about to run in (services/provisioner/egress.py ``netns_policy``): never after it;
+        is about to run in (services/provisioner/egress/enforcer.py ``netns_policy``): never
+        after it;
         ``disk_walk``: how much of a home a measurement of its disk may walk."""
         self._host = host = LocalHost.of(
             data_dir=data_dir, nats_url=nats_url, environ=environ,

@@ -69,6 +69,7 @@ from services.gateway.rpc import (
     Waker,
     WebhookMakers,
     WebhookOps,
+    host_passing,
 )
 from services.gateway.streams import (
     ByteStreamOpener,
@@ -154,8 +155,8 @@ class Gateway:
         handlers, once; no list to keep."""
         parts = (getattr(self, f.name) for f in fields(self))
         owners = {id(p): p for p in parts if Router.handles_any(p)}
-        return _dispatcher(list(owners.values()), self.calls, self.limits, self.settings,
-                           self.audit)  # fmt: skip
+        return _dispatcher(list(owners.values()), self.calls, self.core.host_control,
+                           self.limits, self.settings, self.audit)  # fmt: skip
 
     def resources(self) -> tuple[AbstractAsyncContextManager[object], ...]:
         """The parts to enter before the gateway serves, in order (left in reverse)."""
@@ -206,8 +207,9 @@ def compose(
                     max_snapshots=s.max_snapshots, daemons=daemons, clock=clock)  # fmt: skip
     people = PeopleOps(store, made.tokens, s)
     api = GatewayApi(
-        store=store, bus=bus, daemons=daemons, box=box, settings=s, access=made.access,
-        tokens=made.tokens, tickets=made.tickets, people=people, runtimes=runtimes, forks=forks,
+        store=store, bus=bus, daemons=daemons, calls=made.calls, box=box, settings=s,
+        access=made.access, tokens=made.tokens, tickets=made.tickets, people=people,
+        runtimes=runtimes, forks=forks,
         host_control=hosts, platform_sha=platform_sha, audit=audit, clock=clock,
         repo_check=repo_check or GitRepoCheck(s.repo_check_timeout_s, s.upstream_cas),
     )  # fmt: skip
@@ -277,7 +279,7 @@ def _area_parts(store: Store, bus: Bus, daemons: DaemonClient, box: SecretBox,
                                attached=lambda mid: on_attach(store, bus, s, daemons, mid)),
         "ports": ports,
         "code": CodeOps(access=made.access, daemons=daemons, bus=bus, calls=made.calls),
-        "desktop": DesktopOps(access=made.access, daemons=daemons, ports=ports),
+        "desktop": DesktopOps(access=made.access, daemons=daemons, calls=made.calls, ports=ports),
         "secrets": SecretOps(store=store, bus=bus, box=box, access=made.access),
         "webhooks": WebhookOps(store=store, box=box, access=made.access, settings=s,
                                resolve=lookups),
@@ -310,11 +312,13 @@ def _http_parts(store: Store, bus: Bus, s: Settings, made: _Made, resolve: Calle
 def _dispatcher(
     owners: list[object],
     calls: DaemonCalls,
+    hosts: HostCalls,
     limits: CallLimits,
     s: Settings,
     audit: AuditLog | None,
 ) -> Dispatcher[Caller]:
-    """Every gateway method's handler (a part's, or a pass-through's to a daemon method), each
+    """Every gateway method's handler (a part's, or a pass-through's to a daemon or a host
+    method), each
     rate-limited as its spec's budget says, run as its caller doing its scope, and audited
     (mypy checks each handler against its spec; the dispatcher, that every method of the
     table has one)."""
@@ -322,7 +326,8 @@ def _dispatcher(
     router.collect(*owners)
     for spec in g.GATEWAY_METHODS:
         if spec.passes is not None:
-            router.register(spec, calls.passing(spec))
+            router.register(spec, host_passing(spec, calls.access, hosts) if spec.passes.host
+                            else calls.passing(spec))  # fmt: skip
     router = scoped(rated(router, limits))
     if audit is not None:
         router = audited(router, audit)

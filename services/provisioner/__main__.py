@@ -35,15 +35,15 @@ from providers.local import GvisorPoolBackend, LocalPoolBackend, LocalProvider, 
 from providers.registry import disk_walk, docker_provider, platform_limits
 from providers.swarm import SwarmProvider
 from providers.warm_pool import PoolBackend, WarmPool
-from services.provisioner.docker_networks import DockerNetworks
-from services.provisioner.egress import EgressPolicies, dns_proxy, netns_policy
-from services.provisioner.egress_events import EgressEvents
-from services.provisioner.environment import image_id, machine_placement, pool_key
-from services.provisioner.environment_builds import EnvironmentBuilds
+from services.provisioner.builds.environment import image_id, machine_placement, pool_key
+from services.provisioner.builds.environment_builds import EnvironmentBuilds
+from services.provisioner.egress.docker_networks import DockerNetworks
+from services.provisioner.egress.enforcer import EgressPolicies, dns_proxy, netns_policy
+from services.provisioner.egress.events import EgressEvents
+from services.provisioner.egress.secrets_proxy import gvisor_door, secrets_cache, secrets_proxy
 from services.provisioner.host import HostHeartbeat
 from services.provisioner.host_rpc_server import HostMethods, host_rpc_server
 from services.provisioner.memory_pressure import MemoryPressure
-from services.provisioner.secrets_proxy import gvisor_door, secrets_cache, secrets_proxy
 from services.provisioner.service import Provisioner
 from services.provisioner.sweep import DockerShelf, LocalShelf, Sweeper
 from services.provisioner.usage_sampler import UsageSampler
@@ -59,7 +59,8 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     metrics = await service_metrics(settings, stack)
 
     async def placement(machine_id: str) -> Placement:
-        """The machine's instance, limits, image and user (services/provisioner/environment.py)."""
+        """The machine's instance, limits, image and user
+        (services/provisioner/builds/environment.py)."""
         return await machine_placement(store, settings, await store.get_machine(machine_id))
 
     # The egress proxy, and its door on the host first: a gvisor sandbox's gateway table opens

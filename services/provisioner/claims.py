@@ -15,7 +15,7 @@ from controlplane.store import Store
 from environments.lifecycle_commands import MachineLifecycle
 from providers.base import Provider
 from providers.warm_pool import PoolMachine, WarmPool
-from services.provisioner.environment import pool_key
+from services.provisioner.builds.environment import pool_key
 
 log = structlog.get_logger(__name__)
 

@@ -16,7 +16,7 @@ from contracts.models import Machine
 from controlplane.settings import Settings
 from controlplane.store import Store, disk as store_disk
 from providers.base import DiskMeter
-from services.provisioner.environment import machine_limits
+from services.provisioner.builds.environment import machine_limits
 
 log = structlog.get_logger(__name__)
 

@@ -29,9 +29,9 @@ from providers.base import (
     RootExecutor,
     SnapshotTaker,
 )
+from services.provisioner.builds.environment_builds import EnvironmentBuilds
 from services.provisioner.disk import DiskBudget
-from services.provisioner.egress import EgressEnforcer
-from services.provisioner.environment_builds import EnvironmentBuilds
+from services.provisioner.egress.enforcer import EgressEnforcer
 
 log = structlog.get_logger(__name__)
 

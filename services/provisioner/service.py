@@ -43,11 +43,7 @@ from providers.egress import DnsProxy, EgressProxy, HostDoor
 from providers.host_memory import mem_available_mb
 from providers.sandbox import NotFrozen
 from providers.warm_pool import WarmPool
-from services.provisioner.claims import machine_pool
-from services.provisioner.disk import disk_budget
-from services.provisioner.egress import EgressEnforcer, EgressPolicies
-from services.provisioner.egress_events import EgressEvents
-from services.provisioner.environment import (
+from services.provisioner.builds.environment import (
     STAGE as ENVIRONMENT_STAGE,
     DevcontainerDetector,
     EnvironmentContext,
@@ -55,6 +51,10 @@ from services.provisioner.environment import (
     machine_limits,
     resolve_image,
 )
+from services.provisioner.claims import machine_pool
+from services.provisioner.disk import disk_budget
+from services.provisioner.egress.enforcer import EgressEnforcer, EgressPolicies
+from services.provisioner.egress.events import EgressEvents
 from services.provisioner.host import HostHeartbeat, room_left
 from services.provisioner.resume import Resumer
 

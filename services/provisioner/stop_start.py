@@ -35,7 +35,7 @@ from providers.base import Provider
 from providers.warm_pool import PoolMachine
 from services.provisioner.claims import PoolClaims, machine_pool
 from services.provisioner.disk import DiskBudget
-from services.provisioner.egress import EgressEnforcer
+from services.provisioner.egress.enforcer import EgressEnforcer
 
 log = structlog.get_logger(__name__)
 

@@ -30,7 +30,7 @@ from fleet.client import FleetClient
 from services.gateway.auth import AuditLog, Caller, CallerResolver
 from services.gateway.compose import Gateway, compose
 from services.prober.service import Prober
-from services.provisioner.environment_builds import EnvironmentBuilds
+from services.provisioner.builds.environment_builds import EnvironmentBuilds
 from services.provisioner.host_rpc_server import HostMethods, no_engine
 from services.provisioner.service import Provisioner
 from services.setup_pusher.service import SetupPusher

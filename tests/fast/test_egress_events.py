@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from contracts.events import MachineEgressDenied
-from services.provisioner.egress_events import EgressEvents
+from services.provisioner.egress.events import EgressEvents
 from tests.fakes.bus import FakeBus
 from tests.fast.conftest import World
 

@@ -19,7 +19,7 @@ from contracts.errors import (
     NotFound,
 )
 from contracts.models import Repo
-from services.provisioner.environment import DevcontainerDetector
+from services.provisioner.builds.environment import DevcontainerDetector
 from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_INSTANCE, token_of, two_instances

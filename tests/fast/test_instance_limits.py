@@ -17,7 +17,7 @@ from contracts.errors import (
 from controlplane.policy import Limits
 from environments import devcontainer as dc
 from environments.lifecycle_commands import MachineLifecycle
-from services.provisioner.environment import machine_limits
+from services.provisioner.builds.environment import machine_limits
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_INSTANCE, token_of, two_instances
 

@@ -22,8 +22,8 @@ from contracts import daemon_code as dc
 from contracts.codemode import MCP_PATH
 from contracts.errors import Forbidden, InvalidParams, RateLimited
 from contracts.people import MACHINES_EXEC, MACHINES_READ
+from controlplane.mcp_tools import CODE_RUN_TOOL
 from services.gateway.auth import Caller
-from services.gateway.mcp.tools import CODE_RUN_TOOL
 from tests.fast.conftest import World
 from tests.fast.test_rights_routes import served
 

@@ -17,7 +17,7 @@ from contracts.events import MachineSecretUsed, encode_event
 from contracts.ids import new_event_id
 from controlplane.settings import Settings
 from services.gateway.auth import AuditLog, SecretUseAudit
-from services.provisioner.secrets_proxy import secrets_proxy, stored_secrets
+from services.provisioner.egress.secrets_proxy import secrets_proxy, stored_secrets
 from tests.fast.conftest import World
 
 method = pytest.mark.gateway_method

@@ -27,9 +27,9 @@ from contracts.gateway_rpc import GATEWAY_METHODS, STREAMING_METHODS
 from contracts.gateway_sessions import ATTACH_PATH
 from contracts.jsonrpc import AnySpec
 from contracts.people import MACHINES_EXEC, route_scope
+from controlplane.mcp_tools import CODE_RUN_TOOL
 from fleet.client.streams import sse_events
 from services.gateway.auth import Caller
-from services.gateway.mcp.tools import CODE_RUN_TOOL
 from tests.fast.conftest import World
 from tests.fast.test_mcp_code_run import _mcp
 from tests.fast.test_rights_routes import ROUTES, served

@@ -17,9 +17,9 @@ from mcp_types import ImageContent, TextContent
 
 from contracts.errors import Forbidden
 from contracts.people import MACHINES_READ
+from controlplane.mcp_tools import CODE_RUN_TOOL
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from services.gateway.mcp.tools import CODE_RUN_TOOL
 from tests.conftest import ADMIN_TOKEN
 from tests.integration.test_codemode import codemode, ready_machine, run  # noqa: F401
 from tests.integration.test_codemode_mcp import _mcp_url, mcp_client

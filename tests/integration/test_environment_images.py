@@ -26,8 +26,8 @@ from controlplane.settings import Settings
 from controlplane.store import Store
 from environments.shared_builds import SharedBuilds
 from fleet.client import FleetClient
-from services.provisioner.environment import EnvironmentContext, resolve_image
-from services.provisioner.environment_builds import EnvironmentBuilds
+from services.provisioner.builds.environment import EnvironmentContext, resolve_image
+from services.provisioner.builds.environment_builds import EnvironmentBuilds
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
 from tests.environments import busybox_image, shared
 from tests.gitcmd import repo_with

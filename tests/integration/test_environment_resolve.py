@@ -1,7 +1,8 @@
-"""The provisioner's resolution of a machine's environment (services/provisioner/environment.py)
-with the builder connected: a Dockerfile and a devcontainer.json in a repo of the instance are
-checked out on the host, built on the real engine (once per content), and a devcontainer's
-lifecycle is recorded for the setup pusher; a repo that cannot be fetched fails by name."""
+"""The provisioner's resolution of a machine's environment
+(services/provisioner/builds/environment.py) with the builder connected: a Dockerfile and a
+devcontainer.json in a repo of the instance are checked out on the host, built on the real
+engine (once per content), and a devcontainer's lifecycle is recorded for the setup pusher; a
+repo that cannot be fetched fails by name."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from controlplane.settings import Settings
 from controlplane.store import Store
 from environments.lifecycle_commands import MachineLifecycle
 from environments.shared_builds import SharedBuilds
-from services.provisioner.environment import (
+from services.provisioner.builds.environment import (
     DevcontainerDetector,
     EnvironmentContext,
     resolve_image,

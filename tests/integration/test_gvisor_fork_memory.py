@@ -28,7 +28,7 @@ from fleet.client import FleetClient
 from providers.gvisor import Runsc, park_daemon, running_container, sandbox_pid
 from providers.local import LocalProvider
 from providers.sandbox import nats_servers
-from services.provisioner.environment import machine_placement
+from services.provisioner.builds.environment import machine_placement
 from tests.conftest import ADMIN_TOKEN
 from tests.gvisor_stack import local_provider
 from tests.integration import test_gvisor as gv

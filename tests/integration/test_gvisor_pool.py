@@ -31,7 +31,7 @@ from fleet.up import NatsServer
 from providers.gvisor.runsc import BUNDLE, PID_FILE, Runsc, is_gvisor, sandbox_pid
 from providers.local import POOL_SLOT_FILE, UP_MARKER, GvisorPoolBackend, LocalProvider
 from providers.sandbox import NETNS_OF, has_pasta
-from services.provisioner.environment import machine_placement
+from services.provisioner.builds.environment import machine_placement
 from tests.gvisor_stack import gvisor_settings, local_provider, module_stack, module_store
 from tests.integration import test_gvisor_fork_memory as fork_memory
 from tests.integration.test_gvisor import READY_S, answers, nats_server, paused_and_resumed

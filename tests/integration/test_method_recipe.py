@@ -2,7 +2,9 @@
 method `machines.echo` is its spec (with its policy) and its handler, plus its tests; one command
 regenerates the rest, and the gateway serves it through every table (scope, audit, routes,
 client) with nothing else edited. A method that is one daemon method, `machines.daemonVersion`,
-is its spec alone (``passes``): no handler. A process of its own runs each copy's tests."""
+is its spec alone (``passes``): no handler. And "Add a host capability": a host method is its
+spec and its handler, asked by the gateway's one host caller. A process of its own runs each
+copy's tests."""
 
 from __future__ import annotations
 
@@ -114,6 +116,72 @@ def test_a_daemon_method_passed_through_is_its_spec_and_its_tests(tmp_path: Path
     _add_tests(tree, "test_daemon_version.py", PASS_THROUGH_TEST,
                '"machines.daemonVersion": Sample(mm),')  # fmt: skip
     _regenerate_and_test(tree, "tests/fast/test_daemon_version.py")
+
+
+HOST_SPEC = """
+
+class ProviderNamed(Result, kw_only=True):
+    provider: str
+
+
+MACHINE_PROVIDER = MethodSpec(
+    "host.machineProvider", HostMachineParams, ProviderNamed,
+    "The provider that runs the machine on its host.", errors=(NotFound,),
+)
+"""
+
+HOST_HANDLER = """    @handles(h.MACHINE_PROVIDER)
+    async def machine_provider(self, p: h.HostMachineParams, _: None) -> h.ProviderNamed:
+        machine, _provider = await self._own(p.machine_id)
+        return h.ProviderNamed(provider=machine.provider)
+
+"""
+
+GATEWAY_SPEC = """
+
+MACHINES_PROVIDER = MethodSpec(
+    "machines.provider", MachineRef, h.ProviderNamed, "The provider that runs the machine.",
+    (NotFound, Forbidden), scope="machines:read", reads=True,
+    passes=PassThrough(h.MACHINE_PROVIDER, host=True),
+)
+"""
+
+HOST_TEST = """
+import pytest
+
+from fleet.client.client import FleetClient
+from tests.fast.conftest import World
+
+
+@pytest.mark.gateway_method("machines.provider")
+async def test_the_machines_host_names_its_provider(world: World, fleet: FleetClient) -> None:
+    m = await world.ready_machine()
+    said = await world.rpc("machines.provider", {"machineId": m.id})
+    assert said == {"provider": m.provider}
+    assert (await fleet.machines_provider(m.id)).provider == m.provider
+"""
+
+
+def test_a_host_capability_is_its_spec_its_handler_and_its_tests(tmp_path: Path) -> None:
+    """docs/architecture.md's "Add a host capability", served through the gateway: the host
+    spec and the gateway spec that passes through to it (contracts/host_rpc.py,
+    contracts/gateway_rpc.py), the handler on the provisioner's part that does it
+    (services/provisioner/host_rpc_server.py): three product files, nothing else edited (no
+    Protocol, no client method, no dispatcher entry, no gateway handler)."""
+    tree = _copy(tmp_path)
+    # 1. The contracts: the host spec, in HOST_METHODS; the gateway's, passing through to it.
+    methods = "\nHOST_METHODS: tuple[AnySpec, ...] = (\n"
+    _edit(tree / "contracts" / "host_rpc.py", methods,
+          f"{HOST_SPEC}\n{methods}    MACHINE_PROVIDER,\n")  # fmt: skip
+    rpc = tree / "contracts" / "gateway_rpc.py"
+    _edit(rpc, "from contracts import daemon_rpc as d\n",
+          "from contracts import daemon_rpc as d, host_rpc as h\n")  # fmt: skip
+    _add_spec(rpc, GATEWAY_SPEC, "MACHINES_PROVIDER")
+    # 2. The handler, on the provisioner's part that does it. 3. The tests.
+    anchor = "    @handles(h.RESTART_DAEMON)\n"
+    _edit(tree / "services" / "provisioner" / "host_rpc_server.py", anchor, HOST_HANDLER + anchor)
+    _add_tests(tree, "test_host_provider.py", HOST_TEST, '"machines.provider": Sample(mm),')
+    _regenerate_and_test(tree, "tests/fast/test_host_provider.py")
 
 
 def _copy(tmp_path: Path) -> Path:

@@ -89,7 +89,7 @@ def upstream_ca(tmp_path: Path, outside: Outside) -> tuple[Path, ssl.SSLContext]
 @pytest.fixture
 def stack_settings(settings: Settings, upstream_ca: tuple[Path, ssl.SSLContext]) -> Settings:
     # A round far longer than any test here: a deleted secret stops on the gateway's notice
-    # to the proxy, not on the bound of a lost one (services/provisioner/secrets_cache.py).
+    # to the proxy, not on the bound of a lost one (services/provisioner/egress/secrets_cache.py).
     return msgspec.structs.replace(settings, secrets_upstream_ca=str(upstream_ca[0]),
                                    revocation_round_s=300.0)  # fmt: skip
 

@@ -1,5 +1,5 @@
 """What the egress proxy keeps of an instance's secrets between requests
-(services/provisioner/secrets_cache.py), against a real nats-server: a change the gateway
+(services/provisioner/egress/secrets_cache.py), against a real nats-server: a change the gateway
 announces (the events ``secrets.*`` and ``repos.*`` publish, through the JetStream stream) is
 heard at once, a lost bus keeps nothing, the round bounds the rest. The whole path, a deleted
 secret on a connection a machine keeps open: tests/integration/test_secrets.py."""
@@ -19,7 +19,7 @@ from controlplane.bus import Bus
 from controlplane.settings import Settings
 from controlplane.store import StoredSecret
 from fleet.up import NatsServer
-from services.provisioner.secrets_cache import SecretsCache
+from services.provisioner.egress.secrets_cache import SecretsCache
 from tests.fakes.clock import TICK, ManualClock
 from tests.waiters import wait_until
 

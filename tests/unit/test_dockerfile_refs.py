@@ -8,7 +8,7 @@ import pytest
 
 from contracts.errors import ImageRefused
 from environments.dockerfile import image_refs
-from services.provisioner.image_policy import ImagePolicy, parse
+from services.provisioner.builds.image_policy import ImagePolicy, parse
 
 LAYER = "fleetd-layer:m-0123456789abcdef"
 

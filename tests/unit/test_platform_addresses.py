@@ -1,6 +1,7 @@
 """What the egress and DNS proxies never send a machine to unless its policy names it
 (providers/egress/addresses.py): the host's and NATS's addresses, and every subnet of the
-docker engine's networks as they are now (services/provisioner/docker_networks.py lists them).
+docker engine's networks as they are now (services/provisioner/egress/docker_networks.py lists
+them).
 On real docker machines: tests/integration/test_egress_proxy_neighbours.py."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import ipaddress
 
 from providers.egress import PlatformAddresses
 from providers.egress.dns import forbidden
-from services.provisioner.docker_networks import subnets
+from services.provisioner.egress.docker_networks import subnets
 
 ip = ipaddress.ip_address
 

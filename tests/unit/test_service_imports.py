@@ -27,7 +27,7 @@ def test_a_service_start_imports_no_mcp_sdk(module: str) -> None:
 
 def test_the_probe_sees_the_sdk_where_it_is_imported() -> None:
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, "services.gateway.mcp.tools"], capture_output=True,
+        [sys.executable, "-c", PROBE, "controlplane.mcp_tools"], capture_output=True,
         text=True, timeout=60, check=True,
     ).stdout  # fmt: skip
     assert "mcp" in out, out

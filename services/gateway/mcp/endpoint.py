@@ -90,7 +90,7 @@ def _session_manager(ops: CodemodeOps, max_body_bytes: int) -> StreamableHTTPSes
     """The SDK's session manager for codemode's tools (the SDK imported here)."""
     from mcp.server.transport_security import TransportSecuritySettings
 
-    from services.gateway.mcp import tools as mcp_tools
+    from controlplane import mcp_tools
 
     server = mcp_tools.build_server(_OpsBackend(ops))
     # The Host/Origin checks guard a token-less local server against DNS rebinding; every

@@ -36,6 +36,7 @@ __all__ = [
     "WebhookMakers",
     "WebhookOps",
     "add_user",
+    "host_passing",
     "open_woken",
     "wake_for",
     "waking_page",
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
     from services.gateway.rpc.env_builds import EnvBuildOps
     from services.gateway.rpc.environments import EnvironmentOps
     from services.gateway.rpc.fork import ForkOps
-    from services.gateway.rpc.host_control import HostCalls, HostClient
+    from services.gateway.rpc.host_control import HostCalls, HostClient, host_passing
     from services.gateway.rpc.hosts import HostOps
     from services.gateway.rpc.limits import LimitsOps
     from services.gateway.rpc.machines import MachineOps
@@ -88,6 +89,7 @@ else:
             "host_control": (
                 "HostCalls",
                 "HostClient",
+                "host_passing",
             ),
             "hosts": ("HostOps",),
             "limits": ("LimitsOps",),

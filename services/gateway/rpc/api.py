@@ -11,7 +11,14 @@ from base.clock import SYSTEM_CLOCK, Clock
 from base.version import package_version
 from contracts import gateway_rpc as g, host_rpc as h
 from contracts.audit import AUDIT_LIST, AuditEntries, AuditListParams
-from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, WriteFileResult
+from contracts.daemon_rpc import (
+    EXEC_COMMAND,
+    WRITE_FILE,
+    ExecCommandParams,
+    ExecCommandResult,
+    WriteFileParams,
+    WriteFileResult,
+)
 from contracts.errors import Conflict, Forbidden, InvalidParams, Unavailable
 from contracts.events import EnvChanged, MachineArchived, ReposChanged, WakeBy
 from contracts.gateway_rpc import (
@@ -77,7 +84,7 @@ from contracts.status import TERMINAL, MachineStatus as S
 from controlplane import create_once
 from controlplane.bus import Bus
 from controlplane.crypto import SecretBox
-from controlplane.daemon_client import DaemonClient
+from controlplane.daemon_client import EXEC_MARGIN_S, DaemonClient
 from controlplane.graceful_stop import ask_to_stop
 from controlplane.policy import policy_refusal, remote_host
 from controlplane.settings import Settings
@@ -86,6 +93,7 @@ from controlplane.tokens import TokenStore
 from environments.repo_check import RepoCheck
 from services.gateway.auth import Access, AuditLog, Caller, EventTickets, check_local_repo, may_read
 from services.gateway.rpc.admission import admitted
+from services.gateway.rpc.daemon_calls import DaemonCalls
 from services.gateway.rpc.fork import ForkOps, new_machine
 from services.gateway.rpc.host_control import HostCalls
 from services.gateway.rpc.metrics import with_latest
@@ -102,6 +110,7 @@ class GatewayApi:
         store: Store,
         bus: Bus,
         daemons: DaemonClient,
+        calls: DaemonCalls,
         box: SecretBox,
         settings: Settings,
         access: Access,
@@ -122,6 +131,7 @@ class GatewayApi:
         self.store = store
         self.bus = bus
         self.daemons = daemons
+        self.calls = calls
         self.box = box
         self.settings = settings
         self.access = access
@@ -359,17 +369,18 @@ class GatewayApi:
 
     @handles(MACHINES_EXEC)
     async def machines_exec(self, p: MachineExecParams, c: Caller) -> ExecCommandResult:
-        machine = await self.access.live_machine(c, p.machine_id, wake=WakeBy.EXEC)
         if p.user == "root":
+            machine = await self.access.live_machine(c, p.machine_id, wake=WakeBy.EXEC)
             check_root(machine)
             return await self.host_control(h.EXEC_AS_ROOT, root_exec(p), machine=machine)
         params = ExecCommandParams(command=p.command, timeout_s=p.timeout_s, cwd=p.cwd, env=p.env)
-        return await self.daemons.machine(p.machine_id).exec(params)
+        return await self.calls(c, p.machine_id, EXEC_COMMAND, params, wake=WakeBy.EXEC,
+                                timeout_s=p.timeout_s + EXEC_MARGIN_S)  # fmt: skip
 
     @handles(MACHINES_WRITE_FILE)
     async def machines_write_file(self, p: MachineWriteFileParams, c: Caller) -> WriteFileResult:
-        await self.access.live_machine(c, p.machine_id, wake=WakeBy.FILES)
-        return await self.daemons.machine(p.machine_id).write_file(p.path, p.content, p.mode)
+        params = WriteFileParams(path=p.path, content=p.content, mode=p.mode)
+        return await self.calls(c, p.machine_id, WRITE_FILE, params, wake=WakeBy.FILES)
 
     # --- access tokens ----------------------------------------------------------------------
     @handles(TOKENS_CREATE)

@@ -18,6 +18,7 @@ from contracts.jsonrpc import MethodSpec, NoParams, P, R, handles
 from contracts.people import MACHINES_EXEC
 from controlplane.daemon_client import EXEC_MARGIN_S, DaemonClient
 from services.gateway.auth import Access, Caller
+from services.gateway.rpc.daemon_calls import DaemonCalls
 from services.gateway.rpc.ports import PortOps, PreviewGrant
 
 #: A start waits for the X server and the live view; an open for the browser's hand-over.
@@ -29,9 +30,11 @@ _ACTING_S = dd.MAX_WAIT_MS / 1000 + 2 * dd.MAX_ACTIONS * 0.1 + _STARTING_S
 
 
 class DesktopOps:
-    def __init__(self, *, access: Access, daemons: DaemonClient, ports: PortOps) -> None:
+    def __init__(self, *, access: Access, daemons: DaemonClient, calls: DaemonCalls,
+                 ports: PortOps) -> None:  # fmt: skip
         self.access = access
         self.daemons = daemons
+        self.calls = calls
         self.ports = ports
 
     @handles(gd.MACHINES_DESKTOP_START)
@@ -87,14 +90,12 @@ class DesktopOps:
 
     async def _drive(self, c: Caller, machine_id: str, spec: MethodSpec[P, R], params: P,
                      timeout_s: float) -> R:  # fmt: skip
-        await self.access.live_machine(c, machine_id, wake=WakeBy.EXEC)
-        return await self.daemons.call(machine_id, spec, params, timeout_s=timeout_s)
+        return await self.calls(c, machine_id, spec, params, wake=WakeBy.EXEC, timeout_s=timeout_s)
 
     async def _look(self, c: Caller, machine_id: str, spec: MethodSpec[P, R], params: P,
                     timeout_s: float | None = None) -> R:  # fmt: skip
         # A look (a console may poll it): it neither wakes the machine nor counts as activity.
-        await self.access.live_machine(c, machine_id, active=False)
-        return await self.daemons.call(machine_id, spec, params, timeout_s=timeout_s)
+        return await self.calls(c, machine_id, spec, params, look=True, timeout_s=timeout_s)
 
 
 def view_url(preview: str, *, view_only: bool) -> str:

@@ -9,14 +9,15 @@ asks any of them through one caller, ``HostCalls``: ``await hosts(spec, params, 
 from __future__ import annotations
 
 import itertools
-from typing import Protocol
+from typing import Any, Protocol
 
 from nats.aio.client import Client as NATS
 
 from contracts import host_rpc as h
-from contracts.jsonrpc import MethodSpec, P, R
+from contracts.jsonrpc import AnySpec, Handler, MethodSpec, P, R
 from contracts.models import Machine
 from controlplane.host_call import call_host
+from services.gateway.auth import Access, Caller
 
 
 class HostCalls(Protocol):
@@ -46,3 +47,18 @@ class HostClient:
         on = (machine.host_id if machine else host) or self._default
         return await call_host(self._nc, on, spec, params, timeout_s, request_id=next(self._ids),
                                machine_id=machine.id if machine else None)  # fmt: skip
+
+
+def host_passing(spec: AnySpec, access: Access, hosts: HostCalls) -> Handler[Any, Any, Caller]:
+    """The handler of a gateway method that passes through to a host method (``PassThrough``
+    with ``host``): the caller's access to the machine checked, then the method asked of the
+    machine's host."""
+    passes = spec.passes
+    if passes is None or not passes.host:
+        raise ValueError(f"{spec.name} does not pass through to a host method")
+
+    async def handle(p: Any, c: Caller) -> Any:
+        machine = await access.machine(c, p.machine_id)
+        return await hosts(passes.method, passes.params_of(p), machine=machine)
+
+    return handle

@@ -72,3 +72,18 @@ def test_a_field_the_daemon_needs_must_be_given() -> None:
     with pytest.raises(TypeError, match=r"process\.wait needs pid"):
         MethodSpec("m.wait", MachineKillByName, Killed, "Wait.",
                    passes=PassThrough(needs, rename=(("name", "tag"),)))  # fmt: skip
+
+
+HOST_KILL = MethodSpec("host.kill", MachineKill, Killed, "Kill it on its host.")
+
+
+def test_a_host_method_gets_the_machine_too() -> None:
+    spec = MethodSpec("m.hostKill", MachineKill, Killed, "Kill it.",
+                      passes=PassThrough(HOST_KILL, host=True))  # fmt: skip
+    assert spec.passes is not None
+    said = MachineKill(machine_id="m-1", pid=7)
+    assert spec.passes.params_of(said) == said
+    with pytest.raises(TypeError, match=r"host\.kill needs machine_id"):
+        MethodSpec(
+            "m.bad", KillParams, Killed, "Kill it.", passes=PassThrough(HOST_KILL, host=True)
+        )

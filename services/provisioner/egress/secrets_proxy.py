@@ -1,6 +1,6 @@
 """This host's egress proxy (providers/egress/proxy.py), joined to the platform: the instance's
 policy and secrets from the store (the secrets kept between requests until they change:
-services/provisioner/secrets_cache.py), its CA's certificates, the use counts, the upstreams'
+services/provisioner/egress/secrets_cache.py), its CA's certificates, the use counts, the upstreams'
 trust."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from controlplane.settings import Settings
 from controlplane.store import Store, StoredSecret
 from providers.egress import Address, EgressProxy, HostDoor, Platform, recorded_pastas
 from providers.gvisor import proxy_listen
-from services.provisioner.secrets_cache import Read, SecretsCache
+from services.provisioner.egress.secrets_cache import Read, SecretsCache
 
 log = structlog.get_logger(__name__)
 #: The name a repo's credentials are counted under (no secret's name has a colon).
@@ -94,7 +94,8 @@ def stored_secrets(settings: Settings, store: Store) -> Read:
 
 def secrets_cache(settings: Settings, store: Store, bus: Bus) -> SecretsCache:
     """What the proxy read of the store, kept until a change is announced on ``bus``, the bus
-    is lost, or ``FLEET_REVOCATION_ROUND_S`` has passed (services/provisioner/secrets_cache.py)."""
+    is lost, or ``FLEET_REVOCATION_ROUND_S`` has passed
+    (services/provisioner/egress/secrets_cache.py)."""
     return SecretsCache(stored_secrets(settings, store), bus.nc, settings.revocation_round_s)
 
 

@@ -140,7 +140,7 @@ def build_server(backend: CodemodeBackend) -> MCPServer[Any]:
             raise tool_error(exc) from exc
 
     _add_code_run(server, backend)
-    from services.gateway.mcp.computer import add_computer
+    from controlplane.mcp_tools.computer import add_computer
 
     add_computer(server, backend, tool_error)
     return server

@@ -1,5 +1,5 @@
 """What the egress proxy read of an instance's secrets, kept between requests until it may have
-changed (services/provisioner/secrets_proxy.py).
+changed (services/provisioner/egress/secrets_proxy.py).
 
 The proxy looks a connection's secrets up for each request it sends on, so that a deleted secret
 goes on no later request, on a connection kept open too (providers/egress/proxy.py). Reading the

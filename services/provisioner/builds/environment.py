@@ -40,7 +40,7 @@ from environments.shared_builds import SharedBuilds
 from providers.docker import MACHINE_HOME
 from providers.egress import netdev as egress_netdev
 from providers.registry import platform_limits
-from services.provisioner import image_policy
+from services.provisioner.builds import image_policy
 
 log = structlog.get_logger(__name__)
 

@@ -35,7 +35,7 @@ from providers.egress import (
 )
 from providers.gvisor import gateway_endpoints
 from providers.sandbox import nats_servers
-from services.provisioner.egress_events import EgressEvents
+from services.provisioner.egress.events import EgressEvents
 
 log = structlog.get_logger(__name__)
 _SCRIPTS_KEPT = 16

@@ -29,8 +29,8 @@ from environments.machine_environment import build_for_machine
 from environments.shared_builds import SharedBuilds
 from environments.sources import checkout
 from providers.docker import MACHINE_HOME
-from services.provisioner import image_policy
-from services.provisioner.environment import build_source
+from services.provisioner.builds import image_policy
+from services.provisioner.builds.environment import build_source
 
 log = structlog.get_logger(__name__)
 
