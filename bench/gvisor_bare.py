@@ -31,10 +31,10 @@ from providers.gvisor import (
     IMAGE_DIR,
     STAGE_SCRIPT,
     Runsc,
-    _wait_gone,
     find_sandbox,
     forget_state,
     staged_bundle,
+    wait_gone,
 )
 
 _ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
@@ -125,5 +125,5 @@ def _end(runsc: Runsc, cid: str, bundle: Path, pid: int | None) -> None:
     if pid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        _wait_gone(pid)
+        wait_gone(pid)
     forget_state(runsc, cid)

@@ -9,7 +9,7 @@ to the address it checked, never resolving twice: a name that changes its answer
 check and the connection (DNS rebinding) moves nothing.
 
 The platform's own addresses a process's ``Rules`` hold are found on its host
-(providers/egress/webhook_target.py, ``platform_rules``).
+(controlplane/host_addresses.py, ``platform_rules``).
 """
 
 from __future__ import annotations

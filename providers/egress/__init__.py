@@ -2,8 +2,8 @@
 (nftables in the machine's network namespace, or a netdev table for gvisor machines), the
 platform's DNS proxy and egress proxy (which adds an instance's secrets to the requests that
 may carry them), the proxy's door for gvisor machines, and why a destination is refused, in its
-user's words (the rules themselves: controlplane/policy). The platform's own addresses hold
-where the platform itself sends a tenant's webhook too (``platform_rules``).
+user's words (the rules themselves: controlplane/policy). The platform's own addresses, as
+this host finds them, are controlplane/host_addresses.py's (the webhooks hold to them too).
 
 The two rulesets are used qualified: ``nftables`` and ``netdev`` (``nftables.apply``).
 """
@@ -27,22 +27,18 @@ __all__ = [
     "netdev",
     "nft",
     "nftables",
-    "platform_addresses",
-    "platform_rules",
     "recorded_pastas",
-    "resolve",
     "run_nft",
 ]
 
 if TYPE_CHECKING:
     from providers.egress import netdev as netdev, nftables as nftables
-    from providers.egress.addresses import Network, PlatformAddresses, platform_addresses, resolve
+    from providers.egress.addresses import Network, PlatformAddresses
     from providers.egress.dns import DnsProxy, OnRefused, PolicyOf, host_upstream
     from providers.egress.dns_load import DnsCaps
     from providers.egress.nftables import nft, run_nft
     from providers.egress.proxy import Address, EgressProxy, Platform
     from providers.egress.proxy_door import HostDoor, recorded_pastas
-    from providers.egress.webhook_target import platform_rules
 else:
     __getattr__ = lazy_front(
         __name__,
@@ -50,8 +46,6 @@ else:
             "addresses": (
                 "Network",
                 "PlatformAddresses",
-                "platform_addresses",
-                "resolve",
             ),
             "dns": (
                 "DnsProxy",
@@ -73,6 +67,5 @@ else:
                 "HostDoor",
                 "recorded_pastas",
             ),
-            "webhook_target": ("platform_rules",),
         },
     )

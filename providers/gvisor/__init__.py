@@ -26,11 +26,10 @@ __all__ = [
     "NetnsReady",
     "Runsc",
     "Shares",
-    "_bind",
-    "_rootfs",
-    "_wait_gone",
+    "bind_mount",
     "bundle_spec",
     "container_id",
+    "empty_rootfs",
     "exec_as_root",
     "find_sandbox",
     "forget_state",
@@ -62,6 +61,7 @@ __all__ = [
     "stop_sandbox",
     "take_image",
     "unpark_if_parked",
+    "wait_gone",
     "write_bundle",
     "write_token",
 ]
@@ -93,7 +93,6 @@ if TYPE_CHECKING:
     )
     from providers.gvisor.pause import (
         CHECKPOINT_FLAGS,
-        _wait_gone,
         forget_state,
         held_netns,
         park_daemon,
@@ -102,6 +101,7 @@ if TYPE_CHECKING:
         resume_sandbox,
         signal_daemon,
         unpark_if_parked,
+        wait_gone,
     )
     from providers.gvisor.root import BIN_DIR, ROOT_UID_FILE, STAGE_SCRIPT, staged_bundle
     from providers.gvisor.runsc import (
@@ -111,10 +111,10 @@ if TYPE_CHECKING:
         NetnsReady,
         Runsc,
         Shares,
-        _bind,
-        _rootfs,
+        bind_mount,
         bundle_spec,
         container_id,
+        empty_rootfs,
         exec_as_root,
         find_sandbox,
         is_gvisor,
@@ -157,7 +157,7 @@ else:
             ),
             "pause": (
                 "CHECKPOINT_FLAGS",
-                "_wait_gone",
+                "wait_gone",
                 "forget_state",
                 "held_netns",
                 "park_daemon",
@@ -180,8 +180,8 @@ else:
                 "STARTED_AS_FILE",
                 "Shares",
                 "TOKEN_DIR",
-                "_bind",
-                "_rootfs",
+                "bind_mount",
+                "empty_rootfs",
                 "bundle_spec",
                 "container_id",
                 "exec_as_root",

@@ -54,7 +54,7 @@ from providers.gvisor.runsc import (
     BUNDLE,
     NetnsReady,
     Runsc,
-    _rootfs,
+    empty_rootfs,
     running_container,
     sandbox_pid,
     start_sandbox,
@@ -189,7 +189,7 @@ def fork_spec(spec: dict[str, Any], source_dir: Path, machine_dir: Path,
             m["source"] = str(machine_dir / Path(m["source"]).relative_to(source_dir))
     targets = [(str(m["destination"]), m["type"] != "bind" or os.path.isdir(m["source"]))
                for m in mounts]  # fmt: skip
-    spec["root"]["path"] = str(rootfs := _rootfs(machine_dir / BUNDLE, targets))
+    spec["root"]["path"] = str(rootfs := empty_rootfs(machine_dir / BUNDLE, targets))
     if (maps := spec.get("linux", {}).get("uidMappings")) and maps[0]["containerID"] == 0:
         give_rootfs(rootfs, int(maps[0]["hostID"]))  # its source's root, as its uid is
     env = [e for e in spec["process"]["env"] if not e.startswith("FLEET_MACHINE_ID=")]

@@ -25,9 +25,10 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from contracts.errors import NotSupported
+from controlplane.host_addresses import nats_servers
 from controlplane.settings import Settings
 from providers.egress import nft, run_nft
-from providers.sandbox import loopback_ports, nats_servers
+from providers.sandbox import loopback_ports
 
 TABLE = "netdev fleet_gateway"
 

@@ -363,7 +363,7 @@ def _end_sandbox(runsc: Runsc, machine_dir: Path, cid: str, pid: int | None) -> 
     if pid is not None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        _wait_gone(pid)
+        wait_gone(pid)
     forget_state(runsc, cid)
     forget_sandbox(machine_dir / BUNDLE)
 
@@ -377,7 +377,7 @@ def forget_state(runsc: Runsc, cid: str) -> None:
             path.unlink(missing_ok=True)
 
 
-def _wait_gone(pid: int, timeout_s: float = 10.0) -> None:
+def wait_gone(pid: int, timeout_s: float = 10.0) -> None:
     """Until ``pid`` is gone (a zombie counts: the sandbox is not our child)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -428,7 +428,7 @@ async def resume_sandbox(runsc: Runsc, machine_dir: Path, machine_id: str,
     if restored is not None:  # half made: ended, and made again
         with contextlib.suppress(ProcessLookupError):
             os.kill(restored, signal.SIGKILL)
-        await asyncio.to_thread(_wait_gone, restored)
+        await asyncio.to_thread(wait_gone, restored)
     if not image.is_dir() or not any(image.iterdir()):
         raise ProviderError(f"machine {machine_id} has no pause image to resume from")
     try:

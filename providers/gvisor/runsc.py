@@ -307,12 +307,12 @@ def _write_root_file(path: Path, text: str, owner: int | None) -> None:
         out.write(text)
 
 
-def _bind(src: str | Path, dst: str | Path, ro: bool = True) -> dict[str, Any]:
+def bind_mount(src: str | Path, dst: str | Path, ro: bool = True) -> dict[str, Any]:
     return {"destination": str(dst), "type": "bind", "source": str(src),
             "options": ["rbind", "ro" if ro else "rw"]}  # fmt: skip
 
 
-def _rootfs(bundle: Path, targets: list[tuple[str, bool]]) -> Path:
+def empty_rootfs(bundle: Path, targets: list[tuple[str, bool]]) -> Path:
     """An empty root with the merged-/usr links and a mount point per target (a directory,
     or a file for a file's mount)."""
     bundle.mkdir(mode=0o755, exist_ok=True)
@@ -348,25 +348,25 @@ def bundle_spec(machine_dir: Path, home: Path, env: dict[str, str], uid: int, ar
          "options": ["mode=0755"]},
     ]  # fmt: skip
     if image is None:
-        mounts += [*_host_system(), *_shares(*shared), _bind(home, home, ro=False)]
+        mounts += [*_host_system(), *_shares(*shared), bind_mount(home, home, ro=False)]
         if shared[1] is not None:  # over the host's: the machine's uid trusts the shared repos
             mounts = [m for m in mounts if m["destination"] != "/etc/gitconfig"]
-            mounts.append(_bind(trusting_gitconfig(shared[1]), "/etc/gitconfig"))
+            mounts.append(bind_mount(trusting_gitconfig(shared[1]), "/etc/gitconfig"))
     else:
         mounts += image_mounts(image, home)
     (log := machine_dir / "daemon.log").touch()
     os.chmod(log, 0o644)  # the machine's user reads it inside: host root's uid is not mapped
     mounts += [
-        _bind(log, DAEMON_LOG),
-        _bind(machine_dir / "code", CODE_MOUNT),
-        _bind(machine_dir / TOKEN_DIR, TOKEN_MOUNT),
-        _bind(write_bin(machine_dir, None if image is None else sudo_runtime()), BIN_MOUNT),
+        bind_mount(log, DAEMON_LOG),
+        bind_mount(machine_dir / "code", CODE_MOUNT),
+        bind_mount(machine_dir / TOKEN_DIR, TOKEN_MOUNT),
+        bind_mount(write_bin(machine_dir, None if image is None else sudo_runtime()), BIN_MOUNT),
     ]
     targets = [(str(m["destination"]), m["type"] != "bind" or os.path.isdir(m["source"]))
                for m in mounts]  # fmt: skip
     # An image's root is shared and never written: runsc makes the mount points in its
     # memory overlay.
-    rootfs = image.root if image is not None else _rootfs(machine_dir / BUNDLE, targets)
+    rootfs = image.root if image is not None else empty_rootfs(machine_dir / BUNDLE, targets)
     linux: dict[str, Any] = {
         "namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
         + [{"type": "network", "path": "/proc/self/ns/net"}]
@@ -415,7 +415,7 @@ Shares = tuple[tuple[Path, ...], Path | None]
 def _shares(paths: tuple[Path, ...], data_dir: Path | None) -> list[dict[str, Any]]:
     """The shared paths read-only (those that exist now), as a bwrap machine has them; a
     tmpfs over the data directory if one of them holds it (the home is bound again after)."""
-    mounts = [_bind(p, p) for p in paths if p.exists()]
+    mounts = [bind_mount(p, p) for p in paths if p.exists()]
     if data_dir is not None and any(data_dir.is_relative_to(p) for p in paths):
         mounts.append({"destination": str(data_dir), "type": "tmpfs", "source": "tmpfs",
                        "options": ["mode=0755"]})  # fmt: skip
@@ -428,14 +428,14 @@ def _host_system() -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = []
     for d in ("/usr", "/opt"):
         if os.path.isdir(d) and not os.path.islink(d):
-            mounts.append(_bind(d, d))
+            mounts.append(bind_mount(d, d))
     for name in ETC_ALLOWED:
         if os.path.exists(f"/etc/{name}"):
-            mounts.append(_bind(f"/etc/{name}", f"/etc/{name}"))
+            mounts.append(bind_mount(f"/etc/{name}", f"/etc/{name}"))
     for root in python_roots():
         if not root.is_relative_to("/usr"):
-            mounts.append(_bind(root, root))
-    return mounts + [_bind(SOURCE_ROOT / pkg, SOURCE_ROOT / pkg) for pkg in DAEMON_PACKAGES]
+            mounts.append(bind_mount(root, root))
+    return mounts + [bind_mount(SOURCE_ROOT / pkg, SOURCE_ROOT / pkg) for pkg in DAEMON_PACKAGES]
 
 
 def write_bundle(machine_dir: Path, spec: dict[str, Any]) -> Path:

@@ -15,6 +15,7 @@ from base.atomic import replace_file
 from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import NotSupported, ProviderError
 from contracts.events import HomeCopy
+from controlplane.host_addresses import nats_servers
 from controlplane.policy import Placement
 from providers import gvisor
 from providers.gvisor import ROOT_UID_FILE, ImageRoot, mount_root, readable_loader
@@ -27,7 +28,6 @@ from providers.machine_usage import runsc_memory
 from providers.sandbox import (
     allocate_uid,
     hostname,
-    nats_servers,
     overlay_dirs,
     read_uid,
     runtime_argv,

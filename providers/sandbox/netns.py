@@ -41,7 +41,6 @@ import shutil
 import signal
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import structlog
 
@@ -50,6 +49,7 @@ from base.atomic import replace_file
 from base.fd_readable import Readable
 from base.retry import Backoff, retry_until
 from contracts.errors import ProviderError
+from controlplane.host_addresses import nats_servers
 from providers.sandbox.pasta_nodelay import no_delay
 from providers.sandbox.seccomp import filter_fd
 from providers.sandbox.userns import USERNS_FD, UserMap, owned
@@ -104,16 +104,6 @@ def pasta_binary() -> str:
     return installed("pasta", NetworkUnavailable(
         "pasta is not installed (a local machine's own network): `apt-get install passt`, "
         "or run local machines without isolation (fleet up --no-sandbox)"))  # fmt: skip
-
-
-def nats_servers(nats_url: str) -> list[tuple[str, int]]:
-    """The host and port of each NATS server in ``nats_url`` (a comma-separated list)."""
-    out: list[tuple[str, int]] = []
-    for part in nats_url.split(","):
-        url = urlsplit(part.strip() if "://" in part else f"nats://{part.strip()}")
-        if url.hostname is not None:
-            out.append((url.hostname, url.port or 4222))
-    return out
 
 
 def loopback_ports(nats_url: str) -> list[int]:

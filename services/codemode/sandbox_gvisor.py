@@ -38,7 +38,8 @@ import structlog
 
 from base.first import first_of
 from contracts.errors import ProviderError
-from providers.gvisor import _bind, _rootfs
+from controlplane.settings import Settings, SettingsError
+from providers.gvisor import bind_mount, empty_rootfs, probe
 from providers.scratch import remove_tree
 from services.codemode.sandbox import RUNNER, SANDBOX_UID, Limits, Sandbox, interpreter
 
@@ -73,13 +74,13 @@ def _rlimits(limits: Limits) -> list[dict[str, Any]]:
 
 
 def _system_mounts(python: str) -> list[dict[str, Any]]:
-    mounts = [_bind("/usr", "/usr")]
-    for name in ("bin", "lib", "lib64", "sbin"):  # merged /usr: links made by _rootfs
+    mounts = [bind_mount("/usr", "/usr")]
+    for name in ("bin", "lib", "lib64", "sbin"):  # merged /usr: links made by empty_rootfs
         if os.path.isdir(f"/{name}") and not os.path.islink(f"/{name}"):
-            mounts.append(_bind(f"/{name}", f"/{name}"))
+            mounts.append(bind_mount(f"/{name}", f"/{name}"))
     prefix = str(Path(python).resolve().parent.parent)
     if not prefix.startswith("/usr"):
-        mounts.append(_bind(prefix, prefix))
+        mounts.append(bind_mount(prefix, prefix))
     return mounts
 
 
@@ -90,9 +91,9 @@ def bundle_spec(run_dir: Path, limits: Limits) -> dict[str, Any]:
         {"destination": "/proc", "type": "proc", "source": "proc"},
         {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": ["mode=1777"]},
         *_system_mounts(python),
-        _bind(run_dir / "channel", CHANNEL_DIR, ro=False),
+        bind_mount(run_dir / "channel", CHANNEL_DIR, ro=False),
     ]
-    root = _rootfs(run_dir, [(str(m["destination"]), True) for m in mounts])
+    root = empty_rootfs(run_dir, [(str(m["destination"]), True) for m in mounts])
     env = {"PATH": "/usr/bin:/bin", "HOME": "/tmp",
            "CODEMODE_SOCKET": f"{CHANNEL_DIR}/{CHANNEL}",
            "CODEMODE_NPROC": str(limits.processes)}  # fmt: skip
@@ -203,6 +204,19 @@ class GvisorSandbox(Sandbox):
                 await asyncio.to_thread(remove_tree, self._dir)
             except ProviderError:
                 log.exception("codemode.gvisor_remove_failed", cid=self._cid)
+
+
+def codemode_runsc(settings: Settings) -> Runsc | None:
+    """The runsc runs execute under (FLEET_CODEMODE_RUNTIME=gvisor), None for bubblewrap; a
+    host without runsc stops the service at start, named."""
+    if settings.codemode_runtime == "namespaces":
+        return None
+    if why := probe(settings.runsc):
+        raise SettingsError(
+            f"FLEET_CODEMODE_RUNTIME=gvisor needs runsc: {why} "
+            "(`apt-get install runsc`, or FLEET_CODEMODE_RUNTIME=namespaces)"
+        )
+    return Runsc(settings.runsc, settings.gvisor_platform, settings.data_path / "codemode-gvisor")
 
 
 def open_sandbox(limits: Limits, runsc: Runsc | None, *, limit: int) -> Sandbox:

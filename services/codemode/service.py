@@ -37,33 +37,19 @@ from contracts.codemode import (
 )
 from contracts.errors import FleetError, InternalError, InvalidParams, NotFound
 from controlplane.crypto import SecretBox
-from controlplane.settings import Settings, SettingsError
+from controlplane.settings import Settings
 from controlplane.store import Store
-from providers.gvisor import probe
 from services.codemode.bridges import bridge_providers
 from services.codemode.engine import Run, ToolProvider
 from services.codemode.providers import FleetProvider, GatewayCaller, MachineProvider
 from services.codemode.sandbox import Limits
-from services.codemode.sandbox_gvisor import Runsc
+from services.codemode.sandbox_gvisor import codemode_runsc
 
 log = structlog.get_logger(__name__)
 J = TypeVar("J")
 _ENC = msgspec.json.Encoder()
 #: A tool call through the gateway may take as long as a daemon's exec (its own timeout).
 TOOL_TIMEOUT_S = 3600.0
-
-
-def codemode_runsc(settings: Settings) -> Runsc | None:
-    """The runsc runs execute under (FLEET_CODEMODE_RUNTIME=gvisor), None for bubblewrap; a
-    host without runsc stops the service at start, named."""
-    if settings.codemode_runtime == "namespaces":
-        return None
-    if why := probe(settings.runsc):
-        raise SettingsError(
-            f"FLEET_CODEMODE_RUNTIME=gvisor needs runsc: {why} "
-            "(`apt-get install runsc`, or FLEET_CODEMODE_RUNTIME=namespaces)"
-        )
-    return Runsc(settings.runsc, settings.gvisor_platform, settings.data_path / "codemode-gvisor")
 
 
 class CodemodeService:

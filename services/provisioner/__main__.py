@@ -19,6 +19,7 @@ from contracts.errors import FleetError
 from controlplane.bus import Bus
 from controlplane.crypto import SecretBox
 from controlplane.daemon_client import DaemonClient, MachineKeys
+from controlplane.host_addresses import platform_addresses
 from controlplane.metrics import service_metrics
 from controlplane.policy import Placement
 from controlplane.runner import run_service
@@ -28,7 +29,7 @@ from controlplane.subscriptions import enter_subscriptions
 from environments.shared_builds import SharedBuilds
 from providers.base import MachineControl
 from providers.docker import DockerPoolBackend, DockerProvider
-from providers.egress import PlatformAddresses, platform_addresses
+from providers.egress import PlatformAddresses
 from providers.gvisor import Runsc, gvisor_proxy_url
 from providers.host_memory import host_memory
 from providers.local import GvisorPoolBackend, LocalPoolBackend, LocalProvider, homes as homes_fs

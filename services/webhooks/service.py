@@ -8,10 +8,10 @@ from contextlib import AsyncExitStack
 
 from controlplane.bus import Bus
 from controlplane.crypto import SecretBox
+from controlplane.host_addresses import platform_rules
 from controlplane.policy import NameLookups
 from controlplane.settings import Settings
 from controlplane.store import Store
-from providers.egress import platform_rules
 from services.webhooks.deliver import Deliveries
 from services.webhooks.fanout import Fanout
 

@@ -25,9 +25,9 @@ import pytest
 
 from bench.outside import PORT, Outside
 from contracts.status import MachineStatus
+from controlplane.host_addresses import nats_servers
 from controlplane.settings import Settings
 from fleet.client import FleetClient
-from providers.sandbox import nats_servers
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers
 from tests.integration.egress_outside import (
     REFUSED,

@@ -21,13 +21,13 @@ import pytest
 
 from contracts.daemon_rpc import ProcessInfo
 from controlplane.crypto import SecretBox
+from controlplane.host_addresses import nats_servers
 from controlplane.policy import Placement
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient
 from providers.gvisor import Runsc, park_daemon, running_container, sandbox_pid
 from providers.local import LocalProvider
-from providers.sandbox import nats_servers
 from services.provisioner.builds.environment import machine_placement
 from tests.conftest import ADMIN_TOKEN
 from tests.gvisor_stack import local_provider

@@ -24,11 +24,11 @@ import pytest
 import pytest_asyncio
 
 from contracts.events import Event, MachinePaused, MachineResumed
+from controlplane.host_addresses import nats_servers
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from providers.gvisor.pause import checkpoint_sandbox
 from providers.gvisor.runsc import BUNDLE, IMAGE_DIR, PID_FILE, Runsc, sandbox_pid, start_sandbox
-from providers.sandbox import nats_servers
 from tests.conftest import ADMIN_TOKEN, running_stack
 from tests.gvisor_stack import gvisor_settings, host_address, module_stack
 from tests.integration.test_files_cli import _fleet

@@ -58,7 +58,7 @@ ALLOWED = {
         "git in the platform's code repository"),
     ("providers/docker/copy.py", "_exec"): Allowed(
         "a copy's tools over a machine's volume: each stream kept in a CappedSink", "CappedSink"),
-    ("providers/egress/addresses.py", "host_addresses"): Allowed(
+    ("controlplane/host_addresses.py", "host_addresses"): Allowed(
         "ip -j addr of the host's own interfaces"),
     ("services/codemode/sandbox.py", "Sandbox.__aenter__"): Allowed(
         "a run's output: read a line at a time under the pipes' limit, kept to MAX_LOG_BYTES "

@@ -9,8 +9,7 @@ import pytest
 
 from controlplane.settings import Settings, SettingsError
 from services.codemode.sandbox import SANDBOX_UID, Limits
-from services.codemode.sandbox_gvisor import CHANNEL_DIR, Runsc, bundle_spec
-from services.codemode.service import codemode_runsc
+from services.codemode.sandbox_gvisor import CHANNEL_DIR, Runsc, bundle_spec, codemode_runsc
 
 
 @pytest.mark.parametrize("value", ["runsc", "bwrap", "GVISOR", ""])

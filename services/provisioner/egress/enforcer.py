@@ -16,6 +16,7 @@ import structlog
 from contracts.errors import NotSupported
 from contracts.gateway_network import EgressPolicy
 from contracts.models import Machine
+from controlplane.host_addresses import nats_servers, platform_addresses, resolve
 from controlplane.settings import Settings
 from controlplane.store import Store
 from providers.base import InterfaceEgress, NetnsHolder, PastaOwned
@@ -30,11 +31,8 @@ from providers.egress import (
     host_upstream,
     netdev as egress_netdev,
     nftables as egress,
-    platform_addresses,
-    resolve,
 )
 from providers.gvisor import gateway_endpoints
-from providers.sandbox import nats_servers
 from services.provisioner.egress.events import EgressEvents
 
 log = structlog.get_logger(__name__)
