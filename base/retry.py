@@ -8,7 +8,8 @@ something false (a lock another holds). A loop that is not one try repeated (a w
 a status, then a daemon) pauses with ``Retries`` itself, so its waits grow, cap and end alike.
 
 A budget bounds the whole, tries and waits, from the moment the ``Retries`` is made (like
-``controlplane.consumer.Retry``'s ``budget_s`` bounds an event's deferrals): by default a wait
+``controlplane.events.consumer.Retry``'s ``budget_s`` bounds an event's deferrals): by default a
+wait
 that would end past it is not waited and the last failure stands; ``clip`` waits what is left
 of it instead and tries once more at its end, for a caller that wants every chance it paid for.
 """

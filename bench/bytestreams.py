@@ -28,8 +28,8 @@ from contracts import daemon_rpc as d
 from contracts.daemon_files import FILE_CHUNK
 from contracts.errors import DaemonUnavailable
 from contracts.ids import new_machine_id
-from controlplane.byte_stream_join import join
-from controlplane.daemon_client import DaemonClient
+from controlplane.calls.byte_stream_join import join
+from controlplane.calls.daemon_client import DaemonClient
 from providers.local import daemon_argv
 
 MiB = 1024 * 1024

@@ -11,8 +11,8 @@ from pathlib import Path
 from nats.aio.client import Client as NATS
 
 from contracts.signing import sign
-from controlplane.crypto import SecretBox
-from controlplane.daemon_client import DaemonClient
+from controlplane.calls.daemon_client import DaemonClient
+from controlplane.security.crypto import SecretBox
 from controlplane.store import Store
 
 # --- daemon clients ---------------------------------------------------------------------------

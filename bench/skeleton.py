@@ -2,7 +2,7 @@
 
 Three stage processes (``python -m bench.skeleton <stage> <nats-url> <data-dir>``) do what the
 provisioner, setup pusher and prober must do at the least, through the same consumer machinery
-(``controlplane.consumer``), daemon client and stored publishes: start the machine through
+(``controlplane.events.consumer``), daemon client and stored publishes: start the machine through
 the swarm provider and publish ``machine.provisioned``; on the daemon's ready report write the
 .env and cron table in one signed batch and publish ``machine.setup-pushed``; call ``health``
 and publish ``machine.ready``. No Redis, no gateway, no status records, no log lines, no
@@ -41,8 +41,8 @@ from contracts.ids import derived_event_id, new_event_id, new_instance_id, new_m
 from contracts.signing import signing_key
 from contracts.subjects import EventKind
 from controlplane.bus import Bus
-from controlplane.consumer import Consumer
-from controlplane.daemon_client import DaemonClient
+from controlplane.calls.daemon_client import DaemonClient
+from controlplane.events.consumer import Consumer
 from controlplane.settings import Settings
 
 STAGES = ("provisioner", "setup", "prober")
@@ -223,7 +223,7 @@ async def _measure(
 
 def main() -> None:
     from base.logs import configure_logging
-    from controlplane.event_loop import run as run_loop
+    from controlplane.process.event_loop import run as run_loop
 
     configure_logging(level="warning")
     stage, url, data_dir = sys.argv[1:4]

@@ -1,6 +1,6 @@
 """Declarations written on methods, and the one way they are collected: a gateway's or a
 daemon's JSON-RPC handler (``contracts.jsonrpc.handles``, collected by ``Router.collect``) and
-a stage's event consumer (``controlplane.subscriptions.subscriber``, collected by
+a stage's event consumer (``controlplane.events.subscriptions.subscriber``, collected by
 ``declared_subscriptions``).
 
 The rule for an overridden method: a declaration belongs to the method as written. A subclass's

@@ -91,7 +91,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True):
     admin_token: str = ""
     env: Literal["dev", "prod"] = "dev"
     log_level: str = "info"
-    #: The services' event loop (controlplane/event_loop.py): uvloop where importable,
+    #: The services' event loop (controlplane/process/event_loop.py): uvloop where importable,
     #: else (or when set to ``asyncio``) the standard library's.
     event_loop: Literal["asyncio", "uvloop"] = "uvloop"
     # gateway

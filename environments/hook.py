@@ -18,10 +18,10 @@ from contracts.events import LIFECYCLE_OUTPUT_MAX, LifecycleOutput, LifecycleRan
 from contracts.ids import derived_event_id, new_event_id
 from contracts.models import Machine
 from controlplane.bus import Bus
-from controlplane.daemon_client import DaemonClient, MachineClient
-from controlplane.failures import fail_machine
-from controlplane.machine_config import InstanceConfig, for_machine, load_instance_config
-from controlplane.output_lines import OutputTrickle
+from controlplane.calls.daemon_client import DaemonClient, MachineClient
+from controlplane.events.output_lines import OutputTrickle
+from controlplane.machines.failures import fail_machine
+from controlplane.machines.machine_config import InstanceConfig, for_machine, load_instance_config
 from controlplane.settings import Settings
 from controlplane.store import Store
 from environments import lifecycle_commands as lc

@@ -29,7 +29,7 @@ import structlog
 
 from contracts.ids import new_machine_id
 from controlplane.bus import Bus
-from controlplane.crypto import generate_secret_key
+from controlplane.security.crypto import generate_secret_key
 from controlplane.settings import DEFAULT_PREFIX, Settings
 from controlplane.store import Store
 from fleet.client import FleetClient

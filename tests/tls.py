@@ -1,6 +1,6 @@
 """A TLS server's identity for tests: a CA of its own, written where the platform is told to
 trust it (FLEET_SECRETS_UPSTREAM_CA), and a server context from it for one host (the same
-certificate machinery as an instance's CA: controlplane/secret_ca.py)."""
+certificate machinery as an instance's CA: controlplane/security/secret_ca.py)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from controlplane.crypto import SecretBox, generate_secret_key
-from controlplane.secret_ca import leaf, make_ca, server_context
+from controlplane.security.crypto import SecretBox, generate_secret_key
+from controlplane.security.secret_ca import leaf, make_ca, server_context
 
 
 def server_tls(host: str, ca_file: Path) -> ssl.SSLContext:

@@ -25,8 +25,8 @@ from contracts.errors import NotFound
 from contracts.machine_files import CronJob
 from contracts.models import EnvScope, EnvVar, Instance, Machine, Repo, RuntimeChoice
 from contracts.status import MachineStatus
-from controlplane.caller_changes import CallerChanges
 from controlplane.redis_client import close_client, redis_client
+from controlplane.security.caller_changes import CallerChanges
 from controlplane.settings import DEFAULT_PREFIX, Settings
 from controlplane.store import scripts as store_scripts
 from controlplane.store.boot_watch import BootWatchRecords
@@ -361,7 +361,7 @@ class Store:
 
     async def replace_machine_secret(self, machine_id: str, sealed: str) -> None:
         """The machine's encrypted credential from now on (its NATS password renewed:
-        controlplane/crypto.py renew_connect_secret); the callout refuses the old one."""
+        controlplane/security/crypto.py renew_connect_secret); the callout refuses the old one."""
         await self.redis.hset(self.keys.k_machine(machine_id), F_SEALED_CREDENTIAL, sealed)
 
     async def machine_secret(self, machine_id: str) -> str | None:

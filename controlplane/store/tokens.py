@@ -1,7 +1,7 @@
 """Access token records in Redis (``store.tokens``): the record, its secret's hash, the index.
 
 The policy (what a secret looks like, which token a secret resolves to) is in
-``controlplane.tokens``; this is only where and how a record is kept.
+``controlplane.security.tokens``; this is only where and how a record is kept.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from controlplane.store.keys import (
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
-    from controlplane.caller_changes import CallerChanges
+    from controlplane.security.caller_changes import CallerChanges
     from controlplane.store.keys import Keys
 
 

@@ -16,7 +16,7 @@ from controlplane.store.scripts import BoundScript
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
-    from controlplane.caller_changes import CallerChanges
+    from controlplane.security.caller_changes import CallerChanges
     from controlplane.store.keys import Keys
 
 _ENCODE = msgspec.json.Encoder()

@@ -224,7 +224,7 @@ async def _tokens_list(c: FleetClient, a: Args) -> int:
         ]
         for t in xs
     ]
-    # LAST USED is written at most once a minute (controlplane.tokens.LAST_USED_EVERY_S).
+    # LAST USED is written at most once a minute (controlplane.security.tokens.LAST_USED_EVERY_S).
     heads = ["ID", "NAME", "INSTANCES", "SCOPES", "EXPIRES", "CREATED", "LAST USED", "REVOKED"]
     return emit(a, xs, lambda: table(rows, heads))
 

@@ -37,10 +37,10 @@ from base.lifeline import Children, end_recorded
 from base.lockfile import AlreadyRunning, PidLock
 from base.wait import wait_until
 from contracts.e2b_control import api_key_of
-from controlplane.crypto import generate_secret_key
+from controlplane.machines.unresponsive import daemons_ended
 from controlplane.policy import runsc_binary, runtime_refusal, too_old
+from controlplane.security.crypto import generate_secret_key
 from controlplane.settings import Settings
-from controlplane.unresponsive import daemons_ended
 from fleet.up.docker_setup import engine_runtime_refusal, network_gateway_sync, prepare_sync
 from fleet.up.embedded import NatsAuth, NatsServer, ServerStartError, ValkeyServer, held_ports
 from fleet.up.embedded_ha import HaServers
@@ -212,7 +212,8 @@ def up(opts: UpOptions) -> int:
             time.sleep(0.2)
         print("fleet up: stopping ...", flush=True)
     print("fleet up: stopped", flush=True)
-    gc.freeze()  # all stopped: nothing for the exit's last collection (as controlplane.runner)
+    # All stopped: nothing for the exit's last collection (as controlplane.process.runner).
+    gc.freeze()
     return 0
 
 

@@ -14,7 +14,7 @@ What the proxy does with a request:
   (loopback, link-local, the platform's) or another machine's (any subnet of the docker
   engine's networks: providers/egress/addresses.py) is refused unless the policy names it.
   Then, if a secret of the instance names the host, TLS is ended with a certificate for it from the
-  instance's CA (``controlplane/secret_ca.py``), and each request in it is held to the
+  instance's CA (``controlplane/security/secret_ca.py``), and each request in it is held to the
   tunnel's authority and an ordinary method (``providers/egress/request.py``: else 403, the
   connection closed), gets the header of each secret that names the host *then* (set,
   replacing whatever the machine sent) and goes on over TLS to the upstream, verified against

@@ -13,9 +13,9 @@ import nats.errors
 import structlog
 
 from controlplane.bus import connect_nats
-from controlplane.crypto import SecretBox
-from controlplane.metrics import service_metrics
-from controlplane.runner import run_service
+from controlplane.process.metrics import service_metrics
+from controlplane.process.runner import run_service
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings, SettingsError
 from controlplane.store import Store
 from services.auth_callout.jwt import Issuer

@@ -16,7 +16,7 @@ from enum import StrEnum
 
 from prometheus_client import Counter, Histogram
 
-from controlplane.metrics import Metrics
+from controlplane.process.metrics import Metrics
 
 #: A Redis read is a millisecond or two; a slow answer holds up a machine's CONNECT.
 CALLOUT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)

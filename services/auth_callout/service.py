@@ -25,8 +25,8 @@ from base.reply_server import ReplyServer
 from contracts import subjects
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
 from contracts.status import ARCHIVED_OR_ARCHIVING
-from controlplane.crypto import SecretBox
-from controlplane.metrics import Metrics
+from controlplane.process.metrics import Metrics
+from controlplane.security.crypto import SecretBox
 from controlplane.store import Store
 from services.auth_callout import jwt
 from services.auth_callout.callout_metrics import CalloutMetrics, Refusal

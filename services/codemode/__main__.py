@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
-from controlplane.crypto import SecretBox
-from controlplane.metrics import service_metrics
-from controlplane.runner import run_service
+from controlplane.process.metrics import service_metrics
+from controlplane.process.runner import run_service
+from controlplane.process.stage import connect
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
-from controlplane.stage import connect
 from services.codemode.service import CodemodeService
 
 

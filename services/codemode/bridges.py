@@ -20,7 +20,7 @@ import msgspec
 
 from contracts.codemode import McpBridge, OpenApiBridge
 from contracts.errors import InvalidParams, MethodNotFound, ProviderError, ToolError
-from controlplane.crypto import SecretBox
+from controlplane.security.crypto import SecretBox
 from controlplane.store import CodemodeRecords
 from services.codemode import stubs
 from services.codemode.engine import ToolProvider

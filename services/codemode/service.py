@@ -36,7 +36,7 @@ from contracts.codemode import (
     now,
 )
 from contracts.errors import FleetError, InternalError, InvalidParams, NotFound
-from controlplane.crypto import SecretBox
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from services.codemode.bridges import bridge_providers

@@ -10,14 +10,14 @@ import msgspec
 
 from base.clock import SYSTEM_CLOCK, Clock
 from base.platform_code import code_repo, platform_sha
-from controlplane.crypto import SecretBox
-from controlplane.daemon_client import DaemonClient, MachineKeys
-from controlplane.metrics import Metrics
+from controlplane.calls.daemon_client import DaemonClient, MachineKeys
+from controlplane.events.subscriptions import enter_subscriptions
 from controlplane.policy import CodeVersions
-from controlplane.runner import run_service
+from controlplane.process.metrics import Metrics
+from controlplane.process.runner import run_service
+from controlplane.process.stage import connect
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings, SettingsError
-from controlplane.stage import connect
-from controlplane.subscriptions import enter_subscriptions
 from services.gateway.auth import AuditLog, CallerNotices, SecretUseAudit
 from services.gateway.compose import Gateway, compose
 from services.gateway.console import OidcClient

@@ -21,14 +21,14 @@ from base.clock import SYSTEM_CLOCK, Clock
 from contracts import gateway_rpc as g
 from contracts.jsonrpc import Dispatcher, Limits, Router
 from controlplane.bus import Bus
-from controlplane.crypto import SecretBox
-from controlplane.daemon_client import DaemonClient, MachineKeys
+from controlplane.calls.daemon_client import DaemonClient, MachineKeys
 from controlplane.failover import unavailable
-from controlplane.metrics import Metrics
 from controlplane.policy import CodeVersions, NameLookups
+from controlplane.process.metrics import Metrics
+from controlplane.security.crypto import SecretBox
+from controlplane.security.tokens import TokenStore
 from controlplane.settings import Settings
 from controlplane.store import Store
-from controlplane.tokens import TokenStore
 from environments.hook import on_attach
 from environments.repo_check import GitRepoCheck, RepoCheck
 from services.gateway.auth import (

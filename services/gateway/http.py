@@ -32,8 +32,8 @@ from contracts.gateway_sessions import ATTACH_PATH
 from contracts.jsonrpc import request_method
 from contracts.people import route_scope
 from controlplane.failover import TRANSIENT, as_unavailable
-from controlplane.metrics import metrics_handler
-from controlplane.tokens import TokenStore
+from controlplane.process.metrics import metrics_handler
+from controlplane.security.tokens import TokenStore
 from services.gateway.auth import (
     AuditLog,
     BadSecrets,

@@ -5,12 +5,12 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 
 from base.clock import SYSTEM_CLOCK
-from controlplane.host_call import HostLiveness
-from controlplane.metrics import service_metrics
-from controlplane.runner import run_service
+from controlplane.calls.host_call import HostLiveness
+from controlplane.events.subscriptions import enter_subscriptions
+from controlplane.process.metrics import service_metrics
+from controlplane.process.runner import run_service
+from controlplane.process.stage import connect
 from controlplane.settings import Settings
-from controlplane.stage import connect
-from controlplane.subscriptions import enter_subscriptions
 from services.prober.autostop import IdleStopper
 from services.prober.host_loss import HostLossMonitor
 from services.prober.liveness import HeartbeatMonitor

@@ -33,10 +33,10 @@ from contracts.gateway_stop import AutoStopAction
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from controlplane.bus import Bus
-from controlplane.idleness import IDLE_CANDIDATES, idle_machines, last_activity
+from controlplane.machines.idleness import IDLE_CANDIDATES, idle_machines, last_activity
+from controlplane.machines.status_transitions import PAUSE_REFUSED, pause_machine, stop_machine
 from controlplane.policy import keeps_memory
 from controlplane.settings import Settings
-from controlplane.status_transitions import PAUSE_REFUSED, pause_machine, stop_machine
 from controlplane.store import AutoStopRule, Store
 
 log = structlog.get_logger(__name__)

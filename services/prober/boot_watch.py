@@ -31,11 +31,11 @@ from contracts.events import Event, MachineProvisioned
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from controlplane.bus import Bus
-from controlplane.consumer import Permanent, Retry
-from controlplane.failures import fail_machine
+from controlplane.events.consumer import Permanent, Retry
+from controlplane.events.subscriptions import subscriber
+from controlplane.machines.failures import fail_machine
 from controlplane.settings import Settings
 from controlplane.store import BootWindow, Store
-from controlplane.subscriptions import subscriber
 
 log = structlog.get_logger(__name__)
 

@@ -13,7 +13,7 @@ from contracts.daemon_rpc import (
 )
 from contracts.errors import FleetError, InvalidParams
 from contracts.events import SetupPushed
-from controlplane.daemon_client import MachineClient
+from controlplane.calls.daemon_client import MachineClient
 
 
 async def probe_once(mc: MachineClient, pushed: SetupPushed, timeout_s: float = 5.0) -> str | None:

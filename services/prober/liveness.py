@@ -27,9 +27,9 @@ from contracts.ids import MACHINE_ID_RE, new_event_id
 from contracts.status import PAUSE_STATES, STOPPED_OR_STOPPING, TERMINAL, MachineStatus as S
 from controlplane.bus import Bus
 from controlplane.hosts import lost_hosts
+from controlplane.machines.unresponsive import mark_unresponsive
 from controlplane.settings import Settings
 from controlplane.store import Store
-from controlplane.unresponsive import mark_unresponsive
 
 log = structlog.get_logger(__name__)
 

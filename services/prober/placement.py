@@ -12,11 +12,11 @@ from contracts.gateway_hosts import NO_HOST_WITH_CAPACITY, PLACEMENT_STAGE, Host
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
 from controlplane.bus import Bus
-from controlplane.consumer import Retry
+from controlplane.events.consumer import Retry
+from controlplane.events.subscriptions import subscriber
 from controlplane.hosts import has_room, host_infos
 from controlplane.settings import Settings
 from controlplane.store import Store
-from controlplane.subscriptions import subscriber
 
 log = structlog.get_logger(__name__)
 

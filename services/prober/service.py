@@ -12,12 +12,12 @@ from contracts.events import MachineReady, SetupPushed
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
 from controlplane.bus import Bus
-from controlplane.consumer import Permanent
-from controlplane.daemon_client import DaemonClient, MachineKeys
+from controlplane.calls.daemon_client import DaemonClient, MachineKeys
+from controlplane.events.consumer import Permanent
+from controlplane.events.subscriptions import subscriber
+from controlplane.process.stage import Stage
 from controlplane.settings import Settings
-from controlplane.stage import Stage
 from controlplane.store import Store
-from controlplane.subscriptions import subscriber
 from services.prober.boot_watch import BootWatchdog, DaemonLiveness
 from services.prober.checks import probe_once
 from services.prober.placement import PlacementWatchdog

@@ -17,15 +17,15 @@ from base.platform_code import code_repo
 from base.ticker import Ticker
 from contracts.errors import FleetError
 from controlplane.bus import Bus
-from controlplane.crypto import SecretBox
-from controlplane.daemon_client import DaemonClient, MachineKeys
+from controlplane.calls.daemon_client import DaemonClient, MachineKeys
+from controlplane.events.subscriptions import enter_subscriptions
 from controlplane.host_addresses import platform_addresses
-from controlplane.metrics import service_metrics
 from controlplane.policy import Placement
-from controlplane.runner import run_service
+from controlplane.process.metrics import service_metrics
+from controlplane.process.runner import run_service
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import GVISOR_POOL, Settings
 from controlplane.store import Store
-from controlplane.subscriptions import enter_subscriptions
 from environments.shared_builds import SharedBuilds
 from providers.base import MachineControl
 from providers.docker import DockerPoolBackend, DockerProvider

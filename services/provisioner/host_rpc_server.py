@@ -18,7 +18,7 @@ from contracts.daemon_rpc import ExecCommandResult
 from contracts.errors import Conflict, NotFound, NotSupported, ProviderError
 from contracts.jsonrpc import Dispatcher, Router, handles
 from contracts.models import Machine
-from controlplane.crypto import SecretBox, renew_connect_secret
+from controlplane.security.crypto import SecretBox, renew_connect_secret
 from controlplane.settings import Settings
 from controlplane.store import Store, disk as store_disk
 from environments.shared_builds import SharedBuilds

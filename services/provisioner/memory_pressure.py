@@ -8,7 +8,7 @@ The rules:
 
 - **Who.** This host's ``ready`` machines that keep their memory (gvisor on ``local``), whose
   last pause was not refused, and that had no gateway activity for ``FLEET_PAUSE_IDLE_MIN_S``:
-  longest idle first, by the activity auto-stop goes by (controlplane/idleness.py), so the
+  longest idle first, by the activity auto-stop goes by (controlplane/machines/idleness.py), so the
   machine auto-pause would pause next goes first. A busy machine is never paused for memory:
   its next call would wake it, its memory back at once. An instance's auto-stop setting does
   not matter: a pause loses nothing.
@@ -39,10 +39,10 @@ from contracts.events import PauseBy
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from controlplane.bus import Bus
-from controlplane.idleness import idle_machines, last_activity, longest_idle_first
+from controlplane.machines.idleness import idle_machines, last_activity, longest_idle_first
+from controlplane.machines.status_transitions import PAUSE_REFUSED, pause_machine
 from controlplane.policy import keeps_memory
 from controlplane.settings import Settings
-from controlplane.status_transitions import PAUSE_REFUSED, pause_machine
 from controlplane.store import Store
 
 log = structlog.get_logger(__name__)

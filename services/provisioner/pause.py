@@ -28,13 +28,13 @@ from contracts.events import (
 )
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
-from controlplane.daemon_client import DaemonClient
-from controlplane.failures import fail_machine
+from controlplane.calls.daemon_client import DaemonClient
+from controlplane.events.subscriptions import subscriber
+from controlplane.machines.failures import fail_machine
+from controlplane.machines.status_transitions import PAUSE_REFUSED
+from controlplane.machines.unresponsive import mark_unresponsive
 from controlplane.settings import Settings
-from controlplane.status_transitions import PAUSE_REFUSED
 from controlplane.store import disk as store_disk
-from controlplane.subscriptions import subscriber
-from controlplane.unresponsive import mark_unresponsive
 from providers.base import DaemonWatch, Pauser
 from services.provisioner.stop_start import StopStartHandlers
 

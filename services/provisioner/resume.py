@@ -11,7 +11,7 @@ from contracts.events import MachineProvisioned
 from contracts.ids import new_event_id
 from contracts.models import Machine
 from contracts.status import COMING_UP, STOPPABLE, MachineStatus as S
-from controlplane.unresponsive import mark_unresponsive
+from controlplane.machines.unresponsive import mark_unresponsive
 from services.provisioner.pause import PauseHandlers
 
 log = structlog.get_logger(__name__)
@@ -80,7 +80,8 @@ class Resumer(PauseHandlers):
         log.warning("provision.set_up_again", machine_id=machine.id, was=machine.status.value)
 
     async def _not_serving_yet(self, machine_id: str) -> None:
-        """Unresponsive until its new daemon's first heartbeat (controlplane/unresponsive.py)."""
+        """Unresponsive until its new daemon's first heartbeat
+        (controlplane/machines/unresponsive.py)."""
         event = await mark_unresponsive(self.store, machine_id, "its daemon was started again")
         if event is not None:
             await self.bus.publish(event)

@@ -23,11 +23,12 @@ from contracts.ids import derived_event_id
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from controlplane.bus import Bus
-from controlplane.consumer import Permanent, Retry
-from controlplane.crypto import SecretBox, mint_machine_token
-from controlplane.daemon_client import DaemonClient
-from controlplane.failures import fail_machine
-from controlplane.revoke import revoke_machine
+from controlplane.calls.daemon_client import DaemonClient
+from controlplane.events.consumer import Permanent, Retry
+from controlplane.events.subscriptions import subscriber
+from controlplane.machines.failures import fail_machine
+from controlplane.machines.revoke import revoke_machine
+from controlplane.security.crypto import SecretBox, mint_machine_token
 from controlplane.settings import Settings
 from controlplane.store import (
     F_EXTERNAL_ID,
@@ -36,7 +37,6 @@ from controlplane.store import (
     Store,
     disk as store_disk,
 )
-from controlplane.subscriptions import subscriber
 from environments.shared_builds import SharedBuilds
 from providers.base import HomeCloner, Provider
 from providers.egress import DnsProxy, EgressProxy, HostDoor

@@ -26,11 +26,11 @@ from contracts.ids import derived_event_id, new_event_id
 from contracts.models import Machine
 from contracts.status import STOPPED_OR_STOPPING, MachineStatus as S
 from controlplane.bus import Bus
-from controlplane.consumer import Permanent, Retry
-from controlplane.crypto import SecretBox
+from controlplane.events.consumer import Permanent, Retry
+from controlplane.events.subscriptions import subscriber
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store, disk as store_disk
-from controlplane.subscriptions import subscriber
 from providers.base import Provider
 from providers.warm_pool import PoolMachine
 from services.provisioner.claims import PoolClaims, machine_pool

@@ -8,7 +8,8 @@ between. A machine's first reading only starts its counts.
 
 A sample's time is the sampling grid's (a multiple of the interval), so that the samples of
 two provisioner replicas of one host meet in the store, which keeps the first. Each minute's
-samples also make the minute's sample of the day-long series (controlplane/metrics_series.py).
+samples also make the minute's sample of the day-long series
+(controlplane/process/metrics_series.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from contracts.errors import FleetError
 from contracts.gateway_metrics import COARSE_STEP_S
 from contracts.models import Machine, MachineSample
 from contracts.status import ARCHIVED_OR_ARCHIVING, PAUSE_STATES, STOPPED_OR_STOPPING
-from controlplane.metrics_series import aggregate, bucket_end
+from controlplane.process.metrics_series import aggregate, bucket_end
 from controlplane.store import Store
 from providers.base import UsageMeter
 from providers.machine_usage import Usage

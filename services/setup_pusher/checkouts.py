@@ -31,18 +31,18 @@ from contracts.ids import derived_event_id
 from contracts.machine_files import ASKPASS_FILE
 from contracts.models import GitCredentials, Machine, Repo
 from contracts.status import REFRESHABLE
-from controlplane.consumer import Permanent, Retry
-from controlplane.crypto import SecretBox
-from controlplane.daemon_client import MachineClient
-from controlplane.failures import fail_machine
-from controlplane.machine_config import (
+from controlplane.calls.daemon_client import MachineClient
+from controlplane.events.consumer import Permanent, Retry
+from controlplane.events.subscriptions import subscriber
+from controlplane.machines.failures import fail_machine
+from controlplane.machines.machine_config import (
     fan_out,
     git_env,
     load_instance_config,
     proxied_repo,
 )
 from controlplane.policy import policy_refusal, remote_host
-from controlplane.subscriptions import subscriber
+from controlplane.security.crypto import SecretBox
 from environments.hook import machine_config, run_lifecycle
 from environments.lifecycle_commands import ON_UPDATE, LifecycleFailed
 from services.setup_pusher.live_env import LiveEnv

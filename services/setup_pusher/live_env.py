@@ -1,5 +1,6 @@
 """Live env: ``config.env-changed.<scope>`` -> the new .env pushed to every affected running
-machine, through the same path as ``machines.refreshEnv`` (``controlplane.machine_config``).
+machine, through the same path as ``machines.refreshEnv``
+(``controlplane.machines.machine_config``).
 
 Debounced per scope (a burst of sets is one push per machine) and idempotent: a push writes the
 whole .env as the store says now, so a redelivered event writes the same bytes, which the
@@ -20,15 +21,15 @@ from contracts.ids import derived_event_id
 from contracts.models import Machine
 from contracts.status import REFRESHABLE
 from contracts.subjects import PLATFORM_SCOPE
-from controlplane.coalesce import Coalescer
-from controlplane.machine_config import (
+from controlplane.events.coalesce import Coalescer
+from controlplane.events.subscriptions import subscriber
+from controlplane.machines.machine_config import (
     InstanceConfig,
     env_content,
     fan_out,
     load_instance_config,
 )
-from controlplane.stage import Stage
-from controlplane.subscriptions import subscriber
+from controlplane.process.stage import Stage
 from environments.hook import machine_config
 
 log = structlog.get_logger(__name__)

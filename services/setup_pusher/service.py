@@ -20,16 +20,16 @@ from contracts.events import DaemonStatusReported, RepoConflict, SetupPushed, no
 from contracts.ids import derived_event_id
 from contracts.models import Machine, Repo
 from contracts.status import NOT_PROVISIONED, SET_UP, MachineStatus as S
-from controlplane.consumer import Permanent, Retry
-from controlplane.daemon_client import MachineClient
-from controlplane.machine_config import (
+from controlplane.calls.daemon_client import MachineClient
+from controlplane.events.consumer import Permanent, Retry
+from controlplane.events.subscriptions import subscriber
+from controlplane.machines.machine_config import (
     InstanceConfig,
     instance_config,
     push_config,
     with_secrets,
 )
 from controlplane.store import F_DAEMON_GIT_SHA, F_DAEMON_VERSION, F_EXTERNAL_ID
-from controlplane.subscriptions import subscriber
 from environments.hook import machine_config, run_lifecycle
 from environments.lifecycle_commands import ON_CREATE, ON_START, LifecycleFailed
 from services.setup_pusher.checkouts import ASKPASS_PATH, ASKPASS_SCRIPT, Checkouts

@@ -19,7 +19,7 @@ from contracts import daemon_rpc as d
 from contracts.errors import Conflict, FleetError
 from contracts.machine_files import SSHD_CONFIG, SSHD_HOST_KEY
 from contracts.models import Machine
-from controlplane.daemon_client import MachineClient
+from controlplane.calls.daemon_client import MachineClient
 
 log = structlog.get_logger(__name__)
 

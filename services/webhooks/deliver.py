@@ -27,8 +27,8 @@ from base.clock import SYSTEM_CLOCK, sleep_or_event
 from base.tasks import OwnedTasks, cancel_and_join
 from contracts import webhook_signature
 from contracts.gateway_webhooks import DeliveryAttempt
-from controlplane.crypto import SecretBox
 from controlplane.policy import Refused, Resolve, Rules, Target, check
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import NO_MACHINE, Head, Store, StoredWebhook, parse_member
 from services.webhooks.post import Answer, Connections, PostFailed, post

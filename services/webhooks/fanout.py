@@ -1,7 +1,8 @@
 """The fan-out: every machine event, from the stream's durable consumer ``webhooks``, queued for
 each endpoint it goes to (its instance's and the platform's that want its type).
 
-Not the stages' ``controlplane.consumer.Consumer``: that one runs a kind's events at once, each
+Not the stages' ``controlplane.events.consumer.Consumer``: that one runs a kind's events at once,
+each
 on its own, and a webhook needs a machine's events of every kind in their order. So one
 process at a time (the holder of a lock in Redis, renewed while it fetches; a replica that
 stops or dies gives it up to another) fetches the consumer's events and queues them in stream

@@ -7,9 +7,9 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 
 from controlplane.bus import Bus
-from controlplane.crypto import SecretBox
 from controlplane.host_addresses import platform_rules
 from controlplane.policy import NameLookups
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from services.webhooks.deliver import Deliveries

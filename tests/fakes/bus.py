@@ -3,7 +3,7 @@
 ``FakeBus`` stands in for NATS and JetStream only. ``publish`` stores the event (dropping a
 duplicate ``eventId``, as the stream's duplicate window does) and queues it for every attached
 durable; ``await bus.settle()`` then hands each queued message to the stage's *real*
-``controlplane.consumer.Consumer`` (built by ``subscriptions.consumers``, as a service's
+``controlplane.events.consumer.Consumer`` (built by ``subscriptions.consumers``, as a service's
 ``__main__`` builds them), one at a time. So the retry, ``Retry``, ``Permanent`` and give-up
 rules under test are the production ones; the fake only plays the server's part of them:
 
@@ -37,10 +37,10 @@ from contracts import subjects
 from contracts.events import AnyEvent, Event, decode_event, encode_event, kind_of, subject_of
 from contracts.subjects import EventKind
 from controlplane.bus import Bus
-from controlplane.consumer import Consumer
-from controlplane.metrics import Metrics
+from controlplane.events.consumer import Consumer
+from controlplane.events.subscriptions import Service, consumers, declared_subscriptions
+from controlplane.process.metrics import Metrics
 from controlplane.settings import Settings
-from controlplane.subscriptions import Service, consumers, declared_subscriptions
 
 E = TypeVar("E", bound=AnyEvent)
 
@@ -308,7 +308,7 @@ class FakeSubscription:
 
 @dataclass
 class FakeNats:
-    """The calls ``controlplane.revoke`` (and a heartbeat subscription) make on a NATS
+    """The calls ``controlplane.machines.revoke`` (and a heartbeat subscription) make on a NATS
     client, answered by one pretend server, ``server_id``, whose connections are in
     ``connections`` (machine id -> client ids). ``kicked`` records what was closed."""
 

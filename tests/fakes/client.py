@@ -13,9 +13,9 @@ headers, the bad-secret budget) is the integration tests' part.
 from __future__ import annotations
 
 from contracts.jsonrpc import Dispatcher
+from controlplane.security.tokens import TokenStore
 from controlplane.settings import Settings
 from controlplane.store import Store
-from controlplane.tokens import TokenStore
 from fleet.client import FleetClient, MockTransport, Request, Response
 from services.gateway.auth import Caller, CallerResolver, caller_resolver
 

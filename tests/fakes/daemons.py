@@ -48,7 +48,7 @@ from contracts.jsonrpc import (
     encode_call,
 )
 from contracts.ports import LIST_PORTS, TUNNEL_CONNECT, ListeningPort, PortList
-from controlplane.daemon_client import EXEC_MARGIN_S, DaemonClient
+from controlplane.calls.daemon_client import EXEC_MARGIN_S, DaemonClient
 from tests.fakes.code_kernels import FakeKernels
 from tests.fakes.desktop import FakeDesktop
 from tests.fakes.watches import FakeWatches

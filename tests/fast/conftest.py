@@ -22,7 +22,7 @@ from base.clock import SYSTEM_CLOCK, Clock
 from contracts.errors import error_from_wire
 from contracts.jsonrpc import Dispatcher
 from contracts.models import Instance, Machine
-from controlplane.crypto import SecretBox, generate_secret_key
+from controlplane.security.crypto import SecretBox, generate_secret_key
 from controlplane.settings import Settings
 from controlplane.store import Store
 from environments.shared_builds import SharedBuilds

@@ -27,7 +27,7 @@ from contracts.events import (
 from contracts.ids import new_event_id
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
-from controlplane.consumer import Permanent, Retry
+from controlplane.events.consumer import Permanent, Retry
 from services.prober.boot_watch import boot_looks
 from services.prober.service import Prober
 from services.provisioner.resume import SET_UP_AGAIN

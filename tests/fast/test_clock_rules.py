@@ -12,7 +12,7 @@ import msgspec
 from contracts.events import MachineReady, MachineUnresponsive
 from contracts.people import ALL_SCOPES
 from contracts.status import MachineStatus as S
-from controlplane.tokens import TokenStore, is_live
+from controlplane.security.tokens import TokenStore, is_live
 from services.gateway.auth.activity import ActivityClock
 from services.prober.autostop import IdleStopper
 from services.prober.liveness import HeartbeatMonitor

@@ -22,8 +22,8 @@ from aiohttp import web
 
 from contracts.gateway_network import EgressPolicy
 from contracts.gateway_secrets import covers
-from controlplane.crypto import SecretBox, generate_secret_key
-from controlplane.secret_ca import LeafContexts, make_ca
+from controlplane.security.crypto import SecretBox, generate_secret_key
+from controlplane.security.secret_ca import LeafContexts, make_ca
 from controlplane.store import StoredSecret
 from providers.egress import EgressProxy, Platform
 from tests.tls import server_tls

@@ -20,7 +20,7 @@ from contracts.errors import (
 )
 from contracts.events import MachineCreated, MachineProvisioned
 from contracts.status import MachineStatus as S
-from controlplane.consumer import Retry
+from controlplane.events.consumer import Retry
 from services.gateway.rpc.fork import SOURCE_BACK_S
 from services.provisioner.service import Provisioner
 from tests.fakes.clock import TICK, ManualClock

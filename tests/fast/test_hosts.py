@@ -23,7 +23,7 @@ from contracts.events import (
 from contracts.host_rpc import HostMachineParams, InstallCodeParams
 from contracts.ids import new_event_id
 from contracts.status import MachineStatus as S
-from controlplane.consumer import Retry
+from controlplane.events.consumer import Retry
 from controlplane.settings import Settings
 from controlplane.store import F_HOST_ID
 from services.gateway.auth import Caller

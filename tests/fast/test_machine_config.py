@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from contracts.machine_files import CronTable
 from contracts.models import Machine, Runtime
 from contracts.status import MachineStatus
-from controlplane.machine_config import InstanceConfig
+from controlplane.machines.machine_config import InstanceConfig
 from controlplane.store import Store
 from environments.hook import machine_config
 

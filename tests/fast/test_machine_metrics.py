@@ -14,7 +14,7 @@ import pytest
 from contracts.errors import InvalidParams
 from contracts.models import MachineSample
 from contracts.status import MachineStatus as S
-from controlplane.metrics import Metrics
+from controlplane.process.metrics import Metrics
 from providers.machine_usage import Usage
 from services.provisioner.usage_sampler import DISK_EVERY_S, UsageSampler
 from tests.fakes.clock import ManualClock

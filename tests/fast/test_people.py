@@ -15,7 +15,7 @@ from redis.typing import EncodableT, FieldT
 from contracts.errors import Conflict, Forbidden, IdTokenRejected, InvalidParams, NotFound
 from contracts.gateway_people import User
 from contracts.models import AccessToken
-from controlplane.tokens import hash_token, new_secret
+from controlplane.security.tokens import hash_token, new_secret
 from services.gateway.auth import Caller
 from services.gateway.auth.callers import caller_is_live, caller_resolver, user_caller
 from services.gateway.console import SignIn, WebSessions

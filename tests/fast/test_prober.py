@@ -26,7 +26,7 @@ from contracts.ids import new_event_id
 from contracts.models import Machine, Repo
 from contracts.status import MachineStatus as S
 from contracts.subjects import EventKind as K
-from controlplane.consumer import Permanent
+from controlplane.events.consumer import Permanent
 from services.prober.liveness import HeartbeatMonitor
 from tests.fakes.clock import TICK, ManualClock
 from tests.fakes.daemons import Checkout

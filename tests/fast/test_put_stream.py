@@ -15,7 +15,7 @@ from nats.js.api import ConsumerConfig, StreamConfig
 
 from contracts.events import MachineCreated
 from controlplane.bus import bind_pull, put_stream
-from controlplane.consumer import Consumer
+from controlplane.events.consumer import Consumer
 
 CONFIG = StreamConfig(name="events", subjects=["machine.>"])
 

@@ -12,7 +12,7 @@ from contracts.errors import ToolError
 from contracts.events import LifecycleRan, MachineFailed, SetupPushed
 from contracts.models import Repo
 from contracts.status import MachineStatus as S
-from controlplane.machine_config import instance_config
+from controlplane.machines.machine_config import instance_config
 from environments import devcontainer as dc, lifecycle_commands as lc
 from environments.hook import run_lifecycle
 from tests.fast.conftest import World

@@ -19,7 +19,7 @@ from contracts.ids import new_event_id
 from contracts.models import GitCredentials, Machine, Repo
 from contracts.status import MachineStatus as S
 from contracts.subjects import EventKind as K
-from controlplane.consumer import Retry
+from controlplane.events.consumer import Retry
 from services.setup_pusher.checkouts import CLOCK_SKEW_S, UNFINISHED_CLONE_WAIT_CAP_S
 from services.setup_pusher.service import ASKPASS_SCRIPT
 from tests.fakes.daemons import Checkout, FakeFile

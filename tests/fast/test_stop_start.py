@@ -26,7 +26,7 @@ from contracts.events import (
     MachineStopped as Stopped,
 )
 from contracts.status import MachineStatus as S
-from controlplane.failures import fail_machine
+from controlplane.machines.failures import fail_machine
 from controlplane.settings import Settings
 from services.prober.autostop import IdleStopper
 from tests.fast.conftest import World

@@ -14,7 +14,7 @@ import msgspec
 
 from contracts.events import MachineCreated
 from controlplane.bus import Bus
-from controlplane.consumer import stage_consumer
+from controlplane.events.consumer import stage_consumer
 from controlplane.settings import Settings
 
 

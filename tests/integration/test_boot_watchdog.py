@@ -16,7 +16,7 @@ from contracts.events import MachineFailed, MachineProvisioned
 from contracts.ids import new_event_id
 from contracts.status import MachineStatus as S
 from controlplane.bus import Bus
-from controlplane.host_call import HostLiveness
+from controlplane.calls.host_call import HostLiveness
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient

@@ -16,8 +16,8 @@ from base import procinfo
 from contracts import daemon_rpc as d, streams as s, subjects
 from contracts.errors import StreamAborted
 from controlplane.bus import Bus
-from controlplane.byte_stream_join import PlatformStream, join
-from controlplane.daemon_client import DaemonClient
+from controlplane.calls.byte_stream_join import PlatformStream, join
+from controlplane.calls.daemon_client import DaemonClient
 from tests.conftest import SpawnDaemon
 from tests.integration.test_daemon import KEY, boot
 from tests.waiters import wait_until

@@ -22,7 +22,7 @@ from typing import cast
 
 from contracts.daemon_rpc import EXIT_CLONE_UNFINISHED, ExecCommandResult, HealthResult
 from contracts.models import Repo
-from controlplane.daemon_client import MachineClient
+from controlplane.calls.daemon_client import MachineClient
 from daemon.gitclone import checkout_state as runtime_state
 from services.setup_pusher.checkouts import CheckoutState, checkout_state
 from tests.conftest import make_bare_repo

@@ -13,8 +13,8 @@ from contracts.events import Event, MachineArchived, MachineCreated, encode_even
 from contracts.ids import new_event_id, new_machine_id
 from contracts.subjects import EventKind
 from controlplane.bus import Bus
-from controlplane.consumer import Consumer, Permanent, Retry
-from controlplane.metrics import Metrics
+from controlplane.events.consumer import Consumer, Permanent, Retry
+from controlplane.process.metrics import Metrics
 from tests.waiters import wait_until
 
 

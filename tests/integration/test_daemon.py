@@ -20,7 +20,7 @@ from contracts.events import DaemonStatusReported
 from contracts.ids import new_machine_id
 from contracts.signing import sign, signing_key
 from controlplane.bus import Bus
-from controlplane.daemon_client import DaemonClient, MachineClient, static_key
+from controlplane.calls.daemon_client import DaemonClient, MachineClient, static_key
 from controlplane.settings import Settings
 from daemon.compose import compose
 from daemon.server import Daemon

@@ -10,8 +10,8 @@ import pytest
 from contracts.daemon_rpc import WRITE_FILE, WriteFileParams
 from contracts.errors import InvalidParams
 from controlplane.bus import Bus
-from controlplane.daemon_client import DaemonClient
-from controlplane.metrics import Metrics
+from controlplane.calls.daemon_client import DaemonClient
+from controlplane.process.metrics import Metrics
 from tests.conftest import SpawnDaemon
 from tests.integration.test_daemon import KEY, boot
 

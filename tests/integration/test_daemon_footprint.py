@@ -19,7 +19,7 @@ from contracts import subjects
 from contracts.events import DaemonStatusReported
 from contracts.ids import new_machine_id
 from controlplane.bus import Bus, ensure_stream
-from controlplane.daemon_client import DaemonClient, static_key
+from controlplane.calls.daemon_client import DaemonClient, static_key
 from controlplane.settings import Settings
 from fleet.up import NatsServer
 from tests.conftest import MACHINE_TOKEN, DaemonProc, SpawnDaemon

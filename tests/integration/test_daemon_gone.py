@@ -15,7 +15,7 @@ from contracts.errors import DaemonUnavailable
 from contracts.ids import new_machine_id
 from contracts.subjects import EventKind
 from controlplane.bus import Bus
-from controlplane.daemon_client import DaemonClient, static_key
+from controlplane.calls.daemon_client import DaemonClient, static_key
 from tests.conftest import MACHINE_TOKEN
 
 

@@ -31,7 +31,7 @@ from contracts.errors import NotFound
 from contracts.events import DaemonStatusReported
 from contracts.jsonrpc import NoParams
 from controlplane.bus import Bus
-from controlplane.daemon_client import DaemonClient
+from controlplane.calls.daemon_client import DaemonClient
 from daemon.__main__ import main as daemon_main
 from daemon.control import ControlUnavailable, control_request
 from daemon.state import load_state, state_path

@@ -13,7 +13,7 @@ from contracts import daemon_rpc as d
 from contracts.errors import Conflict, NotFound
 from contracts.jsonrpc import NoParams
 from controlplane.bus import Bus
-from controlplane.daemon_client import DaemonClient
+from controlplane.calls.daemon_client import DaemonClient
 from tests.conftest import SpawnDaemon
 from tests.integration.test_daemon import KEY, boot
 from tests.waiters import wait_until

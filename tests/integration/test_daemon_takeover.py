@@ -22,8 +22,8 @@ from contracts.ids import new_machine_id
 from contracts.jsonrpc import NoParams
 from contracts.status import MachineStatus
 from controlplane.bus import Bus
-from controlplane.crypto import SecretBox
-from controlplane.daemon_client import DaemonClient
+from controlplane.calls.daemon_client import DaemonClient
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from daemon.control import ControlUnavailable, control_request

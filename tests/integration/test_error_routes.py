@@ -22,7 +22,7 @@ import pytest
 
 from contracts.errors import ERROR_HEADER, DaemonUnavailable, FleetError, MachineStopped
 from contracts.status import MachineStatus as S
-from controlplane.crypto import SecretBox
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from tests.conftest import ADMIN_TOKEN, MACHINE_TOKEN

@@ -19,7 +19,7 @@ from contracts.events import HomeCopy
 from contracts.gateway_environments import Environment
 from contracts.status import MachineStatus
 from controlplane.bus import Bus
-from controlplane.crypto import SecretBox
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient

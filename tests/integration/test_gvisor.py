@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from contracts.errors import DaemonTimeout, DaemonUnavailable
-from controlplane.crypto import SecretBox
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient

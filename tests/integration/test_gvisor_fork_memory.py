@@ -20,9 +20,9 @@ import msgspec
 import pytest
 
 from contracts.daemon_rpc import ProcessInfo
-from controlplane.crypto import SecretBox
 from controlplane.host_addresses import nats_servers
 from controlplane.policy import Placement
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient

@@ -22,8 +22,8 @@ import pytest_asyncio
 
 from base.procinfo import env_roots
 from base.version import SOURCE_ROOT
-from controlplane.crypto import SecretBox
 from controlplane.policy import Placement
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient

@@ -13,7 +13,7 @@ from redis.exceptions import MaxConnectionsError
 
 from contracts.events import MachineCreated
 from controlplane.bus import Bus
-from controlplane.consumer import stage_consumer
+from controlplane.events.consumer import stage_consumer
 from controlplane.redis_client import (
     BlockingSentinelPool,
     close_client,

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from base import natsconn
 from contracts import subjects
-from controlplane.crypto import generate_secret_key
+from controlplane.security.crypto import generate_secret_key
 from controlplane.settings import Settings
 from controlplane.store.keys import Keys
 from fleet.client import FleetClient

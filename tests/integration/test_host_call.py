@@ -1,4 +1,4 @@
-"""controlplane.host_call.call_host against a real nats-server and a host's ReplyServer as
+"""controlplane.calls.host_call.call_host against a real nats-server and a host's ReplyServer as
 the provisioner serves it (its working notices, contracts/host_rpc.py): a replica that ends
 while it works on a long call is known at once (it stops telling it works), never waited out
 to the call's timeout (found by the soak: a memory snapshot whose provisioner was killed after
@@ -23,7 +23,7 @@ from base.reply_server import ReplyServer, Working
 from contracts import host_rpc as h, subjects
 from contracts.errors import HostUnavailable
 from contracts.jsonrpc import Dispatcher, Router, decode_result, encode_call
-from controlplane.host_call import call_host
+from controlplane.calls.host_call import call_host
 from fleet.up import NatsServer
 
 #: The notices' pace and the asker's patience, short: the rules are the platform's.

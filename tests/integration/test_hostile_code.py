@@ -18,7 +18,7 @@ from base.codestore import CODE_MOUNT
 from contracts import subjects
 from contracts.status import MachineStatus
 from controlplane.bus import Bus
-from controlplane.crypto import SecretBox
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient

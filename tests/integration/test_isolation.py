@@ -27,7 +27,7 @@ import pytest_asyncio
 
 from contracts.errors import DaemonTimeout, DaemonUnavailable, InvalidParams
 from contracts.status import MachineStatus
-from controlplane.crypto import SecretBox
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient

@@ -20,9 +20,9 @@ from contracts.jsonrpc import NoParams
 from contracts.status import MachineStatus
 from contracts.subjects import EventKind
 from controlplane.bus import Bus
-from controlplane.consumer import Consumer, Permanent
-from controlplane.daemon_client import DaemonClient, static_key
-from controlplane.metrics import Metrics, MetricsServer
+from controlplane.calls.daemon_client import DaemonClient, static_key
+from controlplane.events.consumer import Consumer, Permanent
+from controlplane.process.metrics import Metrics, MetricsServer
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.up.embedded import PortHold

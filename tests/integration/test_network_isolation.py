@@ -31,7 +31,7 @@ import pytest_asyncio
 
 from bench.outside import Outside, outside_host
 from contracts.status import MachineStatus
-from controlplane.metrics import Metrics, MetricsServer
+from controlplane.process.metrics import Metrics, MetricsServer
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.attack_stack import attack_settings, attack_stack

@@ -17,7 +17,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from contracts import subjects
 from contracts.events import MachineCreated
 from controlplane.bus import Bus
-from controlplane.consumer import stage_consumer
+from controlplane.events.consumer import stage_consumer
 from controlplane.settings import Settings
 from fleet.up import NatsServer
 from tests.integration.test_consumer import created

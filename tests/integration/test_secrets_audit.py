@@ -13,9 +13,9 @@ from contracts.events import MachineSecretUsed
 from contracts.ids import new_event_id
 from contracts.subjects import STREAM_NAME
 from controlplane.bus import Bus
+from controlplane.events.subscriptions import enter_subscriptions
 from controlplane.settings import Settings
 from controlplane.store import Store
-from controlplane.subscriptions import enter_subscriptions
 from fleet.client import FleetClient
 from services.gateway.auth import AuditLog, SecretUseAudit
 from tests.waiters import wait_until

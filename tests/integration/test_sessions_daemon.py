@@ -10,8 +10,8 @@ import signal
 from contracts import daemon_rpc as d, sessions as ss
 from contracts.jsonrpc import NoParams
 from controlplane.bus import Bus
-from controlplane.byte_stream_join import PlatformStream, join
-from controlplane.daemon_client import DaemonClient
+from controlplane.calls.byte_stream_join import PlatformStream, join
+from controlplane.calls.daemon_client import DaemonClient
 from tests.conftest import SpawnDaemon
 from tests.integration.test_daemon import KEY, boot
 from tests.stop_checks import host_pids_running, unique_sleep

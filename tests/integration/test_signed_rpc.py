@@ -26,7 +26,7 @@ from contracts.signing import (
     verify_reply,
 )
 from controlplane.bus import Bus
-from controlplane.daemon_client import DaemonClient, static_key
+from controlplane.calls.daemon_client import DaemonClient, static_key
 from tests.conftest import MACHINE_TOKEN, SpawnDaemon
 from tests.integration.test_daemon import boot
 

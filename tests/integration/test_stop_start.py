@@ -32,7 +32,7 @@ from contracts.events import MachineStarted, MachineStopped, decode_event
 from contracts.models import Machine
 from contracts.status import STOPPED_OR_STOPPING, MachineStatus
 from controlplane.bus import Bus
-from controlplane.crypto import SecretBox
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient

@@ -15,8 +15,8 @@ import pytest
 from contracts.errors import PortUnreachable
 from contracts.ports import TUNNEL_CONNECT, TunnelConnectParams
 from controlplane.bus import Bus
-from controlplane.byte_stream_join import PlatformStream, join
-from controlplane.daemon_client import DaemonClient
+from controlplane.calls.byte_stream_join import PlatformStream, join
+from controlplane.calls.daemon_client import DaemonClient
 from tests.conftest import SpawnDaemon
 from tests.integration.test_daemon import KEY, boot
 from tests.waiters import wait_until

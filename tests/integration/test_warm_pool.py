@@ -24,7 +24,7 @@ import pytest
 from base import procinfo
 from base.poolwire import POOL_SLOT_VAR, POOL_UP_LOG
 from contracts.status import MachineStatus
-from controlplane.crypto import SecretBox
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient

@@ -20,8 +20,8 @@ import pytest
 
 from contracts.errors import InvalidParams
 from controlplane.bus import Bus
+from controlplane.process.stage import connect
 from controlplane.settings import Settings
-from controlplane.stage import connect
 from fleet.client import FleetClient
 from services.webhooks.service import enter_webhooks
 from tests.conftest import running_stack

@@ -18,8 +18,8 @@ import pytest
 from contracts.errors import RateLimited
 from contracts.events import encode_event
 from contracts.gateway_webhooks import MAX_WEBHOOKS
+from controlplane.process.stage import connect
 from controlplane.settings import Settings
-from controlplane.stage import connect
 from controlplane.store import QueueBound, Store, StoredWebhook
 from tests.fast.test_webhooks_bounds import flood
 from tests.integration.test_webhooks import allowing, webhooks_stack

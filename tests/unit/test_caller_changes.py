@@ -3,7 +3,7 @@ announced (one heard from another process is not sent back out)."""
 
 from __future__ import annotations
 
-from controlplane.caller_changes import CallerChanges
+from controlplane.security.caller_changes import CallerChanges
 
 
 async def test_a_written_change_is_announced_and_a_heard_one_is_not() -> None:

@@ -1,4 +1,4 @@
-"""controlplane.coalesce: a burst shares one run; a call during a run starts another."""
+"""controlplane.events.coalesce: a burst shares one run; a call during a run starts another."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from controlplane.coalesce import Coalescer
+from controlplane.events.coalesce import Coalescer
 
 
 async def test_a_burst_of_calls_shares_one_run() -> None:

@@ -1,4 +1,4 @@
-"""FLEET_EVENT_LOOP: which loop a service process runs on (controlplane/event_loop.py)."""
+"""FLEET_EVENT_LOOP: which loop a service process runs on (controlplane/process/event_loop.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from controlplane import event_loop
+from controlplane.process import event_loop
 from controlplane.settings import Settings, SettingsError
 
 

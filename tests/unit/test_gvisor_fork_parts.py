@@ -12,7 +12,7 @@ import pytest
 
 from base.tokenfd import TOKEN_FD
 from contracts.signing import signing_key
-from controlplane.crypto import mint_machine_token, renew_connect_secret
+from controlplane.security.crypto import mint_machine_token, renew_connect_secret
 from daemon import nodump
 from daemon.compose import compose
 from daemon.server import Daemon

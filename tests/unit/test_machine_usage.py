@@ -1,12 +1,12 @@
 """A machine's counters as its host's kernel and engine give them (providers/machine_usage.py),
-and samples merged into longer steps (controlplane/metrics_series.py)."""
+and samples merged into longer steps (controlplane/process/metrics_series.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from contracts.models import MachineSample
-from controlplane.metrics_series import aggregate, bucket_end
+from controlplane.process.metrics_series import aggregate, bucket_end
 from providers.machine_usage import cgroup_usage, docker_usage, runsc_memory
 
 

@@ -1,4 +1,4 @@
-"""Output as events (controlplane/output_lines.py): lines cut out of pieces of text, batches
+"""Output as events (controlplane/events/output_lines.py): lines cut out of pieces of text, batches
 at most once per interval and of a capped size, and the trickle that sends them in order and
 what is left at its end."""
 
@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from controlplane.output_lines import Batch, LineBatcher, LineSplitter, OutputTrickle
+from controlplane.events.output_lines import Batch, LineBatcher, LineSplitter, OutputTrickle
 
 
 def test_lines_end_at_any_break_even_one_split_across_pieces() -> None:

@@ -15,7 +15,7 @@ from contracts.errors import Forbidden, StreamAborted
 from contracts.events import now
 from contracts.gateway_people import User
 from contracts.people import MACHINES_EXEC, MACHINES_READ, PlatformRole
-from controlplane.caller_changes import CallerChanges
+from controlplane.security.caller_changes import CallerChanges
 from controlplane.store.users import Found
 from services.gateway.auth import EVERYWHERE, Caller, Reach
 from services.gateway.streams import ByteStreamSlots, EventHub, RevocationTicker

@@ -1,4 +1,4 @@
-"""A service process stopped by SIGTERM (controlplane/runner.py) leaves the interpreter no
+"""A service process stopped by SIGTERM (controlplane/process/runner.py) leaves the interpreter no
 heap to collect on its way out: `fleet up` stops its services one after another, so what each
 spends exiting after ``service.stopped`` is spent again by every Ctrl-C and every test's stack."""
 
@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 #: what the collector still tracks (``gc.get_freeze_count``: the objects exit will not collect).
 SERVICE = """
 import gc, sys
-from controlplane.runner import run_service
+from controlplane.process.runner import run_service
 
 async def build(settings, stack):
     print("started", flush=True)

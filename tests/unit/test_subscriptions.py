@@ -21,8 +21,8 @@ from contracts.events import (
     ReposChanged,
     SetupPushed,
 )
+from controlplane.events.subscriptions import declared_subscriptions, subscriber
 from controlplane.settings import Settings
-from controlplane.subscriptions import declared_subscriptions, subscriber
 from services.gateway.auth import SecretUseAudit
 from services.prober.service import Prober
 from services.provisioner.service import Provisioner

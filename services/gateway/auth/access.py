@@ -33,9 +33,9 @@ from contracts.status import (
     TERMINAL,
 )
 from contracts.validation import local_repo_path
-from controlplane.daemon_client import OnOutput
+from controlplane.calls.daemon_client import OnOutput
+from controlplane.machines.status_transitions import RESUME_HINT, START_HINT
 from controlplane.policy import CodeVersions
-from controlplane.status_transitions import RESUME_HINT, START_HINT
 from controlplane.store import Store
 from services.gateway.auth.activity import ActivityClock
 

@@ -46,7 +46,7 @@ from contracts.gateway_rpc import READ_ONLY_METHODS
 from contracts.jsonrpc import Handler, Router
 from controlplane.bus import DUPLICATE_WINDOW_S, put_stream
 from controlplane.failover import TRANSIENT
-from controlplane.metrics import Metrics
+from controlplane.process.metrics import Metrics
 from controlplane.settings import Settings
 from controlplane.store import Store
 from services.gateway.auth.access import Caller, Origin

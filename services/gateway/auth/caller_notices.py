@@ -33,7 +33,7 @@ from nats.aio.subscription import Subscription
 
 from contracts import subjects
 from contracts.people import CallersChanged
-from controlplane.caller_changes import CallerChanges
+from controlplane.security.caller_changes import CallerChanges
 
 log = structlog.get_logger(__name__)
 

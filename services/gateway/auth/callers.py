@@ -19,8 +19,8 @@ from base.clock import SYSTEM_CLOCK, Clock
 from base.ticker import Ticker
 from contracts.gateway_people import User
 from contracts.people import ADMIN
+from controlplane.security.tokens import Resolved, TokenStore, hash_token, is_live
 from controlplane.store import Store, token_record
-from controlplane.tokens import Resolved, TokenStore, hash_token, is_live
 from services.gateway.auth.access import Caller
 from services.gateway.auth.caller_cache import CallerCache
 

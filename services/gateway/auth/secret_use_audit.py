@@ -15,7 +15,7 @@ import structlog
 from contracts import audit as a
 from contracts.consumers import Durable
 from contracts.events import Event, MachineSecretUsed
-from controlplane.subscriptions import subscriber
+from controlplane.events.subscriptions import subscriber
 from services.gateway.auth.audit_log import AuditLog
 
 log = structlog.get_logger(__name__)

@@ -29,9 +29,9 @@ from contracts.audit import Action
 from contracts.errors import FleetError, Forbidden, NotFound, SignInStateRejected, Unauthorized
 from contracts.gateway_people import User
 from contracts.people import ALL_SCOPES
+from controlplane.security.tokens import TokenStore
 from controlplane.settings import Settings
 from controlplane.store import Store
-from controlplane.tokens import TokenStore
 from services.gateway.auth import AuditLog, Caller, origin_of
 from services.gateway.console.oidc import OidcClient, pkce_pair, rejected
 from services.gateway.console.web_sessions import COOKIE, WebSessions, check_csrf, del_cookies

@@ -27,7 +27,7 @@ from aiohttp import BodyPartReader, web
 
 from contracts import daemon_files as df, e2b_control as api
 from contracts.errors import FleetError, InvalidParams, Unauthorized
-from controlplane.crypto import SecretBox
+from controlplane.security.crypto import SecretBox
 from controlplane.store import Store
 from services.gateway.auth import Caller, current_caller
 from services.gateway.e2b.envd_files import Homes, e2b_paths, to_e2b, to_machine

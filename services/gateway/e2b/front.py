@@ -15,7 +15,7 @@ from aiohttp import web
 
 from contracts import e2b_control as api, e2b_envd as envd
 from contracts.errors import FleetError, MethodNotFound, NotFound, Unauthorized
-from controlplane.crypto import SecretBox
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from services.gateway.auth import Caller, CallerResolver, current_caller

@@ -52,7 +52,7 @@ from contracts.ids import SNAPSHOT_ID_RE
 from contracts.jsonrpc import MethodSpec
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
-from controlplane.crypto import SecretBox
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import E2bSandbox, Store, TokenHolder
 from services.gateway.auth import Caller, current_caller

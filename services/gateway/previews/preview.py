@@ -42,7 +42,7 @@ from contracts.ports import (
     TUNNEL_PATH,
     preview_prefix,
 )
-from controlplane.byte_stream_join import PlatformStream
+from controlplane.calls.byte_stream_join import PlatformStream
 from controlplane.failover import TRANSIENT, as_unavailable
 from controlplane.preview_origin import PreviewOrigin
 from services.gateway.auth import Caller

@@ -19,7 +19,7 @@ from contracts.events import WakeBy
 from contracts.models import Machine
 from contracts.status import NOT_RUNNING, WAKEABLE, MachineStatus as S
 from controlplane.bus import Bus
-from controlplane.status_transitions import resume_machine, start_machine
+from controlplane.machines.status_transitions import resume_machine, start_machine
 from controlplane.store import Store, Transition
 
 #: A lock's life if its holder dies, and how long a call waits for another's turn. A holder

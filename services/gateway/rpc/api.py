@@ -83,13 +83,13 @@ from contracts.openrpc import OpenRpcDocument, openrpc_document
 from contracts.status import TERMINAL, MachineStatus as S
 from controlplane import create_once
 from controlplane.bus import Bus
-from controlplane.crypto import SecretBox
-from controlplane.daemon_client import EXEC_MARGIN_S, DaemonClient
-from controlplane.graceful_stop import ask_to_stop
+from controlplane.calls.daemon_client import EXEC_MARGIN_S, DaemonClient
 from controlplane.policy import policy_refusal, remote_host
+from controlplane.process.graceful_stop import ask_to_stop
+from controlplane.security.crypto import SecretBox
+from controlplane.security.tokens import TokenStore
 from controlplane.settings import Settings
 from controlplane.store import Store
-from controlplane.tokens import TokenStore
 from environments.repo_check import RepoCheck
 from services.gateway.auth import Access, AuditLog, Caller, EventTickets, check_local_repo, may_read
 from services.gateway.rpc.admission import admitted

@@ -21,7 +21,7 @@ from contracts import daemon_code as dc, gateway_code as gc
 from contracts.events import WakeBy
 from contracts.jsonrpc import handles
 from controlplane.bus import Bus
-from controlplane.daemon_client import EXEC_MARGIN_S, DaemonClient
+from controlplane.calls.daemon_client import EXEC_MARGIN_S, DaemonClient
 from services.gateway.auth import Access, Caller
 from services.gateway.rpc.daemon_calls import DaemonCalls
 

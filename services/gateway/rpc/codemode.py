@@ -53,7 +53,7 @@ from contracts.errors import CodemodeUnavailable, InvalidParams, NotFound, error
 from contracts.events import WakeBy
 from contracts.jsonrpc import handles
 from controlplane.bus import Bus
-from controlplane.crypto import SecretBox
+from controlplane.security.crypto import SecretBox
 from controlplane.store import Store
 from services.gateway.auth import Access, Caller, default_instance
 

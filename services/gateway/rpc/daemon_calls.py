@@ -10,7 +10,7 @@ from typing import Any
 
 from contracts.events import WakeBy
 from contracts.jsonrpc import AnySpec, Handler, MethodSpec, P, R
-from controlplane.daemon_client import EXEC_MARGIN_S, DaemonClient
+from controlplane.calls.daemon_client import EXEC_MARGIN_S, DaemonClient
 from services.gateway.auth import Access, Caller
 from services.gateway.rpc.wake import WAKES
 

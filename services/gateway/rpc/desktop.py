@@ -16,7 +16,7 @@ from contracts.errors import DesktopNotRunning, DesktopUnavailable
 from contracts.events import WakeBy
 from contracts.jsonrpc import MethodSpec, NoParams, P, R, handles
 from contracts.people import MACHINES_EXEC
-from controlplane.daemon_client import EXEC_MARGIN_S, DaemonClient
+from controlplane.calls.daemon_client import EXEC_MARGIN_S, DaemonClient
 from services.gateway.auth import Access, Caller
 from services.gateway.rpc.daemon_calls import DaemonCalls
 from services.gateway.rpc.ports import PortOps, PreviewGrant

@@ -40,7 +40,7 @@ from contracts.jsonrpc import NoParams, handles
 from contracts.models import Machine, RuntimeChoice
 from contracts.status import STOPPABLE, STOPPED_OR_STOPPING, MachineStatus as S
 from controlplane.bus import Bus
-from controlplane.daemon_client import DaemonClient
+from controlplane.calls.daemon_client import DaemonClient
 from controlplane.policy import keeps_memory
 from controlplane.store import Store
 from services.gateway.auth import Access, Caller

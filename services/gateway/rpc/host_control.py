@@ -16,7 +16,7 @@ from nats.aio.client import Client as NATS
 from contracts import host_rpc as h
 from contracts.jsonrpc import AnySpec, Handler, MethodSpec, P, R
 from contracts.models import Machine
-from controlplane.host_call import call_host
+from controlplane.calls.host_call import call_host
 from services.gateway.auth import Access, Caller
 
 

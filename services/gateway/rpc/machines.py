@@ -40,8 +40,8 @@ from contracts.machine_files import CronTable
 from contracts.models import Machine
 from contracts.ports import LIST_PORTS, MACHINES_PORTS, MachinePortsParams, PortList
 from contracts.status import REFRESHABLE
-from controlplane.daemon_client import DaemonClient, MachineKeys
-from controlplane.machine_config import (
+from controlplane.calls.daemon_client import DaemonClient, MachineKeys
+from controlplane.machines.machine_config import (
     fan_out,
     load_instance_configs,
     push_config,

@@ -19,7 +19,7 @@ from contracts.gateway_metrics import (
 )
 from contracts.jsonrpc import handles
 from contracts.models import Machine
-from controlplane.metrics_series import aggregate
+from controlplane.process.metrics_series import aggregate
 from controlplane.store import Store
 from services.gateway.auth import Access, Caller
 

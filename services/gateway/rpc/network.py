@@ -17,7 +17,7 @@ from contracts.gateway_types import InstanceRef
 from contracts.jsonrpc import handles
 from contracts.models import Machine
 from contracts.status import UP_OR_COMING_UP
-from controlplane.machine_config import fan_out
+from controlplane.machines.machine_config import fan_out
 from controlplane.store import Store
 from services.gateway.auth import Caller
 from services.gateway.rpc.host_control import HostCalls

@@ -36,9 +36,9 @@ from contracts.ids import USER_ID_RE, new_user_id
 from contracts.jsonrpc import NoParams, handles
 from contracts.models import AccessToken
 from contracts.people import ADMIN, ALL_SCOPES
+from controlplane.security.tokens import TokenStore
 from controlplane.settings import Settings
 from controlplane.store import Store
-from controlplane.tokens import TokenStore
 from services.gateway.auth import Caller
 
 log = structlog.get_logger(__name__)

@@ -24,7 +24,7 @@ import msgspec
 from contracts.events import WakeBy
 from contracts.jsonrpc import handles
 from contracts.ports import MACHINES_PREVIEW_TICKET, PreviewTicket, PreviewTicketParams
-from controlplane.daemon_client import DaemonClient
+from controlplane.calls.daemon_client import DaemonClient
 from controlplane.settings import Settings
 from controlplane.store import Store
 from services.gateway.auth import Access, Caller, current_caller

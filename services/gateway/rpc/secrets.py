@@ -25,7 +25,7 @@ from contracts.gateway_secrets import (
 from contracts.ids import new_event_id
 from contracts.jsonrpc import handles
 from controlplane.bus import Bus
-from controlplane.crypto import SecretBox
+from controlplane.security.crypto import SecretBox
 from controlplane.store import Store, StoredSecret, TooManySecrets
 from services.gateway.auth import Access, Caller
 

@@ -32,8 +32,8 @@ from contracts.status import (
     MachineStatus as S,
 )
 from controlplane.bus import Bus
+from controlplane.machines.status_transitions import pause_machine, stop_machine
 from controlplane.policy import keeps_memory
-from controlplane.status_transitions import pause_machine, stop_machine
 from controlplane.store import AutoStopRule, Store
 from services.gateway.auth import Access, Caller
 from services.gateway.rpc.admission import wake_up

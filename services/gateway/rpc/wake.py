@@ -32,7 +32,7 @@ from contracts.events import WakeBy
 from contracts.models import Machine
 from contracts.status import ASLEEP, COMING_UP, STOPPED_OR_STOPPING, MachineStatus as S
 from controlplane.bus import Bus
-from controlplane.daemon_client import DaemonClient
+from controlplane.calls.daemon_client import DaemonClient
 from controlplane.store import Store
 from services.gateway.auth import Access, Caller
 from services.gateway.errors_http import page_load

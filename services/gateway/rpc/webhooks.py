@@ -39,9 +39,9 @@ from contracts.gateway_webhooks import (
 )
 from contracts.ids import new_event_id, new_webhook_id
 from contracts.jsonrpc import handles
-from controlplane.crypto import SecretBox
 from controlplane.host_addresses import platform_rules
 from controlplane.policy import Refused, Resolve, Rules, check
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import NO_MACHINE, QueueBound, Store, StoredWebhook, TooManyWebhooks
 from services.gateway.auth import Access, Caller

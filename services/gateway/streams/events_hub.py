@@ -198,7 +198,7 @@ def honest(msg: Msg) -> bool:
     """A stored event that says only what its subject allows: its kind and its machine. A
     machine writes its own reports' payloads, and one naming another machine (or of another
     kind) is stored all the same (NATS checks the subject, not the payload): it is never shown
-    to anyone, as the stages never believe it (``controlplane.consumer``)."""
+    to anyone, as the stages never believe it (``controlplane.events.consumer``)."""
     try:
         event = decode_event(msg.data)
     except msgspec.DecodeError:  # ValidationError included

@@ -48,7 +48,7 @@ from contracts.gateway_live import (
 from contracts.gateway_rpc import GATEWAY_METHODS, STREAMING_METHODS
 from contracts.jsonrpc import AnySpec, Dispatcher, handles
 from controlplane.bus import Bus
-from controlplane.daemon_client import DaemonClient
+from controlplane.calls.daemon_client import DaemonClient
 from services.gateway.auth import Access, Caller
 from services.gateway.streams.rules import StreamRules
 from services.gateway.streams.sse import SseStream

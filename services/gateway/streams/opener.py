@@ -26,8 +26,8 @@ from nats.aio.client import Client as NATS
 
 from contracts.events import WakeBy
 from contracts.jsonrpc import MethodSpec, P
-from controlplane.byte_stream_join import OnTraffic, PlatformStream, join
-from controlplane.daemon_client import DaemonClient
+from controlplane.calls.byte_stream_join import OnTraffic, PlatformStream, join
+from controlplane.calls.daemon_client import DaemonClient
 from services.gateway.auth import Access, AuditLog, Caller, Reach
 from services.gateway.rpc import WAKES
 from services.gateway.streams.slots import ByteStreamSlots

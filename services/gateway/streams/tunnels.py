@@ -33,7 +33,7 @@ from contracts.events import WakeBy
 from contracts.ids import MACHINE_ID_RE
 from contracts.people import MACHINES_EXEC, PORTS
 from contracts.ports import EOF_FRAME, TUNNEL_CONNECT, TunnelConnectParams
-from controlplane.byte_stream_join import PlatformStream
+from controlplane.calls.byte_stream_join import PlatformStream
 from services.gateway.auth import BadSecrets, Caller, origin_of
 from services.gateway.errors_http import close_reason
 from services.gateway.rpc import open_woken, wake_for

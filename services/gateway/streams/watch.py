@@ -32,8 +32,8 @@ from contracts.gateway_files import MACHINES_WATCH, MachineWatchParams, WatchEnd
 from contracts.gateway_live import RPC_STREAM_PATH
 from contracts.jsonrpc import handles
 from contracts.status import ARCHIVED_OR_ARCHIVING, PAUSE_STATES, STOPPED_OR_STOPPING
-from controlplane.byte_stream_join import PlatformStream
-from controlplane.daemon_client import OnOutput
+from controlplane.calls.byte_stream_join import PlatformStream
+from controlplane.calls.daemon_client import OnOutput
 from controlplane.store import Store
 from services.gateway.auth import Caller
 from services.gateway.streams.opener import ByteStreamOpener

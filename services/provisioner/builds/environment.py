@@ -29,7 +29,7 @@ from contracts.gateway_environments import DEFAULT_ENVIRONMENT, DevcontainerSour
 from contracts.ids import new_event_id
 from contracts.models import Machine, Repo
 from controlplane.bus import Bus
-from controlplane.output_lines import OutputTrickle
+from controlplane.events.output_lines import OutputTrickle
 from controlplane.policy import Limits, Placement, with_own, within
 from controlplane.settings import Settings
 from controlplane.store import Store

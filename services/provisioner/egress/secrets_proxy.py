@@ -19,9 +19,9 @@ from contracts.gateway_secrets import covers
 from contracts.ids import new_event_id
 from contracts.models import GitCredentials
 from controlplane.bus import Bus
-from controlplane.crypto import SecretBox
-from controlplane.machine_config import proxied_repo
-from controlplane.secret_ca import LeafContexts, instance_ca
+from controlplane.machines.machine_config import proxied_repo
+from controlplane.security.crypto import SecretBox
+from controlplane.security.secret_ca import LeafContexts, instance_ca
 from controlplane.settings import Settings
 from controlplane.store import Store, StoredSecret
 from providers.egress import Address, EgressProxy, HostDoor, Platform, recorded_pastas

@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from controlplane.crypto import SecretBox, generate_secret_key
+from controlplane.security.crypto import SecretBox, generate_secret_key
 from controlplane.settings import Settings
 from fleet.up.embedded import NatsAuth, NatsServer, PortHold, ValkeyServer
 from services.auth_callout.__main__ import build as build_callout

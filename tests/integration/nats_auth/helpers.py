@@ -15,7 +15,7 @@ from nats.aio.client import Client as NATS
 from contracts import subjects
 from contracts.events import DaemonStatusReported, encode_event
 from controlplane.bus import Bus
-from controlplane.crypto import SecretBox, mint_machine_token
+from controlplane.security.crypto import SecretBox, mint_machine_token
 from controlplane.store import Store
 from fleet.up import NatsServer
 from tests.conftest import DaemonProc, SpawnDaemon

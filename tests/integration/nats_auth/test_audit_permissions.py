@@ -7,7 +7,7 @@ import nats.js.errors
 import pytest
 
 from contracts import audit as a
-from controlplane.crypto import SecretBox
+from controlplane.security.crypto import SecretBox
 from controlplane.store import Store
 from fleet.client import FleetClient
 from fleet.up.embedded import NatsAuth, NatsServer

@@ -9,7 +9,7 @@ import msgspec
 
 from contracts import subjects
 from contracts.people import CallersChanged
-from controlplane.crypto import SecretBox
+from controlplane.security.crypto import SecretBox
 from controlplane.store import Store
 from fleet.client import FleetClient
 from fleet.up.embedded import NatsAuth, NatsServer

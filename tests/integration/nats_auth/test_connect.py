@@ -12,8 +12,8 @@ from contracts import subjects
 from contracts.ids import new_machine_id
 from contracts.status import MachineStatus
 from controlplane.bus import Bus
-from controlplane.crypto import SecretBox, mint_machine_token
-from controlplane.daemon_client import DaemonClient, static_key
+from controlplane.calls.daemon_client import DaemonClient, static_key
+from controlplane.security.crypto import SecretBox, mint_machine_token
 from controlplane.store import Store
 from fleet.up.embedded import NatsAuth, NatsServer
 from tests.conftest import SpawnDaemon

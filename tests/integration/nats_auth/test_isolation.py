@@ -15,9 +15,9 @@ from contracts.events import MachineFailed, encode_event
 from contracts.ids import new_event_id
 from contracts.status import MachineStatus
 from controlplane.bus import Bus
-from controlplane.byte_stream_join import join
-from controlplane.crypto import SecretBox
-from controlplane.daemon_client import DaemonClient, static_key
+from controlplane.calls.byte_stream_join import join
+from controlplane.calls.daemon_client import DaemonClient, static_key
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient

@@ -17,8 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from contracts.consumers import Durable
 from contracts.ids import new_machine_id
 from contracts.status import MachineStatus
-from controlplane.crypto import SecretBox
-from controlplane.metrics import EVENT_OUTCOMES
+from controlplane.process.metrics import EVENT_OUTCOMES
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.up.embedded import NatsAuth, NatsServer, PortHold

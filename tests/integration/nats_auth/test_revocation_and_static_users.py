@@ -19,8 +19,8 @@ from contracts import subjects
 from contracts.events import kind_of
 from contracts.status import MachineStatus
 from controlplane.bus import Bus
-from controlplane.crypto import SecretBox
-from controlplane.revoke import machine_connections, revoke_machine
+from controlplane.machines.revoke import machine_connections, revoke_machine
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient

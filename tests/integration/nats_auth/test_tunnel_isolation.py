@@ -10,9 +10,9 @@ import hashlib
 from contracts import streams, subjects
 from contracts.ports import TUNNEL_CONNECT, TunnelConnectParams
 from controlplane.bus import Bus
-from controlplane.byte_stream_join import join
-from controlplane.crypto import SecretBox
-from controlplane.daemon_client import DaemonClient, static_key
+from controlplane.calls.byte_stream_join import join
+from controlplane.calls.daemon_client import DaemonClient, static_key
+from controlplane.security.crypto import SecretBox
 from controlplane.store import Store
 from fleet.up import NatsServer
 from tests.conftest import SpawnDaemon

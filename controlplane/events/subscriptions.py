@@ -20,8 +20,8 @@ from contracts.consumers import Durable, durable_name
 from contracts.events import Event
 from contracts.marks import mark, marked
 from controlplane.bus import Bus
-from controlplane.consumer import Consumer, E, stage_consumer
-from controlplane.metrics import Metrics
+from controlplane.events.consumer import Consumer, E, stage_consumer
+from controlplane.process.metrics import Metrics
 from controlplane.settings import Settings
 
 #: A handler as written in its class: an async method taking one event of its class.

@@ -20,7 +20,7 @@ from contracts.daemon_rpc import STOP
 from contracts.errors import FleetError
 from contracts.events import DaemonStatusReported, decode_event
 from contracts.jsonrpc import NoParams
-from controlplane.daemon_client import DaemonClient
+from controlplane.calls.daemon_client import DaemonClient
 
 log = structlog.get_logger(__name__)
 

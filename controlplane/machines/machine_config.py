@@ -19,9 +19,9 @@ from contracts.gateway_secrets import MACHINE_PROXY_URL, placeholder
 from contracts.gateway_ssh import AUTHORIZED_KEYS, authorized_keys
 from contracts.machine_files import CronJob, CronTable
 from contracts.models import Machine, Repo
-from controlplane.crypto import SecretBox
-from controlplane.daemon_client import MachineClient
-from controlplane.secret_ca import instance_ca
+from controlplane.calls.daemon_client import MachineClient
+from controlplane.security.crypto import SecretBox
+from controlplane.security.secret_ca import instance_ca
 from controlplane.settings import Settings
 from controlplane.store import Store
 

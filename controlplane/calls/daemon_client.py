@@ -61,8 +61,8 @@ from contracts.jsonrpc import (
 )
 from contracts.jsonrpc_batch import decode_batch
 from contracts.signing import H_ID, request_ttl, sign, signing_key, verify_reply
-from controlplane.crypto import SecretBox
-from controlplane.metrics import Metrics, rpc_outcome
+from controlplane.process.metrics import Metrics, rpc_outcome
+from controlplane.security.crypto import SecretBox
 from controlplane.store import Store
 
 log = structlog.get_logger(__name__)

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from controlplane.crypto import SecretBox
+from controlplane.security.crypto import SecretBox
 from controlplane.store import Store, StoredCa
 
 CA_YEARS = 10

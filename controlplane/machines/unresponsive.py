@@ -16,8 +16,8 @@ from datetime import UTC, datetime
 from contracts.events import MachineUnresponsive
 from contracts.ids import new_event_id
 from contracts.status import MachineStatus as S
+from controlplane.process.stage import connect
 from controlplane.settings import Settings
-from controlplane.stage import connect
 from controlplane.store import Store
 
 

@@ -18,7 +18,7 @@ from contextlib import AsyncExitStack
 import structlog
 
 from base.logs import configure_logging
-from controlplane import event_loop
+from controlplane.process import event_loop
 from controlplane.settings import Settings, SettingsError
 
 log = structlog.get_logger(__name__)

@@ -43,8 +43,8 @@ from contracts.events import (
     subject_of,
 )
 from controlplane.bus import Bus, bind_pull
-from controlplane.consumer_room import ROOM_POLL_S, Room, RoomGate, give_back
-from controlplane.metrics import Metrics
+from controlplane.events.consumer_room import ROOM_POLL_S, Room, RoomGate, give_back
+from controlplane.process.metrics import Metrics
 from controlplane.settings import Settings
 
 log = structlog.get_logger(__name__)

@@ -9,10 +9,10 @@ from base.clock import SYSTEM_CLOCK, Clock
 from contracts.events import Event
 from contracts.jsonrpc import AnySpec
 from controlplane.bus import Bus
-from controlplane.crypto import SecretBox
-from controlplane.daemon_client import DaemonClient, MachineKeys
-from controlplane.failures import fail_machine
-from controlplane.metrics import Metrics
+from controlplane.calls.daemon_client import DaemonClient, MachineKeys
+from controlplane.machines.failures import fail_machine
+from controlplane.process.metrics import Metrics
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
 
