@@ -52,14 +52,15 @@ class Rules:
     def refusal(self, addr: Address, port: int | None = None) -> str | None:
         """Why no webhook may go to ``addr`` (at ``port``; None: it may). An IPv6 address that
         carries an IPv4 one (NAT64, 6to4, Teredo, IPv4-compatible, IPv4-mapped) is judged as
-        that IPv4 address too: a gateway on the way would send it there."""
+        that IPv4 address first: a gateway on the way would send it there. (First, because
+        which of those prefixes Python's ``is_global`` calls reserved moves between its
+        versions: the reason must not.)"""
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped
-        why = self._refusal(addr, port)
-        for inner in carried(addr) if why is None else ():
+        for inner in carried(addr):
             if (inner_why := self._refusal(inner, port)) is not None:
                 return f"{addr} carries {inner}: {inner_why}"
-        return why
+        return self._refusal(addr, port)
 
     def private(self, addr: Address, port: int) -> bool:
         """Whether ``addr`` is reached only through an allowance (no answer of it is kept)."""

@@ -146,7 +146,8 @@ def test_a_public_address_is_allowed_and_allow_private_names_exceptions() -> Non
     ("64:ff9b::7f00:1", "127.0.0.1"),
     ("2002:a9fe:a9fe::1", "169.254.169.254"),  # 6to4
     ("::a00:1", "10.0.0.1"),  # IPv4-compatible
-    ("2001:0:4136:e378:8000:63bf:f5ff:fffe", ""),  # Teredo: reserved as it is
+    ("2001:0:4136:e378:8000:63bf:f5ff:fffe", "10.0.0.1"),  # Teredo's client
+    ("2001:0:4136:e378:8000:63bf:f7f7:f7f7", ""),  # Teredo of public ones: reserved as it is
     ("64:ff9b::808:404", "8.8.4.4"),  # the platform's own, through NAT64
 ])  # fmt: skip
 def test_an_ipv6_address_carrying_a_refused_ipv4_one_is_refused(addr: str, carries: str) -> None:
