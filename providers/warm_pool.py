@@ -2,7 +2,7 @@
 
 A pooled machine runs its daemon, imports done, but has no identity: no machine id, no
 token, no instance, no NATS connection (``daemon/pool.py``). ``take()`` hands one out (the
-provisioner then gives it its identity, see ``services/provisioner/service.py``); it never
+provisioner then gives it its identity, see ``services/provisioner/claims.py``); it never
 comes back. The keeper task refills the pool after each take, replaces a pooled machine that
 died, and shrinks the pool while the host's available memory is below the threshold. Each
 provisioner process has its own pool; an empty pool is not an error (the caller starts a

@@ -33,7 +33,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     hosts = HostLiveness(bus.nc, default_host_id=settings.host_id,
                          timeout_s=settings.rpc_timeout_s)  # fmt: skip
     svc = Prober.wired(settings, store, bus, metrics, clock=clock, hosts=hosts)
-    await enter_subscriptions(stack, svc, bus, settings, metrics)
+    await enter_subscriptions(stack, [svc], bus, settings, metrics)
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     store, bus = await connect(settings, stack, "setup_pusher")
     metrics = await service_metrics(settings, stack)
     svc = SetupPusher.wired(settings, store, bus, metrics)
-    await enter_subscriptions(stack, svc, bus, settings, metrics)
+    await enter_subscriptions(stack, [svc], bus, settings, metrics)
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from contracts.status import MachineStatus as S
 from controlplane.events.consumer import Permanent, Retry
 from services.prober.boot_watch import boot_looks
 from services.prober.service import Prober
-from services.provisioner.resume import SET_UP_AGAIN
+from services.provisioner.service import SET_UP_AGAIN
 from services.setup_pusher.service import DAEMON_GONE, GONE_AFTER_S
 from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
