@@ -167,9 +167,9 @@ async def test_an_untaken_create_fails_once_no_host_has_room(world: World) -> No
     await world.store.hosts.beat("lost", 3, time.time() - 60)  # room, but no heartbeat
     event = await untaken(world, age_s=1.0)
     with pytest.raises(Retry):  # within the timeout: waits
-        await world.prober.on_created(event)
+        await world.prober.placement.on_created(event)
     event = await untaken(world, age_s=6.0)
-    await world.prober.on_created(event)
+    await world.prober.placement.on_created(event)
     machine = await world.machine(event.machine_id)
     assert machine.status is S.FAILED
     assert machine.status_reason.startswith("placement failed: no host with capacity took it")
@@ -181,7 +181,7 @@ async def test_an_untaken_create_fails_at_its_placement_timeout_of_the_clock(
     world: World,
 ) -> None:
     clock = ManualClock()
-    world.prober.clock = clock
+    world.prober.placement.clock = clock
     await world.store.hosts.beat(HOST, 1, time.time())  # announced with room for one...
     await world.ready_machine()  # ...which it took
     event = await untaken(world, age_s=0.0)
@@ -189,10 +189,10 @@ async def test_an_untaken_create_fails_at_its_placement_timeout_of_the_clock(
     timeout = world.settings.placement_timeout_s
     await clock.advance(timeout - TICK)
     with pytest.raises(Retry) as later:
-        await world.prober.on_created(event)
+        await world.prober.placement.on_created(event)
     assert later.value.delay_s == TICK  # looked at again at the timeout
     await clock.advance(TICK)
-    await world.prober.on_created(event)
+    await world.prober.placement.on_created(event)
     assert (await world.machine(event.machine_id)).status is S.FAILED
 
 
@@ -200,14 +200,14 @@ async def test_an_untaken_create_waits_while_a_host_has_room(world: World) -> No
     await world.store.hosts.beat("roomy", 3, time.time())
     event = await untaken(world, age_s=6.0)
     with pytest.raises(Retry):
-        await world.prober.on_created(event)
+        await world.prober.placement.on_created(event)
     assert (await world.machine(event.machine_id)).status is S.CREATED
 
 
 async def test_a_create_taken_meanwhile_is_not_failed(world: World) -> None:
     event = await untaken(world, age_s=6.0)
     await world.store.transition(event.machine_id, S.PROVISIONING, "taken")
-    await world.prober.on_created(event)  # nothing to watch
+    await world.prober.placement.on_created(event)  # nothing to watch
     assert await world.store.hosts.fail_unplaced(event.machine_id, "late") is False
     assert (await world.machine(event.machine_id)).status is S.PROVISIONING
 
@@ -222,7 +222,9 @@ async def test_a_drained_host_is_listed_draining_and_has_no_room(world: World) -
         # At once, not at its next heartbeat: the flag is read from the store at each fetch.
         assert await room(world)(frozenset()) == 0
         event = await untaken(world, age_s=6.0)
-        await world.prober.on_created(event)  # a drained host has no room: the create fails
+        await world.prober.placement.on_created(
+            event
+        )  # a drained host has no room: the create fails
         assert (await world.machine(event.machine_id)).status is S.FAILED
 
         back = await world.rpc("hosts.drain", {"hostId": HOST, "draining": False})
@@ -372,7 +374,7 @@ async def test_a_host_below_its_memory_floor_takes_no_machine(world: World) -> N
     listed = (await hosts(world))[HOST]
     assert (listed["state"], listed["memoryLow"]) == ("active", True)
     event = await untaken(world, age_s=6.0)
-    await world.prober.on_created(event)
+    await world.prober.placement.on_created(event)
     failed = await world.machine(event.machine_id)
     assert failed.status is S.FAILED
     assert f"{HOST} active memory-low 0/2" in failed.status_reason

@@ -24,14 +24,21 @@ from contracts.events import (
 from controlplane.events.subscriptions import consumers, declared_subscriptions, subscriber
 from controlplane.settings import Settings
 from services.gateway.auth import SecretUseAudit
-from services.prober.service import Prober
+from services.prober.boot_watch import BootWatchdog
+from services.prober.placement import PlacementWatchdog
+from services.prober.service import ReadinessProbe
 from services.provisioner.create_archive import CreateArchive
 from services.provisioner.pause import PauseResume
 from services.provisioner.stop_start import StopStart
+from services.setup_pusher.checkouts import Checkouts
+from services.setup_pusher.live_env import LiveEnv
 from services.setup_pusher.service import SetupPusher
 from tests.fakes import FakeBus
 
-SERVICES = [CreateArchive, StopStart, PauseResume, SetupPusher, Prober, SecretUseAudit]
+SERVICES = [
+    CreateArchive, StopStart, PauseResume, SetupPusher, LiveEnv, Checkouts, ReadinessProbe,
+    BootWatchdog, PlacementWatchdog, SecretUseAudit,
+]  # fmt: skip
 
 
 def test_each_stage_declares_its_event_classes_on_the_deployed_durables() -> None:
@@ -53,16 +60,12 @@ def test_each_stage_declares_its_event_classes_on_the_deployed_durables() -> Non
             ("on_pause_requested", MachinePauseRequested, "provisioner-pause"),
             ("on_resume_requested", MachineResumeRequested, "provisioner-resume"),
         },
-        "SetupPusher": {
-            ("on_status", DaemonStatusReported, "setup_pusher"),
-            ("on_env_changed", EnvChanged, "setup_pusher-env"),
-            ("on_repos_changed", ReposChanged, "setup_pusher-repos"),
-        },
-        "Prober": {
-            ("on_setup_pushed", SetupPushed, "prober"),
-            ("on_provisioned", MachineProvisioned, "prober-boot"),
-            ("on_created", MachineCreated, "prober-placement"),
-        },
+        "SetupPusher": {("on_status", DaemonStatusReported, "setup_pusher")},
+        "LiveEnv": {("on_env_changed", EnvChanged, "setup_pusher-env")},
+        "Checkouts": {("on_repos_changed", ReposChanged, "setup_pusher-repos")},
+        "ReadinessProbe": {("on_setup_pushed", SetupPushed, "prober")},
+        "BootWatchdog": {("on_provisioned", MachineProvisioned, "prober-boot")},
+        "PlacementWatchdog": {("on_created", MachineCreated, "prober-placement")},
         "SecretUseAudit": {("on_secret_used", MachineSecretUsed, "gateway-audit")},
     }
     every = [d.durable for cls in SERVICES for _, d in declared_subscriptions(cls)]
