@@ -1,7 +1,8 @@
 """The platform's copy of the dynamic loader, blind to a machine's loader configuration.
 
 A machine's supervisor and daemon start through an execute-only copy of glibc's loader
-(daemon/nodump.py). In a machine of an environment's image, ``/etc`` is the image's (and the
+(daemon/supervision/nodump.py). In a machine of an environment's image, ``/etc`` is the image's
+(and the
 machine's to write in its overlay): glibc's loader reads ``/etc/ld.so.preload`` before anything
 else and runs every library it names inside the process, which would be the image's code in
 the platform's processes (the token's holders; on docker the container's first process). The

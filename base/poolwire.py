@@ -1,4 +1,4 @@
-"""The warm pool's wire between a provider and a pooled machine (``daemon/pool.py`` and
+"""The warm pool's wire between a provider and a pooled machine (``daemon/supervision/pool.py`` and
 ``providers/local/pool.py``): the socket's fd variable, its two messages, and their checks."""
 
 from __future__ import annotations

@@ -23,14 +23,15 @@ RUN_AS_VAR = "FLEET_RUN_AS"
 #: until it says otherwise, and this runsc runs no execute-only loader for a user).
 DAEMON_RUN_AS_VAR = "FLEET_DAEMON_RUN_AS"
 #: gvisor machines: the supervisor (root of gVisor's kernel) runs ``sudo``'s broker on this
-#: Unix socket, on a tmpfs of the sandbox's own (daemon/sudo.py).
+#: Unix socket, on a tmpfs of the sandbox's own (daemon/supervision/sudo.py).
 SUDO_SOCKET = "/run/fleet-sudo/socket"
 SUDO_SOCKET_VAR = "FLEET_SUDO_SOCKET"
 #: gvisor machines: the daemon's own log (its sandbox's output file on the host), read-only at
 #: this path inside, for ``daemon.log``: its stdout is a host descriptor gVisor cannot reopen.
 DAEMON_LOG = "/run/fleet-log/daemon.log"
 DAEMON_LOG_VAR = "FLEET_DAEMON_LOG"
-#: The execute-only loader the supervisor and the daemon start through (daemon/nodump.py).
+#: The execute-only loader the supervisor and the daemon start through
+#: (daemon/supervision/nodump.py).
 LOADER_VAR = "FLEET_NODUMP_LOADER"
 #: That loader's ``--library-path`` where the platform brought its own runtime into a machine
 #: of another image (providers/docker/runtime.py): the image's libraries are never the daemon's.

@@ -5,7 +5,7 @@ On the embedded stack, each figure against its baseline in the same run:
 - **screenshot round trip**: ``machines.desktop.screenshot`` (PNG), from the API call to the
   PNG decoded in hand, p50, against the same screenshot taken by a local tool inside the
   machine: the platform's Python reading the same framebuffer and encoding the same PNG
-  (daemon/desktop_image.py), timed inside the machine over as many rounds, p50. Target: at most
+  (daemon/desktop/image.py), timed inside the machine over as many rounds, p50. Target: at most
   2x.
 - **click round trip**: one ``click`` action through ``machines.desktop.act``, p50 (no
   baseline: an xdotool run is most of it).
@@ -36,7 +36,7 @@ from fleet.client import FleetClient
 #: Inside the machine: the daemon's own read and encode, ``n`` rounds, each timed; the p50.
 LOCAL = """
 import glob, json, pathlib, statistics, sys, time
-from daemon import desktop_image as d
+from daemon.desktop import image as d
 fb = pathlib.Path(glob.glob("/tmp/fleet-desktop-*/Xvfb_screen0")[0])
 times = []
 for _ in range(int(sys.argv[1])):

@@ -272,8 +272,8 @@ def _builtin_sha256() -> Callable[[bytes], object]:
 async def _components(report: Report, quick: bool) -> None:
     """In-process cost of each piece of one call, to explain the ratio (no NATS, no I/O wait)."""
     from contracts.daemon_rpc import WriteFileResult
-    from daemon import tools
     from daemon.compose import compose
+    from daemon.processes import tools
     from daemon.settings import DaemonSettings
 
     n = 2000 if quick else 10000

@@ -27,7 +27,7 @@ LOCK_FILE = ".fleet/daemon.lock"
 CONTROL_SECRET_FILE = ".fleet/daemon.secret"  # noqa: S105 - a path, not a secret
 LOG_DIR = ".fleet/logs"
 #: The machine's Python site: the virtual environment its code interpreter's kernels run on and
-#: ``pip install`` in them installs into (daemon/code_site.py).
+#: ``pip install`` in them installs into (daemon/code/site.py).
 PYTHON_SITE_DIR = ".fleet/python"
 
 CronName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]

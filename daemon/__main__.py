@@ -15,9 +15,9 @@ from daemon.lean import lean_imports
 from daemon.settings import DaemonSettings
 
 if TYPE_CHECKING:
-    from daemon.code_kernels import KeptKernels
-    from daemon.nodump import HeldIdentity
+    from daemon.code.kernels import KeptKernels
     from daemon.server import Daemon
+    from daemon.supervision.nodump import HeldIdentity
 
 # asyncio, structlog, nats-py and everything importing them are imported in the functions
 # below, after lean_imports() (see there): it decides what they load.
@@ -25,11 +25,12 @@ if TYPE_CHECKING:
 
 async def _run(settings: DaemonSettings, held: HeldIdentity) -> Path | None:
     """Run until asked to stop; returns the code to re-execute into, if any (selfUpdate). A
-    resume that brings a new identity (daemon/nodump.py) is served next, in this process."""
+    resume that brings a new identity (daemon/supervision/nodump.py) is served next, in this
+    process."""
     import msgspec
     import structlog
 
-    from daemon.code_kernels import KeptKernels
+    from daemon.code.kernels import KeptKernels
 
     kept = KeptKernels()  # what one daemon of this process leaves the next
     while True:
@@ -109,7 +110,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command in ("status", "stop", "doctor"):
-        from daemon import commands
+        from daemon.supervision import commands
 
         home = _home(args.home)
         if args.command == "status":
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
 def run() -> None:
     import faulthandler
 
-    from daemon import nodump
+    from daemon.supervision import nodump
 
     # A crash in native code (a signal such as SIGSEGV) leaves every thread's Python stack in
     # the daemon's log: the supervisor only sees the signal, and no core is dumped.
@@ -135,7 +136,7 @@ def run() -> None:
     nodump.drop_root_for_daemon()  # a gvisor machine's daemon: its user only once it has it
     if POOL_FD_VAR in os.environ:  # a pooled machine: imports first, then wait to be claimed
         lean_imports(os.environ.get("FLEET_NATS_URL", ""))
-        from daemon.pool import await_identity
+        from daemon.supervision.pool import await_identity
 
         await_identity(os.environ, held)
     token = held.token
@@ -158,12 +159,12 @@ def run() -> None:
     configure_logging(settings.env, settings.log_level, service="daemon")
     os.chdir(settings.home_path)  # never keep a platform directory busy, never depend on it
     structlog.contextvars.bind_contextvars(machine_id=settings.machine_id)
-    from daemon.reaping import reap_without_threads
+    from daemon.processes.reaping import reap_without_threads
 
     reap_without_threads()
     target = asyncio.run(_run(settings, held))
     if target is not None:
-        from daemon import update
+        from daemon.supervision import update
 
         update.exec_in_place(target, held, import_path)
 

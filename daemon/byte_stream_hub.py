@@ -29,8 +29,8 @@ from contracts import streams as s, subjects
 from contracts.daemon_rpc import EXEC_PIPE, ExecPipeParams
 from contracts.errors import StreamAborted, ToolError, TooManyStreams
 from contracts.jsonrpc import handles
-from daemon import tools
-from daemon.procenv import ProcessEnv
+from daemon.processes import tools
+from daemon.processes.env import ProcessEnv
 
 log = structlog.get_logger(__name__)
 

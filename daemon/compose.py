@@ -15,25 +15,25 @@ from base.lockfile import DaemonLock
 from contracts.daemon_rpc import DAEMON_METHODS
 from contracts.jsonrpc import Dispatcher, Router
 from contracts.signing import ReplayGuard
-from daemon import tools
 from daemon.byte_stream_hub import ByteStreamHub, Pipes
-from daemon.code_kernels import CodeKernels, KeptKernels
-from daemon.desktop import Desktop
-from daemon.exec_streams import ExecStreams
-from daemon.files import FileTools
-from daemon.lifecycle import Lifecycle
+from daemon.code.kernels import CodeKernels, KeptKernels
+from daemon.desktop.tools import Desktop
+from daemon.files.tools import FileTools
+from daemon.files.transfers import FileTransfers
+from daemon.files.watches import Watches
 from daemon.link import Link
 from daemon.machine_tools import MachineTools
-from daemon.nodump import HeldIdentity
-from daemon.park import Parking
-from daemon.procenv import ProcessEnv
+from daemon.ports.tunnel import Tunnels
+from daemon.processes import tools
+from daemon.processes.env import ProcessEnv
+from daemon.processes.exec_streams import ExecStreams
+from daemon.processes.sessions import Sessions
 from daemon.server import Daemon, DaemonParts
-from daemon.session_methods import Sessions
 from daemon.settings import DaemonSettings
-from daemon.stops import Stops
-from daemon.transfers import FileTransfers
-from daemon.tunnel_connect import Tunnels
-from daemon.watches import Watches
+from daemon.supervision.lifecycle import Lifecycle
+from daemon.supervision.nodump import HeldIdentity
+from daemon.supervision.park import Parking
+from daemon.supervision.stops import Stops
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +48,7 @@ def compose(
 ) -> Daemon:
     """The daemon's one composition root: its parts, each made once with its collaborators,
     handed to the ``Daemon``. ``held``: the machine's identity this process holds (its token,
-    its identity pipe: daemon/nodump.py; none by default); ``kept``: the code kernels a
+    its identity pipe: daemon/supervision/nodump.py; none by default); ``kept``: the code kernels a
     daemon before this one in the process left running (none by default); ``environ``: the
     environment the machine's processes start from (the daemon's own; a swarm daemon's
     machine's); ``lifecycle`` False: no state file, control port, background processes or

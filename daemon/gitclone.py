@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from contracts.daemon_rpc import EXIT_CLONE_UNFINISHED, ExecCommandParams, GitCloneParams
-from daemon.nodump import DAEMON_FLAGS, python_argv
+from daemon.supervision.nodump import DAEMON_FLAGS, python_argv
 
 USER_VAR = "FLEET_GIT_USERNAME"
 PASSWORD_VAR = "FLEET_GIT_PASSWORD"  # noqa: S105 - a variable name

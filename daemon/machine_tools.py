@@ -31,13 +31,15 @@ from contracts.daemon_rpc import (
 from contracts.errors import NotSupported
 from contracts.jsonrpc import NoParams, handles
 from contracts.ports import LIST_PORTS, PortList
-from daemon import gitclone, tools, update
-from daemon.code_kernels import CodeKernels
-from daemon.exec_streams import daemon_log
-from daemon.lifecycle import Lifecycle
-from daemon.listening_ports import list_ports
-from daemon.procenv import ProcessEnv
-from daemon.stops import Stops
+from daemon import gitclone
+from daemon.code.kernels import CodeKernels
+from daemon.ports.listening import list_ports
+from daemon.processes import tools
+from daemon.processes.env import ProcessEnv
+from daemon.processes.exec_streams import daemon_log
+from daemon.supervision import update
+from daemon.supervision.lifecycle import Lifecycle
+from daemon.supervision.stops import Stops
 
 #: Above this, tool.writeFile writes in a thread: not "at once" (``daemon.server``).
 THREAD_WRITE_BYTES = 256 * 1024

@@ -37,15 +37,15 @@ from contracts.events import (
 from contracts.ids import new_event_id
 from contracts.jsonrpc import Dispatcher, encode_error, request_method
 from contracts.signing import H_ID, ReplayGuard, sign_reply, signing_key, verify
-from daemon import nodump
 from daemon.byte_stream_hub import ByteStreamHub
-from daemon.code_kernels import CodeKernels
-from daemon.lifecycle import ExitMode, Lifecycle
+from daemon.code.kernels import CodeKernels
+from daemon.files.watches import Watches
 from daemon.link import Link
-from daemon.session_methods import Sessions
+from daemon.processes.sessions import Sessions
 from daemon.settings import DaemonSettings
-from daemon.stops import Stops
-from daemon.watches import Watches
+from daemon.supervision import nodump
+from daemon.supervision.lifecycle import ExitMode, Lifecycle
+from daemon.supervision.stops import Stops
 
 log = structlog.get_logger(__name__)
 _ENCODER = msgspec.json.Encoder()
@@ -86,7 +86,8 @@ class Daemon:
 
     ``stopped`` is set when something asks the daemon to go (a signal, the control port,
     selfUpdate, a handover); the caller then leaves the block, and looks at ``exit_mode``.
-    A new identity the supervisor tells at a resume (daemon/nodump.py) is ``next_identity``,
+    A new identity the supervisor tells at a resume (daemon/supervision/nodump.py) is
+    ``next_identity``,
     and the caller serves as it next (``exit_mode`` "identity").
     """
 
@@ -142,7 +143,7 @@ class Daemon:
     # --- a pause ------------------------------------------------------------------------------
     def request_park(self, park: bool) -> None:
         """A pause's signal (park: let the NATS connection go) or a resume's (take it back at
-        once); each after the one before (daemon/park.py)."""
+        once); each after the one before (daemon/supervision/park.py)."""
         previous = self._park_task
         self._park_task = asyncio.get_running_loop().create_task(self._park(park, previous))
 

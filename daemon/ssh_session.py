@@ -1,6 +1,6 @@
 """``python -m daemon.ssh_session``: the ForceCommand of a machine's SSH server
 (providers/docker/image.py ``SSHD_CONFIG_TEXT``), so that an ssh session gets the machine's
-environment by the rule of every process the daemon starts (daemon/procenv.py): sshd's own
+environment by the rule of every process the daemon starts (daemon/processes/env.py): sshd's own
 session variables in the place of the daemon's, then the container's variables, then the
 pushed ``.env``. Both files are read as the session starts: a push reaches the next session.
 
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from base.logs import configure_logging
-from daemon.procenv import ProcessEnv
+from daemon.processes.env import ProcessEnv
 
 #: What sshd sets when a ForceCommand replaced the client's command; a plain session has none.
 ORIGINAL_COMMAND = "SSH_ORIGINAL_COMMAND"

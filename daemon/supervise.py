@@ -5,10 +5,11 @@
   state file.
 - Each daemon runs the code the platform recorded as current in the machine's code store
   (read-only to the machine, checked against its digest: base/codestore.py), else the code
-  this supervisor was started with; it gets the token on a pipe (daemon/nodump.py).
+  this supervisor was started with; it gets the token on a pipe (daemon/supervision/nodump.py).
 - A daemon that hands over to a successor exits 0 with the successor running: the successor
   becomes the one watched. One that took over (a newer daemon started by anyone on the
-  machine, daemon/takeover.py) is named in the state file (``successorPid``, or the ``pid``
+  machine, daemon/supervision/takeover.py) is named in the state file (``successorPid``, or the
+  ``pid``
   that has since replaced it). It is our child once its parent is gone (we are the machine's
   child subreaper, so every orphan of the machine comes back to us to be reaped); until then
   we poll it.
@@ -16,7 +17,8 @@
   machine (in the sandbox, the pid namespace ends with its init).
 - SIGTERM/SIGINT: forwarded to the daemon, then we stop when it has. SIGHUP: restart the
   daemon in place (forwarded as SIGHUP, which makes the daemon leave its processes running).
-  SIGUSR1/SIGUSR2: forwarded, for a pause and its resume (daemon/park.py), held until the
+  SIGUSR1/SIGUSR2: forwarded, for a pause and its resume (daemon/supervision/park.py), held until
+  the
   daemon has its handlers (it starts with them blocked, and lets them in). At a resume, an
   identity its provider wrote since (a fork's own, a renewed credential) is told to the
   daemon first, on its identity pipe: the daemon takes it in place (daemon/server.py).
@@ -41,9 +43,9 @@ from base import procinfo
 from base.backoff import backoff_s
 from base.codestore import STORE_VAR, CodeUnverified, current_code, with_code
 from base.tokenfd import DAEMON_RUN_AS_VAR, SUDO_SOCKET_VAR
-from daemon import nodump
-from daemon.pool import pool_channel, relay_claim
-from daemon.state import MACHINE_BOOT_VAR, CorruptState, DaemonState, read_state
+from daemon.supervision import nodump
+from daemon.supervision.pool import pool_channel, relay_claim
+from daemon.supervision.state import MACHINE_BOOT_VAR, CorruptState, DaemonState, read_state
 
 _MAX_BACKOFF_S = 2.0
 _HEALTHY_AFTER_S = 30.0  # a daemon up this long has its restart backoff reset
@@ -290,10 +292,13 @@ def end_the_machine() -> None:
 
 def start_sudo_broker() -> None:
     """A gvisor machine's supervisor, root of gVisor's kernel: ``sudo``'s broker, before any
-    daemon or thread exists (daemon/sudo.py). Elsewhere (no variable, or not root): none."""
+    daemon or thread exists (daemon/supervision/sudo.py). Elsewhere (no variable, or not root):
+    none."""
     path = os.environ.pop(SUDO_SOCKET_VAR, None)
     if path and os.geteuid() == 0 and os.environ.get(SANDBOXED_VAR) == "1":
-        from daemon import sudo  # imported where it runs: the supervisor's start stays lean
+        from daemon.supervision import (
+            sudo,  # imported where it runs: the supervisor's start stays lean
+        )
 
         try:
             _say("sudo_broker", pid=sudo.start_broker(path))
@@ -330,7 +335,7 @@ def main() -> None:
 #: The supervisor's exit when its token file was spent (sysexits' EX_CONFIG).
 TOKEN_SPENT_EXIT = 78
 _STOPS = (signal.SIGTERM, signal.SIGINT)
-#: A pause's and a resume's signals (daemon/park.py).
+#: A pause's and a resume's signals (daemon/supervision/park.py).
 PARKS = (signal.SIGUSR1, signal.SIGUSR2)
 RESUME = signal.SIGUSR2
 #: While parked: the timer's signal, and how often it comes.

@@ -23,7 +23,7 @@ Environment: ``FLEET_SWARM_SOCKET`` (required), ``FLEET_SWARM_NAME``, ``FLEET_NA
 ``FLEET_ENV``, ``FLEET_LOG_LEVEL``; see ``daemon/settings.py``). The processes an instance
 starts (commands, terminals) see the host's environment plus their machine's ``HOME``,
 ``FLEET_HOME``, ``FLEET_MACHINE_ID`` and ``FLEET_NATS_URL``, never a token, under the rule of
-every machine (daemon/procenv.py).
+every machine (daemon/processes/env.py).
 """
 
 from __future__ import annotations

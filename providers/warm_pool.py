@@ -1,8 +1,9 @@
 """The warm pool of one provider: machines started ahead of demand, each used once.
 
 A pooled machine runs its daemon, imports done, but has no identity: no machine id, no
-token, no instance, no NATS connection (``daemon/pool.py``). ``take()`` hands one out (the
-provisioner then gives it its identity, see ``services/provisioner/service.py``); it never
+token, no instance, no NATS connection (``daemon/supervision/pool.py``). ``take()`` hands one out
+(the
+provisioner then gives it its identity, see ``services/provisioner/claims.py``); it never
 comes back. The keeper task refills the pool after each take, replaces a pooled machine that
 died, and shrinks the pool while the host's available memory is below the threshold. Each
 provisioner process has its own pool; an empty pool is not an error (the caller starts a

@@ -378,8 +378,8 @@ def kill_leftovers(home: Path) -> None:
     outlive their daemon by design: end whatever the state file and the lock still name."""
     from base import procinfo
     from base.lockfile import holder_pid
-    from daemon import commands
-    from daemon.state import load_state
+    from daemon.supervision import commands
+    from daemon.supervision.state import load_state
 
     if (pid := holder_pid(home)) is not None:
         with suppress(ProcessLookupError):

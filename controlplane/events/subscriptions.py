@@ -5,12 +5,13 @@
 
 The event class gives the kind (``machine.<kind>.*``, from ``contracts.events``), the durable
 name comes from ``contracts.consumers``. A service's ``__main__`` then enters one consumer per
-declaration with ``enter_subscriptions``; the handler receives only events of its class.
+declaration of each of its handler groups with ``enter_subscriptions``; the handler receives
+only events of its class.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import MethodType
@@ -37,9 +38,14 @@ _ATTR = "__fleet_subscription__"
 
 
 class Service(Protocol):
-    """What a service with declared subscriptions offers: the default give-up."""
+    """What a handler group offers besides its handlers: the give-up of the declarations
+    that name none."""
 
     async def give_up(self, event: Event, reason: str) -> None: ...
+
+
+#: A handler group: a ``Service``, or any object whose every declaration names its give-up.
+Handlers = Service | object
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ def declared_subscriptions(service_class: type) -> list[tuple[str, Subscription[
 
 
 def consumers(
-    service: Service, bus: Bus, settings: Settings, metrics: Metrics | None = None
+    service: Handlers, bus: Bus, settings: Settings, metrics: Metrics | None = None
 ) -> list[Consumer[Any]]:
     """One stage consumer per declared subscription of ``service``, not yet started."""
     declarations = declared_subscriptions(type(service))
@@ -87,9 +93,12 @@ def consumers(
     out: list[Consumer[Any]] = []
     for name, declared in declarations:
         handler = getattr(service, name)
-        give_up = service.give_up
+        give_up = getattr(service, "give_up", None)
         if declared.give_up is not None:
             give_up = MethodType(declared.give_up, service)
+        if give_up is None:
+            raise ValueError(f"{type(service).__name__}.{name} names no give_up, and "
+                             f"{type(service).__name__} has none")  # fmt: skip
         budget = declared.retry_budget
         room = MethodType(declared.room, service) if declared.room is not None else None
         out.append(
@@ -111,11 +120,16 @@ def consumers(
 
 async def enter_subscriptions(
     stack: AsyncExitStack,
-    service: Service,
+    groups: Sequence[Handlers],
     bus: Bus,
     settings: Settings,
     metrics: Metrics | None = None,
 ) -> None:
-    """Start a consumer per declared subscription of ``service``; ``stack`` stops them."""
-    for consumer in consumers(service, bus, settings, metrics):
-        await stack.enter_async_context(consumer)
+    """Start a consumer per declared subscription of each handler group of ``groups`` (no
+    durable name twice among them); ``stack`` stops them."""
+    durables = [d.durable for g in groups for _, d in declared_subscriptions(type(g))]
+    if len(set(durables)) != len(durables):
+        raise ValueError(f"one durable name is declared twice among {groups!r}")
+    for group in groups:
+        for consumer in consumers(group, bus, settings, metrics):
+            await stack.enter_async_context(consumer)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AsyncExitStack
-from typing import Any, ClassVar, Self
+from typing import ClassVar
 
 from base.clock import SYSTEM_CLOCK, Clock
 from contracts.events import Event
@@ -42,26 +42,24 @@ class Stage:
         #: What the stage's waits and deadlines are measured on (a test's manual clock).
         self.clock = clock
 
-    @classmethod
-    def wired(
-        cls, settings: Settings, store: Store, bus: Bus, metrics: Metrics | None = None,
-        **more: Any,
-    ) -> Self:  # fmt: skip
-        """The stage with its dependencies, as a service's __main__ builds it; ``more``: those
-        of its own (the prober's clock and hosts)."""
-        keys = MachineKeys(store, SecretBox(settings.secret_key))
-        daemons = DaemonClient(
-            bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s, metrics=metrics,
-            methods=cls.daemon_methods,
-        )  # fmt: skip
-        return cls(store=store, bus=bus, daemons=daemons, settings=settings, keys=keys, **more)
-
     async def give_up(self, event: Event, reason: str) -> None:
         await self.fail(event, reason, self.stage)
 
     async def fail(self, event: Event, reason: str, stage: str) -> None:
         await fail_machine(self.store, self.bus, event.machine_id, stage=stage, reason=reason,
                            cause_event_id=event.event_id)  # fmt: skip
+
+
+def wired_daemons(
+    settings: Settings, store: Store, bus: Bus, metrics: Metrics | None,
+    methods: tuple[AnySpec, ...],
+) -> tuple[MachineKeys, DaemonClient]:  # fmt: skip
+    """A stage's daemon client over ``bus``, with its key cache; ``methods``: those it calls
+    (their metrics series start at 0)."""
+    keys = MachineKeys(store, SecretBox(settings.secret_key))
+    daemons = DaemonClient(bus.nc, keys=keys, timeout_s=settings.rpc_timeout_s,
+                           metrics=metrics, methods=methods)  # fmt: skip
+    return keys, daemons
 
 
 async def connect(

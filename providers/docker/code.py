@@ -2,7 +2,8 @@
 code store (base/codestore.py, ``<home volume>-code`` at ``CODE_MOUNT``, read-only) and its
 token (``<home volume>-secret``: one file, the machine user's, 0600, in root's directory,
 which the supervisor, the container's first process, empties as it reads it, before any
-other process of the machine exists; daemon/nodump.py). The platform writes them through a
+other process of the machine exists; daemon/supervision/nodump.py). The platform writes them
+through a
 container of its own that is created, never started, with the volume mounted read-write
 (``put_archive``: the engine unpacks it, on any engine, local or remote); the machine's
 container has the code read-only and only its token file writable."""

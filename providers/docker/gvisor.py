@@ -20,7 +20,7 @@ daemon takes it as root, makes itself non-dumpable and becomes the machine's uid
 Nothing runs as root in it but the supervisor (``refuse_root``): the engine's runsc has no
 user namespace and its gofer is the host's root, so a file root wrote in the machine's volumes
 would be the host's uid 0 (set-user-ID bit and all). So ``machines.exec {user: root}`` is
-refused by name, and there is no ``sudo`` (daemon/sudo.py) (docs/limitations.md).
+refused by name, and there is no ``sudo`` (daemon/supervision/sudo.py) (docs/limitations.md).
 """
 
 from __future__ import annotations

@@ -54,18 +54,18 @@ _ROOTFS_PREFIX = "rootfs-"
 #: The daemon's third-party imports (nothing else of the platform's dependencies); packaging
 #: orders versions when a newer daemon takes over; dulwich (with urllib3 and, on Python 3.11,
 #: typing_extensions) clones a repo in an image that has no git (daemon/gitclone.py); pillow
-#: encodes the desktop's screenshots (daemon/desktop_image.py).
+#: encodes the desktop's screenshots (daemon/desktop/image.py).
 DAEMON_DEPS = ("nats-py", "msgspec", "structlog", "packaging", "dulwich", "urllib3",
                "typing_extensions", "pillow")  # fmt: skip
-#: The code interpreter's kernels (daemon/code_kernels.py): a machine brings them, and all they
+#: The code interpreter's kernels (daemon/code/kernels.py): a machine brings them, and all they
 #: import, with the daemon's libraries (read-only, nothing installed in the machine), at the
 #: versions the platform runs; and pip, which installs into the machine's Python site
-#: (daemon/code_site.py): Debian's python3 here has neither pip nor ensurepip.
+#: (daemon/code/site.py): Debian's python3 here has neither pip nor ensurepip.
 KERNEL_DEPS = ("jupyter_client", "ipykernel", "bash_kernel", "orjson", "pip")
 #: What the offline base holds beyond Debian's minimal variant (openssh-server: an SSH server
 #: the machine's user runs on its loopback, reached through a tunnel; see SSHD_CONFIG).
 BASE_PACKAGES = ("python3", "git", "ca-certificates", "openssh-server")
-#: The desktop's programs (daemon/desktop_programs.py, docs/desktop.md): a virtual X server, a
+#: The desktop's programs (daemon/desktop/programs.py, docs/desktop.md): a virtual X server, a
 #: window manager, the input tool, the browser and its fonts, the live view's VNC server,
 #: websocket bridge and noVNC page: installed with apt over the base, from its own sources
 #: (debootstrap's minimal variant cannot configure Chromium's dependencies itself).
@@ -85,7 +85,8 @@ DAEMON_LIB = "/opt/fleet/lib"
 #: The machine's SSH server: the machine's own user, on its loopback only, keys only (from
 #: instances.setSshKeys), a host key of its own in the home (made at setup). Every session
 #: starts as daemon/ssh_session.py (ForceCommand), which gives it the machine's environment
-#: (daemon/procenv.py) and becomes the shell or command asked for; sftp is the external server,
+#: (daemon/processes/env.py) and becomes the shell or command asked for; sftp is the external
+#: server,
 #: a command like any other (the in-process one would bypass the ForceCommand).
 SSHD_CONFIG_TEXT = f"""\
 Port 22
@@ -126,7 +127,7 @@ COPY lib {DAEMON_LIB}
 RUN python3 -m compileall -q {DAEMON_LIB}
 # An execute-only copy of the dynamic loader (root's, mode 0111): the supervisor and the daemon
 # run through it, so the kernel makes them non-dumpable and the machine's own commands cannot
-# read their environment or memory (the token). See daemon/nodump.py. It reads no
+# read their environment or memory (the token). See daemon/supervision/nodump.py. It reads no
 # /etc/ld.so.preload (base/loader.py): an environment's image has its own /etc.
 RUN mkdir -p {FLEET_LIB} && ln -s "$(readlink -f "$(command -v python3)")" {FLEET_LIB}/python3 \
     && PYTHONPATH={DAEMON_LIB} python3 -m base.loader "$(python3 -c "print(next( \

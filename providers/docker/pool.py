@@ -8,7 +8,8 @@ slot instead of a machine: named ``fleet-pool-<slot>``, labelled ``fleet.pool=<s
 **no machine id, no token, no instance**, its stdin open (``OpenStdin``, ``StdinOnce``) and
 attached by this process from before its start (``StdinLifeline``). Its supervisor starts the
 daemon, which does its imports and waits; the supervisor then prints ``supervisor: pool_up``
-(the container's log: "verified") and reads its stdin (``daemon/pool.py``'s ``StdinChannel``).
+(the container's log: "verified") and reads its stdin (``daemon/supervision/pool.py``'s
+``StdinChannel``).
 No restart policy: a pooled container that dies is replaced, not restarted. A claim:
 
 1. renames the container to ``fleet-<machineId>`` (labels cannot change after create: the name

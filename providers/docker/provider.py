@@ -8,7 +8,8 @@ dropped, ``no-new-privileges``, running as uid 1000 (or, in an environment's ima
 devcontainer's ``remoteUser``: environments/users.py). Its first process is the daemon's supervisor
 (``daemon.supervise``: a dead daemon is back at once, orphans are reaped; the container's
 restart policy brings back a dead supervisor), started through an execute-only loader so that
-neither it nor the daemon is readable by the machine's commands (daemon/nodump.py). It sits
+neither it nor the daemon is readable by the machine's commands (daemon/supervision/nodump.py). It
+sits
 on a user-defined bridge network with no traffic between containers; of the platform it
 reaches only NATS, which listens on that network's gateway address (valkey and the gateway
 stay on 127.0.0.1, which in a container is the container's own loopback).
@@ -357,7 +358,8 @@ class DockerProvider:
             "Labels": {**labels, LABEL_STACK: self.stack},
             "HostConfig": {
                 # No docker-init: it would hold the token in a dumpable environment. The
-                # supervisor is the container's first process (non-dumpable, daemon/nodump.py);
+                # supervisor is the container's first process (non-dumpable,
+                # daemon/supervision/nodump.py);
                 # it reaps every orphan and handles SIGHUP/SIGTERM itself.
                 "Init": False,
                 "Privileged": False,

@@ -15,7 +15,7 @@ A restored copy holds its source's credential in memory. So:
   every fork holds is refused by the auth callout from then on;
 - a fork's sandbox is given its own token and machine id in its token directory before its
   restore, and its daemon (parked, as the source's was at the checkpoint) is resumed at once:
-  its supervisor reads both again and tells them to the daemon (daemon/nodump.py
+  its supervisor reads both again and tells them to the daemon (daemon/supervision/nodump.py
   tell_new_identity), which lets the source's connection go unused and connects as the fork,
   in the same process (no new interpreter to start).
 

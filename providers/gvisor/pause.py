@@ -1,7 +1,8 @@
 """Pause and resume of a gvisor machine (docs/stop-start.md): runsc's checkpoint and restore.
 
 A pause asks the machine's daemon to let its NATS connection go (SIGUSR1 through its
-supervisor: daemon/park.py), waits until that connection is gone, then checkpoints the sandbox
+supervisor: daemon/supervision/park.py), waits until that connection is gone, then checkpoints the
+sandbox
 (memory, processes, filesystem changes outside the home) to an image beside the home and
 deletes the sandbox (its host memory is freed then). Its network namespace is kept, with its
 pasta and its tables in it, by a sleeping process of its own (``NETNS_HOLDER``): the resume

@@ -11,7 +11,8 @@
   dir). Each mount's source and the root are bound under ``STAGE`` first, in the private mount
   namespace the sandbox starts in, and the spec runsc is given names them there
   (``staged_bundle``); the spec on disk keeps the real paths (forks and resumes read it).
-- **sudo.** ``write_bin``: the machine's ``sudo`` (daemon/sudo.py), read-only, first on its PATH.
+- **sudo.** ``write_bin``: the machine's ``sudo`` (daemon/supervision/sudo.py), read-only, first on
+its PATH.
 """
 
 from __future__ import annotations
@@ -113,12 +114,13 @@ def _fstab_field(path: str) -> str:
 
 def write_bin(machine_dir: Path, runtime: tuple[list[str], str] | None = None) -> Path:
     """The machine's ``sudo``: a script of the platform's Python (mounted in the sandbox at
-    the same path), which asks the supervisor's broker (daemon/sudo.py). ``runtime``: in an
+    the same path), which asks the supervisor's broker (daemon/supervision/sudo.py). ``runtime``:
+    in an
     image, where the host's Python is not, a shell script that runs the platform's runtime
     (its interpreter's argv, its source directory: providers/gvisor/image.py)."""
     d = machine_dir / BIN_DIR
     d.mkdir(mode=0o755, exist_ok=True)
-    code = "from daemon.sudo import main\nsys.exit(main(sys.argv[1:]))\n"
+    code = "from daemon.supervision.sudo import main\nsys.exit(main(sys.argv[1:]))\n"
     if runtime is None:
         script = f"#!{sys.executable} -IS\nimport sys\nsys.path.insert(0, {str(SOURCE_ROOT)!r})\n"
         script += code

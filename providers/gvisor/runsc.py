@@ -7,9 +7,11 @@ system directories and an allow-list of ``/etc`` read-only, the Python that runs
 fleetd's daemon packages read-only, the machine's home read-write at the same path, its code
 store read-only, a private ``/tmp``. Its first process is root *of gVisor's kernel*: it reads
 the token from a root-only file of the platform's (read-only, outside the home), then becomes
-the machine's uid (daemon/nodump.py ``take_token_file_and_drop_root``), as a docker machine's
+the machine's uid (daemon/supervision/nodump.py ``take_token_file_and_drop_root``), as a docker
+machine's
 does. Root inside is for ``runsc exec --user 0`` (``exec_as_root``) and ``sudo`` (the
-supervisor's broker: daemon/sudo.py), and never the host's: the sandbox's user namespace makes
+supervisor's broker: daemon/supervision/sudo.py), and never the host's: the sandbox's user
+namespace makes
 it a host uid of the machine's own (providers/gvisor/root.py).
 
 Its network is gVisor's own stack (``--network=sandbox``: the one a checkpoint can keep) in a
@@ -274,7 +276,7 @@ def _clean_env() -> dict[str, str]:
 def write_token(machine_dir: Path, token: str, machine_id: str) -> Path:
     """The token's directory (root's alone; read-only in the sandbox, where only root may
     read the file), and beside the token the machine's id: the supervisor reads both again
-    before each daemon it restarts (daemon/nodump.py reread_identity)."""
+    before each daemon it restarts (daemon/supervision/nodump.py reread_identity)."""
     d = machine_dir / TOKEN_DIR
     d.mkdir(mode=0o700, exist_ok=True)
     os.chmod(d, 0o700)

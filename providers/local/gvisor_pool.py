@@ -4,7 +4,8 @@ A pooled gvisor machine is a cold one's sandbox (providers/gvisor/runsc.py) star
 its bundle, home, code store, token directory (root's, with an empty token) and log are in
 ``<data>/pool/gvisor/<owner>/<slot>/``; its container id, uid, cgroup and pasta are the slot's.
 Its supervisor waits for its identity on its stdin, as a docker pooled machine's does
-(daemon/pool.py ``StdinChannel``: a pipe whose write end this process holds), and says ``up``
+(daemon/supervision/pool.py ``StdinChannel``: a pipe whose write end this process holds), and says
+``up``
 on its log once its daemon waits, imports done. A claim:
 
 1. moves the slot's home, code store, token directory, log and bundle into the machine's
@@ -16,7 +17,8 @@ on its log once its daemon waits, imports done. A claim:
    the instance's limits to the machine (``LocalProvider.claim_slot``);
 2. the hand-over writes the token and machine id into the machine's token directory, as a cold
    start does (the supervisor reads them again before each daemon it restarts, and at a resume:
-   daemon/nodump.py), then writes the identity on the pipe and closes it: nothing of the pool
+   daemon/supervision/nodump.py), then writes the identity on the pipe and closes it: nothing of
+   the pool
    stays reachable from the machine.
 
 The pipe is also the lifeline: when this process ends (even SIGKILLed), the supervisor sees it

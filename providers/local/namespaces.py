@@ -79,7 +79,7 @@ class Namespaces:
             home,
             FLEET_MACHINE_ID=machine_id,
             # Not the token: bwrap's init would keep it in its environment, readable by the
-            # machine's commands. A pipe the supervisor reads first (daemon/nodump.py).
+            # machine's commands. A pipe the supervisor reads first (daemon/supervision/nodump.py).
             FLEET_MACHINE_TOKEN_FD=str(TOKEN_FD),
         )
         root, user = await self._image_root(machine_id, uid) if host.sandbox else (None, None)

@@ -3,7 +3,8 @@
 A pooled machine is a normal machine's bubblewrap sandbox, supervisor and daemon, started
 with a pool slot instead of a machine: its home is ``<data>/pool/local/<owner>/<slot>/home``,
 its root's environment has ``FLEET_POOL_SLOT`` and no machine id or token, and its fd 3 is
-one end of a socketpair this process holds (``daemon/pool.py`` is the other side). A claim:
+one end of a socketpair this process holds (``daemon/supervision/pool.py`` is the other side). A
+claim:
 
 1. moves the pool home to ``machines/<id>/home`` (a rename on the host: the sandbox's bind
    mount follows the inode, so the running daemon keeps its home), its code store and the

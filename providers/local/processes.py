@@ -50,7 +50,7 @@ def daemon_argv() -> list[str]:
 
 def supervised_argv(loader: str | None = None) -> list[str]:
     """The supervisor, which runs the daemon (and runs it again when it dies); both through
-    the execute-only ``loader`` when given (non-dumpable: see daemon/nodump.py)."""
+    the execute-only ``loader`` when given (non-dumpable: see daemon/supervision/nodump.py)."""
     if loader is None:
         return [sys.executable, "-I", "-m", "daemon.supervise", *daemon_argv()]
     python = [loader, sys.executable, "-I", "-m"]

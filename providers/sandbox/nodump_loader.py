@@ -1,4 +1,5 @@
-"""The platform's half of daemon/nodump.py: an execute-only copy of the dynamic loader for a
+"""The platform's half of daemon/supervision/nodump.py: an execute-only copy of the dynamic loader
+for a
 machine's supervisor and daemon, blind to the machine's ``/etc/ld.so.preload``
 (base/loader.py); the token reaches them on a pipe (base/tokenfd.py)."""
 

@@ -17,7 +17,8 @@ by the provider (root):
 - ``0 0 1``: bwrap itself, root, sets the sandbox up inside the namespace (it must reach the
   host's root-owned paths it binds); the machine's first process, the supervisor, starts as
   that root with only CAP_SETUID and CAP_SETGID (as without a namespace) and becomes the user
-  before anything of the machine runs (daemon/nodump.py). In the namespace it can become no
+  before anything of the machine runs (daemon/supervision/nodump.py). In the namespace it can
+  become no
   one but root and the user: nothing else is mapped.
 - ``UID HOST 1`` and ``GID HOST 1``: the user is the machine's own host uid (and group).
 

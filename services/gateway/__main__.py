@@ -87,7 +87,7 @@ async def _composed(settings: Settings, stack: AsyncExitStack, clock: Clock) -> 
     # On the audit account's connection: no machine and no other service reaches it.
     await stack.enter_async_context(CallerNotices(audit.nc, store.caller_changes))
     # Entered after the audit log, so left before it: what it buffered is stored on the way out.
-    await enter_subscriptions(stack, SecretUseAudit(audit), bus, settings, metrics)
+    await enter_subscriptions(stack, [SecretUseAudit(audit)], bus, settings, metrics)
     repo = code_repo(settings.code_repo)
     sha = platform_sha(settings.git_sha, repo)
     return compose(

@@ -9,12 +9,12 @@ from controlplane.calls.host_call import HostLiveness
 from controlplane.events.subscriptions import enter_subscriptions
 from controlplane.process.metrics import service_metrics
 from controlplane.process.runner import run_service
-from controlplane.process.stage import connect
+from controlplane.process.stage import connect, wired_daemons
 from controlplane.settings import Settings
 from services.prober.autostop import IdleStopper
 from services.prober.host_loss import HostLossMonitor
 from services.prober.liveness import HeartbeatMonitor
-from services.prober.service import Prober
+from services.prober.service import ReadinessProbe, prober
 
 
 async def build(settings: Settings, stack: AsyncExitStack) -> None:
@@ -32,8 +32,10 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     # hosts (one provisioner of the host answers).
     hosts = HostLiveness(bus.nc, default_host_id=settings.host_id,
                          timeout_s=settings.rpc_timeout_s)  # fmt: skip
-    svc = Prober.wired(settings, store, bus, metrics, clock=clock, hosts=hosts)
-    await enter_subscriptions(stack, svc, bus, settings, metrics)
+    keys, daemons = wired_daemons(settings, store, bus, metrics, ReadinessProbe.daemon_methods)
+    svc = prober(store=store, bus=bus, daemons=daemons, settings=settings, keys=keys,
+                 clock=clock, hosts=hosts)  # fmt: skip
+    await enter_subscriptions(stack, svc.handlers, bus, settings, metrics)
 
 
 def main() -> None:

@@ -66,13 +66,17 @@ class DaemonLiveness(Protocol):
 
 
 class BootWatchdog:
-    store: Store
-    bus: Bus
-    settings: Settings
-    #: Its windows are this clock's time (a test's manual one).
-    clock: Clock
-    #: Asked at the end of a window (None: no host is asked; the machine fails then).
-    hosts: DaemonLiveness | None
+    """``machine.provisioned`` watched until its daemon reports ready. Its windows are
+    ``clock``'s time (a test's manual one); ``hosts`` is asked at the end of a window (None: no
+    host is asked; the machine fails then)."""
+
+    def __init__(self, store: Store, bus: Bus, settings: Settings, clock: Clock,
+                 hosts: DaemonLiveness | None = None) -> None:  # fmt: skip
+        self.store = store
+        self.bus = bus
+        self.settings = settings
+        self.clock = clock
+        self.hosts = hosts
 
     async def give_up_boot(self, event: Event, reason: str) -> None:
         await fail_machine(self.store, self.bus, event.machine_id, stage="boot", reason=reason,

@@ -41,11 +41,14 @@ def _hosts_summary(hosts: list[HostInfo]) -> str:
 
 
 class PlacementWatchdog:
-    store: Store
-    bus: Bus
-    settings: Settings
-    #: How long a create waited is this clock's now less the event's time.
-    clock: Clock
+    """``machine.created`` watched until a host takes it; how long a create waited is
+    ``clock``'s now less the event's time."""
+
+    def __init__(self, store: Store, bus: Bus, settings: Settings, clock: Clock) -> None:
+        self.store = store
+        self.bus = bus
+        self.settings = settings
+        self.clock = clock
 
     async def give_up_placement(self, event: Event, reason: str) -> None:
         await self.fail_unplaced(event, f"{NO_HOST_WITH_CAPACITY}: {reason}")

@@ -1,6 +1,10 @@
-"""The prober: setup was pushed -> wait the configured delay, probe until healthy or deadline."""
+"""The prober made of its parts (``prober(...)``): the readiness probe (setup was pushed ->
+wait the configured delay, probe until healthy or deadline), the boot watchdog and the placement
+watchdog, each a handler group made once."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import structlog
 
@@ -25,20 +29,37 @@ from services.prober.placement import PlacementWatchdog
 log = structlog.get_logger(__name__)
 
 
-class Prober(PlacementWatchdog, BootWatchdog, Stage):
-    """The probe's delay, deadline and interval, and the boot and placement watchdogs' waits,
-    are ``clock``'s time (a test's manual one); ``hosts`` tells the boot watchdog whether a
-    machine's daemon runs (services/prober/boot_watch.py)."""
+@dataclass(frozen=True)
+class Prober:
+    probe: ReadinessProbe
+    boot: BootWatchdog
+    placement: PlacementWatchdog
+
+    @property
+    def handlers(self) -> tuple[object, ...]:
+        """Its handler groups, whose consumers ``enter_subscriptions`` starts."""
+        return (self.probe, self.boot, self.placement)
+
+
+def prober(*, store: Store, bus: Bus, daemons: DaemonClient, settings: Settings,
+           keys: MachineKeys | None = None, clock: Clock = SYSTEM_CLOCK,
+           hosts: DaemonLiveness | None = None) -> Prober:  # fmt: skip
+    """Every part of the prober, made once. The probe's delay, deadline and interval, and the
+    watchdogs' waits, are ``clock``'s time (a test's manual one); ``hosts`` tells the boot
+    watchdog whether a machine's daemon runs (services/prober/boot_watch.py)."""
+    return Prober(
+        probe=ReadinessProbe(store=store, bus=bus, daemons=daemons, settings=settings, keys=keys,
+                             clock=clock),
+        boot=BootWatchdog(store, bus, settings, clock, hosts),
+        placement=PlacementWatchdog(store, bus, settings, clock),
+    )  # fmt: skip
+
+
+class ReadinessProbe(Stage):
+    """``machine.setup-pushed``: probed until healthy, then ``machine.ready``."""
 
     stage = "probe"
     daemon_methods = (d.HEALTH, d.EXEC_COMMAND)
-
-    def __init__(self, *, store: Store, bus: Bus, daemons: DaemonClient, settings: Settings,
-                 keys: MachineKeys | None = None, clock: Clock = SYSTEM_CLOCK,
-                 hosts: DaemonLiveness | None = None) -> None:  # fmt: skip
-        super().__init__(store=store, bus=bus, daemons=daemons, settings=settings, keys=keys,
-                         clock=clock)  # fmt: skip
-        self.hosts = hosts
 
     @subscriber(SetupPushed, durable=Durable.PROBER)
     async def on_setup_pushed(self, event: SetupPushed) -> None:

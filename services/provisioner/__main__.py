@@ -45,7 +45,7 @@ from services.provisioner.egress.secrets_proxy import gvisor_door, secrets_cache
 from services.provisioner.host import HostHeartbeat
 from services.provisioner.host_rpc_server import HostMethods, host_rpc_server
 from services.provisioner.memory_pressure import MemoryPressure
-from services.provisioner.service import Provisioner
+from services.provisioner.service import Provisioner, provisioner
 from services.provisioner.sweep import DockerShelf, LocalShelf, Sweeper
 from services.provisioner.usage_sampler import UsageSampler
 
@@ -95,7 +95,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     # stopped after both, so a build still running is cancelled and joined.
     shared = await stack.enter_async_context(SharedBuilds())
     box = SecretBox(settings.secret_key)
-    svc = Provisioner(
+    svc = provisioner(
         store=store, bus=bus, box=box, settings=settings, heartbeat=heartbeat, clock=clock,
         providers={local.name: local, swarm.name: swarm, docker.name: docker},
         pools=await warm_pools(settings, stack, local, docker, clock),
@@ -111,7 +111,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
         await stack.enter_async_context(MemoryPressure(store=store, bus=bus, settings=settings,
                                                        memory=memory, clock=clock))  # fmt: skip
     await _serve_host(settings, stack, store, bus, svc, box, shared, local, swarm, docker, clock)
-    await enter_subscriptions(stack, svc, bus, settings, metrics)
+    await enter_subscriptions(stack, svc.handlers, bus, settings, metrics)
 
 
 async def _serve_host(settings: Settings, stack: AsyncExitStack, store: Store, bus: Bus,
@@ -123,7 +123,7 @@ async def _serve_host(settings: Settings, stack: AsyncExitStack, store: Store, b
     providers: dict[str, MachineControl] = {local.name: local, swarm.name: swarm,
                                             docker.name: docker}  # fmt: skip
     methods = HostMethods(store=store, settings=settings, providers=providers,
-                          egress=svc.egress, box=box, disk=svc.disk,
+                          egress=svc.machines.egress, box=box, disk=svc.machines.disk,
                           builds=EnvironmentBuilds(store, settings, lambda: docker.docker,
                                                    shared))  # fmt: skip
     await stack.enter_async_context(host_rpc_server(bus.nc, methods))

@@ -7,6 +7,8 @@ its daemon's ready report must come after it, as a cold machine's does.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import structlog
 
 from contracts.errors import ProviderError
@@ -37,11 +39,14 @@ async def machine_pool(
 
 
 class PoolClaims:
-    store: Store
-    #: This process's warm pools, by pool key (claims are local to the process).
-    pools: dict[str, WarmPool]
+    """This process's warm pools, by pool key (claims are local to the process): what a
+    create, a start and a fork's first start take a machine from."""
 
-    async def _obtain(
+    def __init__(self, store: Store, pools: Mapping[str, WarmPool]) -> None:
+        self.store = store
+        self.pools = dict(pools)
+
+    async def obtain(
         self, name: str | None, provider: Provider, machine_id: str, token: str, *,
         home_kept: bool = False,
     ) -> tuple[str, PoolMachine | None]:  # fmt: skip
@@ -59,9 +64,10 @@ class PoolClaims:
                 await pooled.stop()
         return await provider.start(machine_id, token), None
 
-    async def _hand_over(
+    async def hand_over(
         self, pooled: PoolMachine, provider: Provider, machine_id: str, token: str
     ) -> None:
+        """Tell a claimed machine who it is; one that died since its claim starts cold."""
         try:
             await pooled.hand_over(token)
         except ProviderError as exc:  # it died since its claim: start the machine cold

@@ -1,18 +1,29 @@
-"""This provisioner's host: its heartbeat in the store, and the room it has left for machines
-(docs/hosts.md). Every provisioner replica on one host heartbeats for it under the same id."""
+"""This provisioner's host: its heartbeat in the store, the room it has left for machines
+(docs/hosts.md), and its machines as every part of the provisioner shares them
+(``HostMachines``). Every provisioner replica on one host heartbeats for it under the same id."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Self
 
 import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
 from base.ticker import Ticker
+from contracts.events import Event
+from contracts.models import Machine
+from controlplane.bus import Bus
+from controlplane.events.consumer import Permanent, Retry
+from controlplane.machines.failures import fail_machine
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
+from providers.base import Provider
 from providers.host_memory import mem_available_mb
+from services.provisioner.disk import DiskBudget
+from services.provisioner.egress.enforcer import EgressEnforcer
 
 log = structlog.get_logger(__name__)
 
@@ -89,3 +100,48 @@ async def room_left(
         return None
     occupancy = await store.hosts.occupancy(settings.host_id)
     return settings.host_capacity - len(occupancy.running | held)
+
+
+@dataclass(frozen=True)
+class HostMachines:
+    """What every part of the provisioner shares: the records, the bus, this host's providers
+    and id, the machines' credentials, their egress and their instance's disk budget."""
+
+    store: Store
+    bus: Bus
+    providers: Mapping[str, Provider]
+    box: SecretBox
+    #: This provisioner's host (FLEET_HOST_ID).
+    host_id: str
+    egress: EgressEnforcer
+    disk: DiskBudget
+
+    def owns(self, machine: Machine) -> bool:
+        """The machine is this host's to stop, start or archive: started here, or by no host
+        (before hosts were recorded, or never started: every host may look, none finds it)."""
+        return machine.host_id is None or machine.host_id == self.host_id
+
+    async def owned(self, machine_id: str) -> bool:
+        return self.owns(await self.store.get_machine(machine_id))
+
+    async def locked(self, machine_id: str, ttl_s: float = 30) -> tuple[str, str]:
+        """The machine's ``provision:`` lock, taken (Retry: another handler holds it)."""
+        lock = (f"provision:{machine_id}", self.store.locks.token())
+        if not await self.store.locks.take(*lock, ttl_s=ttl_s):
+            raise Retry("another provisioner is starting or stopping this machine", delay_s=0.5)
+        return lock
+
+    async def credentials(self, machine: Machine) -> tuple[Provider, str]:
+        """The machine's provider and its daemon's token (Permanent: it has neither)."""
+        provider = self.providers.get(machine.provider)
+        sealed = await self.store.machine_secret(machine.id)
+        if provider is None or sealed is None:
+            raise Permanent(f"machine {machine.id} cannot be started: no provider "
+                            f"{machine.provider!r} or no credentials")  # fmt: skip
+        return provider, self.box.decrypt(sealed)
+
+    async def give_up(self, event: Event, reason: str) -> None:
+        """A handler's last word on an event it could not carry out: the machine failed at
+        stage ``provision``."""
+        await fail_machine(self.store, self.bus, event.machine_id, stage="provision",
+                           reason=reason, cause_event_id=event.event_id)  # fmt: skip

@@ -36,7 +36,7 @@ from controlplane.machines.unresponsive import mark_unresponsive
 from controlplane.settings import Settings
 from controlplane.store import disk as store_disk
 from providers.base import DaemonWatch, Pauser
-from services.provisioner.stop_start import StopStartHandlers
+from services.provisioner.host import HostMachines
 
 log = structlog.get_logger(__name__)
 
@@ -47,14 +47,21 @@ _HELD_S = 600.0
 _ASK_AGAIN = Backoff(base=0.02, cap=0.5)
 
 
-class PauseHandlers(StopStartHandlers):
-    settings: Settings
-    #: What a resume waits on: its daemon's answer (None: not waited for).
-    daemons: DaemonClient | None
-    clock: Clock
+class PauseResume:
+    """``machine.pause-requested`` and ``machine.resume-requested`` on this host's machines;
+    ``daemons``: what a resume waits on, its daemon's answer (None: not waited for)."""
+
+    def __init__(self, machines: HostMachines, settings: Settings,
+                 daemons: DaemonClient | None, clock: Clock) -> None:  # fmt: skip
+        self.machines = machines
+        self.store = machines.store
+        self.bus = machines.bus
+        self.settings = settings
+        self.daemons = daemons
+        self.clock = clock
 
     def _pauser(self, provider_name: str, machine_id: str) -> Pauser:
-        provider = self.providers.get(provider_name)
+        provider = self.machines.providers.get(provider_name)
         if not isinstance(provider, Pauser):
             raise NotSupported(f"provider {provider_name!r} cannot pause machine {machine_id}")
         return provider
@@ -71,9 +78,9 @@ class PauseHandlers(StopStartHandlers):
     @subscriber(MachinePauseRequested, durable=Durable.PROVISIONER_PAUSE,
                 give_up=pause_event_failed)  # fmt: skip
     async def on_pause_requested(self, event: MachinePauseRequested) -> None:
-        if not await self._owned(event.machine_id):
+        if not await self.machines.owned(event.machine_id):
             return  # its own host's provisioner pauses it
-        lock = await self._locked(event.machine_id, ttl_s=_HELD_S)
+        lock = await self.machines.locked(event.machine_id, ttl_s=_HELD_S)
         try:
             machine = await self.store.get_machine(event.machine_id)
             if machine.status is not S.PAUSING:  # paused already, or stopped since
@@ -83,8 +90,8 @@ class PauseHandlers(StopStartHandlers):
             field = store_disk.paused(machine.id)
             try:
                 # Its image takes at most its memory: that place is held before the checkpoint.
-                async with self.disk.held(machine.instance_id, field,
-                                          await self.disk.memory_bytes(machine),
+                async with self.machines.disk.held(machine.instance_id, field,
+                                          await self.machines.disk.memory_bytes(machine),
                                           f"machine {machine.id}'s pause"):  # fmt: skip
                     size = await self._pauser(machine.provider, machine.id).pause(machine.id)
             except (Conflict, NotSupported, DiskLimit) as exc:  # refused; the sandbox runs on
@@ -121,7 +128,7 @@ class PauseHandlers(StopStartHandlers):
     @subscriber(MachineResumeRequested, durable=Durable.PROVISIONER_RESUME,
                 give_up=resume_event_failed)  # fmt: skip
     async def on_resume_requested(self, event: MachineResumeRequested) -> None:
-        if not await self._owned(event.machine_id):
+        if not await self.machines.owned(event.machine_id):
             return
         began = self.clock.monotonic()
         restored = await self._restored(event)
@@ -147,7 +154,7 @@ class PauseHandlers(StopStartHandlers):
         """The machine's sandbox restored from its pause, under its lock: when (the clock's
         reading as the restore ended); None if there was nothing to restore (resumed already,
         stopped since) or the restore failed it."""
-        lock = await self._locked(event.machine_id, ttl_s=_HELD_S)
+        lock = await self.machines.locked(event.machine_id, ttl_s=_HELD_S)
         try:
             machine = await self.store.get_machine(event.machine_id)
             if machine.status is not S.RESUMING:
@@ -162,7 +169,7 @@ class PauseHandlers(StopStartHandlers):
                     await self.store.set_external_id(machine.id, await pauser.resume(machine.id))
                 restored = self.clock.monotonic()
                 # The restore's namespace is a new one: the instance's policy goes on it again.
-                await self.egress.enforce(machine, at_start=True)
+                await self.machines.egress.enforce(machine, at_start=True)
             except (ProviderError, NotSupported, OSError) as exc:
                 await fail_machine(self.store, self.bus, machine.id, stage="resume",
                                    reason=str(exc), cause_event_id=event.event_id)  # fmt: skip

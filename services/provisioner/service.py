@@ -1,345 +1,152 @@
-"""The provisioner: ``machine.created`` -> token, provider start, ``machine.provisioned``;
-``machine.archived`` -> provider stop."""
+"""The provisioner made of its parts, as its ``__main__`` and the tests make it
+(``provisioner(...)``): the machines of this host every part shares (``HostMachines``), the warm
+pools' claims, and the handler groups (``CreateArchive``, ``StopStart``, ``PauseResume``), each
+made once and handed what it uses. ``Provisioner.resume`` is its start on a host: the daemons of
+its machines that should run are started again (after `fleet up` was stopped, or the host
+rebooted), and a machine whose setup the stop cut short is set up again
+(docs/pipeline.md#deadlines)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import aiodocker
 import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
-from contracts.consumers import Durable
-from contracts.errors import DiskLimit, FleetError, NotFound, NotSupported, ProviderError
-from contracts.events import (
-    Event,
-    HomeCopy,
-    MachineArchived,
-    MachineCreated,
-    MachineFilesRemoved,
-    MachineProvisioned,
-)
-from contracts.ids import derived_event_id
+from contracts.errors import FleetError
+from contracts.events import MachineProvisioned
+from contracts.ids import new_event_id
 from contracts.models import Machine
-from contracts.status import MachineStatus as S
+from contracts.status import COMING_UP, STOPPABLE, MachineStatus as S
 from controlplane.bus import Bus
 from controlplane.calls.daemon_client import DaemonClient
-from controlplane.events.consumer import Permanent, Retry
-from controlplane.events.subscriptions import subscriber
-from controlplane.machines.failures import fail_machine
-from controlplane.machines.revoke import revoke_machine
-from controlplane.security.crypto import SecretBox, mint_machine_token
+from controlplane.machines.unresponsive import mark_unresponsive
+from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
-from controlplane.store import (
-    F_EXTERNAL_ID,
-    F_HOST_ID,
-    F_SEALED_CREDENTIAL,
-    Store,
-    disk as store_disk,
-)
+from controlplane.store import Store
 from environments.shared_builds import SharedBuilds
-from providers.base import HomeCloner, Provider
+from providers.base import Provider
 from providers.egress import DnsProxy, EgressProxy, HostDoor
-from providers.host_memory import mem_available_mb
-from providers.sandbox import NotFrozen
 from providers.warm_pool import WarmPool
-from services.provisioner.builds.environment import (
-    STAGE as ENVIRONMENT_STAGE,
-    DevcontainerDetector,
-    EnvironmentContext,
-    Resolved,
-    machine_limits,
-    resolve_image,
-)
-from services.provisioner.claims import machine_pool
+from services.provisioner.claims import PoolClaims
+from services.provisioner.create_archive import CreateArchive
 from services.provisioner.disk import disk_budget
 from services.provisioner.egress.enforcer import EgressEnforcer, EgressPolicies
 from services.provisioner.egress.events import EgressEvents
-from services.provisioner.host import HostHeartbeat, room_left
-from services.provisioner.resume import Resumer
+from services.provisioner.host import HostHeartbeat, HostMachines
+from services.provisioner.pause import PauseResume
+from services.provisioner.stop_start import StopStart
 
 log = structlog.get_logger(__name__)
 
+#: The status reason of a machine set up again after the platform stopped during its setup.
+SET_UP_AGAIN = "the platform stopped during setup: its daemon was started again"
 
-class Provisioner(Resumer):
-    def __init__(
-        self,
-        *,
-        store: Store,
-        bus: Bus,
-        providers: Mapping[str, Provider],
-        box: SecretBox,
-        pools: Mapping[str, WarmPool] | None = None,
-        settings: Settings,
-        heartbeat: HostHeartbeat | None = None,
-        engine: Callable[[], aiodocker.Docker] | None = None,
-        dns: DnsProxy | None = None,
-        refusals: EgressEvents | None = None,
-        proxy: EgressProxy | None = None,
-        door: HostDoor | None = None,
-        policies: EgressPolicies | None = None,
-        clock: Clock = SYSTEM_CLOCK,
-        shared: SharedBuilds | None = None,
-        daemons: DaemonClient | None = None,
-    ) -> None:
-        #: This host's id and capacity (FLEET_HOST_ID, FLEET_HOST_CAPACITY).
-        self.settings = settings
-        self.host_id = self.settings.host_id
-        #: The host's heartbeat (None: never drained), whose flag says whether it is drained.
-        self.heartbeat = heartbeat
-        self.store = store
-        self.bus = bus
-        self.providers = providers
-        self.box = box
-        #: This process's warm pools, by provider (claims are local to the process).
-        self.pools = dict(pools or {})
-        #: The Docker engine environments' images are on (None: none configured).
-        self.engine = engine
-        self.egress = EgressEnforcer(store, providers, self.settings.nats_url, dns, refusals,
-                                     proxy, door, policies)  # fmt: skip
-        #: The instance's disk budget a fork's home and a pause's image take their place in.
-        self.disk = disk_budget(store, self.settings)
-        #: The process's environment builds and checkouts (None: it builds no environment).
-        self.shared = shared
-        #: What a resumed machine's daemon is asked through (None: no one asks).
-        self.daemons = daemons
-        self.clock = clock
-        #: What the instance's repos say of their devcontainer.json, for a short while.
-        self.detector = DevcontainerDetector(
-            clock=clock, checkouts=None if shared is None else shared.checkouts
-        )
 
-    async def room(self, held: frozenset[str]) -> int | None:
-        """The capacity gate of machine.created: a full host takes none (docs/hosts.md)."""
-        # The store's flag, not the last heartbeat's: a drain takes effect at the next fetch
-        # (or at the answer of one under way), so hosts.drain's rebuilds land elsewhere.
-        draining = await self.store.hosts.draining(self.host_id)
-        memory = mem_available_mb if self.heartbeat is None else self.heartbeat.memory
-        return await room_left(self.store, self.settings, held, draining=draining,
-                               available_mb=memory)  # fmt: skip
+@dataclass(frozen=True)
+class Provisioner:
+    machines: HostMachines
+    claims: PoolClaims
+    create_archive: CreateArchive
+    stop_start: StopStart
+    pause_resume: PauseResume
 
-    @subscriber(MachineCreated, durable=Durable.PROVISIONER, room=room)
-    async def on_created(self, event: MachineCreated) -> None:
-        await self._home_is_here(event)
-        provider = self.providers.get(event.provider)
-        # One round trip: read, compare-and-set to provisioning, and claim the token we mint
-        # unless one is stored (racing replicas agree on the first; a redelivery reuses it).
-        token = mint_machine_token()
-        sealed = self.box.encrypt(token)
-        step = await self.store.stages.advance(
-            event.machine_id, S.PROVISIONING, "starting the machine",
-            claim={F_SEALED_CREDENTIAL: sealed} if provider is not None else None,
-            move={F_HOST_ID: self.host_id},
-        )  # fmt: skip
-        machine, previous = step.machine, step.transition.previous
-        if machine is None:
-            raise NotFound(f"machine {event.machine_id} not found")
-        if previous is S.BOOTING and machine.external_id:
-            await self._announce(event, machine.external_id)  # crashed before announcing
-            await self._restart_if_gone(machine, provider, step.sealed_token)
-            return
-        if not step.transition.accepted:
-            log.info("provision.skipped", status=machine.status.value)
-            return
-        if provider is None:
-            raise Permanent(f"no provider named {event.provider!r} is configured")
-        if step.sealed_token != sealed:
-            assert step.sealed_token is not None
-            token = self.box.decrypt(step.sealed_token)
-        resolved = await self._environment(event, provider)
-        if resolved is not None:
-            pool = await machine_pool(self.store, event.machine_id, event.provider, resolved.image)
-            try:
-                await self._start(event, provider, token, pool)
-            except NotSupported as exc:  # refused by name: every retry would meet the same
-                raise Permanent(f"{type(exc).__name__}: {exc.message}") from None
+    @property
+    def handlers(self) -> tuple[object, ...]:
+        """Its handler groups, whose consumers ``enter_subscriptions`` starts."""
+        return (self.create_archive, self.stop_start, self.pause_resume)
 
-    async def _restart_if_gone(
-        self, machine: Machine, provider: Provider | None, sealed: str | None
-    ) -> None:
-        """A booting machine's create, delivered again: the delivery before may have ended
-        between the start and the daemon's first word (a provisioner killed after claiming a
-        pooled machine, before telling it who it is). The provider's start leaves a machine
-        that runs be, and starts one that cannot serve afresh."""
-        if provider is None or sealed is None or machine.host_id not in (None, self.host_id):
-            return
-        async with self.store.locks.hold(f"provision:{machine.id}", ttl_s=10) as held:
-            if not held:
-                return  # being started right now
-            external_id = await provider.start(machine.id, self.box.decrypt(sealed))
-        if external_id != machine.external_id:
-            log.warning("provision.restarted", was=machine.external_id, now=external_id)
-            await self.store.set_external_id(machine.id, external_id)
+    async def resume(self) -> int:
+        """Restart the daemons of this host's live machines whose daemon is gone (after
+        `fleet up` was stopped, or the host rebooted). Starting is idempotent, so running ones
+        are left be."""
+        hm = self.machines
+        # Only this host's (and those of no host: recorded before hosts were): another host's
+        # machines are its own provisioner's to resume.
+        machines = [m for m in await hm.store.list_machines() if m.host_id in (None, hm.host_id)]
+        ended = await self.stop_start.keep_stopped(machines)
+        if ended:
+            log.warning("provision.stopped_machines_ended", count=ended)
+        resumed = 0
+        for machine in machines:
+            resumed += await _resume_one(hm, machine)
+        return resumed
 
-    async def _environment(self, event: MachineCreated, provider: Provider) -> Resolved | None:
-        """The machine's environment, resolved once (a redelivery finds it recorded); None
-        when it cannot be had: the machine failed at stage ``environment``."""
-        machine = await self.store.get_machine(event.machine_id)
-        if machine.environment is not None:
-            return Resolved(machine.environment, machine.environment_image)
-        env = await self.store.environments.of_instance(machine.instance_id)
-        runs_images = getattr(provider, "runs_images", False)
-        try:
-            docker = self._engine_for(env is not None, runs_images)
-            ctx = EnvironmentContext(self.store, self.bus, machine, docker, event.event_id,
-                                     self.settings, self.detector if runs_images else None,
-                                     self.shared)  # fmt: skip
-            resolved = await resolve_image(ctx, env)
-            if resolved.image is not None and not runs_images:
-                raise NotSupported(f"provider {event.provider} cannot run an environment's image")
-            await machine_limits(self.store, self.settings, machine)  # what it asks fits
-        except FleetError as exc:
-            await fail_machine(self.store, self.bus, machine.id, stage=ENVIRONMENT_STAGE,
-                               reason=f"{type(exc).__name__}: {exc.message}",
-                               cause_event_id=event.event_id)  # fmt: skip
-            return None
-        await self.store.environments.set_of_machine(
-            machine.id, resolved.environment, resolved.image
-        )
-        log.info("provision.environment", environment=resolved.environment, image=resolved.image)
-        return resolved
 
-    def _engine_for(self, named: bool, runs_images: bool) -> aiodocker.Docker | None:
-        """The engine a machine's image is on: a ``named`` image needs it (ProviderError when
-        this host has none); a provider that ``runs_images`` looks for a repo's
-        devcontainer.json there when this host has one. A host with none runs default
-        machines."""
-        if self.engine is None or not (named or runs_images):
-            return None
-        try:
-            return self.engine()
-        except ProviderError:
-            if named:
-                raise
-            return None
+def provisioner(
+    *, store: Store, bus: Bus, providers: Mapping[str, Provider], box: SecretBox,
+    settings: Settings, pools: Mapping[str, WarmPool] | None = None,
+    heartbeat: HostHeartbeat | None = None,
+    engine: Callable[[], aiodocker.Docker] | None = None, dns: DnsProxy | None = None,
+    refusals: EgressEvents | None = None, proxy: EgressProxy | None = None,
+    door: HostDoor | None = None, policies: EgressPolicies | None = None,
+    clock: Clock = SYSTEM_CLOCK, shared: SharedBuilds | None = None,
+    daemons: DaemonClient | None = None,
+) -> Provisioner:  # fmt: skip
+    """Every part of the provisioner, made once. ``daemons``: what a resumed machine's daemon
+    is asked through (None: its answer is not waited for)."""
+    egress = EgressEnforcer(store, providers, settings.nats_url, dns, refusals, proxy, door,
+                            policies)  # fmt: skip
+    machines = HostMachines(store=store, bus=bus, providers=providers, box=box,
+                            host_id=settings.host_id, egress=egress,
+                            disk=disk_budget(store, settings))  # fmt: skip
+    claims = PoolClaims(store, pools or {})
+    return Provisioner(
+        machines=machines, claims=claims,
+        create_archive=CreateArchive(machines, claims, settings, heartbeat=heartbeat,
+                                     engine=engine, shared=shared, clock=clock),
+        stop_start=StopStart(machines, claims),
+        pause_resume=PauseResume(machines, settings, daemons, clock),
+    )  # fmt: skip
 
-    async def _start(
-        self, event: MachineCreated, provider: Provider, token: str, pool: str | None
-    ) -> None:
-        mid = event.machine_id
-        # Short TTL: a provisioner that dies holding it must not stall the restarted one long.
-        lock = (f"provision:{mid}", self.store.locks.token())
-        if not await self.store.locks.take(*lock, ttl_s=10):
-            # another delivery is starting this very machine right now
-            raise Retry("another provisioner is starting this machine", delay_s=1.0)
-        await self.store.hosts.took(self.host_id, mid)
-        released = False
-        try:
-            copied = await self._fork_home(event, provider)
-            # A fork's home is made already: a pooled machine is given it.
-            external_id, pooled = await self._obtain(
-                pool, provider, mid, token, home_kept=copied is not None
-            )
-            await self.egress.enforce_on(mid, event.instance_id, event.provider, at_start=True)
-            if (image := event.memory_image) is not None:  # its last fork's restore drops it
-                await self.disk.took(provider, event.instance_id, store_disk.image(image), image)
-            # The booting transition and the lock's release in one step; a pooled machine's
-            # start keeps the lock until the machine is told who it is (a start that saw it
-            # untold meanwhile would take it for an orphan: providers/local/namespaces.py).
-            step = await self.store.stages.advance(
-                mid, S.BOOTING, "waiting for the daemon to report ready",
-                move={F_EXTERNAL_ID: external_id, F_HOST_ID: self.host_id},
-                release=lock if pooled is None else None,
-            )  # fmt: skip
-            released = pooled is None
-            try:
-                if step.transition.accepted:  # moved now, or a repeat: deduplicated
-                    await self._announce(event, external_id, copied)
-            finally:
-                # Only now: its ready report is to come after provisioned. Told even when the
-                # announce failed (the redelivery announces): untold, it would wait forever.
-                if pooled is not None:
-                    await self._hand_over(pooled, provider, mid, token)
-        finally:
-            if not released:  # failed, or a pooled machine's hand-over: free it
-                await self.store.locks.release(*lock)
 
-    async def _home_is_here(self, event: MachineCreated) -> None:
-        """A fork, or a machine from a snapshot, is made on the host of the home it copies:
-        another host's provisioner leaves it to that host's."""
-        if event.fork_of is not None:
-            source = event.fork_of
-        elif event.from_snapshot is not None:
-            try:
-                source = (await self.store.snapshots.get(event.from_snapshot)).machine_id
-            except NotFound:  # deleted once its machine was made: this create came again
-                return  # (the machine held the snapshot until then), and its status skips it
-        else:
-            return
-        host = (await self.store.get_machine(source)).host_id
-        if host not in (None, self.host_id):
-            raise Retry(f"its home is copied from {source}, on host {host}", delay_s=0.2)
+async def _resume_one(hm: HostMachines, machine: Machine) -> int:
+    """1 if the machine's daemon was started anew, else 0."""
+    provider = hm.providers.get(machine.provider)
+    sealed = await hm.store.machine_secret(machine.id)
+    # STOPPABLE: its daemon should run; but not before a stop still to be carried out
+    # (a start that overtook it waits for its handler, which ends what runs first).
+    if provider is None or sealed is None or machine.status not in STOPPABLE:
+        return 0
+    async with hm.store.locks.hold(f"provision:{machine.id}", ttl_s=10) as held:
+        if not held:
+            return 0  # being started by a handler right now
+        if await hm.store.stops.outstanding(machine.id):
+            log.info("provision.resume_waits_for_stop", machine_id=machine.id)
+            return 0
+        external_id = await provider.start(machine.id, hm.box.decrypt(sealed))
+    try:  # its resolver, and its policy if it restarted
+        await hm.egress.enforce(machine)
+    except FleetError as exc:
+        log.warning("provision.egress_not_resumed", machine_id=machine.id, error=str(exc))
+    if external_id == machine.external_id:
+        return 0
+    if machine.status is S.READY:  # a daemon started anew does not serve yet
+        # Unresponsive until its new daemon's first heartbeat
+        # (controlplane/machines/unresponsive.py).
+        event = await mark_unresponsive(hm.store, machine.id, "its daemon was started again")
+        if event is not None:
+            await hm.bus.publish(event)
+    await hm.store.set_external_id(machine.id, external_id)
+    if machine.status in COMING_UP:  # its setup starts over from its ready
+        await _set_up_again(hm, machine, external_id)
+    log.info("provision.machine_resumed", machine_id=machine.id, external_id=external_id)
+    return 1
 
-    async def _fork_home(self, event: MachineCreated, provider: Provider) -> HomeCopy | None:
-        """A fork's home, copied from its source's, or a snapshot's (None: neither)."""
-        # A fork with memory: the copy of its source's home taken with the image.
-        source = event.memory_image or event.fork_of or event.from_snapshot
-        if source is None:
-            return None
-        if not isinstance(provider, HomeCloner):
-            raise Permanent(f"the {event.provider} provider cannot fork machines")
-        iid, field = event.instance_id, store_disk.home(event.machine_id)
-        need = await self.disk.measured(provider, iid, source, machine=source == event.fork_of)
-        try:
-            async with self.disk.held(iid, field, need, f"machine {event.machine_id}'s home"):
-                copied = await provider.clone_home(source, event.machine_id)
-        except DiskLimit as exc:
-            raise Permanent(exc.message) from None
-        except (OSError, NotFrozen) as exc:  # a copy retried would meet the same
-            raise Permanent(f"could not copy {source}'s home: {exc}") from None
-        await self.disk.took(provider, iid, field, event.machine_id)
-        return copied
 
-    async def _announce(
-        self, cause: MachineCreated, external_id: str, copied: HomeCopy | None = None
-    ) -> None:
-        await self.bus.publish(
-            MachineProvisioned(
-                event_id=derived_event_id(cause.event_id, "provisioned"),
-                machine_id=cause.machine_id,
-                provider=cause.provider,
-                external_id=external_id,
-                home_copy=copied,
-            )
-        )
-
-    async def stop_failed(self, event: MachineArchived, reason: str) -> None:
-        # The machine is archived already (that is what the event says): nothing to fail.
-        log.error("provision.stop_failed", reason=reason)
-
-    @subscriber(MachineArchived, durable=Durable.PROVISIONER_ARCHIVE, give_up=stop_failed)
-    async def on_archived(self, event: MachineArchived) -> None:
-        machine = await self.store.get_machine(event.machine_id)
-        # First, so that a provider that cannot stop the machine does not keep it connected;
-        # on every host (idempotent): its credentials must not wait for its host to be up.
-        await revoke_machine(self.store, self.bus.nc, machine.id)
-        if not self.owns(machine):
-            return  # its own host's provisioner stops it
-        provider = self.providers.get(machine.provider)
-        if provider is not None:
-            self.egress.forget(machine.id)
-            await provider.remove(machine.id)
-        await self.store.stops.forget_activity(machine.id)  # auto-stop has nothing left to watch
-        await self.store.disk.forget(machine.instance_id, store_disk.home(machine.id),
-                                     store_disk.paused(machine.id))  # fmt: skip
-        log.info("provision.machine_removed", provider=machine.provider)
-        # Only now: what waits for ``archived`` may count on nothing of the machine being left.
-        t = await self.store.transition(machine.id, S.ARCHIVED, event.reason)
-        if t.moved:
-            await self.bus.publish(
-                MachineFilesRemoved(
-                    event_id=derived_event_id(event.event_id, "files-removed"),
-                    machine_id=machine.id,
-                    reason=event.reason,
-                )
-            )
-
-    async def give_up(self, event: Event, reason: str) -> None:
-        await fail_machine(
-            self.store,
-            self.bus,
-            event.machine_id,
-            stage="provision",
-            reason=reason,
-            cause_event_id=event.event_id,
-        )
+async def _set_up_again(hm: HostMachines, machine: Machine, external_id: str) -> None:
+    """A machine whose setup the platform's stop cut short, its daemon started anew: back
+    to booting, and announced as provisioned again, so that the boot watchdog gives the
+    new daemon its whole window from now (services/prober/boot_watch.py)."""
+    t = await hm.store.transition(
+        machine.id, S.BOOTING, f"{SET_UP_AGAIN}; waiting for it to report ready"
+    )
+    if not t.accepted:
+        return  # stopped, failed or archived meanwhile
+    await hm.bus.publish(MachineProvisioned(
+        event_id=new_event_id(), machine_id=machine.id, provider=machine.provider,
+        external_id=external_id,
+    ))  # fmt: skip
+    log.warning("provision.set_up_again", machine_id=machine.id, was=machine.status.value)

@@ -10,8 +10,6 @@ and both go by the machine's status, so a redelivered event is a no-op:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import structlog
 
 from contracts.consumers import Durable
@@ -25,17 +23,14 @@ from contracts.events import (
 from contracts.ids import derived_event_id, new_event_id
 from contracts.models import Machine
 from contracts.status import STOPPED_OR_STOPPING, MachineStatus as S
-from controlplane.bus import Bus
 from controlplane.events.consumer import Permanent, Retry
 from controlplane.events.subscriptions import subscriber
-from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
-from controlplane.store import Store, disk as store_disk
+from controlplane.store import disk as store_disk
 from providers.base import Provider
 from providers.warm_pool import PoolMachine
 from services.provisioner.claims import PoolClaims, machine_pool
-from services.provisioner.disk import DiskBudget
-from services.provisioner.egress.enforcer import EgressEnforcer
+from services.provisioner.host import HostMachines
 
 log = structlog.get_logger(__name__)
 
@@ -45,29 +40,16 @@ def _start_budget(settings: Settings) -> float:
     return settings.boot_timeout_s
 
 
-class StopStartHandlers(PoolClaims):
-    store: Store
-    bus: Bus
-    providers: Mapping[str, Provider]
-    box: SecretBox
-    #: This provisioner's host (FLEET_HOST_ID).
-    host_id: str
-    egress: EgressEnforcer
-    disk: DiskBudget
+class StopStart:
+    """``machine.stopped`` and ``machine.started`` on this host's machines."""
 
-    def owns(self, machine: Machine) -> bool:
-        """The machine is this host's to stop, start or archive: started here, or by no host
-        (before hosts were recorded, or never started: every host may look, none finds it)."""
-        return machine.host_id is None or machine.host_id == self.host_id
+    def __init__(self, machines: HostMachines, claims: PoolClaims) -> None:
+        self.machines = machines
+        self.store = machines.store
+        self.claims = claims
 
-    async def _owned(self, machine_id: str) -> bool:
-        return self.owns(await self.store.get_machine(machine_id))
-
-    async def _locked(self, machine_id: str, ttl_s: float = 30) -> tuple[str, str]:
-        lock = (f"provision:{machine_id}", self.store.locks.token())
-        if not await self.store.locks.take(*lock, ttl_s=ttl_s):
-            raise Retry("another provisioner is starting or stopping this machine", delay_s=0.5)
-        return lock
+    async def give_up(self, event: MachineStarted, reason: str) -> None:
+        await self.machines.give_up(event, reason)
 
     async def stop_event_failed(self, event: MachineStopped, reason: str) -> None:
         # The machine is stopped already (its status says so); a resume ends what is left.
@@ -75,9 +57,9 @@ class StopStartHandlers(PoolClaims):
 
     @subscriber(MachineStopped, durable=Durable.PROVISIONER_STOP, give_up=stop_event_failed)
     async def on_stopped(self, event: MachineStopped) -> None:
-        if not await self._owned(event.machine_id):
+        if not await self.machines.owned(event.machine_id):
             return  # its own host's provisioner stops it
-        lock = await self._locked(event.machine_id)
+        lock = await self.machines.locked(event.machine_id)
         try:
             machine = await self.store.get_machine(event.machine_id)
             overtaken = machine.status is S.BOOTING and not await self.store.stops.done(machine.id)
@@ -91,16 +73,16 @@ class StopStartHandlers(PoolClaims):
     async def end_processes(self, machine: Machine, cause_event_id: str) -> None:
         """End the machine's processes, keep its home; record that it is done, and only then
         call it stopped (a start that overtook the stop finds it booting, and it stays so)."""
-        provider = self.providers.get(machine.provider)
+        provider = self.machines.providers.get(machine.provider)
         if provider is None:
             raise Permanent(f"no provider named {machine.provider!r} is configured")
-        self.egress.forget(machine.id)
+        self.machines.egress.forget(machine.id)
         was_up = await provider.stop(machine.id)
         await self._stopped(machine, cause_event_id)
         log.info("stop.machine_stopped", machine_id=machine.id, was_up=was_up)
         # A stopped machine's memory image is gone, and its home counts as it is now.
         await self.store.disk.forget(machine.instance_id, store_disk.paused(machine.id))
-        await self.disk.measured(provider, machine.instance_id, machine.id, machine=True)
+        await self.machines.disk.measured(provider, machine.instance_id, machine.id, machine=True)
 
     async def _stopped(self, machine: Machine, cause_event_id: str) -> None:
         """Its stop is carried out: recorded (a start waits for that), and a stopping machine
@@ -109,7 +91,7 @@ class StopStartHandlers(PoolClaims):
         reason = machine.status_reason or "stopped"
         t = await self.store.transition(machine.id, S.STOPPED, reason)
         if t.moved:
-            await self.bus.publish(
+            await self.machines.bus.publish(
                 MachineProcessesEnded(
                     event_id=derived_event_id(cause_event_id, "processes-ended"),
                     machine_id=machine.id,
@@ -121,9 +103,9 @@ class StopStartHandlers(PoolClaims):
         MachineStarted, durable=Durable.PROVISIONER_START, retry_budget=_start_budget,
     )  # fmt: skip
     async def on_started(self, event: MachineStarted) -> None:
-        if not await self._owned(event.machine_id):
+        if not await self.machines.owned(event.machine_id):
             return  # its own host's provisioner starts it
-        lock = await self._locked(event.machine_id)
+        lock = await self.machines.locked(event.machine_id)
         try:
             machine = await self.store.get_machine(event.machine_id)
             if machine.status is not S.BOOTING:  # ready already, or stopped again since
@@ -131,11 +113,11 @@ class StopStartHandlers(PoolClaims):
                 return
             if not await self.store.stops.done(machine.id):
                 raise Retry("its stop is not carried out yet", delay_s=0.5)
-            provider, token = await self._credentials(machine)
+            provider, token = await self.machines.credentials(machine)
             external_id, pooled = await self._start_again(machine, provider, token)
         finally:
             await self.store.locks.release(*lock)
-        await self.bus.publish(  # the boot watchdog's cue, as after a create
+        await self.machines.bus.publish(  # the boot watchdog's cue, as after a create
             MachineProvisioned(
                 event_id=derived_event_id(event.event_id, "provisioned"),
                 machine_id=machine.id,
@@ -144,15 +126,7 @@ class StopStartHandlers(PoolClaims):
             )
         )
         if pooled is not None:  # only now: its ready report must come after provisioned
-            await self._hand_over(pooled, provider, machine.id, token)
-
-    async def _credentials(self, machine: Machine) -> tuple[Provider, str]:
-        provider = self.providers.get(machine.provider)
-        sealed = await self.store.machine_secret(machine.id)
-        if provider is None or sealed is None:
-            raise Permanent(f"machine {machine.id} cannot be started: no provider "
-                            f"{machine.provider!r} or no credentials")  # fmt: skip
-        return provider, self.box.decrypt(sealed)
+            await self.claims.hand_over(pooled, provider, machine.id, token)
 
     async def _start_again(
         self, machine: Machine, provider: Provider, token: str
@@ -161,8 +135,9 @@ class StopStartHandlers(PoolClaims):
         yet told who it is), else a cold start."""
         image = machine.environment_image
         pool = await machine_pool(self.store, machine.id, machine.provider, image)
-        external_id, pooled = await self._obtain(pool, provider, machine.id, token, home_kept=True)
-        await self.egress.enforce(machine, at_start=True)
+        external_id, pooled = await self.claims.obtain(pool, provider, machine.id, token,
+                                                       home_kept=True)  # fmt: skip
+        await self.machines.egress.enforce(machine, at_start=True)
         await self.store.set_external_id(machine.id, external_id)
         log.info("start.machine_started", machine_id=machine.id, external_id=external_id,
                  pooled=pooled is not None)  # fmt: skip
@@ -171,17 +146,17 @@ class StopStartHandlers(PoolClaims):
     async def keep_stopped(self, machines: list[Machine]) -> int:
         """At the provisioner's start: a stopped machine with a live process (a provisioner
         that died in the middle of a stop, a host that ran it anyway) has it ended."""
-        ended = 0
+        ended, providers = 0, self.machines.providers
         for machine in machines:
-            if machine.status not in STOPPED_OR_STOPPING or machine.provider not in self.providers:
+            if machine.status not in STOPPED_OR_STOPPING or machine.provider not in providers:
                 continue
             try:
-                lock = await self._locked(machine.id)
+                lock = await self.machines.locked(machine.id)
             except Retry:
                 continue  # being stopped (or started) by a handler right now
             try:
                 if (now := await self.store.get_machine(machine.id)).status in STOPPED_OR_STOPPING:
-                    was_up = await self.providers[machine.provider].stop(machine.id)
+                    was_up = await providers[machine.provider].stop(machine.id)
                     await self._stopped(now, new_event_id())
                     ended += was_up
             except NotFound:

@@ -15,6 +15,7 @@ from typing import Literal
 import msgspec
 import structlog
 
+from base.clock import SYSTEM_CLOCK, Clock
 from contracts import validation
 from contracts.consumers import Durable
 from contracts.daemon_rpc import (
@@ -31,7 +32,9 @@ from contracts.ids import derived_event_id
 from contracts.machine_files import ASKPASS_FILE
 from contracts.models import GitCredentials, Machine, Repo
 from contracts.status import REFRESHABLE
-from controlplane.calls.daemon_client import MachineClient
+from controlplane.bus import Bus
+from controlplane.calls.daemon_client import DaemonClient, MachineClient, MachineKeys
+from controlplane.events.coalesce import Coalescer
 from controlplane.events.consumer import Permanent, Retry
 from controlplane.events.subscriptions import subscriber
 from controlplane.machines.failures import fail_machine
@@ -42,10 +45,13 @@ from controlplane.machines.machine_config import (
     proxied_repo,
 )
 from controlplane.policy import policy_refusal, remote_host
+from controlplane.process.stage import Stage
 from controlplane.security.crypto import SecretBox
+from controlplane.settings import Settings
+from controlplane.store import Store
 from environments.hook import machine_config, run_lifecycle
 from environments.lifecycle_commands import ON_UPDATE, LifecycleFailed
-from services.setup_pusher.live_env import LiveEnv
+from services.setup_pusher.live_env import log_give_up
 
 log = structlog.get_logger(__name__)
 
@@ -75,15 +81,26 @@ CLOCK_SKEW_S = 60.0
 UNFINISHED_CLONE_WAIT_CAP_S = MAX_EXEC_TIMEOUT_S
 
 
-class Checkouts(LiveEnv):
-    """Clone and reconcile (a mixin of ``SetupPusher``; it shares LiveEnv's coalescer)."""
+class Checkouts(Stage):
+    """``config.repos-changed``: every affected running machine's checkouts reconciled; and
+    the clone a setup asks for."""
 
-    @subscriber(ReposChanged, durable=Durable.SETUP_PUSHER_REPOS, give_up=LiveEnv.log_give_up)
+    stage = "setup"
+
+    def __init__(self, coalescer: Coalescer, *, store: Store, bus: Bus, daemons: DaemonClient,
+                 settings: Settings, keys: MachineKeys | None = None,
+                 clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
+        """``coalescer``: the setup pusher's one debounce of configuration events."""
+        super().__init__(store=store, bus=bus, daemons=daemons, settings=settings, keys=keys,
+                         clock=clock)  # fmt: skip
+        self.coalescer = coalescer
+
+    @subscriber(ReposChanged, durable=Durable.SETUP_PUSHER_REPOS, give_up=log_give_up)
     async def on_repos_changed(self, event: ReposChanged) -> None:
         if event.instance_id is None:
             return  # repos belong to instances; nothing platform-wide to reconcile
         iid, cause = event.instance_id, event.event_id
-        await self.coalescer().run(f"repos:{iid}", lambda: self.reconcile_instance(iid, cause))
+        await self.coalescer.run(f"repos:{iid}", lambda: self.reconcile_instance(iid, cause))
 
     async def reconcile_instance(self, instance_id: str, cause: str) -> None:
         machines = [m for m in await self.store.list_machines(instance_id)
@@ -103,7 +120,7 @@ class Checkouts(LiveEnv):
                               machine_id=machine.id, cloned=[], switched=[], unchanged=[],
                               conflicts=[], left_in_place=[])  # fmt: skip
         for repo in repos:
-            env = await self._git_env(mc, machine, repo)
+            env = await self.git_env(mc, machine, repo)
             try:
                 state = await checkout_state(mc, repo, self.settings.clone_timeout_s)
                 if state != "finished":
@@ -186,7 +203,7 @@ class Checkouts(LiveEnv):
         if result.exit_code != 0:
             raise Permanent(f"git {what} failed: {result.stderr.strip() or result.exit_code}")
 
-    async def _git_env(self, mc: MachineClient, machine: Machine, repo: Repo) -> dict[str, str]:
+    async def git_env(self, mc: MachineClient, machine: Machine, repo: Repo) -> dict[str, str]:
         """git's environment for this repo: with credentials, an askpass script (holding no
         secret) that answers git's prompts from variables set on this one git process; none
         for a repo over HTTPS on a machine the egress proxy serves (it adds them on the way

@@ -14,6 +14,7 @@ import hashlib
 
 import structlog
 
+from base.clock import SYSTEM_CLOCK, Clock
 from contracts import machine_files as mf
 from contracts.consumers import Durable
 from contracts.events import AnyEvent, EnvChanged, EnvPushed
@@ -21,6 +22,8 @@ from contracts.ids import derived_event_id
 from contracts.models import Machine
 from contracts.status import REFRESHABLE
 from contracts.subjects import PLATFORM_SCOPE
+from controlplane.bus import Bus
+from controlplane.calls.daemon_client import DaemonClient, MachineKeys
 from controlplane.events.coalesce import Coalescer
 from controlplane.events.subscriptions import subscriber
 from controlplane.machines.machine_config import (
@@ -30,32 +33,38 @@ from controlplane.machines.machine_config import (
     load_instance_config,
 )
 from controlplane.process.stage import Stage
+from controlplane.settings import Settings
+from controlplane.store import Store
 from environments.hook import machine_config
 
 log = structlog.get_logger(__name__)
 
 
+async def log_give_up(_group: object, event: AnyEvent, reason: str) -> None:
+    """The give-up of a configuration event's handler (of ``LiveEnv`` and ``Checkouts``): it is
+    about no one machine, so nothing fails; it is said loudly."""
+    log.error("setup.live_push_gave_up", event_type=type(event).__name__, reason=reason)
+
+
 class LiveEnv(Stage):
-    """The setup pusher's live-env half (a mixin of ``SetupPusher``)."""
+    """``config.env-changed``: the new .env on every affected running machine."""
 
-    _env_coalescer: Coalescer | None = None
+    stage = "setup"
 
-    async def log_give_up(self, event: AnyEvent, reason: str) -> None:
-        """A configuration event is about no one machine: nothing to fail, say it loudly."""
-        log.error("setup.live_push_gave_up", event_type=type(event).__name__, reason=reason)
-
-    def coalescer(self) -> Coalescer:
-        if self._env_coalescer is None:
-            s = self.settings
-            self._env_coalescer = Coalescer(s.config_debounce_s, s.config_debounce_max_s)
-        return self._env_coalescer
+    def __init__(self, coalescer: Coalescer, *, store: Store, bus: Bus, daemons: DaemonClient,
+                 settings: Settings, keys: MachineKeys | None = None,
+                 clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
+        """``coalescer``: the setup pusher's one debounce of configuration events."""
+        super().__init__(store=store, bus=bus, daemons=daemons, settings=settings, keys=keys,
+                         clock=clock)  # fmt: skip
+        self.coalescer = coalescer
 
     @subscriber(EnvChanged, durable=Durable.SETUP_PUSHER_ENV, give_up=log_give_up)
     async def on_env_changed(self, event: EnvChanged) -> None:
         scope = f"env:{event.instance_id or PLATFORM_SCOPE}"
         # The run's first event names it: its events' ids derive from that one.
         work = lambda: self.push_live_env(event.instance_id, cause=event.event_id)  # noqa: E731
-        await self.coalescer().run(scope, work)
+        await self.coalescer.run(scope, work)
 
     async def push_live_env(self, instance_id: str | None, *, cause: str) -> None:
         machines = [m for m in await self.store.list_machines(instance_id)

@@ -11,6 +11,7 @@ from typing import NoReturn
 
 import structlog
 
+from base.clock import SYSTEM_CLOCK, Clock
 from base.retry import Backoff, retry
 from contracts import daemon_rpc as d
 from contracts.consumers import Durable
@@ -20,7 +21,9 @@ from contracts.events import DaemonStatusReported, RepoConflict, SetupPushed, no
 from contracts.ids import derived_event_id
 from contracts.models import Machine, Repo
 from contracts.status import NOT_PROVISIONED, SET_UP, MachineStatus as S
-from controlplane.calls.daemon_client import MachineClient
+from controlplane.bus import Bus
+from controlplane.calls.daemon_client import DaemonClient, MachineClient, MachineKeys
+from controlplane.events.coalesce import Coalescer
 from controlplane.events.consumer import Permanent, Retry
 from controlplane.events.subscriptions import subscriber
 from controlplane.machines.machine_config import (
@@ -29,13 +32,16 @@ from controlplane.machines.machine_config import (
     push_config,
     with_secrets,
 )
-from controlplane.store import F_DAEMON_GIT_SHA, F_DAEMON_VERSION, F_EXTERNAL_ID
+from controlplane.process.stage import Stage
+from controlplane.settings import Settings
+from controlplane.store import F_DAEMON_GIT_SHA, F_DAEMON_VERSION, F_EXTERNAL_ID, Store
 from environments.hook import machine_config, run_lifecycle
 from environments.lifecycle_commands import ON_CREATE, ON_START, LifecycleFailed
 from services.setup_pusher.checkouts import ASKPASS_PATH, ASKPASS_SCRIPT, Checkouts
+from services.setup_pusher.live_env import LiveEnv
 from services.setup_pusher.sshd import start_sshd
 
-__all__ = ["ASKPASS_PATH", "ASKPASS_SCRIPT", "SetupPusher"]
+__all__ = ["ASKPASS_PATH", "ASKPASS_SCRIPT", "SetupPusher", "setup_pusher"]
 
 log = structlog.get_logger(__name__)
 
@@ -62,9 +68,41 @@ def _early_report_delay_s(event: DaemonStatusReported) -> float:
     return _BOOKKEEPING_S if young else _EARLY_REPORT_S
 
 
-class SetupPusher(Checkouts):
+def setup_pusher(*, store: Store, bus: Bus, daemons: DaemonClient, settings: Settings,
+                 keys: MachineKeys | None = None,
+                 clock: Clock = SYSTEM_CLOCK) -> SetupPusher:  # fmt: skip
+    """Every part of the setup pusher, made once: the live env and the checkouts share one
+    debounce of configuration events (a burst of sets is one push per machine)."""
+    coalescer = Coalescer(settings.config_debounce_s, settings.config_debounce_max_s)
+    return SetupPusher(
+        live_env=LiveEnv(coalescer, store=store, bus=bus, daemons=daemons, settings=settings,
+                         keys=keys, clock=clock),
+        checkouts=Checkouts(coalescer, store=store, bus=bus, daemons=daemons,
+                            settings=settings, keys=keys, clock=clock),
+        store=store, bus=bus, daemons=daemons, settings=settings, keys=keys, clock=clock,
+    )  # fmt: skip
+
+
+class SetupPusher(Stage):
+    """``machine.daemon-status-reported`` (ready): the machine's .env, sshd, repos and
+    lifecycle commands pushed, then ``machine.setup-pushed``. Its two other handler groups
+    (``handlers``): the live env, and the checkouts it clones with."""
+
     stage = "setup"
     daemon_methods = (d.WRITE_FILE, d.EXEC_COMMAND, d.GIT_CLONE, d.HEALTH, STAT)
+
+    def __init__(self, *, live_env: LiveEnv, checkouts: Checkouts, store: Store, bus: Bus,
+                 daemons: DaemonClient, settings: Settings, keys: MachineKeys | None = None,
+                 clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
+        super().__init__(store=store, bus=bus, daemons=daemons, settings=settings, keys=keys,
+                         clock=clock)  # fmt: skip
+        self.live_env = live_env
+        self.checkouts = checkouts
+
+    @property
+    def handlers(self) -> tuple[object, ...]:
+        """Its handler groups, whose consumers ``enter_subscriptions`` starts."""
+        return (self, self.live_env, self.checkouts)
 
     @subscriber(DaemonStatusReported, durable=Durable.SETUP_PUSHER)
     async def on_status(self, event: DaemonStatusReported) -> None:
@@ -110,7 +148,7 @@ class SetupPusher(Checkouts):
         """Its .env written again for its new daemon (its home's path may have changed); a
         daemon gone again meanwhile gets it from its successor's report."""
         try:
-            await self.push_env_again(machine, cause=event.event_id)
+            await self.live_env.push_env_again(machine, cause=event.event_id)
         except (DaemonUnavailable, DaemonTimeout) as exc:
             log.warning("setup.env_again_failed", machine_id=machine.id, error=exc.message)
 
@@ -167,8 +205,8 @@ class SetupPusher(Checkouts):
         try:
             for repo in repos:
                 try:
-                    await self.clone(mc, repo, await self._git_env(mc, machine, repo),
-                                     instance_id=machine.instance_id)  # fmt: skip
+                    env = await self.checkouts.git_env(mc, machine, repo)
+                    await self.checkouts.clone(mc, repo, env, instance_id=machine.instance_id)
                 except Permanent as exc:
                     outcome[repo.path] = str(exc)
                     log.warning("setup.repo_not_cloned", machine_id=machine.id,

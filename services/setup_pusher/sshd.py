@@ -4,7 +4,7 @@ machine's host key (once: it is kept in the home) and starts ``sshd`` as one of 
 tracked processes (restarted if it dies), as the machine's user, on its loopback only. A
 daemon starts it without the daemon's own environment, so the machine's token is not in it.
 Each session starts as ``daemon/ssh_session.py`` (the config's ForceCommand): the machine's
-environment, the pushed ``.env`` included, as every process in it has (daemon/procenv.py).
+environment, the pushed ``.env`` included, as every process in it has (daemon/processes/env.py).
 
 Reach it through a tunnel: ``ssh -o ProxyCommand='fleet machines tunnel %h 22' fleet@<id>``,
 with a key set by ``instances.setSshKeys``. SSH is an extra: a failure here is logged and the

@@ -38,7 +38,7 @@ from contracts.events import AnyEvent, Event, decode_event, encode_event, kind_o
 from contracts.subjects import EventKind
 from controlplane.bus import Bus
 from controlplane.events.consumer import Consumer
-from controlplane.events.subscriptions import Service, consumers, declared_subscriptions
+from controlplane.events.subscriptions import Handlers, consumers, declared_subscriptions
 from controlplane.process.metrics import Metrics
 from controlplane.settings import Settings
 
@@ -184,7 +184,7 @@ class FakeBus(Bus):
             await self.publish(event)
 
     # --- subscribers ---------------------------------------------------------------------------
-    def attach(self, service: Service) -> None:
+    def attach(self, service: Handlers) -> None:
         """Start the real consumers of every ``@subscriber`` of ``service`` on this bus, as
         ``enter_subscriptions`` does; like a new durable (deliver policy ALL) each also gets
         the events stored already."""

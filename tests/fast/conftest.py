@@ -29,11 +29,11 @@ from environments.shared_builds import SharedBuilds
 from fleet.client import FleetClient
 from services.gateway.auth import AuditLog, Caller, CallerResolver
 from services.gateway.compose import Gateway, compose
-from services.prober.service import Prober
+from services.prober.service import Prober, prober as make_prober
 from services.provisioner.builds.environment_builds import EnvironmentBuilds
 from services.provisioner.host_rpc_server import HostMethods, no_engine
-from services.provisioner.service import Provisioner
-from services.setup_pusher.service import SetupPusher
+from services.provisioner.service import Provisioner, provisioner as make_provisioner
+from services.setup_pusher.service import SetupPusher, setup_pusher
 from tests.fakes import FakeBus, FakeDaemons, FakeProvider
 from tests.fakes.client import InMemoryGateway
 from tests.fakes.hosts import InProcessHosts
@@ -151,12 +151,12 @@ def make_world(settings: Settings, store: Store, bus: FakeBus, **collaborators: 
     daemons.on_stop = provider.report_stopping
     box = SecretBox(settings.secret_key)
     collaborators.setdefault("daemons", daemons)
-    provisioner = Provisioner(store=store, bus=bus, providers={provider.name: provider}, box=box,
-                              settings=settings, **collaborators)  # fmt: skip
-    setup = SetupPusher(store=store, bus=bus, daemons=daemons, settings=settings)
-    prober = Prober(store=store, bus=bus, daemons=daemons, settings=settings)
-    for service in (provisioner, setup, prober):
-        bus.attach(service)
+    provisioner = make_provisioner(store=store, bus=bus, providers={provider.name: provider},
+                                   box=box, settings=settings, **collaborators)  # fmt: skip
+    setup = setup_pusher(store=store, bus=bus, daemons=daemons, settings=settings)
+    prober = make_prober(store=store, bus=bus, daemons=daemons, settings=settings)
+    for group in (*provisioner.handlers, *setup.handlers, *prober.handlers):
+        bus.attach(group)
     api = gateway_of(settings, store, bus, daemons, provider, box, provisioner)
     return World(settings, store, bus, daemons, provider, box, provisioner, setup, prober, api,
                  api.dispatcher)  # fmt: skip
@@ -174,7 +174,7 @@ def gateway_of(
                        store=store, settings=settings,
                        providers={provider.name: provider},
                        builds=EnvironmentBuilds(store, settings, no_engine, SharedBuilds()),
-                       disk=provisioner.disk)),
+                       disk=provisioner.machines.disk)),
                    platform_sha=PLATFORM_SHA,
                    code=FakeHistory(PLATFORM_SHA, HISTORY),
                    repo_check=FakeRepoCheck(), audit=audit, clock=clock)  # fmt: skip

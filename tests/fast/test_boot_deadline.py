@@ -29,8 +29,8 @@ from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from controlplane.events.consumer import Permanent, Retry
 from services.prober.boot_watch import boot_looks
-from services.prober.service import Prober
-from services.provisioner.resume import SET_UP_AGAIN
+from services.prober.service import Prober, prober as make_prober
+from services.provisioner.service import SET_UP_AGAIN
 from services.setup_pusher.service import DAEMON_GONE, GONE_AFTER_S
 from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
@@ -52,9 +52,9 @@ class Host:
 
 
 def watching(world: World, clock: ManualClock, host: Host | None = None, **times: float) -> None:
-    world.prober.clock = clock
-    world.prober.hosts = host
-    world.prober.settings = msgspec.structs.replace(world.settings, **times)
+    world.prober.boot.clock = clock
+    world.prober.boot.hosts = host
+    world.prober.boot.settings = msgspec.structs.replace(world.settings, **times)
 
 
 async def booting(world: World, external_id: str = "local:1") -> Machine:
@@ -74,7 +74,7 @@ def provisioned(machine: Machine, clock: ManualClock) -> MachineProvisioned:
 async def look(prober: Prober, event: MachineProvisioned) -> Retry | Permanent | None:
     """One look of the watchdog at the event's machine: what it raised (None: it let go)."""
     try:
-        await prober.on_provisioned(event)
+        await prober.boot.on_provisioned(event)
     except (Retry, Permanent) as exc:
         return exc
     return None
@@ -186,8 +186,8 @@ async def test_prober_replicas_share_one_window(world: World) -> None:
     one per replica."""
     clock = ManualClock()
     watching(world, clock)
-    other = Prober(store=world.store, bus=world.bus, daemons=world.daemons,
-                   settings=world.settings, clock=clock)  # fmt: skip
+    other = make_prober(store=world.store, bus=world.bus, daemons=world.daemons,
+                        settings=world.settings, clock=clock)  # fmt: skip
     machine = await booting(world)
     event = provisioned(machine, clock)
     start = clock.now()
@@ -357,7 +357,7 @@ async def test_a_probe_of_a_machine_sent_back_to_booting_stops_without_failing_i
     key = world.store.keys.k_machine(machine.id)
     await world.store.redis.hset(key, "status", S.PROBING.value)
     world.daemons[machine.id].mode = "unavailable"  # its daemon gone with the platform
-    probing = asyncio.ensure_future(world.prober.on_setup_pushed(pushed))
+    probing = asyncio.ensure_future(world.prober.probe.on_setup_pushed(pushed))
     await asyncio.sleep(0)
     await world.store.transition(machine.id, S.BOOTING, SET_UP_AGAIN)
     await asyncio.wait_for(probing, 10)  # no Permanent: it left probing

@@ -1,5 +1,5 @@
-"""Which Python runs a code kernel and with which environment (daemon/code_launch.py,
-daemon/code_site.py), with real interpreters and a real pip: where the platform's runtime runs
+"""Which Python runs a code kernel and with which environment (daemon/code/launch.py,
+daemon/code/site.py), with real interpreters and a real pip: where the platform's runtime runs
 as it is, a kernel runs on the machine's Python site in its home (its packages before the
 platform's, ``pip`` first on its ``PATH`` installing into it, the platform's directories out of
 ``PYTHONPATH``); a machine of an environment's image runs its Python kernel on the image's
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from base.tokenfd import RUNTIME_LIBS_VAR
-from daemon import code_site
-from daemon.code_launch import CONNECTION, kernel_launch
+from daemon.code import site as code_site
+from daemon.code.launch import CONNECTION, kernel_launch
 from tests.code_checks import make_wheel
 
 #: A stand-in kernel module: says what it was started with and what it sees.

@@ -1,4 +1,4 @@
-"""The machine's Python site as each kernel's start finds it (daemon/code_site.py): a copy of
+"""The machine's Python site as each kernel's start finds it (daemon/code/site.py): a copy of
 the home at another path (a fork of a local machine) runs pip's programs and its own ``pip``
 there; a site made for another interpreter is brought to this one; what the machine put in
 its place (a FIFO at ``pyvenv.cfg``) neither blocks the daemon nor is written through."""
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import code_site
+from daemon.code import site as code_site
 
 SITE = Path(".fleet/python")
 

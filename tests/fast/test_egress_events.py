@@ -37,7 +37,7 @@ async def test_a_machine_that_stops_or_is_archived_takes_its_budget_along(
     world: World, method: str
 ) -> None:
     events = EgressEvents(world.bus, burst=1, window_s=3600)
-    world.provisioner.egress.refusals = events
+    world.provisioner.machines.egress.refusals = events
     machine = await world.ready_machine()
     async with events:
         events.refused(machine.id, "a.test", "denied")

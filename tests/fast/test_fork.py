@@ -22,7 +22,7 @@ from contracts.events import MachineCreated, MachineProvisioned
 from contracts.status import MachineStatus as S
 from controlplane.events.consumer import Retry
 from services.gateway.rpc.fork import SOURCE_BACK_S
-from services.provisioner.service import Provisioner
+from services.provisioner.service import provisioner
 from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_MACHINE, token_of, two_instances
@@ -197,7 +197,7 @@ async def test_a_fork_is_made_only_by_the_host_of_the_home_it_copies(world: Worl
     m = await world.ready_machine()
     elsewhere = msgspec.structs.replace(world.settings, host_id="host-b")
     providers = {world.provider.name: world.provider}
-    other = Provisioner(
+    other = provisioner(
         store=world.store, bus=world.bus, box=world.box, providers=providers, settings=elsewhere
     )
     snap = await world.rpc("machines.snapshot", {"machineId": m.id, "name": "s"})
@@ -207,7 +207,7 @@ async def test_a_fork_is_made_only_by_the_host_of_the_home_it_copies(world: Worl
     for mid in (fork["id"], made["id"]):
         [created] = world.bus.of(MachineCreated, mid)
         with pytest.raises(Retry, match=f"on host {world.settings.host_id}"):
-            await other.on_created(created)
+            await other.create_archive.on_created(created)
         assert (await world.machine(mid)).host_id is None  # untouched by host-b
     await world.bus.settle()
     for mid in (fork["id"], made["id"]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -31,12 +32,17 @@ from services.prober.host_loss import HostLossMonitor
 from services.prober.liveness import HeartbeatMonitor
 from services.provisioner.host import HostHeartbeat, memory_low, room_left
 from services.provisioner.host_rpc_server import HostMethods
-from services.provisioner.service import Provisioner
+from services.provisioner.service import provisioner
 from tests.fakes.clock import TICK, ManualClock
 from tests.fast.conftest import World
 
 method = pytest.mark.gateway_method
 HOST = "host-a"
+
+
+def room(world: World) -> Callable[[frozenset[str]], Awaitable[int | None]]:
+    """The provisioner's capacity gate of machine.created."""
+    return world.provisioner.create_archive.room
 
 
 @pytest.fixture
@@ -109,14 +115,14 @@ async def test_only_the_admin_lists_hosts(world: World) -> None:
 
 
 async def test_room_counts_running_machines_and_the_creates_in_hand(world: World) -> None:
-    assert await world.provisioner.room(frozenset()) == 2
+    assert await room(world)(frozenset()) == 2
     m = await world.ready_machine()
-    assert await world.provisioner.room(frozenset()) == 1
-    assert await world.provisioner.room(frozenset({m.id})) == 1  # held and running: once
-    assert await world.provisioner.room(frozenset({m.id, "m-other"})) == 0
+    assert await room(world)(frozenset()) == 1
+    assert await room(world)(frozenset({m.id})) == 1  # held and running: once
+    assert await room(world)(frozenset({m.id, "m-other"})) == 0
     await world.rpc("machines.stop", {"machineId": m.id})
     await world.bus.settle()
-    assert await world.provisioner.room(frozenset()) == 2  # a stopped machine runs nothing
+    assert await room(world)(frozenset()) == 2  # a stopped machine runs nothing
 
 
 @method("hosts.list")
@@ -130,17 +136,19 @@ async def test_a_failed_machine_runs_on_its_host_until_it_is_archived(world: Wor
         await world.store.transition(failed.id, S.FAILED, "probe failed: no answer")
         got = (await hosts(world))[HOST]
         assert (got["running"], got["stopped"]) == (2, 0)
-        assert await world.provisioner.room(frozenset()) == 0
+        assert await room(world)(frozenset()) == 0
         await world.rpc("machines.archive", {"machineId": failed.id})
         await world.bus.settle()
         got = (await hosts(world))[HOST]
         assert (got["running"], got["stopped"]) == (1, 0)
-        assert await world.provisioner.room(frozenset({ready.id})) == 1
+        assert await room(world)(frozenset({ready.id})) == 1
 
 
 async def test_room_is_unlimited_without_a_capacity(world: World) -> None:
-    world.provisioner.settings = msgspec.structs.replace(world.settings, host_capacity=0)
-    assert await world.provisioner.room(frozenset({"m-1", "m-2", "m-3"})) is None
+    world.provisioner.create_archive.settings = msgspec.structs.replace(
+        world.settings, host_capacity=0
+    )
+    assert await room(world)(frozenset({"m-1", "m-2", "m-3"})) is None
 
 
 async def untaken(world: World, age_s: float) -> MachineCreated:
@@ -159,9 +167,9 @@ async def test_an_untaken_create_fails_once_no_host_has_room(world: World) -> No
     await world.store.hosts.beat("lost", 3, time.time() - 60)  # room, but no heartbeat
     event = await untaken(world, age_s=1.0)
     with pytest.raises(Retry):  # within the timeout: waits
-        await world.prober.on_created(event)
+        await world.prober.placement.on_created(event)
     event = await untaken(world, age_s=6.0)
-    await world.prober.on_created(event)
+    await world.prober.placement.on_created(event)
     machine = await world.machine(event.machine_id)
     assert machine.status is S.FAILED
     assert machine.status_reason.startswith("placement failed: no host with capacity took it")
@@ -173,7 +181,7 @@ async def test_an_untaken_create_fails_at_its_placement_timeout_of_the_clock(
     world: World,
 ) -> None:
     clock = ManualClock()
-    world.prober.clock = clock
+    world.prober.placement.clock = clock
     await world.store.hosts.beat(HOST, 1, time.time())  # announced with room for one...
     await world.ready_machine()  # ...which it took
     event = await untaken(world, age_s=0.0)
@@ -181,10 +189,10 @@ async def test_an_untaken_create_fails_at_its_placement_timeout_of_the_clock(
     timeout = world.settings.placement_timeout_s
     await clock.advance(timeout - TICK)
     with pytest.raises(Retry) as later:
-        await world.prober.on_created(event)
+        await world.prober.placement.on_created(event)
     assert later.value.delay_s == TICK  # looked at again at the timeout
     await clock.advance(TICK)
-    await world.prober.on_created(event)
+    await world.prober.placement.on_created(event)
     assert (await world.machine(event.machine_id)).status is S.FAILED
 
 
@@ -192,14 +200,14 @@ async def test_an_untaken_create_waits_while_a_host_has_room(world: World) -> No
     await world.store.hosts.beat("roomy", 3, time.time())
     event = await untaken(world, age_s=6.0)
     with pytest.raises(Retry):
-        await world.prober.on_created(event)
+        await world.prober.placement.on_created(event)
     assert (await world.machine(event.machine_id)).status is S.CREATED
 
 
 async def test_a_create_taken_meanwhile_is_not_failed(world: World) -> None:
     event = await untaken(world, age_s=6.0)
     await world.store.transition(event.machine_id, S.PROVISIONING, "taken")
-    await world.prober.on_created(event)  # nothing to watch
+    await world.prober.placement.on_created(event)  # nothing to watch
     assert await world.store.hosts.fail_unplaced(event.machine_id, "late") is False
     assert (await world.machine(event.machine_id)).status is S.PROVISIONING
 
@@ -207,19 +215,21 @@ async def test_a_create_taken_meanwhile_is_not_failed(world: World) -> None:
 @method("hosts.drain")
 async def test_a_drained_host_is_listed_draining_and_has_no_room(world: World) -> None:
     heartbeat = HostHeartbeat(world.store, world.settings)
-    world.provisioner.heartbeat = heartbeat
+    world.provisioner.create_archive.heartbeat = heartbeat
     async with heartbeat:
         drained = await world.rpc("hosts.drain", {"hostId": HOST})
         assert (drained["hostId"], drained["state"]) == (HOST, "draining")
         # At once, not at its next heartbeat: the flag is read from the store at each fetch.
-        assert await world.provisioner.room(frozenset()) == 0
+        assert await room(world)(frozenset()) == 0
         event = await untaken(world, age_s=6.0)
-        await world.prober.on_created(event)  # a drained host has no room: the create fails
+        await world.prober.placement.on_created(
+            event
+        )  # a drained host has no room: the create fails
         assert (await world.machine(event.machine_id)).status is S.FAILED
 
         back = await world.rpc("hosts.drain", {"hostId": HOST, "draining": False})
         assert back["state"] == "active"
-        assert await world.provisioner.room(frozenset()) == 2
+        assert await room(world)(frozenset()) == 2
 
 
 @method("hosts.drain")
@@ -239,19 +249,19 @@ async def test_another_hosts_provisioner_leaves_a_machine_alone(world: World) ->
     m = await world.ready_machine()
     elsewhere = msgspec.structs.replace(world.settings, host_id="host-b")
     providers = {world.provider.name: world.provider}
-    other = Provisioner(
+    other = provisioner(
         store=world.store, bus=world.bus, box=world.box, providers=providers, settings=elsewhere
     )
     await world.rpc("machines.stop", {"machineId": m.id})
     [stopped] = world.bus.of(MachineStopped, m.id)
-    await other.on_stopped(stopped)  # not its machine: nothing done
+    await other.stop_start.on_stopped(stopped)  # not its machine: nothing done
     assert world.provider.stops == []
     await world.bus.settle()  # the machine's own host carries it out
     assert world.provider.stops == [m.id]
 
     await world.rpc("machines.archive", {"machineId": m.id})
     [archived] = world.bus.of(MachineArchived, m.id)
-    await other.on_archived(archived)
+    await other.create_archive.on_archived(archived)
     assert m.id not in world.provider.removes
     assert (await world.store.machine_access(m.id)).revoked  # that, any host does at once
     await world.bus.settle()
@@ -364,7 +374,7 @@ async def test_a_host_below_its_memory_floor_takes_no_machine(world: World) -> N
     listed = (await hosts(world))[HOST]
     assert (listed["state"], listed["memoryLow"]) == ("active", True)
     event = await untaken(world, age_s=6.0)
-    await world.prober.on_created(event)
+    await world.prober.placement.on_created(event)
     failed = await world.machine(event.machine_id)
     assert failed.status is S.FAILED
     assert f"{HOST} active memory-low 0/2" in failed.status_reason

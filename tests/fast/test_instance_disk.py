@@ -80,7 +80,7 @@ async def test_a_copy_under_way_renews_its_place_and_settles_it(store: Store) ->
 async def test_snapshots_forks_and_pauses_take_their_place_in_the_instance_disk(
     world: World,
 ) -> None:
-    world.provisioner.disk.limit_mb = 150
+    world.provisioner.machines.disk.limit_mb = 150
     m = await world.ready_machine()
     world.provider.disk[m.id] = 60 * MB
     snap = await world.rpc("machines.snapshot", {"machineId": m.id, "name": "one"})
@@ -111,7 +111,7 @@ async def test_a_pause_past_the_instance_disk_is_refused_and_the_machine_runs_on
 ) -> None:
     """A paused image takes at most the machine's memory (1024 MB by default): held before
     the checkpoint."""
-    world.provisioner.disk.limit_mb = 1100
+    world.provisioner.machines.disk.limit_mb = 1100
     m = await ready_gvisor(world, tmp_path)
     world.provider.disk[m.id] = 90 * MB
     await world.store.disk.settle(m.instance_id, f"home:{m.id}", 90 * MB)
@@ -122,7 +122,7 @@ async def test_a_pause_past_the_instance_disk_is_refused_and_the_machine_runs_on
     assert "FLEET_INSTANCE_DISK_MB" in got.status_reason
     assert world.provider.pauses == []
     # With room, the pause holds what its image took, and the resume gives it back.
-    world.provisioner.disk.limit_mb = 2000
+    world.provisioner.machines.disk.limit_mb = 2000
     await world.rpc("machines.pause", {"machineId": m.id})
     await world.bus.settle()
     assert (await world.machine(m.id)).status is S.PAUSED

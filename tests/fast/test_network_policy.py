@@ -69,7 +69,7 @@ async def test_a_policy_reaching_many_machines_at_once_is_compiled_once(
         return compile_ruleset(policy, platform)
 
     monkeypatch.setattr(egress, "compile_ruleset", counted)
-    enforcer = world.provisioner.egress
+    enforcer = world.provisioner.machines.egress
     policy = EgressPolicy(default="deny", allow=[f"10.{i}.0.0/16:443" for i in range(200)])
     scripts = await asyncio.gather(*(enforcer.compiled(policy) for _ in range(20)))
     assert len({id(s) for s in scripts}) == 1

@@ -228,7 +228,7 @@ async def test_a_resumed_machine_is_ready_only_once_its_daemon_answers(
     assert asked > 1  # asked again and again
     # Delivered again meanwhile (its first provisioner stopped while it waited): restored once.
     [requested] = world.bus.of(MachineResumeRequested, m.id)
-    again = asyncio.ensure_future(world.provisioner.on_resume_requested(requested))
+    again = asyncio.ensure_future(world.provisioner.pause_resume.on_resume_requested(requested))
     await clock.advance(1.0)
     assert world.provider.resumes == [m.id]
     world.daemons[m.id].mode = "up"  # it reconnected

@@ -40,7 +40,7 @@ async def preview_listener(world: World) -> AsyncIterator[str]:
 
 async def nothing_listens(world: World, monkeypatch: pytest.MonkeyPatch) -> str:
     """A ready machine whose daemon answers a tunnel as the real one does when nothing listens
-    on the port (daemon/tunnel_connect.py)."""
+    on the port (daemon/ports/tunnel.py)."""
     m = await world.ready_machine()
 
     async def refused(p: TunnelConnectParams, _: None) -> Any:

@@ -78,7 +78,7 @@ async def test_a_daemon_from_before_health_files_is_probed_with_test_f(world: Wo
 
 
 async def test_a_missing_env_fails_at_stage_probe_for_old_and_new_daemons(world: World) -> None:
-    world.prober.settings = msgspec.structs.replace(world.settings, probe_timeout_s=0.0)
+    world.prober.probe.settings = msgspec.structs.replace(world.settings, probe_timeout_s=0.0)
     for old in (False, True):
         machine, pushed = await setting_up(world)
         world.daemons[machine.id].health_without_files = old
@@ -99,7 +99,7 @@ async def test_probes_until_healthy(world: World) -> None:
 
 
 async def test_a_missing_checkout_times_out_and_fails_at_stage_probe(world: World) -> None:
-    world.prober.settings = msgspec.structs.replace(world.settings, probe_timeout_s=0.0)
+    world.prober.probe.settings = msgspec.structs.replace(world.settings, probe_timeout_s=0.0)
     machine, pushed = await setting_up(world)
     pushed.repo_paths = ["src/gone"]
     await world.bus.publish(pushed)
@@ -118,8 +118,8 @@ class TestOnItsClock:
 
     @staticmethod
     def timed(world: World, clock: ManualClock, **times: float) -> None:
-        world.prober.clock = clock
-        world.prober.settings = msgspec.structs.replace(world.settings, **times)
+        world.prober.probe.clock = clock
+        world.prober.probe.settings = msgspec.structs.replace(world.settings, **times)
 
     async def test_a_machine_never_healthy_fails_at_its_deadline_not_before(
         self, world: World
@@ -128,7 +128,7 @@ class TestOnItsClock:
         self.timed(world, clock, probe_timeout_s=10.0, probe_interval_s=1.0)
         machine, pushed = await setting_up(world)
         world.daemons[machine.id].unhealthy_for = 1000
-        probing = asyncio.ensure_future(world.prober.on_setup_pushed(pushed))
+        probing = asyncio.ensure_future(world.prober.probe.on_setup_pushed(pushed))
         await clock.advance(10.0 - TICK)
         assert not probing.done()
         health = world.daemons.calls_of("daemon.health", machine.id)
@@ -141,7 +141,7 @@ class TestOnItsClock:
         clock = ManualClock()
         self.timed(world, clock, probe_delay_s=5.0)
         machine, pushed = await setting_up(world)
-        probing = asyncio.ensure_future(world.prober.on_setup_pushed(pushed))
+        probing = asyncio.ensure_future(world.prober.probe.on_setup_pushed(pushed))
         await clock.advance(5.0 - TICK)
         assert world.daemons.calls_of("daemon.health", machine.id) == []
         await clock.advance(TICK)
@@ -150,7 +150,7 @@ class TestOnItsClock:
 
 
 async def test_an_unreachable_daemon_is_a_probe_problem_not_a_crash(world: World) -> None:
-    world.prober.settings = msgspec.structs.replace(world.settings, probe_timeout_s=0.0)
+    world.prober.probe.settings = msgspec.structs.replace(world.settings, probe_timeout_s=0.0)
     machine, pushed = await setting_up(world)
     world.daemons[machine.id].mode = "timeout"
     await world.bus.publish(pushed)
@@ -254,7 +254,7 @@ async def test_late_events_never_move_a_ready_machine_backwards(world: World) ->
 async def test_an_archived_machine_is_never_failed_by_a_late_stage(world: World) -> None:
     machine, pushed = await setting_up(world)
     await world.store.transition(machine.id, S.ARCHIVING, "archived by request")
-    await world.prober.give_up(pushed, "too late")
+    await world.prober.probe.give_up(pushed, "too late")
     assert (await world.machine(machine.id)).status is S.ARCHIVING
     assert world.bus.of(MachineFailed) == []
 

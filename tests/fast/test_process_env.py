@@ -1,4 +1,4 @@
-"""The one environment of every process a machine's daemon starts (daemon/procenv.py), through
+"""The one environment of every process a machine's daemon starts (daemon/processes/env.py), through
 the daemon's own methods as the platform calls them: the daemon's variables without its secrets,
 then the container's (``~/.fleet/container.env``), then the pushed ``~/.fleet/.env``, then the
 call's own. A new .env is seen by the very next command; one that cannot be read keeps the last

@@ -79,14 +79,14 @@ async def test_new_content_runs_update_content_again(world: World) -> None:
     await world.bus.settle()
     m = world.daemons[machine.id]
     before = len(m.commands)
-    await world.setup.reconcile(machine, "e-repos")  # nothing new: nothing runs
+    await world.setup.checkouts.reconcile(machine, "e-repos")  # nothing new: nothing runs
     assert not [c for c in m.commands[before:] if c.command[0] == SH]
 
     life = lc.MachineLifecycle(devcontainer=msgspec.structs.replace(
         DEV, lifecycle={**DEV.lifecycle, "updateContentCommand": "echo update"}))  # fmt: skip
     await world.store.lifecycles.save(machine.id, life)
     await world.store.add_repo(machine.instance_id, Repo(url=URL, branch="main", path="src/b"))
-    await world.setup.reconcile(machine, "e-repos-2")
+    await world.setup.checkouts.reconcile(machine, "e-repos-2")
     assert [c.command for c in m.commands[before:] if c.command[0] == SH] == [
         [SH, "-c", "echo update"]]  # fmt: skip
 

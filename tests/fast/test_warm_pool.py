@@ -338,7 +338,7 @@ async def test_a_claim_hands_the_identity_over_only_after_provisioned(world: Wor
     backend = RecordingBackend(world)
     async with pool(backend, 1, [1000.0]) as p:
         await p.wait_filled()
-        world.provisioner.pools["local"] = p
+        world.provisioner.claims.pools["local"] = p
         event = await created(world)
         await world.bus.settle()
     machine = await world.machine(event.machine_id)
@@ -356,7 +356,7 @@ async def test_a_failed_claim_starts_the_machine_cold(world: World) -> None:
     backend = RecordingBackend(world, fail_claim=True)
     async with pool(backend, 1, [1000.0]) as p:
         await p.wait_filled()
-        world.provisioner.pools["local"] = p
+        world.provisioner.claims.pools["local"] = p
         event = await created(world)
         await world.bus.settle()
     assert [mid for mid, _ in world.provider.starts] == [event.machine_id]
@@ -382,7 +382,7 @@ async def test_a_start_adopts_a_pooled_machine_told_who_it_is_after_provisioned(
     backend = RecordingBackend(world)
     async with pool(backend, 1, [1000.0]) as p:
         await p.wait_filled()
-        world.provisioner.pools["local"] = p
+        world.provisioner.claims.pools["local"] = p
         await world.rpc("machines.start", {"machineId": mid})
         await world.bus.settle()
     machine = await world.machine(mid)
@@ -405,7 +405,7 @@ async def test_a_start_is_cold_where_the_pool_cannot_give_a_home_or_runs_another
     mid = await stopped_machine(world)
     async with pool(docker_like, 1, [1000.0]) as p:
         await p.wait_filled()
-        world.provisioner.pools["local"] = p
+        world.provisioner.claims.pools["local"] = p
         await world.rpc("machines.start", {"machineId": mid})
         await world.bus.settle()
         assert [m for m, _ in world.provider.starts].count(mid) == 2  # create, then cold start
@@ -416,7 +416,7 @@ async def test_a_start_is_cold_where_the_pool_cannot_give_a_home_or_runs_another
     await world.store.environments.set_of_machine(other, "custom", "sha256:" + "e" * 64)
     async with pool(FakeBackend(), 1, [1000.0]) as p:
         await p.wait_filled()
-        world.provisioner.pools["local"] = p
+        world.provisioner.claims.pools["local"] = p
         await world.rpc("machines.start", {"machineId": other})
         await world.bus.settle()
         assert [m for m, _ in world.provider.starts].count(other) == 2
@@ -431,7 +431,7 @@ async def test_a_forks_first_start_adopts_a_pooled_machine_with_its_copied_home(
     backend = RecordingBackend(world)
     async with pool(backend, 1, [1000.0]) as p:
         await p.wait_filled()
-        world.provisioner.pools["local"] = p
+        world.provisioner.claims.pools["local"] = p
         [fork] = (await world.rpc("machines.fork", {"machineId": m.id}))["machines"]
         await world.bus.settle()
     assert world.provider.clones == [(m.id, fork["id"])]  # its home copied first...
@@ -449,7 +449,7 @@ async def test_a_machine_with_a_user_of_its_own_starts_cold(world: World) -> Non
     backend = RecordingBackend(world)
     async with pool(backend, 1, [1000.0]) as p:
         await p.wait_filled()
-        world.provisioner.pools["local"] = p
+        world.provisioner.claims.pools["local"] = p
         inst = await world.instance()
         machine = await world.store.create_machine(inst.id, "local")
         dev = dc.parse(b'{"image": "x", "remoteUser": "dev"}', ".devcontainer.json", workspace="/w")

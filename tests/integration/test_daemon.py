@@ -25,7 +25,7 @@ from controlplane.settings import Settings
 from daemon.compose import compose
 from daemon.server import Daemon
 from daemon.settings import DaemonSettings
-from daemon.state import load_state
+from daemon.supervision.state import load_state
 from fleet.up.embedded import NatsServer, PortHold
 from tests.conftest import MACHINE_TOKEN, DaemonProc, SpawnDaemon
 from tests.waiters import subscribed, wait_until

@@ -33,8 +33,8 @@ from contracts.jsonrpc import NoParams
 from controlplane.bus import Bus
 from controlplane.calls.daemon_client import DaemonClient
 from daemon.__main__ import main as daemon_main
-from daemon.control import ControlUnavailable, control_request
-from daemon.state import load_state, state_path
+from daemon.supervision.control import ControlUnavailable, control_request
+from daemon.supervision.state import load_state, state_path
 from fleet.up import NatsServer
 from providers.code import install_code
 from providers.local.supervision import STOP_GRACE_S

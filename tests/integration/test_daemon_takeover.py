@@ -26,8 +26,8 @@ from controlplane.calls.daemon_client import DaemonClient
 from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store
-from daemon.control import ControlUnavailable, control_request
-from daemon.state import load_state
+from daemon.supervision.control import ControlUnavailable, control_request
+from daemon.supervision.state import load_state
 from fleet.client import FleetClient
 from fleet.up import NatsServer
 from providers.code import unpack
@@ -206,7 +206,7 @@ async def test_the_supervisor_follows_a_daemon_that_took_over(
 #: return at once: the new daemon is then an orphan of the machine, as a package upgrade's
 #: restart would leave it.
 #: Someone on the machine who holds its token (a machine's own commands cannot read it from
-#: the daemon: daemon/nodump.py; here the test hands it over) starts a newer daemon.
+#: the daemon: daemon/supervision/nodump.py; here the test hands it over) starts a newer daemon.
 LAUNCHER = """
 import os, sys
 env = dict(os.environ, PYTHONPATH=sys.argv[1], FLEET_MACHINE_TOKEN=sys.argv[2])

@@ -12,7 +12,7 @@ import pytest
 
 from contracts.daemon_rpc import WriteFileParams
 from contracts.errors import ToolError
-from daemon import tools
+from daemon.processes import tools
 
 
 @pytest.mark.parametrize("umask", [None, 0o022, 0o077, 0o000])
@@ -45,8 +45,9 @@ EXEC_WITHOUT_THREADS = """
 import asyncio, sys, threading
 from pathlib import Path
 from contracts.daemon_rpc import ExecCommandParams
-from daemon import reaping, tools
-from daemon.procenv import ProcessEnv
+from daemon.processes import reaping
+from daemon.processes import tools
+from daemon.processes.env import ProcessEnv
 if sys.argv[1] == "daemon":
     reaping.reap_without_threads()
 def refuse(self): raise RuntimeError("can't start new thread")

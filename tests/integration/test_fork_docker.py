@@ -32,7 +32,7 @@ from providers.docker.copy import (
     snapshot_volume,
 )
 from providers.registry import docker_provider, stack_id
-from services.provisioner.service import Provisioner
+from services.provisioner.service import provisioner
 from tests.docker_env import (
     docker_gateway,
     docker_image,
@@ -109,7 +109,7 @@ async def test_a_source_left_paused_by_its_provisioners_end_is_resumed(
     async with aiodocker.Docker() as docker:
         await (await docker.containers.get(container_name(mid))).pause()
     async with docker_provider(stack_settings, SOURCE_ROOT) as provider:
-        again = Provisioner(store=store, bus=bus, providers={"docker": provider},
+        again = provisioner(store=store, bus=bus, providers={"docker": provider},
                             box=SecretBox(stack_settings.secret_key),
                             settings=stack_settings)  # fmt: skip
         await again.resume()

@@ -99,7 +99,8 @@ async def test_a_devcontainer_image_on_gvisor(
     assert (await out(stack, mid, "cat", "post-create.uid")).strip() == uid
     home = stack_settings.data_path / "machines" / mid / "home"
     assert (home / "post-create.uid").stat().st_uid == int(uid)
-    # sudo (the platform's, daemon/sudo.py) runs on the platform's runtime in the image: root
+    # sudo (the platform's, daemon/supervision/sudo.py) runs on the platform's runtime in the
+    # image: root
     # of gVisor's kernel, which owns the image's /etc there.
     assert await out(stack, mid, "sudo", "id", "-u") == "0\n"
     assert await out(stack, mid, "sh", "-c", "echo x | sudo tee /etc/fleet-test") == "x\n"

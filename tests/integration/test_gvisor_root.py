@@ -1,5 +1,6 @@
 """Root inside a gvisor machine, never on the host (docs/runtimes.md, "Root inside"), on real
-runsc sandboxes with real daemons: ``sudo`` (daemon/sudo.py, no set-user-ID bit: this runsc
+runsc sandboxes with real daemons: ``sudo`` (daemon/supervision/sudo.py, no set-user-ID bit: this
+runsc
 ignores them) gives root of gVisor's kernel, writes under /etc stay in the sandbox's view, and
 nothing root does inside is root's on the host; on a namespaces machine ``sudo`` gives nothing.
 The parser's rules: tests/unit/test_sudo.py.

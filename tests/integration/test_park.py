@@ -1,4 +1,5 @@
-"""A daemon's NATS connection parked for a pause (daemon/park.py), on a real nats-server: let
+"""A daemon's NATS connection parked for a pause (daemon/supervision/park.py), on a real
+nats-server: let
 go, its reconnect held in nats-py's own loop while parked, taken back on the resume with its
 subscriptions replayed, through nats-py's public hooks only."""
 
@@ -10,7 +11,7 @@ import contextlib
 import nats
 
 from base import natsconn
-from daemon.park import Parked, Parking
+from daemon.supervision.park import Parked, Parking
 from fleet.up import NatsServer
 
 WAIT_S = 10.0

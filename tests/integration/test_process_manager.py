@@ -1,4 +1,5 @@
-"""daemon.procs.ProcessManager with real processes: start, supervise, restart, adopt, kill."""
+"""daemon.processes.procs.ProcessManager with real processes: start, supervise, restart, adopt,
+kill."""
 
 from __future__ import annotations
 
@@ -23,10 +24,10 @@ from contracts.daemon_rpc import (
     WriteFileParams,
 )
 from contracts.errors import Conflict, NotFound, ToolError
-from daemon import tools
-from daemon.procenv import ProcessEnv
-from daemon.procs import KEEP_EXITED, ProcessManager
-from daemon.state import TrackedProcess
+from daemon.processes import tools
+from daemon.processes.env import ProcessEnv
+from daemon.processes.procs import KEEP_EXITED, ProcessManager
+from daemon.supervision.state import TrackedProcess
 from tests.waiters import wait_until
 
 ENVIRON = {"PATH": os.environ["PATH"], "FLEET_MACHINE_TOKEN": "never-shown", "KEPT": "daemon"}

@@ -1,5 +1,5 @@
 """A machine's stop ends its background processes and its next start brings them back
-(daemon.procs with real processes): every policy's process that ran at the stop runs again
+(daemon.processes.procs with real processes): every policy's process that ran at the stop runs again
 in the next daemon; one killed on purpose before the stop stays down."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import msgspec
 
 from base import procinfo
 from contracts.daemon_rpc import ProcessRef, ProcessStartParams, RestartPolicy
-from daemon.procenv import ProcessEnv
-from daemon.procs import ProcessManager
-from daemon.state import TrackedProcess
+from daemon.processes.env import ProcessEnv
+from daemon.processes.procs import ProcessManager
+from daemon.supervision.state import TrackedProcess
 from tests.waiters import wait_until
 
 ENVIRON = {"PATH": os.environ["PATH"]}

@@ -1,4 +1,5 @@
-"""daemon.scheduler.Scheduler with real jobs; the clock is the test's, so no minute is waited."""
+"""daemon.processes.scheduler.Scheduler with real jobs; the clock is the test's, so no minute is
+waited."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ import pytest
 from base.dotenv import render
 from contracts.daemon_rpc import WriteFileParams
 from contracts.machine_files import CronJob, CronTable
-from daemon import tools
-from daemon.procenv import ProcessEnv
-from daemon.procs import ProcessManager
-from daemon.scheduler import Scheduler
-from daemon.state import CronRun
+from daemon.processes import tools
+from daemon.processes.env import ProcessEnv
+from daemon.processes.procs import ProcessManager
+from daemon.processes.scheduler import Scheduler
+from daemon.supervision.state import CronRun
 from tests.integration.test_process_manager import group_members
 from tests.waiters import wait_until
 

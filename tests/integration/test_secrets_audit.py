@@ -50,7 +50,7 @@ async def test_each_first_use_is_one_entry_with_two_gateway_replicas(
     await stored(1)
     async with AsyncExitStack() as replica:  # a second gateway's audit log and consumer
         log = await replica.enter_async_context(AuditLog(settings, store))
-        await enter_subscriptions(replica, SecretUseAudit(log), bus, settings)
+        await enter_subscriptions(replica, [SecretUseAudit(log)], bus, settings)
         await publish(names[1:])
 
         async def all_acked() -> bool:

@@ -43,7 +43,7 @@ from providers.local.processes import POOL_SLOT_FILE, machine_processes, machine
 from providers.local.provider import LocalProvider
 from providers.registry import docker_provider
 from services.prober.autostop import idle_reason
-from services.provisioner.service import Provisioner
+from services.provisioner.service import Provisioner, provisioner as make_provisioner
 from tests.conftest import ADMIN_TOKEN
 from tests.docker_env import (
     docker_gateway,
@@ -420,8 +420,8 @@ async def test_redelivered_stop_and_start_change_nothing(
         container = (await inspect(mid))["Id"]
 
     async with second_provider(settings, provider) as again_provider:
-        again = Provisioner(store=store, bus=bus, providers={provider: again_provider},
-                            box=SecretBox(settings.secret_key), settings=settings)  # fmt: skip
+        again = make_provisioner(store=store, bus=bus, providers={provider: again_provider},
+                                 box=SecretBox(settings.secret_key), settings=settings)  # fmt: skip
         await handle_again(again, bus, mid)
     if provider == "local":
         assert machine_roots(machine_dir, mid) == roots  # the same machine, still running
@@ -452,9 +452,9 @@ async def handle_again(provisioner: Provisioner, bus: Bus, mid: str) -> None:
     assert [type(e) for e in events] == [MachineStopped, MachineStarted]
     for event in (*events, *events):
         if isinstance(event, MachineStopped):
-            await provisioner.on_stopped(event)
+            await provisioner.stop_start.on_stopped(event)
         else:
-            await provisioner.on_started(event)
+            await provisioner.stop_start.on_started(event)
 
 
 async def machine_events(

@@ -1,4 +1,4 @@
-"""A watch's tree (daemon/watch_tree.py) on this host's real inotify, in a home of its own: no
+"""A watch's tree (daemon/files/watch_tree.py) on this host's real inotify, in a home of its own: no
 link is followed out of the home, neither to start nor below; a directory moved out of the
 tree is no longer watched; a tree past the bound is refused at the start."""
 
@@ -11,8 +11,8 @@ import pytest
 
 from contracts.daemon_watch import FILE_EVENT_TYPES, FileEvent
 from contracts.errors import InvalidParams, ToolError
-from daemon import watch_tree
-from daemon.watch_tree import WatchTree
+from daemon.files import watch_tree
+from daemon.files.watch_tree import WatchTree
 
 ALL = frozenset(FILE_EVENT_TYPES)
 

@@ -1,11 +1,11 @@
-"""A code run's answer and its streamed parts (daemon/code_output.py): each thing the answer
+"""A code run's answer and its streamed parts (daemon/code/output.py): each thing the answer
 keeps is one part, in order; what the cap leaves out of the answer is not a part either, so a
 stream carries no more than the answer may."""
 
 from __future__ import annotations
 
 from contracts import daemon_code as dc
-from daemon.code_output import ERROR_ROOM, RunOutput
+from daemon.code.output import ERROR_ROOM, RunOutput
 
 
 def _parts(out: RunOutput, messages: list[tuple[str, dict[str, object]]]) -> list[dc.CodeRunPart]:

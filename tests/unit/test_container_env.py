@@ -1,5 +1,6 @@
 """The container's variables as the daemon reads them for each process it starts
-(daemon/procenv.py): under the .env's and the caller's, over the image's, HOME kept; a file the
+(daemon/processes/env.py): under the .env's and the caller's, over the image's, HOME kept; a file
+the
 machine replaced with something else (a FIFO, a link, garbage) gives none and never blocks."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from base.dotenv import render
 from contracts.machine_files import CONTAINER_ENV_FILE
-from daemon.procenv import ProcessEnv, compose
+from daemon.processes.env import ProcessEnv, compose
 
 IMAGE = {"FOO": "image", "PATH": "/bin", "FLEET_MACHINE_TOKEN": "t", "FLEET_RUNTIME_LIBS": "/x"}
 

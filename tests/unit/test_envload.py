@@ -12,7 +12,7 @@ import pytest
 
 from base.dotenv import HEADER, parse_env_file, render
 from contracts.validation import env_value_quoting
-from daemon.envload import EnvFile
+from daemon.processes.envload import EnvFile
 
 TRICKY = [
     "",

@@ -13,10 +13,10 @@ import pytest
 from base.tokenfd import TOKEN_FD
 from contracts.signing import signing_key
 from controlplane.security.crypto import mint_machine_token, renew_connect_secret
-from daemon import nodump
 from daemon.compose import compose
 from daemon.server import Daemon
 from daemon.settings import DaemonSettings
+from daemon.supervision import nodump
 from providers.gvisor.fork import LEFT_FILE, fork_spec, one_fork_less
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from base import procinfo
 from base.retry import Backoff, retry_until
-from daemon.park import Parked, Parking
+from daemon.supervision.park import Parked, Parking
 from providers.gvisor import BUNDLE, Runsc
 from providers.gvisor.pause import NETNS_HOLDER, held_netns, hold_netns, let_netns_go, nats_held
 from providers.sandbox import NETNS_OF, pasta_record

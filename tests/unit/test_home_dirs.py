@@ -20,7 +20,7 @@ from contracts.daemon_files import (
     MoveResult,
 )
 from contracts.errors import FileNotFound, FleetError, InvalidParams, WrongFileKind
-from daemon import dir_tools, files
+from daemon.files import dirs as dir_tools, tools as files
 from tests.unit.test_home_files import _flipping, home
 
 __all__ = ["home"]  # the fixture (a home, and a file beside it: outside/f), re-exported

@@ -26,7 +26,8 @@ from contracts.errors import (
     NotText,
     WrongFileKind,
 )
-from daemon import files, tools
+from daemon.files import tools as files
+from daemon.processes import tools
 
 LIMIT = 64 * 1024
 

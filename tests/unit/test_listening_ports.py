@@ -13,7 +13,7 @@ import pytest
 
 from contracts.errors import NotSupported
 from contracts.ports import ListeningPort
-from daemon.listening_ports import (
+from daemon.ports.listening import (
     Holders,
     decode_address,
     listener_inodes,

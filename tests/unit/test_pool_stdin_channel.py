@@ -1,4 +1,5 @@
-"""The docker pool's supervisor side (``daemon/pool.py``'s ``StdinChannel``): the identity
+"""The docker pool's supervisor side (``daemon/supervision/pool.py``'s ``StdinChannel``): the
+identity
 comes on the supervisor's stdin (a pipe here, the container's in docker), and nothing but an
 identity is accepted; afterwards fd 0 is ``/dev/null`` (no process of the machine inherits the
 pipe); a daemon that dies while pooled, or a pipe closed without an identity (the lifeline: the
@@ -35,8 +36,8 @@ from base.poolwire import (
     parse_identity,
     read_line,
 )
-from daemon import nodump
-from daemon.pool import StdinChannel, pool_channel, relay_claim
+from daemon.supervision import nodump
+from daemon.supervision.pool import StdinChannel, pool_channel, relay_claim
 
 
 class FakeDaemon:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from contracts import sessions as ss
-from daemon.pty_session import Ring, exit_code
+from daemon.processes.pty_session import Ring, exit_code
 
 
 def test_the_ring_keeps_the_newest_bytes_by_absolute_offset() -> None:

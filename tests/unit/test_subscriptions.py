@@ -21,14 +21,24 @@ from contracts.events import (
     ReposChanged,
     SetupPushed,
 )
-from controlplane.events.subscriptions import declared_subscriptions, subscriber
+from controlplane.events.subscriptions import consumers, declared_subscriptions, subscriber
 from controlplane.settings import Settings
 from services.gateway.auth import SecretUseAudit
-from services.prober.service import Prober
-from services.provisioner.service import Provisioner
+from services.prober.boot_watch import BootWatchdog
+from services.prober.placement import PlacementWatchdog
+from services.prober.service import ReadinessProbe
+from services.provisioner.create_archive import CreateArchive
+from services.provisioner.pause import PauseResume
+from services.provisioner.stop_start import StopStart
+from services.setup_pusher.checkouts import Checkouts
+from services.setup_pusher.live_env import LiveEnv
 from services.setup_pusher.service import SetupPusher
+from tests.fakes import FakeBus
 
-SERVICES = [Provisioner, SetupPusher, Prober, SecretUseAudit]
+SERVICES = [
+    CreateArchive, StopStart, PauseResume, SetupPusher, LiveEnv, Checkouts, ReadinessProbe,
+    BootWatchdog, PlacementWatchdog, SecretUseAudit,
+]  # fmt: skip
 
 
 def test_each_stage_declares_its_event_classes_on_the_deployed_durables() -> None:
@@ -38,24 +48,24 @@ def test_each_stage_declares_its_event_classes_on_the_deployed_durables() -> Non
         for cls in SERVICES
     }  # fmt: skip
     assert declared == {
-        "Provisioner": {
+        "CreateArchive": {
             ("on_created", MachineCreated, "provisioner"),
             ("on_archived", MachineArchived, "provisioner-archive"),
+        },
+        "StopStart": {
             ("on_stopped", MachineStopped, "provisioner-stop"),
             ("on_started", MachineStarted, "provisioner-start"),
+        },
+        "PauseResume": {
             ("on_pause_requested", MachinePauseRequested, "provisioner-pause"),
             ("on_resume_requested", MachineResumeRequested, "provisioner-resume"),
         },
-        "SetupPusher": {
-            ("on_status", DaemonStatusReported, "setup_pusher"),
-            ("on_env_changed", EnvChanged, "setup_pusher-env"),
-            ("on_repos_changed", ReposChanged, "setup_pusher-repos"),
-        },
-        "Prober": {
-            ("on_setup_pushed", SetupPushed, "prober"),
-            ("on_provisioned", MachineProvisioned, "prober-boot"),
-            ("on_created", MachineCreated, "prober-placement"),
-        },
+        "SetupPusher": {("on_status", DaemonStatusReported, "setup_pusher")},
+        "LiveEnv": {("on_env_changed", EnvChanged, "setup_pusher-env")},
+        "Checkouts": {("on_repos_changed", ReposChanged, "setup_pusher-repos")},
+        "ReadinessProbe": {("on_setup_pushed", SetupPushed, "prober")},
+        "BootWatchdog": {("on_provisioned", MachineProvisioned, "prober-boot")},
+        "PlacementWatchdog": {("on_created", MachineCreated, "prober-placement")},
         "SecretUseAudit": {("on_secret_used", MachineSecretUsed, "gateway-audit")},
     }
     every = [d.durable for cls in SERVICES for _, d in declared_subscriptions(cls)]
@@ -136,3 +146,20 @@ def test_an_override_without_a_declaration_drops_it() -> None:
 
     assert [n for n, _ in declared_subscriptions(Base)] == ["on_created"]
     assert declared_subscriptions(Quiet) == []
+
+
+def test_a_handler_group_without_a_give_up_names_one_for_each_declaration() -> None:
+    class Named:
+        async def failed(self, event: MachineCreated, reason: str) -> None: ...
+
+        @subscriber(MachineCreated, durable=Durable.PROVISIONER, give_up=failed)
+        async def on_created(self, event: MachineCreated) -> None: ...
+
+    class Unnamed:
+        @subscriber(MachineCreated, durable=Durable.PROVISIONER)
+        async def on_created(self, event: MachineCreated) -> None: ...
+
+    settings = Settings()
+    assert len(consumers(Named(), FakeBus(settings), settings)) == 1
+    with pytest.raises(ValueError, match=r"Unnamed\.on_created names no give_up"):
+        consumers(Unnamed(), FakeBus(settings), settings)

@@ -1,4 +1,5 @@
-"""sudo's command line and the broker's reading of a request (daemon/sudo.py); the real thing
+"""sudo's command line and the broker's reading of a request (daemon/supervision/sudo.py); the real
+thing
 on gVisor: tests/integration/test_gvisor_root.py."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.sudo import SECURE_PATH, Refused, _command, _run_session, parse
+from daemon.supervision.sudo import SECURE_PATH, Refused, _command, _run_session, parse
 from providers.gvisor.fork import fork_spec
 from providers.gvisor.root import FSTAB, STAGE, id_mappings, staged_bundle
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon.nodump import HeldIdentity
-from daemon.state import DaemonState, save_state
 from daemon.supervise import Supervisor
+from daemon.supervision.nodump import HeldIdentity
+from daemon.supervision.state import DaemonState, save_state
 
 GONE = 2**22 + 1  # above pid_max's default: no process has it
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from base.tokenfd import RESTORE_MARK_FILE
-from daemon import nodump
 from daemon.supervise import PARKS, RESUME, WATCH, Supervisor
+from daemon.supervision import nodump
 
 #: Stands for the daemon: says which of the park signals it got, one line each.
 DAEMON = r"""

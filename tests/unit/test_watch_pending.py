@@ -1,5 +1,5 @@
-"""A watch's held events (daemon/watches.py ``Pending``) and the kernel's records
-(daemon/inotify.py ``parse``): a burst is bounded, a repeat merged only into its path's last
+"""A watch's held events (daemon/files/watches.py ``Pending``) and the kernel's records
+(daemon/files/inotify.py ``parse``): a burst is bounded, a repeat merged only into its path's last
 event, and what was left out said once, with its count."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 import struct
 
 from contracts.daemon_watch import FileEvent
-from daemon.inotify import IN_CREATE, IN_ISDIR, IN_Q_OVERFLOW, RawEvent, parse
-from daemon.watches import Pending
+from daemon.files.inotify import IN_CREATE, IN_ISDIR, IN_Q_OVERFLOW, RawEvent, parse
+from daemon.files.watches import Pending
 
 
 def ev(kind: str, path: str) -> FileEvent:

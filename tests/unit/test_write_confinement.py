@@ -11,7 +11,7 @@ import pytest
 
 from contracts.daemon_rpc import WriteFileParams
 from contracts.errors import InvalidParams
-from daemon import tools
+from daemon.processes import tools
 
 
 def write(home: Path, path: str) -> str:

@@ -2,7 +2,7 @@
 
 The others pass through to the daemon's (``MethodSpec.passes``): the caller's machine is
 checked (and woken, as an exec wakes it), then its daemon runs the kernels
-(daemon/code_kernels.py). A call that may start a kernel waits for it on top of its own timeout.
+(daemon/code/kernels.py). A call that may start a kernel waits for it on top of its own timeout.
 
 ``machines.code.run`` POSTed to ``/rpc/stream`` streams as ``machines.execStream`` does
 (exec_stream.py): its daemon runs ``tool.code.runStream``, whose parts (``CodeRunPart``) go to

@@ -2,7 +2,8 @@
 
 Thin, as the code interpreter's are: the caller's machine is checked (and, for what drives the
 screen, woken as an exec wakes it) through ``Access.live_machine``, then its daemon does the
-work (daemon/desktop.py). ``view`` is a preview ticket (services/gateway/rpc/ports.py) for one of
+work (daemon/desktop/tools.py). ``view`` is a preview ticket (services/gateway/rpc/ports.py) for
+one of
 the live view's two ports: the one that takes input only for a caller who may exec (tunnels.py asks
 ``machines:exec`` of whoever opens that port, whatever the ticket).
 """

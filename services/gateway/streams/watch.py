@@ -5,7 +5,7 @@ The method answers only through ``POST /rpc/stream`` (services/gateway/streams/e
 runs under: each change is one ``output``
 event, what the client reads too slowly for is left out past the stream's bound and counted
 (``dropped``), and a client that stalls or leaves ends the watch. The machine's side is a byte
-stream opened by ``tool.watch`` (daemon/watches.py) through ``ByteStreamOpener`` (the access
+stream opened by ``tool.watch`` (daemon/files/watches.py) through ``ByteStreamOpener`` (the access
 check, the revocation check) in the slot ``stream_rpc`` holds. A machine is not trusted: each
 line it sends is decoded as a ``FileEvent`` and encoded again, and one that is not (or is
 longer than ``MAX_LINE``) cuts the watch.
