@@ -12,7 +12,7 @@ import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from contracts.events import HomeCopy, MachineProvisioned
+from contracts.bus.events import HomeCopy, MachineProvisioned
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from tests.integration.test_sessions import SHELL, open_term

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from contracts.gateway_fork import Snapshot
+from contracts.gateway.fork import Snapshot
 from contracts.ids import new_snapshot_id
 from contracts.models import Machine
 from contracts.status import MachineStatus as S

@@ -29,9 +29,9 @@ import structlog
 
 from base.codestore import CODE_MOUNT
 from base.version import SOURCE_ROOT
-from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
+from contracts.bus.events import HomeCopy
+from contracts.daemon.rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import NotSupported
-from contracts.events import HomeCopy
 from controlplane.policy import Limits, PlacementOf, on_host
 from providers import gvisor
 from providers.code import install_code

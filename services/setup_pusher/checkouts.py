@@ -16,8 +16,10 @@ import msgspec
 import structlog
 
 from contracts import validation
-from contracts.consumers import Durable
-from contracts.daemon_rpc import (
+from contracts.bus.consumers import Durable
+from contracts.bus.events import RepoConflict, ReposChanged, ReposReconciled
+from contracts.daemon.machine_files import ASKPASS_FILE
+from contracts.daemon.rpc import (
     EXIT_CLONE_UNFINISHED,
     EXIT_NOT_FOUND,
     MAX_EXEC_TIMEOUT_S,
@@ -26,9 +28,7 @@ from contracts.daemon_rpc import (
     GitCloneParams,
 )
 from contracts.errors import InvalidParams
-from contracts.events import RepoConflict, ReposChanged, ReposReconciled
 from contracts.ids import derived_event_id
-from contracts.machine_files import ASKPASS_FILE
 from contracts.models import GitCredentials, Machine, Repo
 from contracts.status import REFRESHABLE
 from controlplane.calls.daemon_client import MachineClient
@@ -78,7 +78,6 @@ UNFINISHED_CLONE_WAIT_CAP_S = MAX_EXEC_TIMEOUT_S
 class Checkouts(ConfigStage):
     """``config.repos-changed``: every affected running machine's checkouts reconciled; and
     the clone a setup asks for."""
-
 
     @subscriber(ReposChanged, durable=Durable.SETUP_PUSHER_REPOS, give_up=log_give_up)
     async def on_repos_changed(self, event: ReposChanged) -> None:

@@ -15,13 +15,13 @@ import hashlib
 import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
-from contracts import machine_files as mf
-from contracts.consumers import Durable
-from contracts.events import AnyEvent, EnvChanged, EnvPushed
+from contracts.bus.consumers import Durable
+from contracts.bus.events import AnyEvent, EnvChanged, EnvPushed
+from contracts.bus.subjects import PLATFORM_SCOPE
+from contracts.daemon import machine_files as mf
 from contracts.ids import derived_event_id
 from contracts.models import Machine
 from contracts.status import REFRESHABLE
-from contracts.subjects import PLATFORM_SCOPE
 from controlplane.bus import Bus
 from controlplane.calls.daemon_client import DaemonClient, MachineKeys
 from controlplane.events.coalesce import Coalescer
