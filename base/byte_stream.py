@@ -1,4 +1,4 @@
-"""One endpoint of a byte stream (contracts.streams): the same class on the daemon and on the
+"""One endpoint of a byte stream (contracts.daemon.streams): the same class on the daemon and on the
 platform.
 
     stream = ByteStream(stream_id, publish)   # publish(frame): to the peer's side subject
@@ -33,7 +33,7 @@ import nats.errors
 import structlog
 
 from base.ticker import Ticker
-from contracts import streams as s
+from contracts.daemon import streams as s
 from contracts.errors import StreamAborted
 
 log = structlog.get_logger(__name__)

@@ -19,7 +19,7 @@ import re
 import stat
 from pathlib import Path
 
-from contracts.machine_files import CODE_SHA_FILE
+from contracts.daemon.machine_files import CODE_SHA_FILE
 
 #: Where a machine sees its store (read-only), and the variable that names it to its daemon.
 CODE_MOUNT = "/run/fleet/code"

@@ -20,7 +20,7 @@ import structlog
 
 from base import hostile_fs, procinfo
 from base.wait import wait_until
-from contracts.machine_files import LOCK_FILE
+from contracts.daemon.machine_files import LOCK_FILE
 
 log = structlog.get_logger(__name__)
 

@@ -9,7 +9,7 @@ import sys
 from functools import cache
 from pathlib import Path
 
-from contracts.code_files import CODE_SHA_FILE
+from contracts.daemon.code_files import CODE_SHA_FILE
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from bench.common import Figure, Report, median, percentile, temp_dir
 from bench.create_ready import _one
 from bench.stack import EventWatch, FleetUp, Gateway, servers
-from contracts.gateway_rpc import INSTANCES_CREATE, CreateInstanceParams
+from contracts.gateway.rpc import INSTANCES_CREATE, CreateInstanceParams
 
 MODES = ("off", "on")
 #: Calls in flight for the throughput figure.

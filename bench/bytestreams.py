@@ -24,8 +24,8 @@ from base.byte_stream import ByteStream
 from bench.common import Figure, Report, temp_dir
 from bench.daemons import bench_token, daemon_env, kill_group, spawn, token_keys
 from bench.stack import servers
-from contracts import daemon_rpc as d
-from contracts.daemon_files import FILE_CHUNK
+from contracts.daemon import rpc as d
+from contracts.daemon.files import FILE_CHUNK
 from contracts.errors import DaemonUnavailable
 from contracts.ids import new_machine_id
 from controlplane.calls.byte_stream_join import join

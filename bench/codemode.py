@@ -20,8 +20,8 @@ import time
 
 from bench.common import Figure, Report, median, temp_dir
 from bench.stack import ADMIN_TOKEN, FleetUp, servers
-from contracts.codemode import MCP_PATH, RunEvent, RunJob, new_run_id
 from contracts.errors import CodemodeUnavailable
+from contracts.gateway.codemode import MCP_PATH, RunEvent, RunJob, new_run_id
 from fleet.client import FleetClient
 from providers.sandbox import filter_fd
 from services.codemode.engine import Run

@@ -17,7 +17,7 @@ from bench.common import Figure, Report, percentile, temp_dir
 from bench.daemons import daemon_env, kill_group, spawn
 from bench.profiling import sampled
 from bench.stack import EventWatch, FleetUp, Gateway, connz, nats_server, rfc3339_to_epoch, servers
-from contracts.gateway_rpc import (
+from contracts.gateway.rpc import (
     INSTANCES_CREATE,
     MACHINES_CREATE,
     CreateInstanceParams,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nats.aio.client import Client as NATS
 
-from contracts.signing import sign
+from contracts.daemon.signing import sign
 from controlplane.calls.daemon_client import DaemonClient
 from controlplane.security.crypto import SecretBox
 from controlplane.store import Store
@@ -23,7 +23,7 @@ KeySource = Callable[[str], Awaitable[bytes]]
 def signing_key(token: str) -> bytes:
     """The key that signs requests to a machine (b"" before signed daemon RPC existed)."""
     try:
-        from contracts.signing import signing_key as derive
+        from contracts.daemon.signing import signing_key as derive
     except ImportError:
         return b""
     return derive(token)

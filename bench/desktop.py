@@ -30,7 +30,7 @@ from bench.common import Figure, Report, percentile, temp_dir
 from bench.files import _ready_machine
 from bench.gvisor import STACK_ENV, WAIT_S
 from bench.stack import ADMIN_TOKEN, FleetUp, servers
-from contracts import daemon_desktop as dd
+from contracts.daemon import desktop as dd
 from fleet.client import FleetClient
 
 #: Inside the machine: the daemon's own read and encode, ``n`` rounds, each timed; the p50.

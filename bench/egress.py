@@ -33,12 +33,12 @@ from dnslib.server import BaseResolver, DNSLogger, DNSServer
 from bench.common import Figure, Report, percentile, temp_dir
 from bench.outside import PORT, Outside, outside_host
 from bench.stack import EventWatch, FleetUp, Gateway, servers
-from contracts.gateway_network import (
+from contracts.gateway.network import (
     INSTANCES_SET_NETWORK_POLICY,
     EgressPolicy,
     SetNetworkPolicyParams,
 )
-from contracts.gateway_rpc import (
+from contracts.gateway.rpc import (
     INSTANCES_CREATE,
     MACHINES_CREATE,
     MACHINES_EXEC,

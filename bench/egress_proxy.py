@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from base.logs import configure_logging
 from bench.common import Figure, Report, median, percentile, temp_dir
 from bench.procstat import cpu_seconds
-from contracts.gateway_network import EgressPolicy
+from contracts.gateway.network import EgressPolicy
 from controlplane.security.crypto import SecretBox, generate_secret_key
 from controlplane.security.secret_ca import LeafContexts, leaf, make_ca, server_context
 from controlplane.store import Store, StoredSecret

@@ -30,14 +30,14 @@ from bench.common import Figure, Report, percentile, temp_dir
 from bench.stack import FleetUp, Gateway, servers
 from bench.warm_pool import _Side as Side
 from bench.warm_pool_docker import _pool_full, _pooled, _remove
-from contracts.gateway_env_builds import ENVIRONMENTS_BUILD, BuildEnvironmentParams
-from contracts.gateway_environments import (
+from contracts.gateway.env_builds import ENVIRONMENTS_BUILD, BuildEnvironmentParams
+from contracts.gateway.environments import (
     INSTANCES_SET_ENVIRONMENT,
     DockerfileSource,
     Environment,
     SetEnvironmentParams,
 )
-from contracts.gateway_rpc import REPOS_ADD, REPOS_REMOVE, AddRepoParams, RemoveRepoParams
+from contracts.gateway.rpc import REPOS_ADD, REPOS_REMOVE, AddRepoParams, RemoveRepoParams
 from controlplane.settings import Settings
 from fleet.up import prepare
 

@@ -20,7 +20,7 @@ import nats
 from bench.common import Figure, Report
 from bench.daemons import KeySource, daemon_client
 from bench.stack import Gateway, RpcError
-from contracts.gateway_rpc import (
+from contracts.gateway.rpc import (
     ENV_SET,
     MACHINES_REFRESH_ENV,
     RefreshEnvParams,

@@ -13,7 +13,7 @@ import time
 
 from bench.common import Figure, Report, percentile, temp_dir
 from bench.stack import ADMIN_TOKEN, EventWatch, FleetUp, servers
-from contracts.daemon_rpc import OutputChunk
+from contracts.daemon.rpc import OutputChunk
 from fleet.client import FleetClient
 
 ARGV = ["echo", "x"]

@@ -25,9 +25,9 @@ from bench.common import Figure, Report, percentile, temp_dir
 from bench.fork_docker import docker_stack
 from bench.stack import FleetUp, servers
 from bench.warm_pool import _Side
-from contracts.gateway_fork import MACHINES_FORK, ForkMachineParams
-from contracts.gateway_rpc import MACHINES_EXEC, MACHINES_PROCESS_START
-from contracts.gateway_types import MachineExecParams, MachineProcessStartParams
+from contracts.gateway.fork import MACHINES_FORK, ForkMachineParams
+from contracts.gateway.rpc import MACHINES_EXEC, MACHINES_PROCESS_START
+from contracts.gateway.types import MachineExecParams, MachineProcessStartParams
 from providers.local import homes as homes_fs
 
 HOME_MIB = 1024

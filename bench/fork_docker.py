@@ -15,7 +15,7 @@ import msgspec
 
 from bench.stack import FleetUp, servers
 from bench.warm_pool import _Side
-from contracts.events import HomeCopy
+from contracts.bus.events import HomeCopy
 from controlplane.settings import Settings
 from fleet.up import prepare
 from providers.docker import (

@@ -25,8 +25,8 @@ import aiohttp
 from bench.common import Figure, Report, percentile, temp_dir
 from bench.procstat import rss_mb
 from bench.stack import ADMIN_TOKEN, FleetUp, Gateway, servers
-from contracts import gateway_rpc as g
-from contracts.gateway_rpc import CreateInstanceParams, CreateMachineParams, CreateTokenParams
+from contracts.gateway import rpc as g
+from contracts.gateway.rpc import CreateInstanceParams, CreateMachineParams, CreateTokenParams
 
 RSS_TARGET_MB = 200.0
 P99_TARGET_MS = 100.0

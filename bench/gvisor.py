@@ -67,15 +67,15 @@ from bench.procstat import cmdline, rss_mb, uss_pss_mb
 from bench.stack import FleetUp, RpcError, servers
 from bench.stop_start import machines_memory_mb
 from bench.warm_pool import _Side
-from contracts.gateway_rpc import (
+from contracts.gateway.rpc import (
     MACHINES_CREATE,
     MACHINES_EXEC,
     MACHINES_GET,
     MACHINES_PROCESS_START,
     CreateMachineParams,
 )
-from contracts.gateway_stop import MACHINES_PAUSE, MACHINES_RESUME, MACHINES_START, MACHINES_STOP
-from contracts.gateway_types import MachineExecParams, MachineProcessStartParams, MachineRef
+from contracts.gateway.stop import MACHINES_PAUSE, MACHINES_RESUME, MACHINES_START, MACHINES_STOP
+from contracts.gateway.types import MachineExecParams, MachineProcessStartParams, MachineRef
 from contracts.models import Runtime
 from controlplane.settings import Settings
 from providers.docker import ensure_network

@@ -25,8 +25,8 @@ from bench.common import Report
 from bench.gvisor_steps import Steps, figure, p50
 from bench.netns import BIG_MIB, DOWNLOAD
 from bench.warm_pool import _Side
-from contracts.gateway_rpc import MACHINES_EXEC
-from contracts.gateway_types import MachineExecParams
+from contracts.gateway.rpc import MACHINES_EXEC
+from contracts.gateway.types import MachineExecParams
 
 FILES = 10_000
 #: Makes the repository in the machine's home: 100 directories of 100 files, committed.

@@ -24,9 +24,9 @@ from urllib.parse import urlsplit
 from bench.common import Report
 from bench.gvisor_steps import Steps, figure, p50
 from bench.warm_pool import _Side
-from contracts.daemon_rpc import ExecCommandResult
-from contracts.gateway_rpc import MACHINES_CREATE, MACHINES_EXEC, CreateMachineParams
-from contracts.gateway_types import MachineExecParams
+from contracts.daemon.rpc import ExecCommandResult
+from contracts.gateway.rpc import MACHINES_CREATE, MACHINES_EXEC, CreateMachineParams
+from contracts.gateway.types import MachineExecParams
 from controlplane.settings import Settings
 
 CONNECTIONS = 20_000

@@ -27,7 +27,7 @@ from bench.common import Report
 from bench.gvisor_steps import Steps, figure, p50
 from bench.stack import RpcError
 from bench.warm_pool import _Side
-from contracts.gateway_fork import (
+from contracts.gateway.fork import (
     MACHINES_FORK,
     MACHINES_SNAPSHOT,
     SNAPSHOTS_DELETE,
@@ -35,14 +35,14 @@ from contracts.gateway_fork import (
     SnapshotParams,
     SnapshotRef,
 )
-from contracts.gateway_rpc import (
+from contracts.gateway.rpc import (
     MACHINES_ARCHIVE,
     MACHINES_CREATE,
     MACHINES_GET,
     MACHINES_PROCESS_START,
     CreateMachineParams,
 )
-from contracts.gateway_types import MachineProcessStartParams, MachineRef
+from contracts.gateway.types import MachineProcessStartParams, MachineRef
 
 #: Generous: under ptrace a loaded host restores and starts slowly.
 WAIT_S = 300.0

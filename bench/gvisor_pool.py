@@ -25,8 +25,8 @@ from bench.gvisor import STACK_ENV, WAIT_S, _create
 from bench.gvisor_steps import Steps, figure, p50
 from bench.stack import FleetUp, servers
 from bench.warm_pool import _Side
-from contracts.gateway_rpc import MACHINES_GET
-from contracts.gateway_types import MachineRef
+from contracts.gateway.rpc import MACHINES_GET
+from contracts.gateway.types import MachineRef
 from contracts.models import Runtime
 from controlplane.settings import Settings
 from providers.docker import ensure_network

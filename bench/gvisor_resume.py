@@ -32,9 +32,9 @@ from bench.common import Report
 from bench.gvisor import WAIT_S, _clear, _event, _first_exec
 from bench.gvisor_steps import Steps, figure, p50
 from bench.warm_pool import _Side
-from contracts.gateway_rpc import MACHINES_CREATE, MACHINES_GET, CreateMachineParams
-from contracts.gateway_stop import MACHINES_PAUSE, MACHINES_RESUME
-from contracts.gateway_types import MachineRef
+from contracts.gateway.rpc import MACHINES_CREATE, MACHINES_GET, CreateMachineParams
+from contracts.gateway.stop import MACHINES_PAUSE, MACHINES_RESUME
+from contracts.gateway.types import MachineRef
 from providers.gvisor import IMAGE_DIR
 
 MANY = 8

@@ -30,8 +30,8 @@ from bench.common import Report
 from bench.gvisor import WAIT_S, _pause_resume
 from bench.gvisor_steps import Steps, figure, p50
 from bench.warm_pool import _Side
-from contracts.gateway_rpc import MACHINES_EXEC, MACHINES_PROCESS_START
-from contracts.gateway_types import MachineExecParams, MachineProcessStartParams
+from contracts.gateway.rpc import MACHINES_EXEC, MACHINES_PROCESS_START
+from contracts.gateway.types import MachineExecParams, MachineProcessStartParams
 
 #: The machines it makes: the serving one and the idle one.
 INSTANCES = 2

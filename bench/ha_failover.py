@@ -21,8 +21,8 @@ import nats
 from bench.common import Figure, Report, percentile, temp_dir
 from bench.scale import layout
 from bench.stack import FleetUp, Gateway, RpcError
-from contracts import subjects
-from contracts.gateway_rpc import (
+from contracts.bus import subjects
+from contracts.gateway.rpc import (
     INSTANCES_CREATE,
     MACHINES_CREATE,
     CreateInstanceParams,

@@ -32,11 +32,11 @@ from bench.pipeline import host_pids
 from bench.procstat import children, cmdline, cpu_seconds
 from bench.scale import _create
 from bench.stack import EventWatch, FleetUp, Gateway, servers
-from contracts.gateway_hosts import HOSTS_LIST
-from contracts.gateway_rpc import MACHINES_LIST
-from contracts.gateway_types import ListMachinesParams
-from contracts.jsonrpc import NoParams
-from contracts.subjects import EventKind
+from contracts.bus.subjects import EventKind
+from contracts.gateway.hosts import HOSTS_LIST
+from contracts.gateway.rpc import MACHINES_LIST
+from contracts.gateway.types import ListMachinesParams
+from contracts.rpc.jsonrpc import NoParams
 
 HOSTS = 4
 HOST_SIZE = 250

@@ -24,7 +24,7 @@ import time
 from bench.common import Figure, Report, percentile, temp_dir
 from bench.outside import outside_host
 from bench.stack import EventWatch, FleetUp, Gateway, servers
-from contracts.gateway_rpc import (
+from contracts.gateway.rpc import (
     INSTANCES_CREATE,
     MACHINES_CREATE,
     MACHINES_EXEC,

@@ -30,7 +30,8 @@ from bench.daemons import stored_keys
 from bench.procstat import cpu_seconds, peak_rss_mb, rss_mb, syscalls
 from bench.profiling import sampled
 from bench.stack import EventWatch, FleetUp, Gateway, nats_server, servers
-from contracts.gateway_rpc import (
+from contracts.bus.subjects import EventKind
+from contracts.gateway.rpc import (
     INSTANCES_CREATE,
     MACHINES_CREATE,
     CreateInstanceParams,
@@ -38,7 +39,6 @@ from contracts.gateway_rpc import (
 )
 from contracts.ids import new_machine_id
 from contracts.models import Instance
-from contracts.subjects import EventKind
 from controlplane.bus import ensure_stream
 from controlplane.settings import Settings
 from fleet.up import NatsServer

@@ -23,7 +23,7 @@ import aiodocker
 
 from bench.common import Figure, Report, percentile, temp_dir
 from bench.stack import EventWatch, FleetUp, Gateway, connz, rfc3339_to_epoch, servers
-from contracts.gateway_rpc import (
+from contracts.gateway.rpc import (
     INSTANCES_CREATE,
     MACHINES_CREATE,
     MACHINES_EXEC,

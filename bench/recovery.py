@@ -18,7 +18,7 @@ import time
 
 from bench.common import Figure, Report, percentile, temp_dir
 from bench.stack import EventWatch, FleetUp, Gateway, servers
-from contracts.gateway_rpc import (
+from contracts.gateway.rpc import (
     INSTANCES_CREATE,
     MACHINES_CREATE,
     CreateInstanceParams,

@@ -40,10 +40,10 @@ from bench.daemons import (
 )
 from bench.procstat import cpu_seconds
 from bench.stack import nats_server
-from contracts import subjects
-from contracts.daemon_rpc import HEALTH, WRITE_FILE, HealthResult, WriteFileParams
+from contracts.bus import subjects
+from contracts.daemon.rpc import HEALTH, WRITE_FILE, HealthResult, WriteFileParams
 from contracts.ids import new_machine_id
-from contracts.jsonrpc import NoParams, decode_response, encode_request
+from contracts.rpc.jsonrpc import NoParams, decode_response, encode_request
 from controlplane.bus import ensure_stream
 from controlplane.settings import Settings
 
@@ -271,7 +271,7 @@ def _builtin_sha256() -> Callable[[bytes], object]:
 
 async def _components(report: Report, quick: bool) -> None:
     """In-process cost of each piece of one call, to explain the ratio (no NATS, no I/O wait)."""
-    from contracts.daemon_rpc import WriteFileResult
+    from contracts.daemon.rpc import WriteFileResult
     from daemon.compose import compose
     from daemon.processes import tools
     from daemon.settings import DaemonSettings
@@ -330,7 +330,7 @@ async def _components(report: Report, quick: bool) -> None:
             "asyncio task per request (create + await)": await task_hop(),
         }
     try:
-        from contracts.signing import MacKey, ReplayGuard, sign, verify
+        from contracts.daemon.signing import MacKey, ReplayGuard, sign, verify
     except ImportError:  # before signed daemon RPC
         pass
     else:

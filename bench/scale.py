@@ -25,7 +25,7 @@ from pathlib import Path
 from bench.common import Figure, Report, temp_dir
 from bench.procstat import peak_rss_mb, rss_mb
 from bench.stack import EventWatch, FleetUp, Gateway, RpcError, connz
-from contracts.gateway_rpc import (
+from contracts.gateway.rpc import (
     INSTANCES_CREATE,
     MACHINES_CREATE,
     MACHINES_REFRESH_ENV,

@@ -28,8 +28,7 @@ from typing import Any, NamedTuple
 from bench.common import REPO
 from bench.procstat import cpu_seconds
 from bench.stack import EventWatch, nats_server
-from contracts.daemon_rpc import WriteFileParams
-from contracts.events import (
+from contracts.bus.events import (
     AnyEvent,
     DaemonStatusReported,
     MachineCreated,
@@ -37,9 +36,10 @@ from contracts.events import (
     MachineReady,
     SetupPushed,
 )
+from contracts.bus.subjects import EventKind
+from contracts.daemon.rpc import WriteFileParams
+from contracts.daemon.signing import signing_key
 from contracts.ids import derived_event_id, new_event_id, new_instance_id, new_machine_id
-from contracts.signing import signing_key
-from contracts.subjects import EventKind
 from controlplane.bus import Bus
 from controlplane.calls.daemon_client import DaemonClient
 from controlplane.events.consumer import Consumer

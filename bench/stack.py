@@ -24,9 +24,9 @@ from nats.aio.msg import Msg
 
 from bench.common import REPO
 from bench.procstat import children, cmdline
-from contracts import subjects
-from contracts.jsonrpc import MethodSpec, P, R
-from contracts.subjects import EventKind
+from contracts.bus import subjects
+from contracts.bus.subjects import EventKind
+from contracts.rpc.jsonrpc import MethodSpec, P, R
 from fleet.up import NatsServer, ValkeyServer, banner_ports
 
 FLEET = str(Path(sys.executable).with_name("fleet"))

@@ -21,7 +21,7 @@ from pathlib import Path
 from bench.common import REPO, Figure, Report, median, temp_dir
 from bench.create_ready import _one
 from bench.stack import ADMIN_TOKEN, FLEET, EventWatch, FleetUp, Gateway, servers
-from contracts.gateway_rpc import INSTANCES_CREATE, CreateInstanceParams
+from contracts.gateway.rpc import INSTANCES_CREATE, CreateInstanceParams
 
 PYTHON = sys.executable
 BARE = [PYTHON, "-c", "pass"]

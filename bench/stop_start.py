@@ -26,9 +26,9 @@ from bench.procstat import children, rss_mb, uss_pss_mb
 from bench.stack import RpcError
 from bench.warm_pool import _pool_full, _Side, warm_and_cold
 from contracts.errors import MachineStopped
-from contracts.gateway_rpc import MACHINES_EXEC
-from contracts.gateway_stop import MACHINES_START, MACHINES_STOP
-from contracts.gateway_types import MachineExecParams, MachineRef
+from contracts.gateway.rpc import MACHINES_EXEC
+from contracts.gateway.stop import MACHINES_START, MACHINES_STOP
+from contracts.gateway.types import MachineExecParams, MachineRef
 from providers.local import POOL_SLOT_FILE, machine_roots
 
 #: Idle means idle: the daemons' start-up work (imports, first heartbeats) is over.

@@ -19,7 +19,7 @@ from pathlib import Path
 from bench.common import Figure, Report, percentile, temp_dir
 from bench.create_ready import STAGES
 from bench.stack import EventWatch, FleetUp, Gateway, servers
-from contracts.gateway_rpc import (
+from contracts.gateway.rpc import (
     INSTANCES_CREATE,
     MACHINES_CREATE,
     CreateInstanceParams,

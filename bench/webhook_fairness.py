@@ -21,9 +21,9 @@ from aiohttp import web
 from bench.common import Figure, Report, percentile, serving, temp_dir
 from bench.stack import FleetUp, Gateway, servers
 from bench.webhooks import Envelope as _Envelope, publish, until
-from contracts.gateway_rpc import INSTANCES_CREATE
-from contracts.gateway_types import CreateInstanceParams
-from contracts.gateway_webhooks import (
+from contracts.gateway.rpc import INSTANCES_CREATE
+from contracts.gateway.types import CreateInstanceParams
+from contracts.gateway.webhooks import (
     WEBHOOKS_CREATE,
     WEBHOOKS_TEST,
     CreateWebhookParams,

@@ -22,8 +22,8 @@ from aiohttp import web
 
 from bench.common import Figure, Report, percentile, serving, temp_dir
 from bench.stack import ADMIN_TOKEN, FleetUp, Gateway, servers
-from contracts.events import EnvPushed, encode_event, subject_of
-from contracts.gateway_webhooks import WEBHOOKS_CREATE, CreateWebhookParams
+from contracts.bus.events import EnvPushed, encode_event, subject_of
+from contracts.gateway.webhooks import WEBHOOKS_CREATE, CreateWebhookParams
 from contracts.ids import new_event_id
 
 RATE = 100.0

@@ -1,4 +1,4 @@
-"""The committed AsyncAPI document, ``docs/asyncapi.json``: ``contracts.asyncapi``'s document
+"""The committed AsyncAPI document, ``docs/asyncapi.json``: ``contracts.bus.asyncapi``'s document
 in a stable text form (the reference pages and the TypeScript SDK are made from it too)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from codegen.generated import REPO
-from contracts.asyncapi import asyncapi_document
+from contracts.bus.asyncapi import asyncapi_document
 
 DOCUMENT_PATH = REPO / "docs" / "asyncapi.json"
 

@@ -25,12 +25,13 @@ import msgspec
 import msgspec.inspect
 
 from codegen.generated import REPO
-from contracts import codemode, gateway_live as live, ids, ports, validation
+from contracts import ids, ports, validation
+from contracts.bus.subjects import EventKind
 from contracts.errors import ERRORS
-from contracts.gateway_rpc import GATEWAY_METHODS
+from contracts.gateway import codemode, live
+from contracts.gateway.rpc import GATEWAY_METHODS
 from contracts.models import CodeStatus, EnvScope, ProviderName, Runtime
 from contracts.status import STARTABLE, STOPPABLE, TERMINAL, MachineStatus
-from contracts.subjects import EventKind
 
 #: Where the committed module lives, relative to the repository root.
 MODULE_PATH = REPO / "services" / "gateway" / "static" / "contract.js"
@@ -178,7 +179,7 @@ def render() -> str:
         "// Generated from contracts/ by `python -m codegen` (codegen/jsmodule.py): do not edit.\n"
         "// tests/unit/test_console_contract.py fails when this file is stale.\n",
         _frozen_object(
-            "The gateway's JSON-RPC methods (contracts.gateway_rpc.GATEWAY_METHODS).",
+            "The gateway's JSON-RPC methods (contracts.gateway.rpc.GATEWAY_METHODS).",
             "METHODS",
             methods(),
         ),
@@ -240,12 +241,12 @@ def render() -> str:
             {constant_name(v): v for v in get_args(CodeStatus)},
         ),
         _frozen_object(
-            "Machine event types, the `type` of each event (contracts.subjects.EventKind).",
+            "Machine event types, the `type` of each event (contracts.bus.subjects.EventKind).",
             "EVENT_TYPES",
             event_types(),
         ),
         _frozen_object(
-            "Streamed answers (contracts.gateway_live): POST PATH, SSE events OUTPUT then RESULT.",
+            "Streamed answers (contracts.gateway.live): POST PATH, SSE events OUTPUT then RESULT.",
             "STREAMING",
             {"PATH": live.RPC_STREAM_PATH, "OUTPUT": live.SSE_OUTPUT, "RESULT": live.SSE_RESULT},
         ),
@@ -255,13 +256,14 @@ def render() -> str:
             {"TICKET_PARAM": ports.PREVIEW_TICKET_PARAM},
         ),
         _frozen_object(
-            "Codemode (contracts.codemode): POST PATH with codemode.run's params streams the\n"
-            " * run's events (SSE, `event:` the event's type), then END with the result.\n",
+            "Codemode (contracts.gateway.codemode): POST PATH with codemode.run's params streams\n"
+            " * the run's events (SSE, `event:` the event's type), then END with the result.\n",
             "CODEMODE",
             codemode_stream(),
         ),
         _frozen_object(
-            "Codemode run event types, the `type` of each event (contracts.codemode.RunEvent).",
+            "Codemode run event types, the `type` of each event\n"
+            " * (contracts.gateway.codemode.RunEvent).",
             "CODEMODE_EVENTS",
             codemode_events(),
         ),

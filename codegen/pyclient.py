@@ -33,8 +33,8 @@ import msgspec
 
 import contracts
 from codegen.generated import REPO
-from contracts.gateway_rpc import GATEWAY_METHODS
-from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, NoParams
+from contracts.gateway.rpc import GATEWAY_METHODS
+from contracts.rpc.jsonrpc import AnySpec, ClientMethod, MethodSpec, NoParams
 
 MODULE_PATH = REPO / "fleet" / "client" / "generated.py"
 LINE_WIDTH = 100
@@ -144,8 +144,9 @@ def _key(t: object) -> object:
 def _definitions() -> Iterator[tuple[str, str, object]]:
     """(module, name, value) of each public name assigned at the top level of a contracts
     module: where it is defined, not where it is imported (mypy wants an import from there)."""
-    for info in sorted(pkgutil.iter_modules(contracts.__path__), key=lambda i: i.name):
-        module = importlib.import_module(f"contracts.{info.name}")
+    found = pkgutil.walk_packages(contracts.__path__, "contracts.")
+    for info in sorted(found, key=lambda i: i.name):
+        module = importlib.import_module(info.name)
         for node in ast.parse(inspect.getsource(module)).body:
             target: ast.expr | None = node.target if isinstance(node, ast.AnnAssign) else None
             if isinstance(node, ast.Assign) and len(node.targets) == 1:
@@ -231,10 +232,10 @@ def _method(spec: AnySpec, py: Py, imports: _Imports, constant: str) -> list[str
     doc = spec.summary if not py.doc else f"{spec.summary.rstrip('.')}. {py.doc}"
     lines += _docstring(doc, "        ")
     if spec.params is NoParams:
-        imports.need("contracts.jsonrpc", "NoParams")
+        imports.need("contracts.rpc.jsonrpc", "NoParams")
         build = "NoParams()"
     else:
-        imports.need("contracts.jsonrpc", "new_params")
+        imports.need("contracts.rpc.jsonrpc", "new_params")
         kwargs = [f"{f}={by_field.get(f, f)}" for f in fields]
         build = f"new_params({', '.join([imports.render(spec.params), *kwargs])})"
     call = f"await self.call({constant}, {build})"
@@ -248,9 +249,9 @@ def _method(spec: AnySpec, py: Py, imports: _Imports, constant: str) -> list[str
 def render() -> str:
     imports = _Imports()
     imports.need("typing", "TYPE_CHECKING")
-    imports.need("contracts.jsonrpc", "MethodSpec")
-    imports.need("contracts.jsonrpc", "P")
-    imports.need("contracts.jsonrpc", "R")
+    imports.need("contracts.rpc.jsonrpc", "MethodSpec")
+    imports.need("contracts.rpc.jsonrpc", "P")
+    imports.need("contracts.rpc.jsonrpc", "R")
     constants = {id(v): (m, n) for m, n, v in _definitions() if isinstance(v, MethodSpec)}
     methods: list[str] = []
     taken: set[str] = set()

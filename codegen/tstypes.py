@@ -20,17 +20,17 @@ from typing import Any
 import msgspec
 
 from codegen.generated import REPO
-from contracts import gateway_live as live, gateway_sessions as gs, sse
-from contracts.asyncapi import asyncapi_document
-from contracts.daemon_code import CodeRunPart
-from contracts.daemon_files import Uploaded
-from contracts.daemon_rpc import OutputChunk
-from contracts.daemon_watch import FileEvent
+from contracts.bus.asyncapi import asyncapi_document
+from contracts.daemon.code import CodeRunPart
+from contracts.daemon.files import Uploaded
+from contracts.daemon.rpc import OutputChunk
+from contracts.daemon.watch import FileEvent
 from contracts.errors import BY_STATUS, ERRORS, RETRYABLE
-from contracts.gateway_files import FILES_PREFIX
-from contracts.gateway_rpc import GATEWAY_METHODS
-from contracts.json_schema import schema_components
-from contracts.openrpc import method_type_name, openrpc_document
+from contracts.gateway import live, sessions as gs, sse
+from contracts.gateway.files import FILES_PREFIX
+from contracts.gateway.rpc import GATEWAY_METHODS
+from contracts.rpc.json_schema import schema_components
+from contracts.rpc.openrpc import method_type_name, openrpc_document
 
 #: Where the committed module lives, relative to the repository root.
 MODULE_PATH = REPO / "sdk" / "typescript" / "src" / "generated.ts"

@@ -7,7 +7,7 @@ on a method's params, the CLI never takes it from its command line (``fleet call
 by every user of the host (``ps``, ``/proc/<pid>/cmdline``) and kept in shell history. Marked on
 a method's result, the method mints one, so it is no read (``reads``): the audit log records who
 was given it (tests/fast/test_credential_methods.py). The audit log's redaction goes by field
-names (``contracts.audit.REDACTIONS``), which cover these and more.
+names (``contracts.gateway.audit.REDACTIONS``), which cover these and more.
 """
 
 from __future__ import annotations

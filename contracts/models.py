@@ -7,7 +7,7 @@ from typing import Literal
 
 import msgspec
 
-from contracts.events import WakeBy
+from contracts.bus.events import WakeBy
 from contracts.status import MachineStatus
 
 #: Machine providers. ``local`` runs the daemon as a process on the platform's host; ``swarm``

@@ -1,5 +1,5 @@
 """People and what they may do: platform and instance roles, token scopes, and the scope each HTTP
-route into a machine needs (a gateway method's is on its ``MethodSpec``: ``contracts.gateway_rpc``
+route into a machine needs (a gateway method's is on its ``MethodSpec``: ``contracts.gateway.rpc``
 ``METHOD_SCOPES`` is their view).
 
 A caller holds a set of scopes on each instance (and on the platform, for what belongs to no

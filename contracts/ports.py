@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from contracts.credentials import credential
+from contracts.daemon.streams import DEFAULT_CHUNK, DEFAULT_WINDOW, MAX_CHUNK, StreamOpened
 from contracts.errors import (
     DaemonTimeout,
     DaemonUnavailable,
@@ -26,8 +27,7 @@ from contracts.errors import (
     TooManyStreams,
 )
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
-from contracts.jsonrpc import AnySpec, ClientMethod, MethodSpec, NoParams, Params, Result
-from contracts.streams import DEFAULT_CHUNK, DEFAULT_WINDOW, MAX_CHUNK, StreamOpened
+from contracts.rpc.jsonrpc import AnySpec, ClientMethod, MethodSpec, NoParams, Params, Result
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 _MachineId = Annotated[

@@ -170,7 +170,7 @@ def can_advance(current: MachineStatus, target: MachineStatus) -> bool:
 
 
 class HostState(StrEnum):
-    """A host's state in ``hosts.list`` (contracts/gateway_hosts.py)."""
+    """A host's state in ``hosts.list`` (contracts/gateway/hosts.py)."""
 
     #: Heartbeating; takes new machines while it has room.
     ACTIVE = "active"

@@ -14,10 +14,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from contracts.cron import parse_schedule
+from contracts.daemon.cron import parse_schedule
 
 if TYPE_CHECKING:
-    from contracts.machine_files import CronJob
+    from contracts.daemon.machine_files import CronJob
 
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 ENV_NAME_RE = re.compile(ENV_NAME_PATTERN)

@@ -17,8 +17,8 @@ from nats.js.api import ConsumerConfig, DiscardPolicy, StorageType, StreamConfig
 
 from base import natsconn
 from base.retry import Backoff, retry
-from contracts import subjects
-from contracts.events import AnyEvent, encode_event, subject_of
+from contracts.bus import subjects
+from contracts.bus.events import AnyEvent, encode_event, subject_of
 from controlplane.failover import TRANSIENT
 from controlplane.settings import Settings
 

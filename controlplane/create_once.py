@@ -23,8 +23,8 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from contracts.bus.events import MachineCreated
 from contracts.errors import IdempotencyKeyReused
-from contracts.events import MachineCreated
 from contracts.ids import derived_event_id
 from contracts.models import Machine, RuntimeChoice
 from contracts.status import MachineStatus as S

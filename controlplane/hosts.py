@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from base.clock import SYSTEM_CLOCK, Clock
-from contracts.gateway_hosts import HostInfo
+from contracts.gateway.hosts import HostInfo
 from contracts.status import HostState
 from controlplane.settings import Settings
 from controlplane.store import HostRecord, Store

@@ -13,7 +13,7 @@ from typing import Literal
 import msgspec
 
 from base.env_settings import name_env_var
-from contracts.gateway_environments import IMAGE_REF_PATTERN
+from contracts.gateway.environments import IMAGE_REF_PATTERN
 from controlplane.preview_origin import (
     PreviewOrigin,
     default_preview_origin,

@@ -25,10 +25,11 @@ from nats.aio.msg import Msg
 from base.byte_stream import ByteStream
 from base.relay import relay
 from base.tasks import OwnedTasks
-from contracts import streams as s, subjects
-from contracts.daemon_rpc import EXEC_PIPE, ExecPipeParams
+from contracts.bus import subjects
+from contracts.daemon import streams as s
+from contracts.daemon.rpc import EXEC_PIPE, ExecPipeParams
 from contracts.errors import StreamAborted, ToolError, TooManyStreams
-from contracts.jsonrpc import handles
+from contracts.rpc.jsonrpc import handles
 from daemon.processes import tools
 from daemon.processes.env import ProcessEnv
 

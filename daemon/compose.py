@@ -12,9 +12,9 @@ from collections.abc import Mapping
 import structlog
 
 from base.lockfile import DaemonLock
-from contracts.daemon_rpc import DAEMON_METHODS
-from contracts.jsonrpc import Dispatcher, Router
-from contracts.signing import ReplayGuard
+from contracts.daemon.rpc import DAEMON_METHODS
+from contracts.daemon.signing import ReplayGuard
+from contracts.rpc.jsonrpc import Dispatcher, Router
 from daemon.byte_stream_hub import ByteStreamHub, Pipes
 from daemon.code.kernels import CodeKernels, KeptKernels
 from daemon.desktop.tools import Desktop

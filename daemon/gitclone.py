@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from contracts.daemon_rpc import EXIT_CLONE_UNFINISHED, ExecCommandParams, GitCloneParams
+from contracts.daemon.rpc import EXIT_CLONE_UNFINISHED, ExecCommandParams, GitCloneParams
 from daemon.supervision.nodump import DAEMON_FLAGS, python_argv
 
 USER_VAR = "FLEET_GIT_USERNAME"

@@ -10,7 +10,7 @@ from nats.aio.client import Client as NATS
 
 from base import natsconn
 from base.retry import Backoff, retry
-from contracts import subjects
+from contracts.bus import subjects
 from daemon.supervision.park import Parking
 
 log = structlog.get_logger(__name__)

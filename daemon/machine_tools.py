@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from base.version import git_sha, package_version
-from contracts import daemon_rpc as d
-from contracts.daemon_rpc import (
+from contracts.daemon import rpc as d
+from contracts.daemon.rpc import (
     ExecCommandParams,
     ExecCommandResult,
     GetVersionResult,
@@ -29,8 +29,8 @@ from contracts.daemon_rpc import (
     WriteFileResult,
 )
 from contracts.errors import NotSupported
-from contracts.jsonrpc import NoParams, handles
 from contracts.ports import LIST_PORTS, PortList
+from contracts.rpc.jsonrpc import NoParams, handles
 from daemon import gitclone
 from daemon.code.kernels import CodeKernels
 from daemon.ports.listening import list_ports

@@ -23,20 +23,20 @@ from base.lockfile import DaemonLock
 from base.reply_server import ReplyServer
 from base.ticker import Ticker
 from base.version import git_sha, package_version
-from contracts import subjects
-from contracts.daemon_rpc import DAEMON_METHODS
-from contracts.daemon_watch import WatchEnd
-from contracts.errors import FleetError, PayloadTooLarge
-from contracts.events import (
+from contracts.bus import subjects
+from contracts.bus.events import (
     DaemonStatus,
     DaemonStatusReported,
     Heartbeat,
     encode_event,
     subject_of,
 )
+from contracts.daemon.rpc import DAEMON_METHODS
+from contracts.daemon.signing import H_ID, ReplayGuard, sign_reply, signing_key, verify
+from contracts.daemon.watch import WatchEnd
+from contracts.errors import FleetError, PayloadTooLarge
 from contracts.ids import new_event_id
-from contracts.jsonrpc import Dispatcher, encode_error, request_method
-from contracts.signing import H_ID, ReplayGuard, sign_reply, signing_key, verify
+from contracts.rpc.jsonrpc import Dispatcher, encode_error, request_method
 from daemon.byte_stream_hub import ByteStreamHub
 from daemon.code.kernels import CodeKernels
 from daemon.files.watches import Watches
@@ -178,7 +178,7 @@ class Daemon:
         (a fork's own machine id and token), its connection never taken back, and the caller
         serves as the new one in this process (machine id, subjects, credential and signing
         key, all from settings). A renewed credential of this machine (the same token, so the
-        same signing key: contracts/signing.py) is only the password of the reconnect that
+        same signing key: contracts/daemon/signing.py) is only the password of the reconnect that
         follows: False, and the connection, its subscriptions and sessions go on."""
         told = nodump.read_new_identity(self._held.identity_fd)
         if told is None:

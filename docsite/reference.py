@@ -1,6 +1,7 @@
 """The reference pages, generated from the code: gateway and daemon methods from the OpenRPC
-document (contracts/openrpc.py), error codes from contracts/errors.py, events from the AsyncAPI
-document (contracts/asyncapi.py), the CLI from its argparse parser (fleet/cli/entry.py), settings
+document (contracts/rpc/openrpc.py), error codes from contracts/errors.py, events from the AsyncAPI
+document (contracts/bus/asyncapi.py), the CLI from its argparse parser (fleet/cli/entry.py),
+settings
 from ``Settings`` and ``DaemonSettings``. The human notes beside them are in ``notes.yml``.
 
 Each ``*_page`` function returns a whole Markdown page; ``PAGES`` maps site paths to them.
@@ -19,12 +20,12 @@ from typing import Any, Literal
 
 import msgspec
 
-from contracts.asyncapi import asyncapi_document, package_version
-from contracts.daemon_rpc import DAEMON_METHODS
+from contracts.bus.asyncapi import asyncapi_document, package_version
+from contracts.daemon.rpc import DAEMON_METHODS
 from contracts.errors import ERRORS
-from contracts.gateway_rpc import GATEWAY_METHODS
-from contracts.jsonrpc import AnySpec
-from contracts.openrpc import openrpc_document
+from contracts.gateway.rpc import GATEWAY_METHODS
+from contracts.rpc.jsonrpc import AnySpec
+from contracts.rpc.openrpc import openrpc_document
 from controlplane.settings import PREFIX, Settings
 from daemon.settings import DaemonSettings
 from docsite.schema_text import cell, default_text, describe, record_table, ref_name
@@ -134,7 +135,7 @@ def events_page() -> str:
     out = ["# Events and subjects", "", GENERATED, ""]
     out += [
         "Every NATS subject fleetd uses, from the AsyncAPI 3.0 document "
-        "([asyncapi.json](../asyncapi.json), made by `contracts/asyncapi.py`). What the events "
+        "([asyncapi.json](../asyncapi.json), made by `contracts/bus/asyncapi.py`). What the events "
         "mean, and how to read them: [Events](../events.md).",
         "",
         "| channel | subject | messages |",

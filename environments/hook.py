@@ -12,9 +12,9 @@ from __future__ import annotations
 import msgspec
 import structlog
 
-from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult, OutputChunk
+from contracts.bus.events import LIFECYCLE_OUTPUT_MAX, LifecycleOutput, LifecycleRan
+from contracts.daemon.rpc import ExecCommandParams, ExecCommandResult, OutputChunk
 from contracts.errors import ToolError
-from contracts.events import LIFECYCLE_OUTPUT_MAX, LifecycleOutput, LifecycleRan
 from contracts.ids import derived_event_id, new_event_id
 from contracts.models import Machine
 from controlplane.bus import Bus

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import msgspec
 
 from base.dotenv import merge_env
-from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
+from contracts.daemon.rpc import ExecCommandParams, ExecCommandResult
 from environments.devcontainer import Command, Devcontainer, expand_container_env
 from environments.users import MachineUser
 

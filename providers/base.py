@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
-from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
-from contracts.events import HomeCopy
+from contracts.bus.events import HomeCopy
+from contracts.daemon.rpc import ExecCommandParams, ExecCommandResult
 from providers.machine_usage import Usage
 
 

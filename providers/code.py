@@ -14,8 +14,8 @@ from pathlib import Path
 from base.atomic import replace_file
 from base.codestore import CURRENT_FILE, CodeUnverified, record, tree_digest
 from base.platform_code import git, resolve_sha
+from contracts.daemon.machine_files import CODE_SHA_FILE
 from contracts.errors import ProviderError
-from contracts.machine_files import CODE_SHA_FILE
 
 #: What a daemon imports: its own package, the contracts and base.
 DAEMON_TREES = ("contracts", "base", "daemon")

@@ -15,7 +15,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from contracts.daemon_code import CodeRunPart, CodeRunResult
+from contracts.daemon.code import CodeRunPart, CodeRunResult
 from fleet.client import FleetClient
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")

@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image
 
-from contracts import daemon_desktop as dd
+from contracts.daemon import desktop as dd
 from fleet.client import FleetClient
 
 PAGE = """<!doctype html>

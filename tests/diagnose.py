@@ -17,8 +17,8 @@ import nats
 import nats.errors
 import structlog
 
-from contracts import subjects
-from contracts.consumers import Durable, durable_name
+from contracts.bus import subjects
+from contracts.bus.consumers import Durable, durable_name
 from contracts.models import Machine
 from fleet.client import FleetClient
 

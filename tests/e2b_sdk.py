@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from contracts.e2b_control import api_key_of
+from contracts.e2b.control import api_key_of
 from controlplane.settings import Settings
 from tests.conftest import ADMIN_TOKEN
 

@@ -17,8 +17,8 @@ import msgspec
 import pytest
 from aiohttp import ClientWebSocketResponse
 
-from contracts.gateway_environments import Environment
-from contracts.gateway_types import RefreshCodeResult
+from contracts.gateway.environments import Environment
+from contracts.gateway.types import RefreshCodeResult
 from contracts.status import MachineStatus
 from controlplane.settings import Settings
 from environments import cache

@@ -12,7 +12,7 @@ import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from contracts.events import HomeCopy, MachineProvisioned
+from contracts.bus.events import HomeCopy, MachineProvisioned
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from tests.integration.test_sessions import SHELL, open_term
@@ -23,7 +23,12 @@ HomeOf = Callable[[str], Awaitable[Path]]
 
 #: A home of tens of MiB: 8 files of 4 MiB, random.
 DATA_FILES, DATA_MIB = 8, 4
-APPENDER = 'i=0; while :; do echo "line $i $(date +%s%N) end"; i=$((i+1)); done > ~/seq.txt'
+#: Each machine's own file: a fork restarts its source's background processes (this one too),
+#: and the copy of the source's file must stay as the fork got it.
+APPENDER = (
+    'i=0; while :; do echo "line $i $(date +%s%N) end"; i=$((i+1)); '
+    'done > ~/seq-"$FLEET_MACHINE_ID".txt'
+)
 LINE = re.compile(rb"line (\d+) (\d+) end")
 
 
@@ -80,7 +85,8 @@ async def fork_is_one_instant(
     appender = await stack.start_process(mid, ["sh", "-c", APPENDER], tag="appender")
     session = await stack.open_session(mid, SHELL)
     term = await open_term(stack, mid, session.session_id)
-    await wait_until(lambda: (src / "seq.txt").stat().st_size > 10_000, timeout=20)
+    seq = f"seq-{mid}.txt"
+    await wait_until(lambda: (src / seq).stat().st_size > 10_000, timeout=20)
 
     forked = asyncio.Event()
 
@@ -103,7 +109,7 @@ async def fork_is_one_instant(
 
     dst = await home_of(fork)
     assert tree_digest(dst / "data") == tree_digest(src / "data")
-    lines = len(appended((dst / "seq.txt").read_bytes()))
+    lines = len(appended((dst / seq).read_bytes()))
     assert lines > 0
     copied = (await home_copy(stack, fork)).home_copy
     assert copied is not None
@@ -115,9 +121,9 @@ async def fork_is_one_instant(
     [still] = [p for p in await stack.list_processes(mid) if p.tag == "appender"]
     assert still.pid == appender.pid
     assert still.state == "running"
-    await wait_until(lambda: (src / "seq.txt").stat().st_size > 2 * lines * 30, timeout=20)
+    await wait_until(lambda: (src / seq).stat().st_size > 2 * lines * 30, timeout=20)
     if not cow:  # its processes were frozen for the copy: the appender paused that long
-        stamps = appended((src / "seq.txt").read_bytes().rpartition(b"\n")[0] + b"\n")
+        stamps = appended((src / seq).read_bytes().rpartition(b"\n")[0] + b"\n")
         gap = max(b - a for a, b in itertools.pairwise(stamps))
         # (the pause counts from all frozen to the thaw: the appender stopped no later)
         assert gap * 1000 >= copied.pause_ms * 0.9, (gap, copied.pause_ms)

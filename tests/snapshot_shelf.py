@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from contracts.gateway_fork import Snapshot
+from contracts.gateway.fork import Snapshot
 from contracts.ids import new_snapshot_id
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
@@ -34,7 +34,10 @@ def local_shelf(data_dir: Path) -> LocalProvider:
 
 def home_copy(local: LocalProvider, image_id: str) -> list[Path]:
     """A snapshot's home copy and layer, as a take (or a failed one) leaves them."""
-    home, upper = local.snapshot_dir(image_id), local.snapshot_upper(image_id)
+    home, upper = (
+        local.parts.copies.snapshot_dir(image_id),
+        local.parts.copies.snapshot_upper(image_id),
+    )
     (home / ".config").mkdir(parents=True)
     (home / "notes.txt").write_text("the source's home")
     (upper / "usr" / "local").mkdir(parents=True)
@@ -47,7 +50,7 @@ def memory_image(local: LocalProvider, image_id: str, source_id: str,
     """A memory image with its home copy, as gvisor_fork.take_image leaves it (``forks``:
     the forks still to be restored from it; None: a snapshot's)."""
     made = home_copy(local, image_id)
-    memory = local.memory_dir(image_id)
+    memory = local.parts.copies.memory_dir(image_id)
     memory.mkdir(mode=0o700)
     (memory / "checkpoint.img").write_bytes(b"\x01" * 65536)  # runsc's part
     (memory / "pages-0.img").write_bytes(b"\x02" * 65536)
@@ -63,7 +66,7 @@ def failed_take(local: LocalProvider, image_id: str) -> list[Path]:
     """What a memory image's take that failed past its checkpoint, and whose cleanup did not
     run (its provisioner killed), leaves: the image not described yet, and the home copy."""
     made = home_copy(local, image_id)
-    memory = local.memory_dir(image_id)
+    memory = local.parts.copies.memory_dir(image_id)
     memory.mkdir(mode=0o700)
     (memory / "pages-0.img").write_bytes(b"\x02" * 65536)
     return [*made, memory]

@@ -23,8 +23,8 @@ from typing import TypeVar
 
 import aiohttp
 
+from contracts.bus.events import kind_of
 from contracts.errors import ERROR_HEADER, RETRYABLE, FleetError, NotFound, error_from_http
-from contracts.events import kind_of
 from contracts.models import Machine
 from fleet.client import ConnectionFailed, FleetClient
 from tests.e2e.conftest import FleetUp

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager, suppress
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from contracts.events import AnyEvent, decode_event
+from contracts.bus.events import AnyEvent, decode_event
 
 
 class Inbox:

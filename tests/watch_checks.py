@@ -16,8 +16,8 @@ from typing import Any
 
 import yarl
 
-from contracts.daemon_watch import FileEvent
-from contracts.gateway_files import WatchEnded
+from contracts.daemon.watch import FileEvent
+from contracts.gateway.files import WatchEnded
 from fleet.client import FleetClient
 from fleet.client.streams import WatchItem
 

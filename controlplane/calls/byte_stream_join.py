@@ -1,4 +1,4 @@
-"""The platform's side of a machine's byte stream (see contracts.streams, base.byte_stream).
+"""The platform's side of a machine's byte stream (see contracts.daemon.streams, base.byte_stream).
 
     opened = await daemons.call(machine_id, d.EXEC_PIPE, params)   # any stream-opening RPC
     async with await join(bus.nc, machine_id, opened.stream_id) as stream:
@@ -22,9 +22,11 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from base.byte_stream import ByteStream
-from contracts import streams as s, subjects
 
 #: Frames (any size) a stream's subscription may queue before the client drops them.
+from contracts.bus import subjects
+from contracts.daemon import streams as s
+
 _PENDING_MSGS = 65_536
 
 

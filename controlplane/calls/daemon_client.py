@@ -24,9 +24,9 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from base.first import first_of
-from contracts import subjects
-from contracts.daemon_files import STAT, StatParams, StatResult
-from contracts.daemon_rpc import (
+from contracts.bus import subjects
+from contracts.daemon.files import STAT, StatParams, StatResult
+from contracts.daemon.rpc import (
     EXEC_COMMAND,
     EXEC_KILL,
     EXEC_STREAM,
@@ -48,8 +48,9 @@ from contracts.daemon_rpc import (
     WriteFileParams,
     WriteFileResult,
 )
+from contracts.daemon.signing import H_ID, request_ttl, sign, signing_key, verify_reply
 from contracts.errors import DaemonTimeout, DaemonUnavailable, FleetError, PayloadTooLarge
-from contracts.jsonrpc import (
+from contracts.rpc.jsonrpc import (
     AnySpec,
     MethodSpec,
     NoParams,
@@ -59,8 +60,7 @@ from contracts.jsonrpc import (
     decode_result,
     encode_call,
 )
-from contracts.jsonrpc_batch import decode_batch
-from contracts.signing import H_ID, request_ttl, sign, signing_key, verify_reply
+from contracts.rpc.jsonrpc_batch import decode_batch
 from controlplane.process.metrics import Metrics, rpc_outcome
 from controlplane.security.crypto import SecretBox
 from controlplane.store import Store
@@ -72,7 +72,7 @@ EXEC_MARGIN_S = 5.0
 _HEADROOM = 1024
 
 
-#: Where the client gets the signing key of a machine (see contracts.signing).
+#: Where the client gets the signing key of a machine (see contracts.daemon.signing).
 KeySource = Callable[[str], Awaitable[bytes]]
 #: Takes each output chunk of a streamed command, as published (an encoded ``OutputChunk``).
 OnOutput = Callable[[bytes], None]
@@ -215,7 +215,7 @@ class DaemonClient:
             )
         timeout = timeout_s or self._timeout_s
         # Valid while we wait (capped: only the request's delivery needs the window), plus
-        # slack for the clocks; see contracts.signing.
+        # slack for the clocks; see contracts.daemon.signing.
         key = await self._keys(machine_id)
         headers = sign(key, machine_id, body, ttl_s=request_ttl(timeout))
         if self._fail_when_offline and not self._nc.is_connected:  # our bus is gone: 1501

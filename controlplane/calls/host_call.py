@@ -1,4 +1,4 @@
-"""A host method (contracts/host_rpc.py) asked of a host's provisioners over NATS: one request to
+"""A host method (contracts/host/rpc.py) asked of a host's provisioners over NATS: one request to
 ``host.<hostId>.rpc``, one of the host's replicas answers. The gateway's ``HostClient`` and the
 prober's boot watchdog (``HostLiveness``) both ask through ``call_host``."""
 
@@ -14,10 +14,11 @@ from nats.aio.client import NO_RESPONDERS_STATUS, Client as NATS
 from nats.aio.subscription import Subscription
 from nats.js.api import Header
 
-from contracts import host_rpc as h, subjects
+from contracts.bus import subjects
 from contracts.errors import FleetError, HostUnavailable, NotFound, NotSupported
-from contracts.jsonrpc import MethodSpec, P, R, decode_result, encode_call
+from contracts.host import rpc as h
 from contracts.models import Machine
+from contracts.rpc.jsonrpc import MethodSpec, P, R, decode_result, encode_call
 
 log = structlog.get_logger(__name__)
 #: A call asks the replica that takes it to say it works on it (``h.WORKING_ASK_HEADER``).

@@ -9,7 +9,7 @@ The rules:
   event never blocks the ones behind it;
 - a ``Permanent`` error gives up at once; an undecodable event, one of another class than the
   consumer's, or one whose kind or machine id differs from its subject's (a forgery: see
-  ``contracts.events.matches_subject``) is logged once and terminated;
+  ``contracts.bus.events.matches_subject``) is logged once and terminated;
 - on exit, fetching stops and in-flight handlers get ``drain_s`` to finish; whatever is still
   unacked is redelivered to another replica (or to this one when it comes back).
 """
@@ -32,8 +32,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from base.backoff import backoff_s
 from base.tasks import OwnedTasks, cancel_and_join
-from contracts import subjects
-from contracts.events import (
+from contracts.bus import subjects
+from contracts.bus.events import (
     AnyEvent,
     decode_event,
     kind_of_class,

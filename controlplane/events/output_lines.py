@@ -22,7 +22,7 @@ from types import TracebackType
 
 import structlog
 
-from contracts.events import OUTPUT_INTERVAL_S, OUTPUT_LINES_MAX_BYTES
+from contracts.bus.events import OUTPUT_INTERVAL_S, OUTPUT_LINES_MAX_BYTES
 
 log = structlog.get_logger(__name__)
 

@@ -3,8 +3,8 @@
     @subscriber(DaemonStatusReported, durable=Durable.SETUP_PUSHER, retry_budget=boot_budget)
     async def on_status(self, event: DaemonStatusReported) -> None: ...
 
-The event class gives the kind (``machine.<kind>.*``, from ``contracts.events``), the durable
-name comes from ``contracts.consumers``. A service's ``__main__`` then enters one consumer per
+The event class gives the kind (``machine.<kind>.*``, from ``contracts.bus.events``), the durable
+name comes from ``contracts.bus.consumers``. A service's ``__main__`` then enters one consumer per
 declaration of each of its handler groups with ``enter_subscriptions``; the handler receives
 only events of its class.
 """
@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from types import MethodType
 from typing import Any, Generic, Protocol
 
-from contracts.consumers import Durable, durable_name
-from contracts.events import Event
-from contracts.marks import mark, marked
+from contracts.bus.consumers import Durable, durable_name
+from contracts.bus.events import Event
+from contracts.rpc.marks import mark, marked
 from controlplane.bus import Bus
 from controlplane.events.consumer import Consumer, E, stage_consumer
 from controlplane.process.metrics import Metrics
@@ -71,14 +71,14 @@ def subscriber(
     room: RoomMethod | None = None,
 ) -> Callable[[HandlerMethod[E]], HandlerMethod[E]]:
     """Declare the decorated method the handler of ``event_type`` events on ``durable`` (a
-    durable of ``contracts.consumers.PER_HOST``: this host's of that name)."""
+    durable of ``contracts.bus.consumers.PER_HOST``: this host's of that name)."""
     return mark(_ATTR, Subscription(event_type, durable, retry_budget, give_up, room))
 
 
 def declared_subscriptions(service_class: type) -> list[tuple[str, Subscription[Any]]]:
     """(method name, declaration) of every declared handler of ``service_class``, in the order
     they are defined (base classes first); an override that is not declared again consumes
-    nothing (``contracts.marks``)."""
+    nothing (``contracts.rpc.marks``)."""
     return marked(service_class, _ATTR, Subscription)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import structlog
 
-from contracts.events import MachineFailed
+from contracts.bus.events import MachineFailed
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus
 from controlplane.bus import Bus

@@ -11,13 +11,13 @@ import msgspec
 
 from base.ca_bundle import system_bundle
 from base.dotenv import build_env_file, proxy_and_ca_vars, render
-from contracts import machine_files as mf
-from contracts.daemon_rpc import WriteFileParams, WriteFileResult
+from contracts.daemon import machine_files as mf
+from contracts.daemon.machine_files import CronJob, CronTable
+from contracts.daemon.rpc import WriteFileParams, WriteFileResult
 from contracts.errors import FleetError
-from contracts.gateway_rpc import RefreshFailure
-from contracts.gateway_secrets import MACHINE_PROXY_URL, placeholder
-from contracts.gateway_ssh import AUTHORIZED_KEYS, authorized_keys
-from contracts.machine_files import CronJob, CronTable
+from contracts.gateway.rpc import RefreshFailure
+from contracts.gateway.secrets import MACHINE_PROXY_URL, placeholder
+from contracts.gateway.ssh import AUTHORIZED_KEYS, authorized_keys
 from contracts.models import Machine, Repo
 from controlplane.calls.daemon_client import MachineClient
 from controlplane.security.crypto import SecretBox

@@ -18,7 +18,7 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from contracts import subjects
+from contracts.bus import subjects
 from controlplane.store import Store
 
 log = structlog.get_logger(__name__)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import structlog
 
-from contracts.events import (
+from contracts.bus.events import (
     MachinePauseRequested,
     MachineResumeRequested,
     MachineStarted,

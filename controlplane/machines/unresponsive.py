@@ -13,7 +13,7 @@ from collections.abc import Collection
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 
-from contracts.events import MachineUnresponsive
+from contracts.bus.events import MachineUnresponsive
 from contracts.ids import new_event_id
 from contracts.status import MachineStatus as S
 from controlplane.process.stage import connect

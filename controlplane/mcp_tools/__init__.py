@@ -20,11 +20,17 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError as McpToolError
 from mcp_types import CallToolResult, ContentBlock, ImageContent, TextContent
 
-from contracts.codemode import DEFAULT_TIMEOUT_S, DescribeParams, RunParams, RunResult, Stubs
-from contracts.daemon_code import DEFAULT_CODE_TIMEOUT_S, CodeRunResult, MimeBundle
+from contracts.daemon.code import DEFAULT_CODE_TIMEOUT_S, CodeRunResult, MimeBundle
 from contracts.errors import FleetError
-from contracts.gateway_code import MachineCodeRunParams
-from contracts.jsonrpc import MethodSpec, P, R, invalid_params, new_params
+from contracts.gateway.code import MachineCodeRunParams
+from contracts.gateway.codemode import (
+    DEFAULT_TIMEOUT_S,
+    DescribeParams,
+    RunParams,
+    RunResult,
+    Stubs,
+)
+from contracts.rpc.jsonrpc import MethodSpec, P, R, invalid_params, new_params
 
 NAME = "fleetd-codemode"
 INSTRUCTIONS = (

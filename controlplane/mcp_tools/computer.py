@@ -16,15 +16,15 @@ import msgspec
 from mcp.server.mcpserver import Context, MCPServer
 from mcp_types import CallToolResult, ContentBlock, ImageContent, TextContent
 
-from contracts import daemon_desktop as dd
+from contracts.daemon import desktop as dd
 from contracts.errors import FleetError, InvalidParams
-from contracts.gateway_desktop import (
+from contracts.gateway.desktop import (
     MACHINES_DESKTOP_ACT,
     MACHINES_DESKTOP_SCREENSHOT,
     MachineActParams,
     MachineScreenshotParams,
 )
-from contracts.jsonrpc import MethodSpec, P, R
+from contracts.rpc.jsonrpc import MethodSpec, P, R
 
 COMPUTER_TOOL = "computer"
 ComputerAction = Literal[

@@ -19,8 +19,8 @@ import shlex
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from contracts.gateway_network import EgressEntry, EgressPolicy, parse_entry
-from contracts.gateway_secrets import entry_covers
+from contracts.gateway.network import EgressEntry, EgressPolicy, parse_entry
+from contracts.gateway.secrets import entry_covers
 
 #: The most entries a command in a refusal repeats; past it, the words say where they are.
 COMMAND_ENTRIES = 8

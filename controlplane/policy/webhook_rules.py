@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import aiodns
 
-from contracts.gateway_webhooks import parse_url, target_of
+from contracts.gateway.webhooks import parse_url, target_of
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

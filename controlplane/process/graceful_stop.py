@@ -15,11 +15,11 @@ import structlog
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
-from contracts import subjects
-from contracts.daemon_rpc import STOP
+from contracts.bus import subjects
+from contracts.bus.events import DaemonStatusReported, decode_event
+from contracts.daemon.rpc import STOP
 from contracts.errors import FleetError
-from contracts.events import DaemonStatusReported, decode_event
-from contracts.jsonrpc import NoParams
+from contracts.rpc.jsonrpc import NoParams
 from controlplane.calls.daemon_client import DaemonClient
 
 log = structlog.get_logger(__name__)

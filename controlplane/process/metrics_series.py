@@ -1,4 +1,4 @@
-"""Machines' samples merged into longer steps (contracts/gateway_metrics.py): the provisioner's
+"""Machines' samples merged into longer steps (contracts/gateway/metrics.py): the provisioner's
 minute series is made of its samples this way, and ``machines.metrics`` answers a longer step
 so. Pure: no I/O."""
 

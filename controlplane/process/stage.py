@@ -6,8 +6,8 @@ from contextlib import AsyncExitStack
 from typing import ClassVar
 
 from base.clock import SYSTEM_CLOCK, Clock
-from contracts.events import Event
-from contracts.jsonrpc import AnySpec
+from contracts.bus.events import Event
+from contracts.rpc.jsonrpc import AnySpec
 from controlplane.bus import Bus
 from controlplane.calls.daemon_client import DaemonClient, MachineKeys
 from controlplane.machines.failures import fail_machine

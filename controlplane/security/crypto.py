@@ -7,7 +7,7 @@ import secrets
 
 from cryptography.fernet import Fernet, InvalidToken
 
-from contracts.signing import CREDENTIAL_SEP
+from contracts.daemon.signing import CREDENTIAL_SEP
 
 
 class SecretBox:
@@ -43,6 +43,6 @@ def mint_machine_token() -> str:
 
 def renew_connect_secret(credential: str) -> str:
     """The machine's credential with a new NATS password: its token (the signing key's, kept)
-    and a fresh secret (contracts/signing.py CREDENTIAL_SEP); the old credential is refused
+    and a fresh secret (contracts/daemon/signing.py CREDENTIAL_SEP); the old credential is refused
     once the new one is stored."""
     return f"{credential.partition(CREDENTIAL_SEP)[0]}{CREDENTIAL_SEP}{mint_machine_token()}"

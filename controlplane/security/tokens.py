@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 from base.clock import SYSTEM_CLOCK, Clock
 from contracts.errors import NotFound
-from contracts.gateway_people import User
+from contracts.gateway.people import User
 from contracts.ids import new_token_id
 from contracts.models import AccessToken
 from controlplane.store import Store, token_record

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
-from contracts.codemode import McpBridge, OpenApiBridge, RunRecord
+from contracts.gateway.codemode import McpBridge, OpenApiBridge, RunRecord
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis

@@ -1,5 +1,5 @@
 """An instance's environment and what a machine runs of it, in Redis (``store.environments``,
-contracts/gateway_environments.py)."""
+contracts/gateway/environments.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from contracts.gateway_environments import Environment
+from contracts.gateway.environments import Environment
 from controlplane.store.keys import F_ENVIRONMENT, F_ENVIRONMENT_IMAGE
 
 if TYPE_CHECKING:

@@ -1,5 +1,5 @@
 """An instance's own settings in Redis (``store.instance_settings``): its machine limits
-(contracts/gateway_limits.py), its egress policy (contracts/gateway_network.py) and its runtime
+(contracts/gateway/limits.py), its egress policy (contracts/gateway/network.py) and its runtime
 (instances.setRuntime). A limits or policy value equal to its type's default is stored as no key
 at all."""
 
@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, TypeVar, cast, get_args
 
 import msgspec
 
-from contracts.gateway_limits import LimitsOverride
-from contracts.gateway_network import EgressPolicy
+from contracts.gateway.limits import LimitsOverride
+from contracts.gateway.network import EgressPolicy
 from contracts.models import Runtime
 
 if TYPE_CHECKING:

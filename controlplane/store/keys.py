@@ -221,7 +221,7 @@ class Keys:
         return self.prefix + "users:by-subject"
 
     def k_user(self, user_id: str) -> str:
-        """JSON of ``contracts.gateway_people.User``."""
+        """JSON of ``contracts.gateway.people.User``."""
         return f"{self.prefix}user:{user_id}"
 
     def k_user_roles(self, user_id: str) -> str:
@@ -306,7 +306,7 @@ class Keys:
         """Hash: bridge name -> its JSON, the authorization sealed by the secret key."""
         return f"{self.prefix}codemode:bridges:{instance_id}"
 
-    # --- secrets (contracts/gateway_secrets.py) -------------------------------------------------
+    # --- secrets (contracts/gateway/secrets.py) -------------------------------------------------
     def k_secrets(self, instance_id: str) -> str:
         """Hash: secret name -> its JSON, the value sealed by the secret key."""
         return f"{self.prefix}secrets:{instance_id}"

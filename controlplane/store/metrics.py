@@ -1,4 +1,4 @@
-"""Machines' samples in Redis (``store.metrics``; contracts/gateway_metrics.py): two bounded
+"""Machines' samples in Redis (``store.metrics``; contracts/gateway/metrics.py): two bounded
 series a machine, each a Redis stream whose entry ids are the samples' times (ms), so that a
 second provisioner replica of the same host sampling the same instant adds nothing; trimmed to
 its keep at each add, and gone a keep after a machine's last sample (its key's expiry). A
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Literal, cast
 
 import msgspec
 
-from contracts.gateway_metrics import COARSE_KEEP_S, FINE_KEEP_S
+from contracts.gateway.metrics import COARSE_KEEP_S, FINE_KEEP_S
 from contracts.models import MachineSample
 from controlplane.store import scripts as store_scripts
 

@@ -1,4 +1,4 @@
-"""An instance's secrets and its CA in Redis (``contracts/gateway_secrets.py``).
+"""An instance's secrets and its CA in Redis (``contracts/gateway/secrets.py``).
 
 A secret's value arrives here sealed (``SecretBox``), as repo tokens and bridges' authorizations
 do, and leaves sealed: only the egress proxy opens it, as it adds it to a request. Its use is
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import msgspec
 
-from contracts.gateway_secrets import MAX_SECRETS, SecretInfo
+from contracts.gateway.secrets import MAX_SECRETS, SecretInfo
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, cast
 import msgspec
 
 from contracts.errors import Conflict, NotFound
-from contracts.gateway_fork import Snapshot
+from contracts.gateway.fork import Snapshot
 from contracts.status import COMING_UP, NOT_PROVISIONED
 from controlplane.store.keys import F_STATUS
 

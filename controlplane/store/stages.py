@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, cast
 import msgspec
 import structlog
 
-from contracts.machine_files import CronJob
+from contracts.daemon.machine_files import CronJob
 from contracts.models import Machine, Repo
 from contracts.status import MachineStatus
 from controlplane.store import scripts as store_scripts

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, NamedTuple, cast
 
-from contracts.gateway_stop import AutoStopAction
+from contracts.gateway.stop import AutoStopAction
 from controlplane.store.keys import F_STOP_DONE_AT, F_STOP_PENDING
 
 if TYPE_CHECKING:

@@ -21,8 +21,8 @@ import redis.asyncio as aioredis
 import structlog
 
 from contracts import ids
+from contracts.daemon.machine_files import CronJob
 from contracts.errors import NotFound
-from contracts.machine_files import CronJob
 from contracts.models import EnvScope, EnvVar, Instance, Machine, Repo, RuntimeChoice
 from contracts.status import MachineStatus
 from controlplane.redis_client import close_client, redis_client

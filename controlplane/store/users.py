@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, NamedTuple, cast
 
 import msgspec
 
-from contracts.gateway_people import User
+from contracts.gateway.people import User
 from controlplane.store.scripts import BoundScript
 
 if TYPE_CHECKING:

@@ -1,5 +1,5 @@
 """Webhook endpoints and their delivery queues in Redis (``store.webhooks``;
-``contracts/gateway_webhooks.py``, ``services/webhooks``, docs/webhooks.md).
+``contracts/gateway/webhooks.py``, ``services/webhooks``, docs/webhooks.md).
 
 An endpoint is a hash (its secret sealed by the platform's key, as machine tokens are) in the
 set of its scope: its instance, or the platform. The events waiting for it are queued per
@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Final, cast
 
 import msgspec
 
-from contracts.gateway_webhooks import MAX_ATTEMPTS_KEPT, DeliveryAttempt, Webhook
+from contracts.gateway.webhooks import MAX_ATTEMPTS_KEPT, DeliveryAttempt, Webhook
 from controlplane.store import webhooks_scripts as scripts
 from controlplane.store.keys import F_MACHINE_INSTANCE
 from controlplane.store.scripts import BoundScript

@@ -1,4 +1,4 @@
-"""The machine's code interpreter: one Jupyter kernel per context (contracts.daemon_code).
+"""The machine's code interpreter: one Jupyter kernel per context (contracts.daemon.code).
 
 Each kernel is a child of the daemon (``jupyter_client``'s ``AsyncKernelManager``, started from
 an explicit argv of the platform's own runtime, no kernelspec installed anywhere): it runs as the
@@ -40,9 +40,10 @@ from typing import Any
 import msgspec
 import structlog
 
-from contracts import daemon_code as dc, subjects
+from contracts.bus import subjects
+from contracts.daemon import code as dc
 from contracts.errors import CodeContextsLimit, KernelDied, LanguageUnavailable, NotFound, ToolError
-from contracts.jsonrpc import NoParams, handles
+from contracts.rpc.jsonrpc import NoParams, handles
 from daemon.code.launch import kernel_launch
 from daemon.code.output import RunOutput
 from daemon.ports.listening import listener_inodes, started_with

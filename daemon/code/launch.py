@@ -30,7 +30,7 @@ from pathlib import Path
 import structlog
 
 from base.tokenfd import RUNTIME_LIBS_VAR
-from contracts.machine_files import PYTHON_SITE_DIR
+from contracts.daemon.machine_files import PYTHON_SITE_DIR
 from daemon.code import site as code_site
 from daemon.code.site import library_of
 from daemon.supervision import nodump

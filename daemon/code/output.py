@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from contracts import daemon_code as dc
+from contracts.daemon import code as dc
 
 _ENCODE = msgspec.json.Encoder()
 #: The room always kept for the error and the answer's own fields.

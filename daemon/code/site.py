@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from contracts.machine_files import PYTHON_SITE_DIR
+from contracts.daemon.machine_files import PYTHON_SITE_DIR
 
 #: The platform's modules the kernels import, and pip: each one's directory is on the site's path.
 PLATFORM_MODULES = ("ipykernel_launcher", "bash_kernel", "pip")

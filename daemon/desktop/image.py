@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contracts.daemon_desktop import ImageFormat, Screenshot
+from contracts.daemon.desktop import ImageFormat, Screenshot
 from contracts.errors import ToolError
 
 #: The header's first 25 big-endian 32-bit fields (XWDFileHeader, X11/XWDFile.h).
@@ -29,7 +29,7 @@ _XWD_VERSION = 7
 _Z_PIXMAP = 2
 #: One colour map entry (XWDColor): pixel, red, green, blue, flags, pad.
 _COLOR_SIZE = 12
-#: The largest screen the desktop makes (contracts.daemon_desktop Width, Height).
+#: The largest screen the desktop makes (contracts.daemon.desktop Width, Height).
 _MAX_SIDE = 4096
 _MAX_HEADER = 64 * 1024
 #: The screen is settled when two reads this far apart show the same pixels.

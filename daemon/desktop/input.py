@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from contracts import daemon_desktop as dd
+from contracts.daemon import desktop as dd
 
 _BUTTONS = {"left": "1", "middle": "2", "right": "3"}
 #: X's wheel: buttons 4 (up), 5 (down), 6 (left), 7 (right), one notch a click.

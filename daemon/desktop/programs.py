@@ -33,7 +33,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from contracts import daemon_desktop as dd
+from contracts.daemon import desktop as dd
 
 X_SERVER = "Xvfb"
 INPUT = "xdotool"

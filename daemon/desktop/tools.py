@@ -1,4 +1,4 @@
-"""The machine's desktop: ``tool.desktop.*`` (contracts.daemon_desktop).
+"""The machine's desktop: ``tool.desktop.*`` (contracts.daemon.desktop).
 
 One display per machine. Its programs (daemon/desktop/programs.py) are the daemon's children,
 each the leader of a process group of its own, with the environment every process of the
@@ -27,9 +27,9 @@ import structlog
 
 from base import procinfo
 from base.retry import Backoff, retry_until
-from contracts import daemon_desktop as dd
+from contracts.daemon import desktop as dd
 from contracts.errors import DesktopNotRunning, DesktopUnavailable, InvalidParams, ToolError
-from contracts.jsonrpc import NoParams, handles
+from contracts.rpc.jsonrpc import NoParams, handles
 from daemon.desktop import image as desktop_image, input as desktop_input, programs as dp
 from daemon.processes.children import reap, signal_group
 from daemon.processes.env import ProcessEnv

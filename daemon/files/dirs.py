@@ -12,7 +12,7 @@ import contextlib
 import errno
 import os
 
-from contracts.daemon_files import MakeDirParams, MakeDirResult, MoveParams, MoveResult
+from contracts.daemon.files import MakeDirParams, MakeDirResult, MoveParams, MoveResult
 from contracts.errors import FileNotFound, FleetError, InvalidParams, WrongFileKind
 from daemon.files import homefs
 from daemon.files.entries import entry_at

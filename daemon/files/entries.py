@@ -9,7 +9,7 @@ import os
 import pwd
 import stat
 
-from contracts.daemon_files import DirEntry, FileKind
+from contracts.daemon.files import DirEntry, FileKind
 from contracts.errors import FileNotFound
 from daemon.files.homefs import fs_error
 

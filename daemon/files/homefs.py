@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
 
+from contracts.daemon.machine_files import FLEET_DIR, LOCK_FILE, STATE_FILE
 from contracts.errors import (
     BadPath,
     FileNotFound,
@@ -29,7 +30,6 @@ from contracts.errors import (
     ToolError,
     WrongFileKind,
 )
-from contracts.machine_files import FLEET_DIR, LOCK_FILE, STATE_FILE
 
 #: As the kernel's own limit on links in one path lookup (ELOOP beyond it).
 _MAX_LINKS = 40

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import msgspec
 
-from contracts.daemon_files import (
+from contracts.daemon.files import (
     LIST_DIR,
     MAKE_DIR,
     MOVE,
@@ -38,7 +38,7 @@ from contracts.daemon_files import (
     StatResult,
 )
 from contracts.errors import FileNotFound, FileTooLarge, FleetError, NotText, WrongFileKind
-from contracts.jsonrpc import handles
+from contracts.rpc.jsonrpc import handles
 from daemon.files import dirs as dir_tools, homefs
 from daemon.files.entries import Owners, entry_at, kind_of
 from daemon.files.homefs import Found, Swapped, fs_error, retrying

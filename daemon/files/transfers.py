@@ -23,7 +23,7 @@ import msgspec
 import structlog
 
 from base.byte_stream import ByteStream
-from contracts.daemon_files import (
+from contracts.daemon.files import (
     DEFAULT_MODE,
     DOWNLOAD_FILE,
     UPLOAD_FILE,
@@ -35,7 +35,7 @@ from contracts.daemon_files import (
     upload_name,
 )
 from contracts.errors import FleetError, StreamAborted, WrongFileKind
-from contracts.jsonrpc import handles
+from contracts.rpc.jsonrpc import handles
 from daemon.byte_stream_hub import ByteStreamHub
 from daemon.files import homefs
 from daemon.files.homefs import Found, fs_error, retrying

@@ -20,7 +20,7 @@ import os
 import stat
 from collections.abc import Callable, Iterator
 
-from contracts.daemon_watch import MAX_WATCHED_DIRS, FileEvent, FileEventType
+from contracts.daemon.watch import MAX_WATCHED_DIRS, FileEvent, FileEventType
 from contracts.errors import FileNotFound, FleetError, ToolError, WrongFileKind
 from daemon.files import homefs
 from daemon.files.homefs import Swapped, fs_error, retrying

@@ -1,5 +1,5 @@
 """``tool.watch``: a path's changes (daemon/files/watch_tree.py) sent on a byte stream as they
-happen, one JSON line each (contracts/daemon_watch.py).
+happen, one JSON line each (contracts/daemon/watch.py).
 
 The kernel's events are read as they come (the inotify descriptor on the event loop) into the
 watch's ``Pending`` events; a sender takes all of them at once and sends them as one piece,
@@ -23,7 +23,7 @@ import structlog
 
 from base.byte_stream import ByteStream
 from base.relay import relay
-from contracts.daemon_watch import (
+from contracts.daemon.watch import (
     FILE_EVENT_TYPES,
     MAX_PENDING,
     WATCH,
@@ -35,7 +35,7 @@ from contracts.daemon_watch import (
     WatchParams,
 )
 from contracts.errors import StreamAborted
-from contracts.jsonrpc import handles
+from contracts.rpc.jsonrpc import handles
 from daemon.byte_stream_hub import ByteStreamHub
 from daemon.files.watch_tree import WatchTree
 

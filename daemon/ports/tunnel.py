@@ -26,10 +26,10 @@ import structlog
 
 from base.byte_stream import ByteStream
 from base.relay import relay
+from contracts.daemon.streams import StreamOpened
 from contracts.errors import PortUnreachable, StreamAborted
-from contracts.jsonrpc import handles
 from contracts.ports import TUNNEL_CONNECT, TunnelConnectParams
-from contracts.streams import StreamOpened
+from contracts.rpc.jsonrpc import handles
 from daemon.byte_stream_hub import ByteStreamHub
 
 log = structlog.get_logger(__name__)

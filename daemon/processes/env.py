@@ -24,7 +24,7 @@ from pathlib import Path
 
 from base.loader import restored
 from base.tokenfd import RUNTIME_LIBS_VAR
-from contracts.machine_files import CONTAINER_ENV_FILE, ENV_FILE
+from contracts.daemon.machine_files import CONTAINER_ENV_FILE, ENV_FILE
 from daemon.processes.envload import EnvFile
 
 #: Variables of the daemon's own that a process must never see.

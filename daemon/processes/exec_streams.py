@@ -21,8 +21,8 @@ import msgspec
 import structlog
 
 from base.tokenfd import DAEMON_LOG_VAR
-from contracts import subjects
-from contracts.daemon_rpc import (
+from contracts.bus import subjects
+from contracts.daemon.rpc import (
     EXEC_KILL,
     EXEC_STREAM,
     DaemonLogParams,
@@ -35,7 +35,7 @@ from contracts.daemon_rpc import (
     OutputStream,
 )
 from contracts.errors import NotSupported
-from contracts.jsonrpc import handles
+from contracts.rpc.jsonrpc import handles
 from daemon.processes import tools
 from daemon.processes.children import tail_lines
 from daemon.processes.env import ProcessEnv

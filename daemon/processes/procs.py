@@ -25,7 +25,7 @@ import structlog
 from base import procinfo
 from base.tasks import cancel_and_join
 from base.ticker import Ticker
-from contracts.daemon_rpc import (
+from contracts.daemon.rpc import (
     ProcessInfo,
     ProcessList,
     ProcessLogs,

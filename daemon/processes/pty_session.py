@@ -25,7 +25,7 @@ import structlog
 
 from base.byte_stream import ByteStream
 from base.relay import relay
-from contracts import sessions as ss
+from contracts.daemon import sessions as ss
 from contracts.errors import StreamAborted
 
 log = structlog.get_logger(__name__)

@@ -26,9 +26,9 @@ import structlog
 from base import procinfo
 from base.tasks import OwnedTasks
 from base.ticker import Ticker
-from contracts.cron import Schedule, next_run, parse_schedule
+from contracts.daemon.cron import Schedule, next_run, parse_schedule
+from contracts.daemon.machine_files import CRON_FILE, LOG_DIR, CronJob, CronTable
 from contracts.errors import FleetError
-from contracts.machine_files import CRON_FILE, LOG_DIR, CronJob, CronTable
 from daemon.processes.children import open_log, signal_group
 from daemon.processes.env import ProcessEnv
 from daemon.processes.envload import Signature, signature

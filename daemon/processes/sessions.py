@@ -23,10 +23,10 @@ from pathlib import Path
 
 import structlog
 
-from contracts import daemon_rpc as d, sessions as ss
+from contracts.daemon import rpc as d, sessions as ss
+from contracts.daemon.streams import StreamOpened
 from contracts.errors import NotFound, TooManyStreams
-from contracts.jsonrpc import NoParams, handles
-from contracts.streams import StreamOpened
+from contracts.rpc.jsonrpc import NoParams, handles
 from daemon.byte_stream_hub import ByteStreamHub
 from daemon.processes import tools
 from daemon.processes.env import ProcessEnv

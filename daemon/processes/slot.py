@@ -20,9 +20,9 @@ from pathlib import Path
 
 from base import procinfo
 from base.backoff import backoff_s
-from contracts.daemon_rpc import ProcessInfo
+from contracts.daemon.machine_files import LOG_DIR
+from contracts.daemon.rpc import ProcessInfo
 from contracts.errors import ToolError
-from contracts.machine_files import LOG_DIR
 from daemon.processes.children import child_exit, open_log, reap, signal_group, wait_gone
 from daemon.processes.env import ProcessEnv
 from daemon.processes.tools import start_failed

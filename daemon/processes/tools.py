@@ -14,7 +14,7 @@ from pathlib import Path
 
 import structlog
 
-from contracts.daemon_rpc import (
+from contracts.daemon.rpc import (
     EXIT_NOT_FOUND,
     ExecCommandParams,
     ExecCommandResult,

@@ -27,7 +27,7 @@ from urllib.parse import parse_qs
 import structlog
 
 from base import procinfo
-from contracts.machine_files import CONTROL_SECRET_FILE
+from contracts.daemon.machine_files import CONTROL_SECRET_FILE
 
 log = structlog.get_logger(__name__)
 

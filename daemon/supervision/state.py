@@ -18,8 +18,8 @@ from typing import Literal
 import msgspec
 import structlog
 
-from contracts.daemon_rpc import ProcessState, RestartPolicy
-from contracts.machine_files import STATE_FILE
+from contracts.daemon.machine_files import STATE_FILE
+from contracts.daemon.rpc import ProcessState, RestartPolicy
 
 log = structlog.get_logger(__name__)
 

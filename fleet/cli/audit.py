@@ -12,7 +12,7 @@ from fleet.cli.common import SubAction, UsageError, command, emit
 from fleet.cli.render import table
 
 if TYPE_CHECKING:
-    from contracts.audit import AuditEntry
+    from contracts.gateway.audit import AuditEntry
     from fleet.client import FleetClient
 
 _AGO = re.compile(r"^(\d+)([smhd])$")
@@ -29,7 +29,7 @@ def register(sub: SubAction) -> None:
     limit = p.add_argument("--limit", type=int, default=100)
 
     def limit_help() -> None:  # the contract loads every method spec: only for this help
-        from contracts.audit import MAX_LIST
+        from contracts.gateway.audit import MAX_LIST
 
         limit.help = f"at most this many (<= {MAX_LIST})"
 

@@ -1,7 +1,7 @@
 """`fleet call METHOD [JSON | --param k=v ...]`: any gateway method, from its spec.
 
 The params are checked against the method's params type here, in the words the gateway would
-answer (contracts.rpc_params.invalid_params), before anything is sent; the result is printed as
+answer (contracts.rpc.rpc_params.invalid_params), before anything is sent; the result is printed as
 the API's JSON. The hand-written commands stay where they add something (tables, streams,
 files); this one follows the contracts, so every method has a command the day it is declared.
 
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from fleet.cli.common import EXIT_OK, SubAction, UsageError, command
 
 if TYPE_CHECKING:
-    from contracts.jsonrpc import AnySpec
+    from contracts.rpc.jsonrpc import AnySpec
     from fleet.client import FleetClient
 
 # The specs (every contract) and msgspec are imported in the functions that use them: this
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 
 def specs() -> dict[str, AnySpec]:
-    from contracts.gateway_rpc import GATEWAY_METHODS
+    from contracts.gateway.rpc import GATEWAY_METHODS
 
     return {spec.name: spec for spec in GATEWAY_METHODS}
 
@@ -91,7 +91,7 @@ def params_of(spec: AnySpec, text: str | None, pairs: Sequence[str], *,
     given.update(on_argv)
     import msgspec
 
-    from contracts.rpc_params import invalid_params
+    from contracts.rpc.rpc_params import invalid_params
 
     try:
         # Not strict: a number or a boolean given as a word (-p timeoutS=30) is taken as one.

@@ -10,7 +10,7 @@ from fleet.cli.common import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, SubAction, comm
 from fleet.cli.render import table
 
 if TYPE_CHECKING:
-    from contracts import codemode as cm
+    from contracts.gateway import codemode as cm
     from fleet.client import FleetClient
 
 Args = argparse.Namespace
@@ -41,7 +41,7 @@ def _code(path: str) -> str:
 
 
 async def _run(c: FleetClient, a: Args) -> int:
-    from contracts import codemode as cm
+    from contracts.gateway import codemode as cm
 
     code = _code(a.file)
     timeout = cm.DEFAULT_TIMEOUT_S if a.timeout is None else a.timeout
@@ -55,7 +55,7 @@ async def _run(c: FleetClient, a: Args) -> int:
 
 
 def _show(event: cm.RunEvent) -> None:
-    from contracts import codemode as cm
+    from contracts.gateway import codemode as cm
 
     if isinstance(event, cm.RunLog):
         print(event.line, file=sys.stderr if event.stream == "stderr" else sys.stdout)

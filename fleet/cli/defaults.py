@@ -1,7 +1,7 @@
 """What ``fleet``'s parser needs and nothing heavier: ``fleet --help`` and ``fleet --version``
 import this, never the client (aiohttp) nor the method specs (bench 30 measures the start-up).
 
-``METHOD_GROUPS`` is a view of ``contracts.gateway_rpc.GATEWAY_METHODS`` (their names' first
+``METHOD_GROUPS`` is a view of ``contracts.gateway.rpc.GATEWAY_METHODS`` (their names' first
 parts) written out so that ``--help`` need not import every contract; a unit test
 (tests/unit/test_cli_startup.py) fails when the two differ.
 """

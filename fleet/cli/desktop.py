@@ -17,7 +17,7 @@ from fleet.cli.common import SubAction, command, emit
 from fleet.cli.stop import ensure_started
 
 if TYPE_CHECKING:
-    from contracts.daemon_desktop import ImageFormat
+    from contracts.daemon.desktop import ImageFormat
     from fleet.client import FleetClient
 
 Args = argparse.Namespace

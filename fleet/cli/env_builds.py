@@ -10,7 +10,7 @@ from fleet.cli.common import SubAction, command, emit, group
 from fleet.cli.render import table
 
 if TYPE_CHECKING:
-    from contracts.gateway_env_builds import EnvironmentList
+    from contracts.gateway.env_builds import EnvironmentList
     from fleet.client import FleetClient
 
 Args = argparse.Namespace

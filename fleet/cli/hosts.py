@@ -10,7 +10,7 @@ from fleet.cli.common import EXIT_FAILED, EXIT_OK, SubAction, command, emit, gro
 from fleet.cli.render import age, table
 
 if TYPE_CHECKING:
-    from contracts.gateway_hosts import HostInfo
+    from contracts.gateway.hosts import HostInfo
     from fleet.client import FleetClient
 
 

@@ -10,7 +10,7 @@ import msgspec
 from fleet.cli.common import SubAction, UsageError, command, emit
 
 if TYPE_CHECKING:
-    from contracts.gateway_environments import Environment
+    from contracts.gateway.environments import Environment
     from fleet.client import FleetClient
 
 Args = argparse.Namespace
@@ -35,7 +35,7 @@ def instance_commands(g: SubAction) -> None:
 
 def parse_environment(a: Args) -> Environment | None:
     """The environment the flags name (None: --auto)."""
-    from contracts.gateway_environments import DevcontainerSource, DockerfileSource, Environment
+    from contracts.gateway.environments import DevcontainerSource, DockerfileSource, Environment
 
     try:
         if a.image:

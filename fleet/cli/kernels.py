@@ -15,7 +15,7 @@ from contracts.errors import FleetError
 from fleet.cli.common import EXIT_FAILED, EXIT_OK, SubAction, command, group, to_json
 
 if TYPE_CHECKING:
-    from contracts import daemon_code as dc
+    from contracts.daemon import code as dc
     from fleet.client import FleetClient
 
 Args = argparse.Namespace
@@ -39,7 +39,7 @@ def register_machine(g: SubAction) -> None:
 
 
 async def _run(c: FleetClient, a: Args) -> int:
-    from contracts import daemon_code as dc
+    from contracts.daemon import code as dc
 
     if a.timeout is None:
         a.timeout = dc.DEFAULT_CODE_TIMEOUT_S
@@ -63,7 +63,7 @@ async def _run(c: FleetClient, a: Args) -> int:
 
 async def _streamed(c: FleetClient, a: Args, code: str) -> dc.CodeRunResult:
     """The run's answer, its stdout and stderr printed as they came."""
-    from contracts import daemon_code as dc
+    from contracts.daemon import code as dc
 
     stream = c.machines_code_run_stream(a.machine_id, code, language=a.language,
                                         context_id=a.context, timeout_s=a.timeout)  # fmt: skip

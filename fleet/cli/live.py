@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from fleet.cli.common import EXIT_FAILED, EXIT_OK, UsageError, emit, to_json
 
 if TYPE_CHECKING:
-    from contracts.daemon_rpc import ExecCommandResult
+    from contracts.daemon.rpc import ExecCommandResult
     from fleet.client import FleetClient
 
 Args = argparse.Namespace
@@ -45,7 +45,7 @@ async def print_stream(
     c: FleetClient, machine_id: str, argv: list[str], *, timeout_s: float | None = None,
     cwd: str | None = None,
 ) -> ExecCommandResult:  # fmt: skip
-    from contracts.daemon_rpc import OutputChunk  # here: it loads the method specs
+    from contracts.daemon.rpc import OutputChunk  # here: it loads the method specs
 
     stream = c.exec_stream(machine_id, argv, timeout_s=timeout_s, cwd=cwd)
     async with contextlib.aclosing(stream):
@@ -75,7 +75,7 @@ async def follow_process_log(c: FleetClient, a: Args) -> int:
     found = [p for p in procs if p.pid == a.pid or (a.tag is not None and p.tag == a.tag)]
     if not found or not found[0].log_path:
         raise UsageError(f"no process with {'pid ' + str(a.pid) if a.pid else 'tag ' + a.tag}")
-    from contracts.daemon_rpc import MAX_EXEC_TIMEOUT_S
+    from contracts.daemon.rpc import MAX_EXEC_TIMEOUT_S
 
     argv = ["tail", "-n", str(a.tail), "-F", "--", found[0].log_path]
     await print_stream(c, a.machine_id, argv, timeout_s=MAX_EXEC_TIMEOUT_S)
@@ -86,7 +86,7 @@ async def machines_watch(c: FleetClient, a: Args) -> int:
     """Each change under the path as it happens (``TYPE<TAB>PATH``, a directory's with a
     ``/``; with --json one JSON object a line), until the watch ends: why is said on stderr
     (0 unless its stream was cut). A Ctrl-C ends it (exit 130)."""
-    from contracts.daemon_watch import FileEvent  # here: it loads the method specs
+    from contracts.daemon.watch import FileEvent  # here: it loads the method specs
 
     stream = c.machines_watch(a.machine_id, a.path, recursive=a.recursive, events=a.events)
     async with contextlib.aclosing(stream):

@@ -8,11 +8,11 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from contracts.events import Event, MachineReady
+from contracts.bus.events import Event, MachineReady
+from contracts.bus.subjects import EventKind
 from contracts.ids import MACHINE_ID_RE
 from contracts.models import Machine
 from contracts.status import MachineStatus
-from contracts.subjects import EventKind
 from fleet.cli import (
     desktop as cli_desktop,
     fork as cli_fork,

@@ -10,7 +10,9 @@ from typing import Any
 
 from mcp.server.mcpserver import Context, MCPServer
 
-from contracts.codemode import (
+from contracts.daemon.code import CodeRunResult
+from contracts.gateway.code import MachineCodeRunParams
+from contracts.gateway.codemode import (
     CODEMODE_DESCRIBE,
     CODEMODE_RUN,
     DescribeParams,
@@ -18,9 +20,7 @@ from contracts.codemode import (
     RunResult,
     Stubs,
 )
-from contracts.daemon_code import CodeRunResult
-from contracts.gateway_code import MachineCodeRunParams
-from contracts.jsonrpc import MethodSpec, P, R
+from contracts.rpc.jsonrpc import MethodSpec, P, R
 from controlplane import mcp_tools
 from fleet.client import FleetClient
 

@@ -9,8 +9,8 @@ import sys
 from collections import deque
 from typing import TYPE_CHECKING
 
-from contracts.events import MachineEgressDenied
-from contracts.subjects import EventKind
+from contracts.bus.events import MachineEgressDenied
+from contracts.bus.subjects import EventKind
 from fleet.cli.common import EXIT_FAILED, EXIT_OK, SubAction, command, emit
 from fleet.cli.render import table
 

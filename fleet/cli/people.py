@@ -16,7 +16,7 @@ from fleet.cli.render import table
 if TYPE_CHECKING:
     import aiohttp
 
-    from contracts.gateway_people import MemberList, User
+    from contracts.gateway.people import MemberList, User
     from fleet.client import FleetClient
 
 

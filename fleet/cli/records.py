@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from contracts.machine_files import CronJob, CronTable
+from contracts.daemon.machine_files import CronJob, CronTable
 from contracts.people import ALL_SCOPES
 from fleet.cli import (
     instance_env as cli_instance_env,

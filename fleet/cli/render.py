@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TextIO
 
-from contracts.events import (
+from contracts.bus.events import (
     DaemonStatusReported,
     EnvironmentBuildOutput,
     Event,
@@ -30,12 +30,12 @@ from contracts.events import (
     SetupPushed,
     kind_of,
 )
-from contracts.machine_files import CronJob
+from contracts.bus.subjects import EventKind
+from contracts.daemon.machine_files import CronJob
 from contracts.models import Machine
-from contracts.subjects import EventKind
 
 if TYPE_CHECKING:
-    from contracts.daemon_rpc import ProcessInfo
+    from contracts.daemon.rpc import ProcessInfo
 
 #: The stages a new machine goes through, in order.
 PIPELINE = (

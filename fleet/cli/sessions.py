@@ -13,7 +13,7 @@ from fleet.cli.defaults import DETACH_HELP
 from fleet.cli.stop import ensure_started
 
 if TYPE_CHECKING:
-    from contracts.sessions import SessionInfo
+    from contracts.daemon.sessions import SessionInfo
     from fleet.client import FleetClient
 
 Args = argparse.Namespace

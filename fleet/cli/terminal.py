@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import aiohttp
 import msgspec
 
-from contracts import gateway_sessions as gs
+from contracts.gateway import sessions as gs
 
 _CONTROL = msgspec.json.Decoder(gs.ServerControl)
 _NEWLINES = frozenset(b"\r\n")

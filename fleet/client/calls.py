@@ -15,26 +15,26 @@ from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
-from contracts import (
-    codemode as cm,
-    daemon_code as dc,
-    gateway_code as gc,
-    gateway_live as live,
-    gateway_network as gn,
-    gateway_rpc as g,
-    gateway_sessions as gs,
-)
-from contracts.daemon_rpc import (
+from contracts.daemon import code as dc
+from contracts.daemon.machine_files import CronJob
+from contracts.daemon.rpc import (
     DEFAULT_EXEC_TIMEOUT_S,
     DEFAULT_FILE_MODE,
     ExecCommandResult,
     WriteFileResult,
 )
-from contracts.jsonrpc import new_params
-from contracts.machine_files import CronJob
+from contracts.gateway import (
+    code as gc,
+    codemode as cm,
+    live,
+    network as gn,
+    rpc as g,
+    sessions as gs,
+)
 from contracts.models import Machine, ProviderName, Runtime
 from contracts.people import Scope
-from contracts.rpc_params import invalid_params
+from contracts.rpc.jsonrpc import new_params
+from contracts.rpc.rpc_params import invalid_params
 
 if TYPE_CHECKING:  # the client binds these
     import aiohttp

@@ -22,7 +22,8 @@ import contextlib
 from collections.abc import AsyncGenerator, Collection
 from dataclasses import dataclass
 
-from contracts.daemon_rpc import (
+from contracts.bus.events import Event, decode_machine_event, kind_of
+from contracts.daemon.rpc import (
     ExecCommandResult,
     ProcessInfo,
     ProcessLogs,
@@ -30,8 +31,7 @@ from contracts.daemon_rpc import (
     WriteFileResult,
 )
 from contracts.errors import NotFound, Unavailable
-from contracts.events import Event, decode_machine_event, kind_of
-from contracts.gateway_rpc import RefreshCodeResult
+from contracts.gateway.rpc import RefreshCodeResult
 from contracts.models import Machine
 from contracts.status import READY_OR_NEVER, MachineStatus
 from fleet.client import calls, streams, transfer

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Self
 
 from base.retry import Backoff, Retries
 from contracts.errors import FleetError, Unavailable
-from contracts.jsonrpc import LazyLogger, MethodSpec, P, R, decode_result, encode_call
+from contracts.rpc.jsonrpc import LazyLogger, MethodSpec, P, R, decode_result, encode_call
 from fleet import DEFAULT_URL
 from fleet.client.generated import GatewayMethods
 from fleet.client.transport import ConnectionFailed, HttpTransport, Transport, http_error
@@ -124,7 +124,7 @@ class ClientCore(GatewayMethods):
         timeout_s: float | None = None,
         resend_cut: bool = False,
     ) -> R:
-        """Any gateway method through its spec in ``contracts.gateway_rpc``: ``params`` its
+        """Any gateway method through its spec in ``contracts.gateway.rpc``: ``params`` its
         params Struct (sent camelCase), the answer decoded as its result type. Answered
         Unavailable, the call is sent again after a wait (up to ``unavailable_tries`` in all):
         a call the gateway ran partly before its store or bus failed may then run twice.

@@ -8,8 +8,40 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from contracts.audit import AUDIT_LIST, AuditEntry, AuditListParams
-from contracts.codemode import (
+from contracts.daemon.code import CodeContext, CodeContextList, ContextDeleted, ContextInterrupted
+from contracts.daemon.desktop import (
+    Action,
+    ActResult,
+    DesktopInfo,
+    ImageFormat,
+    Opened,
+    Screenshot,
+    ScreenshotParams,
+)
+from contracts.daemon.files import (
+    Encoding,
+    ListDirResult,
+    MakeDirResult,
+    MoveResult,
+    ReadFileResult,
+    RemoveFileResult,
+    StatResult,
+)
+from contracts.daemon.machine_files import CronJob
+from contracts.daemon.rpc import ProcessInfo, ProcessLogs, RestartPolicy
+from contracts.daemon.sessions import SessionInfo
+from contracts.gateway.audit import AUDIT_LIST, AuditEntry, AuditListParams
+from contracts.gateway.code import (
+    MACHINES_CODE_CREATE_CONTEXT,
+    MACHINES_CODE_DELETE_CONTEXT,
+    MACHINES_CODE_INTERRUPT,
+    MACHINES_CODE_LIST_CONTEXTS,
+    MACHINES_CODE_RESTART_CONTEXT,
+    MachineCodeRef,
+    MachineContextRef,
+    MachineCreateContextParams,
+)
+from contracts.gateway.codemode import (
     CODEMODE_BRIDGES_LIST,
     CODEMODE_BRIDGES_REMOVE,
     CODEMODE_CANCEL,
@@ -23,37 +55,7 @@ from contracts.codemode import (
     RunRecord,
     RunRef,
 )
-from contracts.daemon_code import CodeContext, CodeContextList, ContextDeleted, ContextInterrupted
-from contracts.daemon_desktop import (
-    Action,
-    ActResult,
-    DesktopInfo,
-    ImageFormat,
-    Opened,
-    Screenshot,
-    ScreenshotParams,
-)
-from contracts.daemon_files import (
-    Encoding,
-    ListDirResult,
-    MakeDirResult,
-    MoveResult,
-    ReadFileResult,
-    RemoveFileResult,
-    StatResult,
-)
-from contracts.daemon_rpc import ProcessInfo, ProcessLogs, RestartPolicy
-from contracts.gateway_code import (
-    MACHINES_CODE_CREATE_CONTEXT,
-    MACHINES_CODE_DELETE_CONTEXT,
-    MACHINES_CODE_INTERRUPT,
-    MACHINES_CODE_LIST_CONTEXTS,
-    MACHINES_CODE_RESTART_CONTEXT,
-    MachineCodeRef,
-    MachineContextRef,
-    MachineCreateContextParams,
-)
-from contracts.gateway_desktop import (
+from contracts.gateway.desktop import (
     MACHINES_DESKTOP_ACT,
     MACHINES_DESKTOP_GET,
     MACHINES_DESKTOP_OPEN,
@@ -68,7 +70,7 @@ from contracts.gateway_desktop import (
     MachineOpenParams,
     MachineScreenshotParams,
 )
-from contracts.gateway_env_builds import (
+from contracts.gateway.env_builds import (
     ENVIRONMENTS_BUILD,
     ENVIRONMENTS_DELETE,
     ENVIRONMENTS_LIST,
@@ -79,14 +81,14 @@ from contracts.gateway_env_builds import (
     EnvironmentList,
     ListEnvironmentsParams,
 )
-from contracts.gateway_environments import (
+from contracts.gateway.environments import (
     INSTANCES_GET_ENVIRONMENT,
     INSTANCES_SET_ENVIRONMENT,
     Environment,
     InstanceEnvironment,
     SetEnvironmentParams,
 )
-from contracts.gateway_files import (
+from contracts.gateway.files import (
     MACHINES_LIST_DIR,
     MACHINES_MAKE_DIR,
     MACHINES_MOVE,
@@ -100,7 +102,7 @@ from contracts.gateway_files import (
     MachineRemoveFileParams,
     MachineStatParams,
 )
-from contracts.gateway_fork import (
+from contracts.gateway.fork import (
     MACHINES_FORK,
     MACHINES_SNAPSHOT,
     SNAPSHOTS_DELETE,
@@ -110,18 +112,18 @@ from contracts.gateway_fork import (
     SnapshotParams,
     SnapshotRef,
 )
-from contracts.gateway_hosts import HOSTS_DRAIN, HOSTS_LIST, DrainParams, DrainResult, HostInfo
-from contracts.gateway_limits import (
+from contracts.gateway.hosts import HOSTS_DRAIN, HOSTS_LIST, DrainParams, DrainResult, HostInfo
+from contracts.gateway.limits import (
     INSTANCES_GET_LIMITS,
     INSTANCES_SET_LIMITS,
     InstanceLimits,
     SetLimitsParams,
 )
-from contracts.gateway_live import MACHINES_DAEMON_LOG, DaemonLogRequest
-from contracts.gateway_machines import MACHINES_RESTART, RestartParams
-from contracts.gateway_metrics import MACHINES_METRICS, MachineMetrics, MachineMetricsParams
-from contracts.gateway_network import INSTANCES_GET_NETWORK_POLICY, NetworkPolicyResult
-from contracts.gateway_people import (
+from contracts.gateway.live import MACHINES_DAEMON_LOG, DaemonLogRequest
+from contracts.gateway.machines import MACHINES_RESTART, RestartParams
+from contracts.gateway.metrics import MACHINES_METRICS, MachineMetrics, MachineMetricsParams
+from contracts.gateway.network import INSTANCES_GET_NETWORK_POLICY, NetworkPolicyResult
+from contracts.gateway.people import (
     INSTANCES_MEMBERS,
     INSTANCES_SET_MEMBER,
     USERS_CREATE,
@@ -137,7 +139,7 @@ from contracts.gateway_people import (
     User,
     UserParams,
 )
-from contracts.gateway_rpc import (
+from contracts.gateway.rpc import (
     CRON_LIST,
     ENV_LIST,
     ENV_SET,
@@ -162,13 +164,13 @@ from contracts.gateway_rpc import (
     TOKENS_LIST,
     TOKENS_REVOKE,
 )
-from contracts.gateway_runtime import (
+from contracts.gateway.runtime import (
     INSTANCES_GET_RUNTIME,
     INSTANCES_SET_RUNTIME,
     InstanceRuntime,
     SetRuntimeParams,
 )
-from contracts.gateway_secrets import (
+from contracts.gateway.secrets import (
     SECRETS_DELETE,
     SECRETS_LIST,
     SECRETS_SET,
@@ -179,7 +181,7 @@ from contracts.gateway_secrets import (
     SecretRef,
     SetSecretParams,
 )
-from contracts.gateway_sessions import (
+from contracts.gateway.sessions import (
     SESSIONS_CLOSE,
     SESSIONS_LIST,
     SESSIONS_RESIZE,
@@ -191,8 +193,8 @@ from contracts.gateway_sessions import (
     SessionsSignalParams,
     SessionsWriteParams,
 )
-from contracts.gateway_ssh import INSTANCES_SET_SSH_KEYS, SetSshKeysParams, SshKeysResult
-from contracts.gateway_stop import (
+from contracts.gateway.ssh import INSTANCES_SET_SSH_KEYS, SetSshKeysParams, SshKeysResult
+from contracts.gateway.stop import (
     INSTANCES_GET_AUTOSTOP,
     INSTANCES_SET_AUTOSTOP,
     MACHINES_PAUSE,
@@ -203,7 +205,7 @@ from contracts.gateway_stop import (
     AutoStopAction,
     SetAutoStopParams,
 )
-from contracts.gateway_types import (
+from contracts.gateway.types import (
     CreatedToken,
     CreateInstanceParams,
     CreateTokenParams,
@@ -223,7 +225,7 @@ from contracts.gateway_types import (
     TokenRef,
     UnsetEnvParams,
 )
-from contracts.gateway_webhooks import (
+from contracts.gateway.webhooks import (
     WEBHOOKS_CREATE,
     WEBHOOKS_DELETE,
     WEBHOOKS_DELIVERIES,
@@ -241,8 +243,6 @@ from contracts.gateway_webhooks import (
     WebhookRef,
     WebhookTestSent,
 )
-from contracts.jsonrpc import MethodSpec, NoParams, P, R, new_params
-from contracts.machine_files import CronJob
 from contracts.models import AccessToken, EnvVar, Instance, Machine, Repo, Runtime
 from contracts.people import InstanceRole, PlatformRole, Scope
 from contracts.ports import (
@@ -253,7 +253,7 @@ from contracts.ports import (
     PreviewTicket,
     PreviewTicketParams,
 )
-from contracts.sessions import SessionInfo
+from contracts.rpc.jsonrpc import MethodSpec, NoParams, P, R, new_params
 
 
 class GatewayMethods:

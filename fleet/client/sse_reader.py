@@ -7,8 +7,8 @@ from collections.abc import AsyncGenerator
 
 import msgspec
 
-from contracts import sse
 from contracts.errors import ERROR_HEADER, FleetError, error_from_http, error_from_wire
+from contracts.gateway import sse
 from fleet.client.transport import Answer, Body
 
 

@@ -24,17 +24,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
-from contracts import (
-    codemode as cm,
-    daemon_code as dc,
-    gateway_code as gc,
-    gateway_files as gf,
-    gateway_live as live,
-)
-from contracts.daemon_rpc import DEFAULT_EXEC_TIMEOUT_S, ExecCommandResult, OutputChunk
-from contracts.daemon_watch import FileEvent, FileEventType
+from contracts.daemon import code as dc
+from contracts.daemon.rpc import DEFAULT_EXEC_TIMEOUT_S, ExecCommandResult, OutputChunk
+from contracts.daemon.watch import FileEvent, FileEventType
 from contracts.errors import ERROR_HEADER, FleetError, error_from_http, error_from_wire
-from contracts.jsonrpc import MethodSpec, Params, decode_result, encode_call, new_params
+from contracts.gateway import code as gc, codemode as cm, files as gf, live
+from contracts.rpc.jsonrpc import MethodSpec, Params, decode_result, encode_call, new_params
 from fleet.client.transport import Body, Timeout
 
 if TYPE_CHECKING:  # the client binds these

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import msgspec
 
-from contracts.daemon_files import FILE_CHUNK, Uploaded
+from contracts.daemon.files import FILE_CHUNK, Uploaded
 from contracts.errors import ERROR_HEADER, TransferAborted
-from contracts.gateway_files import files_url
+from contracts.gateway.files import files_url
 from fleet.client.transport import Answer, StreamCut, Timeout
 
 if TYPE_CHECKING:  # the client binds these

@@ -30,8 +30,8 @@ from base.lifeline import Children
 from base.retry import Backoff, retry_until
 from base.unix_socket import short_socket_path
 from base.wait import wait_until
-from contracts import subjects
-from contracts.audit import ALL_AUDIT
+from contracts.bus import subjects
+from contracts.gateway.audit import ALL_AUDIT
 
 _START_TIMEOUT_S = 20.0
 

@@ -20,8 +20,8 @@ import msgspec
 
 from base.wait import wait_until
 from contracts.errors import FleetError
-from contracts.gateway_hosts import HOSTS_LIST, HostList
-from contracts.jsonrpc import decode_response
+from contracts.gateway.hosts import HOSTS_LIST, HostList
+from contracts.rpc.jsonrpc import decode_response
 from fleet.up.embedded import ServerStartError
 from fleet.up.embedded_ha import NATS_NODES, SENTINEL_MASTER
 

@@ -36,7 +36,7 @@ import msgspec
 from base.lifeline import Children, end_recorded
 from base.lockfile import AlreadyRunning, PidLock
 from base.wait import wait_until
-from contracts.e2b_control import api_key_of
+from contracts.e2b.control import api_key_of
 from controlplane.machines.unresponsive import daemons_ended
 from controlplane.policy import runsc_binary, runtime_refusal, too_old
 from controlplane.security.crypto import generate_secret_key

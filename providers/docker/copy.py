@@ -32,8 +32,8 @@ import msgspec
 import structlog
 
 from base.bounded_output import CappedSink
+from contracts.bus.events import HomeCopy
 from contracts.errors import ProviderError
-from contracts.events import HomeCopy
 from providers.docker import sync as docker_sync
 from providers.docker.home import remove_volume
 

@@ -19,8 +19,8 @@ import aiodocker
 import structlog
 
 from base.poolwire import POOL_SLOT_VAR, POOL_STDIN_VAR
+from contracts.bus.events import HomeCopy
 from contracts.errors import ProviderError
-from contracts.events import HomeCopy
 from contracts.ids import SNAPSHOT_ID_RE
 from providers.docker.copy import (
     LABEL_SNAPSHOT,

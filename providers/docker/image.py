@@ -39,8 +39,8 @@ from packaging.utils import canonicalize_name
 
 from base.retry import Backoff, retry_until
 from base.version import SOURCE_ROOT, package_version
+from contracts.daemon.machine_files import SSHD_CONFIG, SSHD_HOST_KEY
 from contracts.errors import ProviderError
-from contracts.machine_files import SSHD_CONFIG, SSHD_HOST_KEY
 from providers import scratch
 from providers.code import DAEMON_TREES
 

@@ -38,9 +38,9 @@ from base.platform_code import resolve_sha
 from base.poolwire import POOL_CLAIMED_LOG, POOL_UP_LOG
 from base.tokenfd import TOKEN_FILE_VAR
 from base.version import git_sha
-from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
+from contracts.bus.events import HomeCopy
+from contracts.daemon.rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import ProviderError
-from contracts.events import HomeCopy
 from contracts.models import GvisorPlatform
 from controlplane.policy import Limits, Placement, PlacementOf
 from providers.disk_walk import WalkBound, home_disk

@@ -40,7 +40,7 @@ from dnslib import QTYPE, RCODE, DNSError, DNSRecord
 
 from base.keyed_locks import KeyedLocks
 from base.tasks import OwnedTasks
-from contracts.gateway_network import EgressPolicy
+from contracts.gateway.network import EgressPolicy
 from controlplane.policy import NameRules, decide
 from providers.egress import nftables as egress
 from providers.egress.dns_load import DnsCaps, Gate, ask

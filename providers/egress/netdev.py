@@ -23,7 +23,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from functools import partial
 
-from contracts.gateway_network import EgressPolicy, parse_entry
+from contracts.gateway.network import EgressPolicy, parse_entry
 from providers.egress.nftables import TABLE, EgressUnavailable, Ruleset, nft, run_nft
 
 _T = f"netdev {TABLE}"

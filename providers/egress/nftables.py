@@ -38,7 +38,7 @@ from functools import partial
 import structlog
 
 from contracts.errors import ProviderError
-from contracts.gateway_network import EgressEntry, EgressPolicy
+from contracts.gateway.network import EgressEntry, EgressPolicy
 from providers.egress.log import LOG_RULE
 from providers.sandbox import CLONE_NEWNET, in_namespaces
 

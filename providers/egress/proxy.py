@@ -45,8 +45,8 @@ import structlog
 
 from base.relay import relay
 from base.tasks import OwnedTasks
-from contracts.gateway_network import EgressEntry, EgressPolicy
-from contracts.gateway_secrets import MACHINE_PROXY, entry_covers, header_value
+from contracts.gateway.network import EgressEntry, EgressPolicy
+from contracts.gateway.secrets import MACHINE_PROXY, entry_covers, header_value
 from controlplane.policy import NameRules, decide
 from controlplane.store import StoredSecret
 from providers.egress import proxy_http as http

@@ -11,7 +11,7 @@ cross the source's edge as the checkpoint saves them, in the source as in the im
 
 A restored copy holds its source's credential in memory. So:
 - the source's NATS password is renewed before the source is thawed (its token, the signing
-  key's, is kept: contracts/signing.py), and its daemon told to reconnect with it: the copy
+  key's, is kept: contracts/daemon/signing.py), and its daemon told to reconnect with it: the copy
   every fork holds is refused by the auth callout from then on;
 - a fork's sandbox is given its own token and machine id in its token directory before its
   restore, and its daemon (parked, as the source's was at the checkpoint) is resumed at once:
@@ -39,8 +39,8 @@ from typing import Any
 
 import structlog
 
+from contracts.bus.events import HomeCopy
 from contracts.errors import Conflict, ProviderError
-from contracts.events import HomeCopy
 from providers.gvisor.pause import (
     CHECKPOINT_FLAGS,
     _runsc_error,

@@ -40,7 +40,7 @@ from base import procinfo
 from base.atomic import replace_file
 from base.retry import Backoff, retry_until
 from contracts.errors import Conflict, ProviderError
-from contracts.host_rpc import RESTART_WAIT_S
+from contracts.host.rpc import RESTART_WAIT_S
 from providers.gvisor.netns import has_netns_config
 from providers.gvisor.runsc import (
     BUNDLE,

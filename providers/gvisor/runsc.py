@@ -58,7 +58,7 @@ from base.tokenfd import (
     TOKEN_FILE_VAR,
 )
 from base.version import SOURCE_ROOT
-from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
+from contracts.daemon.rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import ProviderError
 from contracts.models import GvisorPlatform
 from providers.gvisor.gateway import machine_nats_url

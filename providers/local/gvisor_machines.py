@@ -12,9 +12,9 @@ from pathlib import Path
 import structlog
 
 from base.atomic import replace_file
-from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
+from contracts.bus.events import HomeCopy
+from contracts.daemon.rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import NotSupported, ProviderError
-from contracts.events import HomeCopy
 from controlplane.host_addresses import nats_servers
 from controlplane.policy import Placement
 from providers import gvisor

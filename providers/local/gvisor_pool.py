@@ -48,7 +48,7 @@ from contracts.errors import NotSupported, ProviderError
 from providers import gvisor
 from providers.gvisor import BIN_DIR, ROOT_UID_FILE
 from providers.local.homes import make_home
-from providers.local.pool import UP_MARKER, PidWatch
+from providers.local.pool import UP_MARKER, PidWatch, claim_slot
 from providers.local.processes import POOL_SLOT_FILE, supervised_argv
 from providers.local.provider import LocalProvider
 from providers.sandbox import MachineCgroup, hostname, stop_pasta
@@ -139,7 +139,7 @@ class PooledGvisor:
         await asyncio.to_thread(move_in, self.root, machine_dir, self.cid)
         (machine_dir / POOL_SLOT_FILE).write_text(self.slot)
         self.machine_dir = machine_dir
-        await provider.claim_slot(self.slot, self.root, machine_id, on_gvisor=True)
+        await claim_slot(provider.parts.host, self.slot, self.root, machine_id, on_gvisor=True)
         await asyncio.to_thread(shutil.rmtree, self.root, True)
         log.info("provider.gvisor_claimed", machine_id=machine_id, slot=self.slot, pid=self.pid)
         return f"local:{self.pid}"
@@ -172,7 +172,7 @@ class PooledGvisor:
 
 def _remove_slot(provider: LocalProvider, slot: str, pid: int | None) -> None:
     """A pooled sandbox's container (its state, any process of it), pasta and cgroup."""
-    runsc = provider.gvisor_runsc()
+    runsc = provider.parts.gvisor.runsc()
     cid = gvisor.container_id(slot)
     # Its control socket is in its network namespace, which an ended sandbox no longer has
     # (even one not yet reaped, whose /proc entry is still there).
@@ -193,7 +193,7 @@ class GvisorPoolBackend:
     adopts_homes = False
 
     def __init__(self, provider: LocalProvider) -> None:
-        provider.gvisor_runsc()  # NotSupported here, named (no runsc, NATS on the loopback),
+        provider.parts.gvisor.runsc()  # NotSupported here, named (no runsc, NATS on the loopback),
         # rather than at every start
         self.provider = provider
         self.base = provider.data_dir / "pool" / "gvisor"
@@ -205,11 +205,12 @@ class GvisorPoolBackend:
         root = self.owned / slot
         home = root / "home"
         await asyncio.to_thread(make_home, home, self.provider.cow)
-        runsc, uid, root_owner, enter = await self.provider.pooled_gvisor(slot, home)
+        parts = self.provider.parts
+        runsc, uid, root_owner, enter = await parts.gvisor.pooled(slot, home)
         await asyncio.to_thread(gvisor.write_token, root, "", "")  # its own later, at a claim
-        env = self.provider.machine_env(home, **{POOL_SLOT_VAR: slot, POOL_STDIN_VAR: "1"})
+        env = parts.host.machine_env(home, **{POOL_SLOT_VAR: slot, POOL_STDIN_VAR: "1"})
         spec = gvisor.bundle_spec(root, home, env, uid, supervised_argv(), hostname(slot),
-                                  root_owner, shared=self.provider.shares())  # fmt: skip
+                                  root_owner, shared=parts.gvisor.shares())  # fmt: skip
         bundle = await asyncio.to_thread(gvisor.write_bundle, root, spec)
         read, lifeline = os.pipe()
         try:

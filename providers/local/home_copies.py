@@ -11,8 +11,8 @@ import msgspec
 import structlog
 
 from base.keyed_locks import KeyedLocks
+from contracts.bus.events import HomeCopy
 from contracts.errors import NotSupported, ProviderError
-from contracts.events import HomeCopy
 from contracts.ids import SNAPSHOT_ID_RE
 from providers import gvisor
 from providers.disk_walk import home_disk

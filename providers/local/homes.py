@@ -27,8 +27,8 @@ from pathlib import Path
 import structlog
 
 from base.bounded_output import run_capped_sync
+from contracts.bus.events import HomeCopy
 from contracts.errors import ProviderError
-from contracts.events import HomeCopy
 from providers.sandbox import MachineCgroup, as_uid, frozen
 
 log = structlog.get_logger(__name__)

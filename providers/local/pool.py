@@ -43,11 +43,14 @@ from base import procinfo
 from base.codestore import CURRENT_FILE
 from base.poolwire import POOL_FD_VAR, POOL_SLOT_VAR, UP, identity_line
 from contracts.errors import ProviderError
+from controlplane.policy import on_host
 from providers.local.homes import make_home
+from providers.local.host import LocalHost
 from providers.local.processes import IDENTIFIED_FILE, POOL_SLOT_FILE, code_store, write_pid
 from providers.local.provider import LocalProvider
 from providers.sandbox import (
     TOKEN_FD,
+    MachineCgroup,
     hostname,
     mount_in_sandbox,
     sandbox_root_children,
@@ -108,7 +111,7 @@ class PooledLocal:
     ) -> None:
         self._provider = provider
         #: Which shared paths existed when it started (what its sandbox binds).
-        self.shares = provider.shares_present()
+        self.shares = shares_present(provider.parts.host)
         self.slot = slot
         self.root = root
         self.pid = pid
@@ -142,7 +145,7 @@ class PooledLocal:
     def _claimable(self, provider: LocalProvider) -> None:
         if not self.alive:
             raise ProviderError(f"pooled machine {self.slot} has ended")
-        if provider.shares_present() != self.shares:
+        if shares_present(provider.parts.host) != self.shares:
             # A FLEET_SANDBOX_SHARE path appeared (or went) since it started: its sandbox
             # binds what existed then, so a cold start sees what a user expects.
             raise ProviderError(f"pooled machine {self.slot} predates the shared paths")
@@ -160,8 +163,8 @@ class PooledLocal:
         write_pid(machine_dir, self.pid)
         self.machine_dir = machine_dir
         self._end.unwatch()
-        provider.adopt(machine_id, self.pid)
-        await provider.claim_slot(self.slot, self.root, machine_id)
+        provider.parts.children.adopt(machine_id, self.pid)
+        await claim_slot(provider.parts.host, self.slot, self.root, machine_id)
         shutil.rmtree(self.root, ignore_errors=True)
         log.info("provider.local_claimed", machine_id=machine_id, slot=self.slot, pid=self.pid)
         return f"local:{self.pid}"
@@ -176,8 +179,9 @@ class PooledLocal:
             # Its daemon is to run the code its store records; a pooled one runs the code
             # the pool was started with.
             raise ProviderError(f"{machine_id}'s code store names code of its own")
-        await provider.claim_slot(self.slot, self.root, machine_id)  # the slot's uid: its own
-        await asyncio.to_thread(provider.own_uid, machine_id)  # its home given to that uid
+        await claim_slot(provider.parts.host, self.slot, self.root, machine_id)  # its uid now
+        # Its home given to that uid.
+        await asyncio.to_thread(provider.parts.host.own_uid_in, machine_dir)
         roots = sandbox_root_children(self.pid)
         if not roots:
             raise ProviderError(f"pooled machine {self.slot} has no sandbox init")
@@ -188,7 +192,7 @@ class PooledLocal:
         write_pid(machine_dir, self.pid)
         self.machine_dir = machine_dir
         self._end.unwatch()
-        provider.adopt(machine_id, self.pid)
+        provider.parts.children.adopt(machine_id, self.pid)
         self.home = str(home)
         await asyncio.to_thread(shutil.rmtree, self.root, True)  # the pool's home with it
         log.info("provider.local_adopted", machine_id=machine_id, slot=self.slot, pid=self.pid)
@@ -221,7 +225,34 @@ class PooledLocal:
             self._end.exited = True
         shutil.rmtree(self.root, ignore_errors=True)
         stop_pasta(self.slot)
-        await self._provider.forget_slot(self.slot)
+        await forget_slot(self.slot)
+
+
+def shares_present(host: LocalHost) -> tuple[bool, ...]:
+    """Which shared paths exist now: a sandbox binds those that existed at its start."""
+    return tuple(p.exists() for p in host.shared)
+
+
+async def claim_slot(
+    host: LocalHost, slot: str, slot_dir: Path, machine_id: str, *, on_gvisor: bool = False
+) -> None:
+    """A pooled machine is ``machine_id``'s now: the slot's uid becomes its uid, and its
+    cgroup gets the instance's limits (a live change: the processes stay)."""
+    uid_file = slot_dir / "uid"
+    if uid_file.is_file():
+        uid_file.replace(host.machine_dir(machine_id) / "uid")
+    place = await host.place(machine_id)
+    if place is None:
+        return
+    limits = on_host(place.limits, on_gvisor)
+    group = MachineCgroup(slot)
+    if all(d.is_dir() for d in group.dirs):
+        await asyncio.to_thread(group.create, limits)
+
+
+async def forget_slot(slot: str) -> None:
+    """The cgroup an unclaimed pooled machine held (its uid went with its directory)."""
+    await asyncio.to_thread(MachineCgroup(slot).remove)
 
 
 def _take_files(slot_dir: Path, machine_dir: Path) -> None:
@@ -294,11 +325,12 @@ class LocalPoolBackend:
         root = self.owned / slot
         home = root / "home"
         await asyncio.to_thread(make_home, home, self.provider.cow)
-        env = self.provider.machine_env(home, **{POOL_SLOT_VAR: slot, POOL_FD_VAR: str(TOKEN_FD)})
-        argv = await self.provider.pooled_argv(slot, home)
+        parts = self.provider.parts
+        env = parts.host.machine_env(home, **{POOL_SLOT_VAR: slot, POOL_FD_VAR: str(TOKEN_FD)})
+        argv = await parts.namespaces.pooled_argv(slot, home)
         ours, theirs = socket.socketpair()
         try:
-            pid = await self.provider.spawn(
+            pid = await parts.namespaces.spawn(
                 argv, env, root / "daemon.log", slot, {TOKEN_FD: theirs.fileno()}
             )
         except BaseException:
@@ -333,7 +365,7 @@ class LocalPoolBackend:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(pid, signal.SIGKILL)
                 stop_pasta(slot_dir.name)
-                await self.provider.forget_slot(slot_dir.name)
+                await forget_slot(slot_dir.name)
                 removed += 1
             await asyncio.to_thread(shutil.rmtree, owner, True)
         return removed

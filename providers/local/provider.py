@@ -22,6 +22,7 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiodocker
@@ -29,10 +30,10 @@ import structlog
 
 from base.codestore import CODE_MOUNT
 from base.version import SOURCE_ROOT
-from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
+from contracts.bus.events import HomeCopy
+from contracts.daemon.rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import NotSupported
-from contracts.events import HomeCopy
-from controlplane.policy import Limits, PlacementOf, on_host
+from controlplane.policy import Limits, PlacementOf
 from providers import gvisor
 from providers.code import install_code
 from providers.disk_walk import WalkBound, home_disk
@@ -46,7 +47,6 @@ from providers.local.supervision import Children, restart_local, stop_local
 from providers.machine_usage import Usage, local_usage
 from providers.sandbox import (
     MachineCgroup,
-    UserMap,
     remove_overlay,
     sandbox_root_children,
     unmount_overlay,
@@ -56,6 +56,18 @@ log = structlog.get_logger(__name__)
 
 #: Threads reading machines' counters (``LocalProvider.usage``).
 _READS = 4
+
+
+@dataclass(frozen=True)
+class LocalParts:
+    """The local provider's parts: what they share (``host``), the roots this process started
+    (``children``), homes' copies, and the two kinds of machines."""
+
+    host: LocalHost
+    children: Children
+    copies: HomeCopies
+    namespaces: Namespaces
+    gvisor: GvisorMachines
 
 
 class LocalProvider:
@@ -86,17 +98,20 @@ class LocalProvider:
         is about to run in (services/provisioner/egress/enforcer.py ``netns_policy``): never
         after it;
         ``disk_walk``: how much of a home a measurement of its disk may walk."""
-        self._host = host = LocalHost.of(
+        host = LocalHost.of(
             data_dir=data_dir, nats_url=nats_url, environ=environ,
             code_repo=code_repo or SOURCE_ROOT, sandbox=sandbox, shared=shared,
             placement=placement, uids=uids, default_limits=default_limits,
             own_network=own_network, forwarded=forwarded, cow=cow, engine=engine,
             disk_walk=disk_walk or WalkBound(),
         )  # fmt: skip
-        self._children = Children(host.machines)
-        self._copies = HomeCopies(host)
-        self._namespaces = Namespaces(host, self._children)
-        self._gvisor = GvisorMachines(host, self._copies, runsc, netns_ready)
+        children, copies = Children(host.machines), HomeCopies(host)
+        #: Its parts, each made once (the warm pools take what they need of them).
+        self.parts = LocalParts(
+            host=host, children=children, copies=copies,
+            namespaces=Namespaces(host, children),
+            gvisor=GvisorMachines(host, copies, runsc, netns_ready),
+        )  # fmt: skip
         #: Machines' counters are read here, never on the default executor, which starts
         #: machines (a runsc asked for a gvisor machine's memory may take seconds).
         self._reads = ThreadPoolExecutor(_READS, thread_name_prefix="local-usage")
@@ -104,43 +119,44 @@ class LocalProvider:
     @property
     def sandbox(self) -> bool:
         """False only when the operator said so (fleet up --no-sandbox): not isolated."""
-        return self._host.sandbox
+        return self.parts.host.sandbox
 
     @property
     def cow(self) -> bool:
         """Homes are btrfs subvolumes: a fork is a snapshot (providers/local/homes.py)."""
-        return self._host.cow
+        return self.parts.host.cow
 
     @property
     def own_network(self) -> bool:
         """A sandboxed machine's network is its own (providers/sandbox/netns.py)."""
-        return self._host.own_network
+        return self.parts.host.own_network
 
     @property
     def runs_images(self) -> bool:
         """An environment's image runs in the sandbox, in place of the host's system."""
-        return self._host.sandbox and self._host.engine is not None
+        return self.parts.host.sandbox and self.parts.host.engine is not None
 
     @property
     def data_dir(self) -> Path:
-        return self._host.data_dir
+        return self.parts.host.data_dir
 
     def machine_dir(self, machine_id: str) -> Path:
-        return self._host.machine_dir(machine_id)
+        return self.parts.host.machine_dir(machine_id)
 
     def home(self, machine_id: str) -> Path:
-        return self._host.home(machine_id)
+        return self.parts.host.home(machine_id)
 
     async def install_code(self, machine_id: str, target_ref: str) -> str:
         """Install the commit in the machine's code store, beside its home (never in it): the
         sandbox has it read-only (``CODE_MOUNT``), and the platform's record says it is current."""
         store = code_store(self.machine_dir(machine_id))
-        sha, new = await asyncio.to_thread(install_code, self._host.code_repo, target_ref, store)
+        repo = self.parts.host.code_repo
+        sha, new = await asyncio.to_thread(install_code, repo, target_ref, store)
         return f"{'installed' if new else 'already had'} code {sha[:12]} in {CODE_MOUNT}"
 
     async def start(self, machine_id: str, token: str) -> str:
-        self._children.reap()
-        place = await self._host.place(machine_id)
+        self.parts.children.reap()
+        place = await self.parts.host.place(machine_id)
         if place is not None and place.runtime == "gvisor":
             if place.egress_names:  # refused before anything of it runs unfiltered
                 raise NotSupported(
@@ -149,37 +165,28 @@ class LocalProvider:
                     "(docs/limitations.md)",
                     data={"runtime": "gvisor"},
                 )
-            return await self._gvisor.start(machine_id, token)
-        return await self._namespaces.start(machine_id, token)
+            return await self.parts.gvisor.start(machine_id, token)
+        return await self.parts.namespaces.start(machine_id, token)
 
     # --- Copies of homes (providers/local/home_copies.py) and memory images.
 
-    def snapshot_dir(self, snapshot_id: str) -> Path:
-        return self._copies.snapshot_dir(snapshot_id)
-
-    def snapshot_upper(self, snapshot_id: str) -> Path:
-        return self._copies.snapshot_upper(snapshot_id)
-
-    def memory_dir(self, snapshot_id: str) -> Path:
-        return self._copies.memory_dir(snapshot_id)
-
     async def take_snapshot(self, machine_id: str, snapshot_id: str) -> HomeCopy:
-        return await self._copies.take_snapshot(machine_id, snapshot_id)
+        return await self.parts.copies.take_snapshot(machine_id, snapshot_id)
 
     async def drop_snapshot(self, snapshot_id: str) -> bool:
-        return await self._copies.drop_snapshot(snapshot_id)
+        return await self.parts.copies.drop_snapshot(snapshot_id)
 
     async def clone_home(self, source_id: str, machine_id: str) -> HomeCopy:
-        return await self._copies.clone_home(source_id, machine_id)
+        return await self.parts.copies.clone_home(source_id, machine_id)
 
     async def disk_bytes(self, source_id: str) -> int:
-        return await self._copies.disk_bytes(source_id)
+        return await self.parts.copies.disk_bytes(source_id)
 
     async def take_memory_image(
         self, machine_id: str, image_id: str, forks: int | None,
         renew: Callable[[], Awaitable[str]],
     ) -> tuple[int, float, HomeCopy]:  # fmt: skip
-        return await self._gvisor.take_memory_image(machine_id, image_id, forks, renew)
+        return await self.parts.gvisor.take_memory_image(machine_id, image_id, forks, renew)
 
     async def usage(self, machine_id: str, *, disk: bool = False) -> Usage | None:
         """What the machine uses now (providers/machine_usage.py), its home's disk too when
@@ -190,7 +197,7 @@ class LocalProvider:
         if read is None or not disk:
             return None if read is None else read[0]
         got, root = read
-        use, size = await home_disk(self.home(machine_id), self._host.disk_walk, root)
+        use, size = await home_disk(self.home(machine_id), self.parts.host.disk_walk, root)
         return got.with_disk(None if use is None else use.bytes, size)
 
     def _usage(self, machine_id: str) -> tuple[Usage, int | None] | None:
@@ -206,82 +213,25 @@ class LocalProvider:
         if got is None:
             return None
         if on_gvisor and pid is not None:
-            kernel = self._gvisor.kernel_memory(mdir, machine_id, pid)
+            kernel = self.parts.gvisor.kernel_memory(mdir, machine_id, pid)
             got = dataclasses.replace(got, memory_bytes=kernel or got.memory_bytes)
         return got, root
-
-    # --- What the warm pools (providers/local/pool.py, gvisor_pool.py) need of the provider.
-
-    def machine_env(self, home: Path, **fleet: str) -> dict[str, str]:
-        return self._host.machine_env(home, **fleet)
-
-    async def spawn(
-        self, argv: list[str], env: dict[str, str], log_path: Path, owner: str,
-        fds: dict[int, int], user: UserMap | None = None,
-    ) -> int:  # fmt: skip
-        return await self._namespaces.spawn(argv, env, log_path, owner, fds, user)
-
-    def shares(self) -> gvisor.Shares:
-        return self._gvisor.shares()
-
-    def shares_present(self) -> tuple[bool, ...]:
-        """Which shared paths exist now: a sandbox binds those that existed at its start."""
-        return tuple(p.exists() for p in self._host.shared)
-
-    def adopt(self, machine_id: str, pid: int) -> None:
-        """A root this process started for the pool is now ``machine_id``'s: reap it."""
-        self._children.adopt(machine_id, pid)
-
-    def own_uid(self, machine_id: str) -> int | None:
-        """The machine's uid (allocated once), its home given to it; None: the platform's."""
-        return self._host.own_uid_in(self.machine_dir(machine_id))
-
-    async def pooled_argv(self, slot: str, home: Path) -> list[str]:
-        return await self._namespaces.pooled_argv(slot, home)
-
-    async def pooled_gvisor(
-        self, slot: str, home: Path
-    ) -> tuple[gvisor.Runsc, int, int, list[str]]:
-        return await self._gvisor.pooled(slot, home)
-
-    def gvisor_runsc(self) -> gvisor.Runsc:
-        return self._gvisor.runsc()
-
-    async def claim_slot(
-        self, slot: str, slot_dir: Path, machine_id: str, *, on_gvisor: bool = False
-    ) -> None:
-        """A pooled machine is ``machine_id``'s now: the slot's uid becomes its uid, and its
-        cgroup gets the instance's limits (a live change: the processes stay)."""
-        uid_file = slot_dir / "uid"
-        if uid_file.is_file():
-            uid_file.replace(self.machine_dir(machine_id) / "uid")
-        place = await self._host.place(machine_id)
-        if place is None:
-            return
-        limits = on_host(place.limits, on_gvisor)
-        group = MachineCgroup(slot)
-        if all(d.is_dir() for d in group.dirs):
-            await asyncio.to_thread(group.create, limits)
-
-    async def forget_slot(self, slot: str) -> None:
-        """The cgroup an unclaimed pooled machine held (its uid went with its directory)."""
-        await asyncio.to_thread(MachineCgroup(slot).remove)
 
     # --- A running machine: root in it, pause and resume (gvisor), its network, restart, stop.
 
     async def exec_as_root(self, machine_id: str, params: ExecCommandParams) -> ExecCommandResult:
-        return await self._gvisor.exec_as_root(machine_id, params)
+        return await self.parts.gvisor.exec_as_root(machine_id, params)
 
     async def pause(self, machine_id: str) -> int:
-        return await self._gvisor.pause(machine_id)
+        return await self.parts.gvisor.pause(machine_id)
 
     async def resume(self, machine_id: str) -> str:
-        return await self._gvisor.resume(machine_id)
+        return await self.parts.gvisor.resume(machine_id)
 
     async def restart(self, machine_id: str) -> bool:
         """Restart the machine's daemon in place (its processes stay); False if not running."""
         if gvisor.is_gvisor(self.machine_dir(machine_id)):
-            return await self._gvisor.restart(machine_id)
+            return await self.parts.gvisor.restart(machine_id)
         return await asyncio.to_thread(restart_local, self.machine_dir(machine_id), machine_id)
 
     async def daemon_runs(self, machine_id: str) -> bool:
@@ -319,9 +269,9 @@ class LocalProvider:
         its daemon log and exit records, the platform's own, stay beside them."""
         machine_dir = self.machine_dir(machine_id)
         if gvisor.is_gvisor(machine_dir):
-            await self._gvisor.stop(machine_id)
+            await self.parts.gvisor.stop(machine_id)
         await asyncio.to_thread(stop_local, machine_dir, machine_id)
-        self._children.reap()
+        self.parts.children.reap()
         await asyncio.to_thread(remove_overlay, machine_dir)  # its writes outside the home
         await asyncio.to_thread(remove_root, machine_dir)  # a gvisor machine's of an image
         await asyncio.to_thread(remove_files, machine_dir)
@@ -331,8 +281,8 @@ class LocalProvider:
         """As ``stop``: the home (and the machine's uid) stay in its directory, and a stop
         never removes them here; ``start`` runs the same machine in them again."""
         if gvisor.is_gvisor(self.machine_dir(machine_id)):
-            return await self._gvisor.stop(machine_id)
+            return await self.parts.gvisor.stop(machine_id)
         was_up = await asyncio.to_thread(stop_local, self.machine_dir(machine_id), machine_id)
-        self._children.reap()
+        self.parts.children.reap()
         await asyncio.to_thread(unmount_overlay, self.machine_dir(machine_id))
         return was_up

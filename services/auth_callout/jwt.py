@@ -21,7 +21,7 @@ import nkeys  # type: ignore[import-untyped]
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from contracts import subjects
+from contracts.bus import subjects
 
 ALGORITHM = "ed25519-nkey"
 HEADER: dict[str, str] = {"typ": "JWT", "alg": ALGORITHM}

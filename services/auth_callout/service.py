@@ -22,7 +22,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from base.reply_server import ReplyServer
-from contracts import subjects
+from contracts.bus import subjects
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
 from contracts.status import ARCHIVED_OR_ARCHIVING
 from controlplane.process.metrics import Metrics

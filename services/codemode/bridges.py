@@ -18,8 +18,8 @@ import aiohttp
 import httpx2
 import msgspec
 
-from contracts.codemode import McpBridge, OpenApiBridge
 from contracts.errors import InvalidParams, MethodNotFound, ProviderError, ToolError
+from contracts.gateway.codemode import McpBridge, OpenApiBridge
 from controlplane.security.crypto import SecretBox
 from controlplane.store import CodemodeRecords
 from services.codemode import stubs

@@ -17,7 +17,8 @@ import structlog
 
 from base.first import first_of
 from base.tasks import OwnedTasks
-from contracts.codemode import (
+from contracts.errors import FleetError, InternalError, InvalidRequest, MethodNotFound
+from contracts.gateway.codemode import (
     RunCancelled,
     RunError,
     RunEvent,
@@ -29,7 +30,6 @@ from contracts.codemode import (
     RunToolCall,
     RunToolResult,
 )
-from contracts.errors import FleetError, InternalError, InvalidRequest, MethodNotFound
 from services.codemode.sandbox import Limits, Sandbox
 from services.codemode.sandbox_gvisor import Runsc, open_sandbox
 

@@ -14,13 +14,10 @@ import msgspec
 from nats.aio.client import Client as NATS
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 
-from contracts import (
-    gateway_files as gf,
-    gateway_rpc as g,
-)
+from contracts.bus.subjects import codemode_tool
 from contracts.errors import CodemodeUnavailable, InvalidParams, MethodNotFound
-from contracts.jsonrpc import AnySpec, decode_response, encode_request
-from contracts.subjects import codemode_tool
+from contracts.gateway import files as gf, rpc as g
+from contracts.rpc.jsonrpc import AnySpec, decode_response, encode_request
 from services.codemode import stubs
 
 #: What code may call as ``fleet.<method>``: every gateway method whose spec says ``in_code``

@@ -23,8 +23,9 @@ from nats.aio.subscription import Subscription
 
 from base.reply_server import ReplyServer, respond
 from base.tasks import cancel_and_join
-from contracts import subjects
-from contracts.codemode import (
+from contracts.bus import subjects
+from contracts.errors import FleetError, InternalError, InvalidParams, NotFound
+from contracts.gateway.codemode import (
     DescribeJob,
     DescribeOutcome,
     RunEvent,
@@ -35,7 +36,6 @@ from contracts.codemode import (
     Stubs,
     now,
 )
-from contracts.errors import FleetError, InternalError, InvalidParams, NotFound
 from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings
 from controlplane.store import Store

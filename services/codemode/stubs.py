@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from contracts.jsonrpc import AnySpec
+from contracts.rpc.jsonrpc import AnySpec
 
 _NOT_IDENT = re.compile(r"[^0-9a-zA-Z_]")
 HEADER = "from typing import Any, Literal, TypedDict\n\nclass ToolError(Exception):\n" + (

@@ -18,8 +18,8 @@ from functools import cached_property
 from typing import Any
 
 from base.clock import SYSTEM_CLOCK, Clock
-from contracts import gateway_rpc as g
-from contracts.jsonrpc import Dispatcher, Limits, Router
+from contracts.gateway import rpc as g
+from contracts.rpc.jsonrpc import Dispatcher, Limits, Router
 from controlplane.bus import Bus
 from controlplane.calls.daemon_client import DaemonClient, MachineKeys
 from controlplane.failover import unavailable

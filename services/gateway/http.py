@@ -26,11 +26,11 @@ import structlog
 from aiohttp import web
 
 from contracts.errors import CsrfRejected, FleetError, PayloadTooLarge, Unauthorized
-from contracts.gateway_live import RPC_STREAM_PATH
-from contracts.gateway_rpc import PUBLIC_METHODS
-from contracts.gateway_sessions import ATTACH_PATH
-from contracts.jsonrpc import request_method
+from contracts.gateway.live import RPC_STREAM_PATH
+from contracts.gateway.rpc import PUBLIC_METHODS
+from contracts.gateway.sessions import ATTACH_PATH
 from contracts.people import route_scope
+from contracts.rpc.jsonrpc import request_method
 from controlplane.failover import TRANSIENT, as_unavailable
 from controlplane.process.metrics import metrics_handler
 from controlplane.security.tokens import TokenStore

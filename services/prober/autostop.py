@@ -28,8 +28,8 @@ import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
 from base.ticker import Ticker
-from contracts.events import PauseBy
-from contracts.gateway_stop import AutoStopAction
+from contracts.bus.events import PauseBy
+from contracts.gateway.stop import AutoStopAction
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from controlplane.bus import Bus

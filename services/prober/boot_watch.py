@@ -26,8 +26,8 @@ from typing import Protocol
 import structlog
 
 from base.clock import Clock
-from contracts.consumers import Durable
-from contracts.events import Event, MachineProvisioned
+from contracts.bus.consumers import Durable
+from contracts.bus.events import Event, MachineProvisioned
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from controlplane.bus import Bus

@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
-from contracts.daemon_rpc import (
+from contracts.bus.events import SetupPushed
+from contracts.daemon.rpc import (
     EXIT_NOT_FOUND,
     HEALTH_MAX_FILES,
     ExecCommandResult,
     HealthResult,
 )
 from contracts.errors import FleetError, InvalidParams
-from contracts.events import SetupPushed
 from controlplane.calls.daemon_client import MachineClient
 
 

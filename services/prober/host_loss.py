@@ -15,8 +15,8 @@ import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
 from base.ticker import Ticker
-from contracts.events import MachineLost
-from contracts.gateway_hosts import HostInfo
+from contracts.bus.events import MachineLost
+from contracts.gateway.hosts import HostInfo
 from contracts.ids import new_event_id
 from contracts.status import HostState, MachineStatus as S
 from controlplane.bus import Bus

@@ -20,9 +20,9 @@ from nats.aio.subscription import Subscription
 
 from base.clock import SYSTEM_CLOCK, Clock
 from base.ticker import Ticker
-from contracts import subjects
+from contracts.bus import subjects
+from contracts.bus.events import MachineReady, MachineUnresponsive
 from contracts.errors import NotFound
-from contracts.events import MachineReady, MachineUnresponsive
 from contracts.ids import MACHINE_ID_RE, new_event_id
 from contracts.status import PAUSE_STATES, STOPPED_OR_STOPPING, TERMINAL, MachineStatus as S
 from controlplane.bus import Bus

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import structlog
 
-from contracts.events import MachineArchived
-from contracts.gateway_hosts import HostInfo
+from contracts.bus.events import MachineArchived
+from contracts.gateway.hosts import HostInfo
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
 from controlplane import create_once

@@ -6,9 +6,9 @@ from __future__ import annotations
 import structlog
 
 from base.clock import Clock
-from contracts.consumers import Durable
-from contracts.events import Event, MachineCreated, MachineFailed
-from contracts.gateway_hosts import NO_HOST_WITH_CAPACITY, PLACEMENT_STAGE, HostInfo
+from contracts.bus.consumers import Durable
+from contracts.bus.events import Event, MachineCreated, MachineFailed
+from contracts.gateway.hosts import NO_HOST_WITH_CAPACITY, PLACEMENT_STAGE, HostInfo
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
 from controlplane.bus import Bus

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
-from contracts import daemon_rpc as d
-from contracts.consumers import Durable
+from contracts.bus.consumers import Durable
+from contracts.bus.events import MachineReady, SetupPushed
+from contracts.daemon import rpc as d
 from contracts.errors import NotFound
-from contracts.events import MachineReady, SetupPushed
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
 from controlplane.bus import Bus

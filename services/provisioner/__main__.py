@@ -134,7 +134,7 @@ async def _serve_host(settings: Settings, stack: AsyncExitStack, store: Store, b
     ))  # fmt: skip
     # Snapshots and memory images that no record holds: at its start, then every
     # FLEET_SWEEP_INTERVAL_S.
-    sweeper = Sweeper(store, [LocalShelf(local), DockerShelf(docker)], settings.host_id, clock,
+    sweeper = Sweeper(store, [LocalShelf.of(local), DockerShelf(docker)], settings.host_id, clock,
                       grace_s=settings.sweep_grace_s)  # fmt: skip
     await stack.enter_async_context(Ticker(settings.sweep_interval_s, clock, tick=sweeper.sweep,
                                            name="sweep", failed_event="sweep.failed",

@@ -10,9 +10,8 @@ import aiodocker
 import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
-from contracts.consumers import Durable
-from contracts.errors import DiskLimit, FleetError, NotFound, NotSupported, ProviderError
-from contracts.events import (
+from contracts.bus.consumers import Durable
+from contracts.bus.events import (
     Event,
     HomeCopy,
     MachineArchived,
@@ -20,6 +19,7 @@ from contracts.events import (
     MachineFilesRemoved,
     MachineProvisioned,
 )
+from contracts.errors import DiskLimit, FleetError, NotFound, NotSupported, ProviderError
 from contracts.ids import derived_event_id
 from contracts.models import Machine
 from contracts.status import MachineStatus as S

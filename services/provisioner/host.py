@@ -12,7 +12,7 @@ import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
 from base.ticker import Ticker
-from contracts.events import Event
+from contracts.bus.events import Event
 from contracts.models import Machine
 from controlplane.bus import Bus
 from controlplane.events.consumer import Permanent, Retry

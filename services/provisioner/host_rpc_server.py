@@ -1,4 +1,4 @@
-"""This host's methods (contracts/host_rpc.py) on ``host.<hostId>.rpc``: restart a machine's
+"""This host's methods (contracts/host/rpc.py) on ``host.<hostId>.rpc``: restart a machine's
 daemon, install code for it, enforce its egress policy. Every provisioner replica of the host
 subscribes in one queue group, so one answers; a machine of another host is refused (its
 host serves it)."""
@@ -13,11 +13,12 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from base.reply_server import ReplyServer, Working
-from contracts import host_rpc as h, subjects
-from contracts.daemon_rpc import ExecCommandResult
+from contracts.bus import subjects
+from contracts.daemon.rpc import ExecCommandResult
 from contracts.errors import Conflict, NotFound, NotSupported, ProviderError
-from contracts.jsonrpc import Dispatcher, Router, handles
+from contracts.host import rpc as h
 from contracts.models import Machine
+from contracts.rpc.jsonrpc import Dispatcher, Router, handles
 from controlplane.security.crypto import SecretBox, renew_connect_secret
 from controlplane.settings import Settings
 from controlplane.store import Store, disk as store_disk

@@ -34,8 +34,8 @@ import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
 from base.ticker import Ticker
+from contracts.bus.events import PauseBy
 from contracts.errors import NotFound
-from contracts.events import PauseBy
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from controlplane.bus import Bus

@@ -17,15 +17,15 @@ import structlog
 
 from base.clock import Clock
 from base.retry import Backoff, retry_until
-from contracts.consumers import Durable
-from contracts.errors import Conflict, DiskLimit, NotSupported, ProviderError
-from contracts.events import (
+from contracts.bus.consumers import Durable
+from contracts.bus.events import (
     MachinePaused,
     MachinePauseRefused,
     MachinePauseRequested,
     MachineResumed,
     MachineResumeRequested,
 )
+from contracts.errors import Conflict, DiskLimit, NotSupported, ProviderError
 from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
 from controlplane.calls.daemon_client import DaemonClient

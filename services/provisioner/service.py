@@ -15,8 +15,8 @@ import aiodocker
 import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
+from contracts.bus.events import MachineProvisioned
 from contracts.errors import FleetError
-from contracts.events import MachineProvisioned
 from contracts.ids import new_event_id
 from contracts.models import Machine
 from contracts.status import COMING_UP, STOPPABLE, MachineStatus as S

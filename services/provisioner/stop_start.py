@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import structlog
 
-from contracts.consumers import Durable
-from contracts.errors import NotFound, ProviderError
-from contracts.events import (
+from contracts.bus.consumers import Durable
+from contracts.bus.events import (
     MachineProcessesEnded,
     MachineProvisioned,
     MachineStarted,
     MachineStopped,
 )
+from contracts.errors import NotFound, ProviderError
 from contracts.ids import derived_event_id, new_event_id
 from contracts.models import Machine
 from contracts.status import STOPPED_OR_STOPPING, MachineStatus as S

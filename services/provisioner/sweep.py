@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, Self
 
 import structlog
 
@@ -44,6 +44,7 @@ from contracts.status import NOT_PROVISIONED, TERMINAL
 from controlplane.store import Store, disk as store_disk
 from providers.docker import LABEL_SNAPSHOT, LABEL_STACK, DockerProvider, snapshot_volume
 from providers.gvisor import MARKER, SOURCE_FILE
+from providers.local import LocalProvider
 
 log = structlog.get_logger(__name__)
 
@@ -125,30 +126,36 @@ class Shelf(Protocol):
 
 
 class LocalLayout(Protocol):
-    """LocalProvider's layout of snapshots, memory images and machines
-    (providers/local/home_copies.py, host.py)."""
+    """The local provider's layout of snapshots and memory images, and what it does with them
+    (providers/local/home_copies.py ``HomeCopies``)."""
 
     def snapshot_dir(self, snapshot_id: str) -> Path: ...
     def snapshot_upper(self, snapshot_id: str) -> Path: ...
     def memory_dir(self, snapshot_id: str) -> Path: ...
-    def machine_dir(self, machine_id: str) -> Path: ...
     async def drop_snapshot(self, snapshot_id: str) -> bool: ...
     async def disk_bytes(self, source_id: str) -> int: ...
 
 
 class LocalShelf:
-    """The local provider's ``<data>/snapshots``, and its machines' markers."""
+    """The local provider's ``<data>/snapshots`` (``local``: its ``HomeCopies``), and the
+    markers of its machines (the directories under ``machines``)."""
 
     provider = "local"
 
-    def __init__(self, local: LocalLayout) -> None:
+    def __init__(self, local: LocalLayout, machines: Path) -> None:
         self.local = local
+        self.machines = machines
+
+    @classmethod
+    def of(cls, provider: LocalProvider) -> Self:
+        """The shelf of ``provider``'s data directory."""
+        return cls(provider.parts.copies, provider.parts.host.machines)
 
     async def copies(self) -> list[Copies]:
         return await asyncio.to_thread(on_disk, self.local)
 
     async def markers(self) -> dict[str, str]:
-        return await asyncio.to_thread(markers, self.local)
+        return await asyncio.to_thread(markers, self.machines)
 
     async def remove(self, image_id: str) -> int:
         took = await self.local.disk_bytes(image_id)
@@ -201,10 +208,9 @@ def _small_line(path: Path) -> str | None:
     return None if len(data) > _SMALL else data.decode(errors="replace").strip()
 
 
-def markers(local: LocalLayout) -> dict[str, str]:
-    """Each machine directory's marker: machine id -> the memory image it is to be restored
-    from (a fork with memory not restored yet)."""
-    root = local.machine_dir(_PROBE).parent
+def markers(root: Path) -> dict[str, str]:
+    """Each machine directory's marker (``root``: the machines' directory): machine id -> the
+    memory image it is to be restored from (a fork with memory not restored yet)."""
     try:
         machine_ids = os.listdir(root)
     except FileNotFoundError:

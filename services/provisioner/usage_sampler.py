@@ -23,7 +23,7 @@ import structlog
 from base.clock import SYSTEM_CLOCK, Clock
 from base.ticker import Ticker
 from contracts.errors import FleetError
-from contracts.gateway_metrics import COARSE_STEP_S
+from contracts.gateway.metrics import COARSE_STEP_S
 from contracts.models import Machine, MachineSample
 from contracts.status import ARCHIVED_OR_ARCHIVING, PAUSE_STATES, STOPPED_OR_STOPPING
 from controlplane.process.metrics_series import aggregate, bucket_end

@@ -15,10 +15,11 @@ from typing import Literal
 import msgspec
 import structlog
 
-from base.clock import SYSTEM_CLOCK, Clock
 from contracts import validation
-from contracts.consumers import Durable
-from contracts.daemon_rpc import (
+from contracts.bus.consumers import Durable
+from contracts.bus.events import RepoConflict, ReposChanged, ReposReconciled
+from contracts.daemon.machine_files import ASKPASS_FILE
+from contracts.daemon.rpc import (
     EXIT_CLONE_UNFINISHED,
     EXIT_NOT_FOUND,
     MAX_EXEC_TIMEOUT_S,
@@ -27,14 +28,10 @@ from contracts.daemon_rpc import (
     GitCloneParams,
 )
 from contracts.errors import InvalidParams
-from contracts.events import RepoConflict, ReposChanged, ReposReconciled
 from contracts.ids import derived_event_id
-from contracts.machine_files import ASKPASS_FILE
 from contracts.models import GitCredentials, Machine, Repo
 from contracts.status import REFRESHABLE
-from controlplane.bus import Bus
-from controlplane.calls.daemon_client import DaemonClient, MachineClient, MachineKeys
-from controlplane.events.coalesce import Coalescer
+from controlplane.calls.daemon_client import MachineClient
 from controlplane.events.consumer import Permanent, Retry
 from controlplane.events.subscriptions import subscriber
 from controlplane.machines.failures import fail_machine
@@ -45,13 +42,10 @@ from controlplane.machines.machine_config import (
     proxied_repo,
 )
 from controlplane.policy import policy_refusal, remote_host
-from controlplane.process.stage import Stage
 from controlplane.security.crypto import SecretBox
-from controlplane.settings import Settings
-from controlplane.store import Store
 from environments.hook import machine_config, run_lifecycle
 from environments.lifecycle_commands import ON_UPDATE, LifecycleFailed
-from services.setup_pusher.live_env import log_give_up
+from services.setup_pusher.live_env import ConfigStage, log_give_up
 
 log = structlog.get_logger(__name__)
 
@@ -81,19 +75,9 @@ CLOCK_SKEW_S = 60.0
 UNFINISHED_CLONE_WAIT_CAP_S = MAX_EXEC_TIMEOUT_S
 
 
-class Checkouts(Stage):
+class Checkouts(ConfigStage):
     """``config.repos-changed``: every affected running machine's checkouts reconciled; and
     the clone a setup asks for."""
-
-    stage = "setup"
-
-    def __init__(self, coalescer: Coalescer, *, store: Store, bus: Bus, daemons: DaemonClient,
-                 settings: Settings, keys: MachineKeys | None = None,
-                 clock: Clock = SYSTEM_CLOCK) -> None:  # fmt: skip
-        """``coalescer``: the setup pusher's one debounce of configuration events."""
-        super().__init__(store=store, bus=bus, daemons=daemons, settings=settings, keys=keys,
-                         clock=clock)  # fmt: skip
-        self.coalescer = coalescer
 
     @subscriber(ReposChanged, durable=Durable.SETUP_PUSHER_REPOS, give_up=log_give_up)
     async def on_repos_changed(self, event: ReposChanged) -> None:

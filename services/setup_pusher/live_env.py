@@ -15,13 +15,13 @@ import hashlib
 import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
-from contracts import machine_files as mf
-from contracts.consumers import Durable
-from contracts.events import AnyEvent, EnvChanged, EnvPushed
+from contracts.bus.consumers import Durable
+from contracts.bus.events import AnyEvent, EnvChanged, EnvPushed
+from contracts.bus.subjects import PLATFORM_SCOPE
+from contracts.daemon import machine_files as mf
 from contracts.ids import derived_event_id
 from contracts.models import Machine
 from contracts.status import REFRESHABLE
-from contracts.subjects import PLATFORM_SCOPE
 from controlplane.bus import Bus
 from controlplane.calls.daemon_client import DaemonClient, MachineKeys
 from controlplane.events.coalesce import Coalescer
@@ -46,8 +46,9 @@ async def log_give_up(_group: object, event: AnyEvent, reason: str) -> None:
     log.error("setup.live_push_gave_up", event_type=type(event).__name__, reason=reason)
 
 
-class LiveEnv(Stage):
-    """``config.env-changed``: the new .env on every affected running machine."""
+class ConfigStage(Stage):
+    """A handler group of configuration events (``LiveEnv``, ``Checkouts``): about no one
+    machine, debounced per scope by the setup pusher's one ``coalescer``."""
 
     stage = "setup"
 
@@ -58,6 +59,10 @@ class LiveEnv(Stage):
         super().__init__(store=store, bus=bus, daemons=daemons, settings=settings, keys=keys,
                          clock=clock)  # fmt: skip
         self.coalescer = coalescer
+
+
+class LiveEnv(ConfigStage):
+    """``config.env-changed``: the new .env on every affected running machine."""
 
     @subscriber(EnvChanged, durable=Durable.SETUP_PUSHER_ENV, give_up=log_give_up)
     async def on_env_changed(self, event: EnvChanged) -> None:

@@ -13,11 +13,11 @@ import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
 from base.retry import Backoff, retry
-from contracts import daemon_rpc as d
-from contracts.consumers import Durable
-from contracts.daemon_files import STAT
+from contracts.bus.consumers import Durable
+from contracts.bus.events import DaemonStatusReported, RepoConflict, SetupPushed, now
+from contracts.daemon import rpc as d
+from contracts.daemon.files import STAT
 from contracts.errors import DaemonTimeout, DaemonUnavailable, NotFound
-from contracts.events import DaemonStatusReported, RepoConflict, SetupPushed, now
 from contracts.ids import derived_event_id
 from contracts.models import Machine, Repo
 from contracts.status import NOT_PROVISIONED, SET_UP, MachineStatus as S

@@ -1,5 +1,6 @@
 """The machine's SSH server, where its provider ships one: the docker image has openssh-server
-and a config for it (``contracts.machine_files.SSHD_CONFIG``). At setup the platform makes the
+and a config for it (``contracts.daemon.machine_files.SSHD_CONFIG``). At setup the platform makes
+the
 machine's host key (once: it is kept in the home) and starts ``sshd`` as one of the machine's
 tracked processes (restarted if it dies), as the machine's user, on its loopback only. A
 daemon starts it without the daemon's own environment, so the machine's token is not in it.
@@ -15,9 +16,9 @@ from __future__ import annotations
 
 import structlog
 
-from contracts import daemon_rpc as d
+from contracts.daemon import rpc as d
+from contracts.daemon.machine_files import SSHD_CONFIG, SSHD_HOST_KEY
 from contracts.errors import Conflict, FleetError
-from contracts.machine_files import SSHD_CONFIG, SSHD_HOST_KEY
 from contracts.models import Machine
 from controlplane.calls.daemon_client import MachineClient
 

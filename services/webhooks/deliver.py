@@ -25,8 +25,8 @@ import structlog
 
 from base.clock import SYSTEM_CLOCK, sleep_or_event
 from base.tasks import OwnedTasks, cancel_and_join
-from contracts import webhook_signature
-from contracts.gateway_webhooks import DeliveryAttempt
+from contracts.gateway import webhook_signature
+from contracts.gateway.webhooks import DeliveryAttempt
 from controlplane.policy import Refused, Resolve, Rules, Target, check
 from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings

@@ -32,10 +32,11 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from base.backoff import backoff_s
 from base.tasks import cancel_and_join
-from contracts import subjects, webhook_signature
-from contracts.consumers import Durable
-from contracts.events import MachineCreated, decode_machine_event, kind_of, matches_subject
-from contracts.gateway_webhooks import MACHINE_TYPE_PREFIX, wants
+from contracts.bus import subjects
+from contracts.bus.consumers import Durable
+from contracts.bus.events import MachineCreated, decode_machine_event, kind_of, matches_subject
+from contracts.gateway import webhook_signature
+from contracts.gateway.webhooks import MACHINE_TYPE_PREFIX, wants
 from controlplane.bus import Bus, bind_pull
 from controlplane.settings import Settings
 from controlplane.store import QueueBound, Store, Target, parse_member

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from base.retry import Backoff, Retries
-from contracts.gateway_webhooks import Outcome
+from contracts.gateway.webhooks import Outcome
 from controlplane.settings import Settings
 
 

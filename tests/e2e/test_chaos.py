@@ -12,8 +12,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from contracts import subjects
-from contracts.consumers import Durable, host_durable
+from contracts.bus import subjects
+from contracts.bus.consumers import Durable, host_durable
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from fleet.up import NatsServer, ValkeyServer

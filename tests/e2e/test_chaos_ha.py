@@ -23,8 +23,8 @@ import pytest
 import redis.asyncio as aioredis
 from nats.js import JetStreamContext
 
-from contracts import subjects
-from contracts.consumers import Durable, durable_name
+from contracts.bus import subjects
+from contracts.bus.consumers import Durable, durable_name
 from contracts.models import Machine
 from contracts.status import MachineStatus
 from fleet.client import FleetClient

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, Request, Route
 
-from contracts.subjects import EventKind
+from contracts.bus.subjects import EventKind
 from tests.browser import CHROMIUM, browser_page
 from tests.e2e.conftest import FleetUp
 

@@ -33,9 +33,9 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
-from contracts import subjects
-from contracts.events import AnyEvent, Event, decode_event, encode_event, kind_of, subject_of
-from contracts.subjects import EventKind
+from contracts.bus import subjects
+from contracts.bus.events import AnyEvent, Event, decode_event, encode_event, kind_of, subject_of
+from contracts.bus.subjects import EventKind
 from controlplane.bus import Bus
 from controlplane.events.consumer import Consumer
 from controlplane.events.subscriptions import Handlers, consumers, declared_subscriptions

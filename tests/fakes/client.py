@@ -12,7 +12,7 @@ headers, the bad-secret budget) is the integration tests' part.
 
 from __future__ import annotations
 
-from contracts.jsonrpc import Dispatcher
+from contracts.rpc.jsonrpc import Dispatcher
 from controlplane.security.tokens import TokenStore
 from controlplane.settings import Settings
 from controlplane.store import Store

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from contracts import daemon_code as dc, subjects
+from contracts.bus import subjects
+from contracts.daemon import code as dc
 from contracts.errors import LanguageUnavailable, NotFound
-from contracts.jsonrpc import NoParams, Router
+from contracts.rpc.jsonrpc import NoParams, Router
 
 LANGUAGES = ("bash", "python")
 

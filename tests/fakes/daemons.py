@@ -2,7 +2,7 @@
 
 ``FakeDaemons`` is a ``DaemonClient``: ``machine(id)`` gives the real ``MachineClient`` and
 ``call`` is the only thing replaced. Each call is encoded as the real client encodes it and
-answered by a ``FakeMachine`` through ``contracts.jsonrpc.Dispatcher`` over ``DAEMON_METHODS``,
+answered by a ``FakeMachine`` through ``contracts.rpc.jsonrpc.Dispatcher`` over ``DAEMON_METHODS``,
 so params are validated and errors come back as the same ``contracts.errors`` classes; a machine
 that is not booted (or is set ``unavailable``/``timeout``) raises ``DaemonUnavailable`` /
 ``DaemonTimeout`` as the real client does.
@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from contracts import daemon_files as df, daemon_rpc as d, daemon_watch as dw, sessions as ss
+from contracts.daemon import files as df, rpc as d, sessions as ss, watch as dw
 from contracts.errors import (
     Conflict,
     DaemonTimeout,
@@ -37,7 +37,8 @@ from contracts.errors import (
     NotSupported,
     WrongFileKind,
 )
-from contracts.jsonrpc import (
+from contracts.ports import LIST_PORTS, TUNNEL_CONNECT, ListeningPort, PortList
+from contracts.rpc.jsonrpc import (
     Dispatcher,
     MethodSpec,
     NoParams,
@@ -47,7 +48,6 @@ from contracts.jsonrpc import (
     decode_result,
     encode_call,
 )
-from contracts.ports import LIST_PORTS, TUNNEL_CONNECT, ListeningPort, PortList
 from controlplane.calls.daemon_client import EXEC_MARGIN_S, DaemonClient
 from tests.fakes.code_kernels import FakeKernels
 from tests.fakes.desktop import FakeDesktop

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from contracts import daemon_desktop as dd
+from contracts.daemon import desktop as dd
 from contracts.errors import DesktopNotRunning
-from contracts.jsonrpc import NoParams, Router
+from contracts.rpc.jsonrpc import NoParams, Router
 
 
 @dataclass

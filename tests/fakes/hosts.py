@@ -4,8 +4,8 @@ the NATS hop (the real hop: tests/integration/test_hosts.py)."""
 
 from __future__ import annotations
 
-from contracts.jsonrpc import MethodSpec, P, R, decode_result, encode_call
 from contracts.models import Machine
+from contracts.rpc.jsonrpc import MethodSpec, P, R, decode_result, encode_call
 from services.provisioner.host_rpc_server import HostMethods
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contracts.bus.events import DaemonStatusReported, HomeCopy, encode_event, subject_of
 from contracts.errors import NotSupported, ProviderError
-from contracts.events import DaemonStatusReported, HomeCopy, encode_event, subject_of
 from contracts.ids import new_event_id
 from controlplane.policy import CodeVersions
 from tests.fakes.bus import FakeBus

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from base.byte_stream import ByteStream
-from contracts import subjects
-from contracts.daemon_watch import WATCH_CHUNK, WATCH_WINDOW, WatchOpened, WatchParams
+from contracts.bus import subjects
+from contracts.daemon.watch import WATCH_CHUNK, WATCH_WINDOW, WatchOpened, WatchParams
 from contracts.errors import NotSupported
 
 

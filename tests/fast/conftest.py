@@ -20,8 +20,8 @@ import pytest
 
 from base.clock import SYSTEM_CLOCK, Clock
 from contracts.errors import error_from_wire
-from contracts.jsonrpc import Dispatcher
 from contracts.models import Instance, Machine
+from contracts.rpc.jsonrpc import Dispatcher
 from controlplane.security.crypto import SecretBox, generate_secret_key
 from controlplane.settings import Settings
 from controlplane.store import Store

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from contracts.bus.events import MachineCreated, MachineResumeRequested, MachineStarted
 from contracts.errors import HostFull, RateLimited, RunningMachinesLimit
-from contracts.events import MachineCreated, MachineResumeRequested, MachineStarted
 from contracts.models import Machine
 from contracts.status import STOPPED_OR_STOPPING, TERMINAL, MachineStatus as S
 from controlplane.store import F_HOST_ID

@@ -10,8 +10,8 @@ import pytest
 import redis.exceptions
 from structlog.testing import capture_logs
 
-from contracts.audit import Action, encode_entry
 from contracts.errors import Forbidden, InvalidParams, NotFound, Unavailable
+from contracts.gateway.audit import Action, encode_entry
 from controlplane.settings import Settings
 from services.gateway.auth import Caller
 from services.gateway.auth.audit_log import _DROP_LOG_S, AuditLog

@@ -10,8 +10,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from contracts.bus.events import MachinePaused, MachinePauseRequested
 from contracts.errors import Conflict, InvalidParams
-from contracts.events import MachinePaused, MachinePauseRequested
 from contracts.status import MachineStatus as S
 from controlplane.settings import Settings
 from services.gateway.auth.activity import ActivityClock

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
-from contracts.consumers import Durable
-from contracts.events import (
+from contracts.bus.consumers import Durable
+from contracts.bus.events import (
     DaemonStatusReported,
     MachineFailed,
     MachineProvisioned,

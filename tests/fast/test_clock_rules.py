@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from contracts.events import MachineReady, MachineUnresponsive
+from contracts.bus.events import MachineReady, MachineUnresponsive
 from contracts.people import ALL_SCOPES
 from contracts.status import MachineStatus as S
 from controlplane.security.tokens import TokenStore, is_live

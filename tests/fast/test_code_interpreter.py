@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from contracts import daemon_code as dc
+from contracts.daemon import code as dc
 from contracts.errors import (
     Conflict,
     Forbidden,

@@ -13,9 +13,9 @@ import aiohttp
 import msgspec
 import pytest
 
-from contracts import daemon_code as dc
+from contracts.daemon import code as dc
 from contracts.errors import Forbidden, InvalidParams, MethodNotFound
-from contracts.gateway_live import RPC_STREAM_PATH, SSE_DROPPED, SSE_OUTPUT, SSE_RESULT
+from contracts.gateway.live import RPC_STREAM_PATH, SSE_DROPPED, SSE_OUTPUT, SSE_RESULT
 from fleet.client import FleetClient
 from fleet.client.streams import sse_events
 from services.gateway.streams.exec_stream import MAX_HELD_BYTES

@@ -49,7 +49,7 @@ async def test_list_and_cancel_see_only_the_callers_runs(world: World) -> None:
         await world.rpc("codemode.cancel", {"runId": MISSING_RUN})
     with pytest.raises(InvalidParams):
         await world.rpc("codemode.cancel", {"runId": "run-1"})
-    from contracts.codemode import RunRecord, now
+    from contracts.gateway.codemode import RunRecord, now
 
     record = RunRecord(run_id=MISSING_RUN, status="ok", instance_id=b, token_id="t-other",
                        started_at=now())  # fmt: skip

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from contracts.gateway_rpc import GATEWAY_METHODS
+from contracts.gateway.rpc import GATEWAY_METHODS
 from tests import fast
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from contracts.bus.events import MachineArchived, MachineCreated
 from contracts.errors import Conflict, FleetError, IdempotencyKeyReused
-from contracts.events import MachineArchived, MachineCreated
 from contracts.status import MachineStatus as S
 from services.gateway.auth import Caller
 from tests.fast.conftest import World

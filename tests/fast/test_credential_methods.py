@@ -7,9 +7,9 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from contracts.audit import REDACTED, REDACTIONS, Redact
 from contracts.credentials import credential_paths, field_paths
-from contracts.gateway_rpc import GATEWAY_METHODS
+from contracts.gateway.audit import REDACTED, REDACTIONS, Redact
+from contracts.gateway.rpc import GATEWAY_METHODS
 from controlplane.settings import Settings
 from services.gateway.auth import AuditLog, Caller
 from tests.fast.conftest import World

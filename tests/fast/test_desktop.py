@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from contracts import daemon_desktop as dd
+from contracts.daemon import desktop as dd
 from contracts.errors import DesktopNotRunning, Forbidden, InvalidParams
 from services.gateway.auth import Caller
 from services.gateway.streams.tunnels import port_scope

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.events import MachineEgressDenied
+from contracts.bus.events import MachineEgressDenied
 from services.provisioner.egress.events import EgressEvents
 from tests.fakes.bus import FakeBus
 from tests.fast.conftest import World

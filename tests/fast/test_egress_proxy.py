@@ -20,8 +20,8 @@ import pytest
 import uvloop
 from aiohttp import web
 
-from contracts.gateway_network import EgressPolicy
-from contracts.gateway_secrets import covers
+from contracts.gateway.network import EgressPolicy
+from contracts.gateway.secrets import covers
 from controlplane.security.crypto import SecretBox, generate_secret_key
 from controlplane.security.secret_ca import LeafContexts, make_ca
 from controlplane.store import StoredSecret

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from base import procinfo
-from contracts.gateway_network import EgressPolicy
+from contracts.gateway.network import EgressPolicy
 from controlplane.store import StoredSecret
 from providers.egress import EgressProxy, HostDoor, Platform
 from providers.sandbox import Pasta

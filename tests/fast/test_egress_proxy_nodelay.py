@@ -13,7 +13,7 @@ from typing import NoReturn
 
 import pytest
 
-from contracts.gateway_network import EgressPolicy
+from contracts.gateway.network import EgressPolicy
 from providers.egress import EgressProxy, Platform
 
 

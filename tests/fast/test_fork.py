@@ -9,7 +9,8 @@ import msgspec
 import pytest
 from structlog.testing import capture_logs
 
-from contracts.daemon_rpc import GET_VERSION
+from contracts.bus.events import MachineCreated, MachineProvisioned
+from contracts.daemon.rpc import GET_VERSION
 from contracts.errors import (
     Conflict,
     Forbidden,
@@ -18,7 +19,6 @@ from contracts.errors import (
     RunningMachinesLimit,
     SnapshotLimit,
 )
-from contracts.events import MachineCreated, MachineProvisioned
 from contracts.status import MachineStatus as S
 from controlplane.events.consumer import Retry
 from services.gateway.rpc.fork import SOURCE_BACK_S

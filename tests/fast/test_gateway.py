@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from contracts.bus.events import MachineArchived, MachineCreated, MachineFilesRemoved
 from contracts.errors import (
     Conflict,
     DaemonUnavailable,
@@ -18,7 +19,6 @@ from contracts.errors import (
     NotFound,
     NotSupported,
 )
-from contracts.events import MachineArchived, MachineCreated, MachineFilesRemoved
 from contracts.status import MachineStatus as S
 from services.gateway.auth import Caller
 from tests.fast.conftest import PLATFORM_SHA, World

@@ -11,8 +11,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
-from contracts.errors import Forbidden, HostFull, InvalidParams, NotFound
-from contracts.events import (
+from contracts.bus.events import (
     MachineArchived,
     MachineCreated,
     MachineFailed,
@@ -21,7 +20,8 @@ from contracts.events import (
     MachineUnresponsive,
     now,
 )
-from contracts.host_rpc import HostMachineParams, InstallCodeParams
+from contracts.errors import Forbidden, HostFull, InvalidParams, NotFound
+from contracts.host.rpc import HostMachineParams, InstallCodeParams
 from contracts.ids import new_event_id
 from contracts.status import MachineStatus as S
 from controlplane.events.consumer import Retry

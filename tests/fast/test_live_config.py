@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.consumers import Durable
+from contracts.bus.consumers import Durable
+from contracts.bus.events import EnvChanged, EnvPushed, ReposChanged, ReposReconciled
 from contracts.errors import Forbidden, InvalidParams
-from contracts.events import EnvChanged, EnvPushed, ReposChanged, ReposReconciled
 from contracts.status import MachineStatus as S
 from services.gateway.auth import Caller
 from tests.fakes.daemons import Checkout

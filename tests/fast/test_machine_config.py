@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from contracts.machine_files import CronTable
+from contracts.daemon.machine_files import CronTable
 from contracts.models import Machine, Runtime
 from contracts.status import MachineStatus
 from controlplane.machines.machine_config import InstanceConfig

@@ -18,9 +18,9 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from contracts import daemon_code as dc
-from contracts.codemode import MCP_PATH
+from contracts.daemon import code as dc
 from contracts.errors import Forbidden, InvalidParams, RateLimited
+from contracts.gateway.codemode import MCP_PATH
 from contracts.people import MACHINES_EXEC, MACHINES_READ
 from controlplane.mcp_tools import CODE_RUN_TOOL
 from services.gateway.auth import Caller

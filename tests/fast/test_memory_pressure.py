@@ -13,8 +13,8 @@ from pathlib import Path
 
 import msgspec
 
+from contracts.bus.events import MachinePaused, MachinePauseRequested, PauseBy
 from contracts.errors import Conflict
-from contracts.events import MachinePaused, MachinePauseRequested, PauseBy
 from contracts.status import MachineStatus as S
 from services.gateway.auth.activity import ActivityClock
 from services.provisioner.memory_pressure import Gauge, MemoryPressure, release_mb

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from contracts.errors import Forbidden, InvalidParams, NotFound
-from contracts.gateway_network import EgressPolicy
+from contracts.gateway.network import EgressPolicy
 from providers.egress import nftables as egress
 from tests.fast.conftest import World
 from tests.fast.test_gateway import MISSING_INSTANCE, token_of, two_instances

@@ -10,14 +10,14 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from contracts.errors import Conflict, Forbidden, NotFound, NotSupported, RunningMachinesLimit
-from contracts.events import (
+from contracts.bus.events import (
     MachinePaused,
     MachinePauseRefused,
     MachineResumed,
     MachineResumeRequested,
     MachineUnresponsive,
 )
+from contracts.errors import Conflict, Forbidden, NotFound, NotSupported, RunningMachinesLimit
 from contracts.models import Machine
 from contracts.status import MachineStatus as S
 from controlplane.settings import Settings

@@ -13,7 +13,7 @@ import pytest
 from redis.typing import EncodableT, FieldT
 
 from contracts.errors import Conflict, Forbidden, IdTokenRejected, InvalidParams, NotFound
-from contracts.gateway_people import User
+from contracts.gateway.people import User
 from contracts.models import AccessToken
 from controlplane.security.tokens import hash_token, new_secret
 from services.gateway.auth import Caller

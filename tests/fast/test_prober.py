@@ -11,9 +11,8 @@ from typing import cast
 import msgspec
 import pytest
 
-from contracts.consumers import Durable
-from contracts.daemon_rpc import HealthParams, WriteFileParams
-from contracts.events import (
+from contracts.bus.consumers import Durable
+from contracts.bus.events import (
     DaemonStatusReported,
     MachineFailed,
     MachineProvisioned,
@@ -22,10 +21,11 @@ from contracts.events import (
     SetupPushed,
     now,
 )
+from contracts.bus.subjects import EventKind as K
+from contracts.daemon.rpc import HealthParams, WriteFileParams
 from contracts.ids import new_event_id
 from contracts.models import Machine, Repo
 from contracts.status import MachineStatus as S
-from contracts.subjects import EventKind as K
 from controlplane.events.consumer import Permanent
 from services.prober.liveness import HeartbeatMonitor
 from tests.fakes.clock import TICK, ManualClock

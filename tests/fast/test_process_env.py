@@ -16,9 +16,9 @@ import msgspec
 import pytest
 
 from base.dotenv import render
-from contracts import daemon_rpc as d, sessions as ss
-from contracts.jsonrpc import encode_request
-from contracts.machine_files import CONTAINER_ENV_FILE, ENV_FILE
+from contracts.daemon import rpc as d, sessions as ss
+from contracts.daemon.machine_files import CONTAINER_ENV_FILE, ENV_FILE
+from contracts.rpc.jsonrpc import encode_request
 from daemon.compose import compose
 from daemon.server import Daemon
 from daemon.settings import DaemonSettings

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from contracts.bus.events import MachineCreated
 from contracts.errors import Forbidden
-from contracts.events import MachineCreated
 from services.gateway.auth import Caller
 from tests.fast.conftest import World
 

@@ -3,9 +3,8 @@ machine.archived -> revoke, stop."""
 
 from __future__ import annotations
 
-from contracts.consumers import Durable
-from contracts.errors import NotSupported, ProviderError
-from contracts.events import (
+from contracts.bus.consumers import Durable
+from contracts.bus.events import (
     DaemonStatusReported,
     MachineArchived,
     MachineCreated,
@@ -13,9 +12,10 @@ from contracts.events import (
     MachineProvisioned,
     MachineUnresponsive,
 )
+from contracts.bus.subjects import EventKind as K
+from contracts.errors import NotSupported, ProviderError
 from contracts.ids import new_event_id
 from contracts.status import MachineStatus as S
-from contracts.subjects import EventKind as K
 from tests.fast.conftest import World
 
 

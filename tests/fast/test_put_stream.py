@@ -13,7 +13,7 @@ import nats.js.errors
 import pytest
 from nats.js.api import ConsumerConfig, StreamConfig
 
-from contracts.events import MachineCreated
+from contracts.bus.events import MachineCreated
 from controlplane.bus import bind_pull, put_stream
 from controlplane.events.consumer import Consumer
 

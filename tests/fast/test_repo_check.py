@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from contracts.bus.events import ReposChanged
 from contracts.errors import BranchNotFound, RepoNotFound
-from contracts.events import ReposChanged
 from contracts.models import GitCredentials
 from tests.fakes.repo_check import FakeRepoCheck
 from tests.fast.conftest import World

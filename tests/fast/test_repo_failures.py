@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.consumers import Durable
-from contracts.events import MachineFailed, RepoConflict, ReposReconciled, SetupPushed
-from contracts.gateway_network import EgressPolicy
+from contracts.bus.consumers import Durable
+from contracts.bus.events import MachineFailed, RepoConflict, ReposReconciled, SetupPushed
+from contracts.gateway.network import EgressPolicy
 from contracts.models import Repo
 from contracts.status import MachineStatus as S
 from tests.fast.conftest import World

@@ -21,11 +21,11 @@ from aiohttp.test_utils import TestServer
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from contracts.codemode import CODEMODE_RUN, MCP_PATH, RUN_STREAM_PATH
 from contracts.errors import Forbidden
-from contracts.gateway_live import RPC_STREAM_PATH
-from contracts.gateway_rpc import METHOD_SCOPES
-from contracts.gateway_sessions import ATTACH_PATH
+from contracts.gateway.codemode import CODEMODE_RUN, MCP_PATH, RUN_STREAM_PATH
+from contracts.gateway.live import RPC_STREAM_PATH
+from contracts.gateway.rpc import METHOD_SCOPES
+from contracts.gateway.sessions import ATTACH_PATH
 from contracts.people import route_scope
 from contracts.ports import TUNNEL_PATH
 from services.gateway.auth import Caller

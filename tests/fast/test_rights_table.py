@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from contracts.codemode import RunRecord, now
 from contracts.errors import FleetError, Forbidden, InvalidParams
-from contracts.gateway_rpc import GATEWAY_METHODS, METHOD_SCOPES
+from contracts.gateway.codemode import RunRecord, now
+from contracts.gateway.rpc import GATEWAY_METHODS, METHOD_SCOPES
 from contracts.people import (
     ADMIN,
     ALL_SCOPES,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from contracts.bus.events import MachineCreated
 from contracts.errors import Forbidden, InvalidParams, NotSupported
-from contracts.events import MachineCreated
 from tests.fast.conftest import World
 from tests.fast.test_gateway import token_of, two_instances
 

@@ -11,9 +11,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 from structlog.testing import capture_logs
 
-from contracts.audit import EGRESS_PROXY, Action
-from contracts.consumers import Durable
-from contracts.events import MachineSecretUsed, encode_event
+from contracts.bus.consumers import Durable
+from contracts.bus.events import MachineSecretUsed, encode_event
+from contracts.gateway.audit import EGRESS_PROXY, Action
 from contracts.ids import new_event_id
 from controlplane.settings import Settings
 from services.gateway.auth import AuditLog, SecretUseAudit

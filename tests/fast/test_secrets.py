@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from contracts.bus.events import EnvChanged
 from contracts.errors import InvalidParams, NotFound
-from contracts.events import EnvChanged
-from contracts.gateway_secrets import MAX_SECRETS
+from contracts.gateway.secrets import MAX_SECRETS
 from controlplane.settings import Settings
 from controlplane.store import StoredSecret
 from tests.fast.conftest import World

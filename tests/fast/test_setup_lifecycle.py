@@ -8,8 +8,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
+from contracts.bus.events import LifecycleRan, MachineFailed, SetupPushed
 from contracts.errors import ToolError
-from contracts.events import LifecycleRan, MachineFailed, SetupPushed
 from contracts.models import Repo
 from contracts.status import MachineStatus as S
 from controlplane.machines.machine_config import instance_config

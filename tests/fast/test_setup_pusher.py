@@ -10,15 +10,15 @@ import msgspec
 import pytest
 
 from base.dotenv import parse_env_file
-from contracts.consumers import Durable
-from contracts.daemon_rpc import ExecCommandParams
+from contracts.bus.consumers import Durable
+from contracts.bus.events import DaemonStatusReported, EnvPushed, MachineFailed, SetupPushed, now
+from contracts.bus.subjects import EventKind as K
+from contracts.daemon.rpc import ExecCommandParams
 from contracts.errors import NotFound
-from contracts.events import DaemonStatusReported, EnvPushed, MachineFailed, SetupPushed, now
-from contracts.gateway_secrets import MACHINE_PROXY_URL
+from contracts.gateway.secrets import MACHINE_PROXY_URL
 from contracts.ids import new_event_id
 from contracts.models import GitCredentials, Machine, Repo
 from contracts.status import MachineStatus as S
-from contracts.subjects import EventKind as K
 from controlplane.events.consumer import Retry
 from services.setup_pusher.checkouts import CLOCK_SKEW_S, UNFINISHED_CLONE_WAIT_CAP_S
 from services.setup_pusher.service import ASKPASS_SCRIPT

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from contracts.bus.events import MachineCreated
 from contracts.errors import Conflict, NotFound
-from contracts.events import MachineCreated
 from contracts.status import MachineStatus as S
 from tests.fast.conftest import World
 

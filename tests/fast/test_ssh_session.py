@@ -12,7 +12,7 @@ from pathlib import Path
 
 from base.dotenv import render
 from base.version import SOURCE_ROOT
-from contracts.machine_files import CONTAINER_ENV_FILE, ENV_FILE
+from contracts.daemon.machine_files import CONTAINER_ENV_FILE, ENV_FILE
 
 #: As the image's sshd_config says it (providers/docker/image.py), with this checkout's code.
 FORCE_COMMAND = f"PYTHONPATH={SOURCE_ROOT} exec {sys.executable} -s -P -m daemon.ssh_session"

@@ -10,6 +10,11 @@ from typing import Any
 import msgspec
 import pytest
 
+from contracts.bus.events import (
+    MachineProcessesEnded as ProcessesEnded,
+    MachineStarted,
+    MachineStopped as Stopped,
+)
 from contracts.errors import (
     Conflict,
     Forbidden,
@@ -19,11 +24,6 @@ from contracts.errors import (
     NotFound,
     ProviderError,
     RunningMachinesLimit,
-)
-from contracts.events import (
-    MachineProcessesEnded as ProcessesEnded,
-    MachineStarted,
-    MachineStopped as Stopped,
 )
 from contracts.status import MachineStatus as S
 from controlplane.machines.failures import fail_machine

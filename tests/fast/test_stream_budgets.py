@@ -19,14 +19,16 @@ import aiohttp
 import msgspec
 import pytest
 
-from contracts import codemode as cm, daemon_code as dc, subjects
+from contracts.bus import subjects
+from contracts.daemon import code as dc
 from contracts.errors import RateLimited, TooManyStreams
-from contracts.gateway_code import MACHINES_CODE_RUN
-from contracts.gateway_live import MACHINES_EXEC_STREAM, RPC_STREAM_PATH, SSE_OUTPUT, SSE_RESULT
-from contracts.gateway_rpc import GATEWAY_METHODS, STREAMING_METHODS
-from contracts.gateway_sessions import ATTACH_PATH
-from contracts.jsonrpc import AnySpec
+from contracts.gateway import codemode as cm
+from contracts.gateway.code import MACHINES_CODE_RUN
+from contracts.gateway.live import MACHINES_EXEC_STREAM, RPC_STREAM_PATH, SSE_OUTPUT, SSE_RESULT
+from contracts.gateway.rpc import GATEWAY_METHODS, STREAMING_METHODS
+from contracts.gateway.sessions import ATTACH_PATH
 from contracts.people import MACHINES_EXEC, route_scope
+from contracts.rpc.jsonrpc import AnySpec
 from controlplane.mcp_tools import CODE_RUN_TOOL
 from fleet.client.streams import sse_events
 from services.gateway.auth import Caller

@@ -98,7 +98,7 @@ async def test_what_a_take_cut_short_left_is_swept_once_its_place_lapses(
     # Held as long as a take under way renews its place (services/provisioner/disk.py).
     await store.disk.reserve(instance.id, store_disk.image(A), 1 << 20, 0, "the take",
                              hold_s=GRACE_S + 120)  # fmt: skip
-    sweeper = Sweeper(store, [LocalShelf(local)], HOST, clock)
+    sweeper = Sweeper(store, [LocalShelf.of(local)], HOST, clock)
     assert await sweeper.sweep() == []  # just made
     await clock.advance(GRACE_S + 60)
     assert await sweeper.sweep() == []  # its take may still be under way: its place is held
@@ -124,7 +124,7 @@ async def test_a_snapshot_whose_gateway_died_before_its_record_is_swept_past_the
     image = memory_image(local, A, source.id, forks=None)
     assert await store.snapshots.reserve(instance.id, A, 10) is None
     await store.disk.settle(instance.id, store_disk.image(A), 1 << 20)
-    sweeper = Sweeper(store, [LocalShelf(local)], HOST, clock)
+    sweeper = Sweeper(store, [LocalShelf.of(local)], HOST, clock)
     assert await sweeper.sweep() == []  # made just now: its record may be on its way
     await clock.advance(GRACE_S + 60)
     assert [r.id for r in await sweeper.sweep()] == [A]
@@ -150,7 +150,7 @@ async def test_a_fork_image_whose_forks_were_archived_unrestored_is_swept(
     copy = home_copy(local, B)
     for path in copy:
         os.utime(path, (1, 1), follow_symlinks=False)
-    sweeper = Sweeper(store, [LocalShelf(local)], HOST, clock)
+    sweeper = Sweeper(store, [LocalShelf.of(local)], HOST, clock)
     assert await sweeper.sweep() == []  # made just now: its forks' records may be on their way
     await clock.advance(GRACE_S + 60)
     assert [r.id for r in await sweeper.sweep()] == [A, B]
@@ -179,10 +179,10 @@ async def test_a_record_a_fork_to_restore_or_to_come_keeps_its_image(
     kept += memory_image(local, B, source3.id, forks=1)
     await machine_in(store, three.id, S.CREATED)
     # Not a copy of the layout: not the sweeper's.
-    (other := local.snapshot_dir(A).parent / "lost+found").mkdir()
+    (other := local.parts.copies.snapshot_dir(A).parent / "lost+found").mkdir()
     kept.append(other)
     await clock.advance(GRACE_S + 60)
-    assert await Sweeper(store, [LocalShelf(local)], HOST, clock).sweep() == []
+    assert await Sweeper(store, [LocalShelf.of(local)], HOST, clock).sweep() == []
     assert [p for p in kept if not p.exists()] == []
 
 
@@ -208,7 +208,7 @@ async def test_a_providers_shelf_is_asked_only_once_one_of_its_machines_ran_here
     await machine_in(store, instance.id, S.READY)
     elsewhere = await machine_in(store, instance.id, S.READY, provider="docker")
     await store.redis.hset(store.keys.k_machine(elsewhere.id), F_HOST_ID, "host-b")
-    sweeper = Sweeper(store, [LocalShelf(local_shelf(tmp_path / "data")), Untouchable()], HOST,
+    sweeper = Sweeper(store, [LocalShelf.of(local_shelf(tmp_path / "data")), Untouchable()], HOST,
                       clock)  # fmt: skip
     assert await sweeper.sweep() == []
     await machine_in(store, instance.id, S.READY, provider="docker")  # no host yet: maybe here

@@ -16,6 +16,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
+from contracts.bus.events import (
+    MachineResumed,
+    MachineResumeRequested,
+    MachineStarted,
+    WakeBy,
+)
 from contracts.errors import (
     Conflict,
     DaemonTimeout,
@@ -23,12 +29,6 @@ from contracts.errors import (
     MachineStopped,
     PortUnreachable,
     RunningMachinesLimit,
-)
-from contracts.events import (
-    MachineResumed,
-    MachineResumeRequested,
-    MachineStarted,
-    WakeBy,
 )
 from contracts.models import Machine
 from contracts.people import PORTS

@@ -10,11 +10,11 @@ from collections.abc import Callable
 
 import pytest
 
+from contracts.bus.events import MachineCreated
+from contracts.bus.subjects import EventKind as K
 from contracts.errors import ProviderError
-from contracts.events import MachineCreated
 from contracts.ids import new_event_id
 from contracts.status import MachineStatus as S
-from contracts.subjects import EventKind as K
 from controlplane.settings import MAX_DOCKER_POOL, SettingsError, parse_warm_pool
 from environments import devcontainer as dc
 from environments.lifecycle_commands import MachineLifecycle

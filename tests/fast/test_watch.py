@@ -19,9 +19,9 @@ import msgspec
 import pytest
 from structlog.testing import capture_logs
 
-from contracts.daemon_watch import FileEvent, WatchEnd
+from contracts.daemon.watch import FileEvent, WatchEnd
 from contracts.errors import InvalidRequest, TooManyStreams
-from contracts.gateway_live import RPC_STREAM_PATH, SSE_DROPPED, SSE_OUTPUT, SSE_RESULT
+from contracts.gateway.live import RPC_STREAM_PATH, SSE_DROPPED, SSE_OUTPUT, SSE_RESULT
 from contracts.status import MachineStatus as S
 from fleet.client import FleetClient
 from fleet.client.streams import sse_events

@@ -20,9 +20,9 @@ import msgspec
 import pytest
 from standardwebhooks import Webhook
 
+from contracts.bus.events import encode_event, subject_of
 from contracts.errors import Forbidden, InvalidParams, NotFound
-from contracts.events import encode_event, subject_of
-from contracts.gateway_webhooks import MAX_WEBHOOKS
+from contracts.gateway.webhooks import MAX_WEBHOOKS
 from controlplane.policy import NameLookups, Rules, Target
 from controlplane.settings import Settings
 from services.gateway.auth import Caller

@@ -17,9 +17,9 @@ from typing import cast
 import msgspec
 import pytest
 
+from contracts.bus.events import DaemonStatusReported, encode_event, subject_of
 from contracts.errors import InvalidParams, RateLimited
-from contracts.events import DaemonStatusReported, encode_event, subject_of
-from contracts.gateway_webhooks import CreateWebhookParams
+from contracts.gateway.webhooks import CreateWebhookParams
 from contracts.ids import new_event_id
 from controlplane.policy import NameLookups, Rules, Target
 from controlplane.settings import Settings

@@ -18,8 +18,8 @@ from dnslib import QTYPE, RR
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from bench.outside import Outside, outside_host
-from contracts.events import MachineEgressDenied
-from contracts.subjects import EventKind
+from contracts.bus.events import MachineEgressDenied
+from contracts.bus.subjects import EventKind
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from providers.sandbox import RESOLVER

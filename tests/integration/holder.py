@@ -12,7 +12,7 @@ import sys
 
 import msgspec
 
-from contracts.events import MachineCreated
+from contracts.bus.events import MachineCreated
 from controlplane.bus import Bus
 from controlplane.events.consumer import stage_consumer
 from controlplane.settings import Settings

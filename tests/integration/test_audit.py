@@ -16,8 +16,8 @@ import nats
 import pytest
 from structlog.testing import capture_logs
 
-from contracts import audit as a
 from contracts.errors import Forbidden, NotFound, PortUnreachable
+from contracts.gateway import audit as a
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.cli.tunnel import open_tunnel

@@ -12,9 +12,9 @@ import msgspec
 import nats
 import pytest
 
-from contracts import audit as a
+from contracts.daemon.machine_files import CronJob
 from contracts.errors import Forbidden
-from contracts.machine_files import CronJob
+from contracts.gateway import audit as a
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.integration.test_audit import entry

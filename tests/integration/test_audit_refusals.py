@@ -11,8 +11,8 @@ import aiohttp
 import msgspec
 import pytest
 
-from contracts import audit as a
 from contracts.errors import Forbidden, Unauthorized
+from contracts.gateway import audit as a
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.integration.test_audit import fleet_audit

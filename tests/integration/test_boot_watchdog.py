@@ -10,9 +10,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 
 import msgspec
 
-from contracts import subjects
-from contracts.consumers import Durable
-from contracts.events import MachineFailed, MachineProvisioned
+from contracts.bus import subjects
+from contracts.bus.consumers import Durable
+from contracts.bus.events import MachineFailed, MachineProvisioned
 from contracts.ids import new_event_id
 from contracts.status import MachineStatus as S
 from controlplane.bus import Bus

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from base import procinfo
-from contracts import daemon_rpc as d, streams as s, subjects
+from contracts.bus import subjects
+from contracts.daemon import rpc as d, streams as s
 from contracts.errors import StreamAborted
 from controlplane.bus import Bus
 from controlplane.calls.byte_stream_join import PlatformStream, join

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 
+from contracts.bus.events import MachineCreated, MachineProvisioned, encode_event
 from contracts.errors import FleetError
-from contracts.events import MachineCreated, MachineProvisioned, encode_event
 from contracts.ids import new_event_id
 from fleet.client import FleetClient
 from tests.httpserve import serving

@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import cast
 
-from contracts.daemon_rpc import EXIT_CLONE_UNFINISHED, ExecCommandResult, HealthResult
+from contracts.daemon.rpc import EXIT_CLONE_UNFINISHED, ExecCommandResult, HealthResult
 from contracts.models import Repo
 from controlplane.calls.daemon_client import MachineClient
 from daemon.gitclone import checkout_state as runtime_state

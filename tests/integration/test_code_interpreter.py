@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from contracts.daemon_code import CodeRunPart
+from contracts.daemon.code import CodeRunPart
 from contracts.errors import CodeContextsLimit, KernelDied, LanguageUnavailable, NotFound
 from controlplane.settings import Settings
 from fleet.client import FleetClient

@@ -21,8 +21,8 @@ import aiodocker
 import pytest
 
 from base.version import SOURCE_ROOT
-from contracts.daemon_code import CodeRunResult
-from contracts.gateway_environments import Environment
+from contracts.daemon.code import CodeRunResult
+from contracts.gateway.environments import Environment
 from fleet.client import FleetClient
 from providers.docker.image import host_apt_source
 from tests.code_checks import every_rule, make_wheel

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts.daemon_code import CodeRunResult
+from contracts.daemon.code import CodeRunResult
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.code_checks import every_rule, make_wheel

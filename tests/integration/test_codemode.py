@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator
 import msgspec
 import pytest
 
-from contracts import codemode as cm, subjects
-from contracts.codemode import RunLog, RunParams
+from contracts.bus import subjects
+from contracts.bus.events import MachineFailed, MachineReady
 from contracts.errors import Forbidden, NotFound
-from contracts.events import MachineFailed, MachineReady
-from contracts.jsonrpc import new_params
+from contracts.gateway import codemode as cm
+from contracts.gateway.codemode import RunLog, RunParams
+from contracts.rpc.jsonrpc import new_params
 from controlplane.bus import Bus
 from controlplane.settings import Settings
 from fleet.client import FleetClient

@@ -13,7 +13,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from contracts.codemode import RunJob, RunResult, new_run_id
+from contracts.gateway.codemode import RunJob, RunResult, new_run_id
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from services.codemode.engine import Run

@@ -20,8 +20,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError as McpToolError
 
-from contracts import codemode as cm
 from contracts.errors import Forbidden, ToolError
+from contracts.gateway import codemode as cm
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.conftest import ADMIN_TOKEN

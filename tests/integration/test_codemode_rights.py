@@ -13,8 +13,8 @@ from contextlib import asynccontextmanager
 import pytest
 from aiohttp import web
 
-from contracts import codemode as cm
 from contracts.errors import Forbidden, InvalidParams
+from contracts.gateway import codemode as cm
 from contracts.people import MACHINES_EXEC, MACHINES_READ, Scope
 from controlplane.settings import Settings
 from fleet.client import FleetClient

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from contracts.codemode import RunEvent, RunJob, RunLog, RunResult, new_run_id
 from contracts.errors import NotFound
+from contracts.gateway.codemode import RunEvent, RunJob, RunLog, RunResult, new_run_id
 from services.codemode.engine import Run, ToolProvider
 from services.codemode.sandbox import Limits
 from tests.syscall_probe import DENIED, PROBE

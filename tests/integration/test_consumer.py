@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import pytest
 
-from contracts import subjects
-from contracts.events import Event, MachineArchived, MachineCreated, encode_event, now
+from contracts.bus import subjects
+from contracts.bus.events import Event, MachineArchived, MachineCreated, encode_event, now
+from contracts.bus.subjects import EventKind
 from contracts.ids import new_event_id, new_machine_id
-from contracts.subjects import EventKind
 from controlplane.bus import Bus
 from controlplane.events.consumer import Consumer, Permanent, Retry
 from controlplane.process.metrics import Metrics

@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from contracts import subjects
+from contracts.bus import subjects
+from contracts.bus.subjects import EventKind
 from contracts.errors import Conflict, Forbidden, IdempotencyKeyReused, InvalidParams
-from contracts.subjects import EventKind
 from controlplane.bus import Bus
 from controlplane.settings import Settings
 from controlplane.store import Store

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from base.lockfile import holder_pid
-from contracts import subjects
-from contracts.daemon_rpc import ExecCommandParams
+from contracts.bus import subjects
+from contracts.bus.events import DaemonStatusReported
+from contracts.daemon.rpc import ExecCommandParams
+from contracts.daemon.signing import sign, signing_key
 from contracts.errors import DaemonUnavailable, InvalidParams, PayloadTooLarge, ToolError
-from contracts.events import DaemonStatusReported
 from contracts.ids import new_machine_id
-from contracts.signing import sign, signing_key
 from controlplane.bus import Bus
 from controlplane.calls.daemon_client import DaemonClient, MachineClient, static_key
 from controlplane.settings import Settings

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 
-from contracts.daemon_rpc import WRITE_FILE, WriteFileParams
+from contracts.daemon.rpc import WRITE_FILE, WriteFileParams
 from contracts.errors import InvalidParams
 from controlplane.bus import Bus
 from controlplane.calls.daemon_client import DaemonClient

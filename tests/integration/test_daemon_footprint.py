@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from contracts import subjects
-from contracts.events import DaemonStatusReported
+from contracts.bus import subjects
+from contracts.bus.events import DaemonStatusReported
 from contracts.ids import new_machine_id
 from controlplane.bus import Bus, ensure_stream
 from controlplane.calls.daemon_client import DaemonClient, static_key

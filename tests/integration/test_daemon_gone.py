@@ -9,11 +9,11 @@ import asyncio
 import pytest
 from nats.aio.msg import Msg
 
-from contracts import subjects
-from contracts.daemon_rpc import ExecCommandParams
+from contracts.bus import subjects
+from contracts.bus.subjects import EventKind
+from contracts.daemon.rpc import ExecCommandParams
 from contracts.errors import DaemonUnavailable
 from contracts.ids import new_machine_id
-from contracts.subjects import EventKind
 from controlplane.bus import Bus
 from controlplane.calls.daemon_client import DaemonClient, static_key
 from tests.conftest import MACHINE_TOKEN

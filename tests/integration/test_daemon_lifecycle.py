@@ -15,8 +15,9 @@ import pytest
 
 from base import procinfo
 from base.lockfile import DaemonLock, holder_pid, read_lock
-from contracts import subjects
-from contracts.daemon_rpc import (
+from contracts.bus import subjects
+from contracts.bus.events import DaemonStatusReported
+from contracts.daemon.rpc import (
     EXEC_COMMAND,
     PROCESS_LIST,
     PROCESS_START,
@@ -28,8 +29,7 @@ from contracts.daemon_rpc import (
     SelfUpdateParams,
 )
 from contracts.errors import NotFound
-from contracts.events import DaemonStatusReported
-from contracts.jsonrpc import NoParams
+from contracts.rpc.jsonrpc import NoParams
 from controlplane.bus import Bus
 from controlplane.calls.daemon_client import DaemonClient
 from daemon.__main__ import main as daemon_main

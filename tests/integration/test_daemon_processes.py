@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from base import procinfo
-from contracts import daemon_rpc as d
+from contracts.daemon import rpc as d
 from contracts.errors import Conflict, NotFound
-from contracts.jsonrpc import NoParams
+from contracts.rpc.jsonrpc import NoParams
 from controlplane.bus import Bus
 from controlplane.calls.daemon_client import DaemonClient
 from tests.conftest import SpawnDaemon

@@ -15,11 +15,11 @@ import pytest
 
 from base.lockfile import holder_pid
 from base.platform_code import resolve_sha
-from contracts import subjects
-from contracts.daemon_rpc import PROCESS_LIST, PROCESS_START, ProcessList, ProcessStartParams
-from contracts.events import DaemonStatusReported
+from contracts.bus import subjects
+from contracts.bus.events import DaemonStatusReported
+from contracts.daemon.rpc import PROCESS_LIST, PROCESS_START, ProcessList, ProcessStartParams
 from contracts.ids import new_machine_id
-from contracts.jsonrpc import NoParams
+from contracts.rpc.jsonrpc import NoParams
 from contracts.status import MachineStatus
 from controlplane.bus import Bus
 from controlplane.calls.daemon_client import DaemonClient

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts.daemon_rpc import WriteFileParams
+from contracts.daemon.rpc import WriteFileParams
 from contracts.errors import ToolError
 from daemon.processes import tools
 
@@ -44,7 +44,7 @@ def test_current_umask_reads_the_process_umask() -> None:
 EXEC_WITHOUT_THREADS = """
 import asyncio, sys, threading
 from pathlib import Path
-from contracts.daemon_rpc import ExecCommandParams
+from contracts.daemon.rpc import ExecCommandParams
 from daemon.processes import reaping
 from daemon.processes import tools
 from daemon.processes.env import ProcessEnv

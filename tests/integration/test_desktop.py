@@ -13,9 +13,9 @@ import pytest
 import pytest_asyncio
 from mcp_types import ImageContent, TextContent
 
-from contracts import daemon_desktop as dd
-from contracts.codemode import MCP_PATH
+from contracts.daemon import desktop as dd
 from contracts.errors import DesktopNotRunning, InvalidParams
+from contracts.gateway.codemode import MCP_PATH
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.conftest import ADMIN_TOKEN, ReadyMachine

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from contracts import daemon_desktop as dd
+from contracts.daemon import desktop as dd
 from fleet.client import FleetClient
 from tests.desktop_checks import clicked_and_typed, green_page
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers

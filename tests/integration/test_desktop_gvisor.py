@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 from PIL import ImageChops
 
-from contracts import daemon_desktop as dd
-from contracts.codemode import MCP_PATH
+from contracts.daemon import desktop as dd
+from contracts.gateway.codemode import MCP_PATH
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.conftest import ADMIN_TOKEN

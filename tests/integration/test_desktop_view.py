@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from contracts import daemon_desktop as dd
+from contracts.daemon import desktop as dd
 from contracts.errors import Forbidden, PortUnreachable
 from controlplane.settings import Settings
 from fleet.cli.tunnel import open_tunnel

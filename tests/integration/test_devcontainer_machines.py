@@ -13,8 +13,8 @@ from pathlib import Path
 import aiodocker
 import pytest
 
-from contracts.events import ReposReconciled
-from contracts.gateway_environments import DevcontainerSource, Environment
+from contracts.bus.events import ReposReconciled
+from contracts.gateway.environments import DevcontainerSource, Environment
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from tests.docker_env import docker_gateway, docker_image, nats_server, remove_containers

@@ -14,8 +14,8 @@ from subprocess import PIPE, STDOUT
 import pytest
 
 from base.codestore import CODE_MOUNT
+from contracts.daemon.machine_files import CODE_SHA_FILE
 from contracts.errors import DaemonTimeout, DaemonUnavailable
-from contracts.machine_files import CODE_SHA_FILE
 from contracts.status import MachineStatus
 from controlplane.settings import Settings
 from fleet.client import FleetClient

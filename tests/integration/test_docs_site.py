@@ -10,7 +10,7 @@ from pathlib import Path
 
 import msgspec
 
-from contracts.gateway_rpc import GATEWAY_METHODS
+from contracts.gateway.rpc import GATEWAY_METHODS
 from controlplane.settings import PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[2]

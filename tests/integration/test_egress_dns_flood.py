@@ -16,7 +16,7 @@ from typing import cast
 import pytest
 from dnslib import QTYPE, RCODE, RR, DNSRecord
 
-from contracts.gateway_network import EgressPolicy
+from contracts.gateway.network import EgressPolicy
 from providers.egress import DnsProxy, dns as egress_dns
 from providers.sandbox import RESOLVER
 from tests.waiters import wait_until

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from contracts.gateway_network import EgressPolicy
+from contracts.gateway.network import EgressPolicy
 from providers.egress import DnsProxy, dns as egress_dns, nftables as egress
 from tests.waiters import wait_until
 

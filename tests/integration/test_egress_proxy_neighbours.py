@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import aiodocker
 import pytest
 
-from contracts.gateway_secrets import MACHINE_PROXY_URL
+from contracts.gateway.secrets import MACHINE_PROXY_URL
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from tests.docker_env import docker_gateway, docker_image, inspect, nats_server, remove_containers

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from contracts.gateway_network import EgressPolicy
+from contracts.gateway.network import EgressPolicy
 from providers.egress import nftables as egress
 
 PORTS = (22, 80, 443, 8080, 9000)

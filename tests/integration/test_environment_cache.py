@@ -16,8 +16,8 @@ import aiodocker
 import pytest
 
 from contracts.errors import EnvironmentInUse, InvalidParams, NotFound
-from contracts.gateway_env_builds import EnvironmentBuild
-from contracts.gateway_environments import DockerfileSource, Environment
+from contracts.gateway.env_builds import EnvironmentBuild
+from contracts.gateway.environments import DockerfileSource, Environment
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.conftest import ADMIN_TOKEN

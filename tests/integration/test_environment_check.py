@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from contracts.errors import EnvironmentRefused
-from contracts.gateway_environments import DevcontainerSource, Environment
+from contracts.gateway.environments import DevcontainerSource, Environment
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.conftest import ADMIN_TOKEN, git

@@ -16,9 +16,9 @@ from pathlib import Path
 import aiodocker
 import pytest
 
-from contracts import gateway_env_builds as geb
 from contracts.errors import ImageNotFound, ImageRefused
-from contracts.gateway_environments import DockerfileSource, Environment
+from contracts.gateway import env_builds as geb
+from contracts.gateway.environments import DockerfileSource, Environment
 from contracts.models import Repo
 from contracts.status import MachineStatus
 from controlplane.bus import Bus

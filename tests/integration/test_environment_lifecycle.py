@@ -9,9 +9,9 @@ import asyncio
 
 import pytest
 
-from contracts import subjects
-from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
-from contracts.events import LifecycleOutput
+from contracts.bus import subjects
+from contracts.bus.events import LifecycleOutput
+from contracts.daemon.rpc import ExecCommandParams, ExecCommandResult
 from controlplane.bus import Bus
 from environments import devcontainer as dc, lifecycle_commands as lc
 from environments.hook import streamed

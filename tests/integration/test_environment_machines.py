@@ -23,16 +23,16 @@ from typing import Any, cast
 import aiodocker
 import pytest
 
-from contracts.events import (
+from contracts.bus.events import (
     EnvironmentBuildOutput,
     Event,
     LifecycleOutput,
     LifecycleRan,
     kind_of,
 )
-from contracts.gateway_environments import DevcontainerSource, DockerfileSource, Environment
+from contracts.bus.subjects import EventKind
+from contracts.gateway.environments import DevcontainerSource, DockerfileSource, Environment
 from contracts.status import MachineStatus
-from contracts.subjects import EventKind
 from controlplane.settings import Settings
 from environments import build as env_build, cache
 from fleet.client import FleetClient

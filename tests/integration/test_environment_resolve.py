@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from contracts.errors import EnvironmentInvalid
-from contracts.gateway_environments import DevcontainerSource, DockerfileSource, Environment
+from contracts.gateway.environments import DevcontainerSource, DockerfileSource, Environment
 from contracts.models import Repo
 from controlplane.bus import Bus
 from controlplane.settings import Settings

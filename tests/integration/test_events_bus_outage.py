@@ -14,9 +14,9 @@ from contextlib import aclosing
 import aiohttp
 import pytest
 
-from contracts import sse
+from contracts.bus.events import Event, MachineReady
 from contracts.errors import Unavailable
-from contracts.events import Event, MachineReady
+from contracts.gateway import sse
 from contracts.ids import new_event_id, new_machine_id
 from controlplane.bus import Bus
 from controlplane.settings import Settings

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from contracts.daemon_rpc import ExecCommandResult, OutputChunk
+from contracts.daemon.rpc import ExecCommandResult, OutputChunk
 from controlplane.settings import Settings
 from fleet.cli.common import EXIT_INTERRUPTED
 from fleet.client import FleetClient

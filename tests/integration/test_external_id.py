@@ -11,8 +11,8 @@ import msgspec
 import pytest
 
 from base import procinfo
-from contracts import subjects
-from contracts.events import DaemonStatusReported
+from contracts.bus import subjects
+from contracts.bus.events import DaemonStatusReported
 from controlplane.bus import Bus
 from controlplane.settings import Settings
 from fleet.client import FleetClient

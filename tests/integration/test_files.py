@@ -24,7 +24,7 @@ from contracts.errors import (
     StreamAborted,
     TransferAborted,
 )
-from contracts.gateway_files import files_url
+from contracts.gateway.files import files_url
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.conftest import ADMIN_TOKEN, ReadyMachine

@@ -15,8 +15,8 @@ import msgspec
 import pytest
 
 from base.version import SOURCE_ROOT
-from contracts.events import HomeCopy
-from contracts.gateway_environments import Environment
+from contracts.bus.events import HomeCopy
+from contracts.gateway.environments import Environment
 from contracts.status import MachineStatus
 from controlplane.bus import Bus
 from controlplane.security.crypto import SecretBox

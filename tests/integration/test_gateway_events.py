@@ -10,8 +10,8 @@ import aiohttp
 import msgspec
 import pytest
 
-from contracts import subjects
-from contracts.events import DaemonStatusReported, encode_event
+from contracts.bus import subjects
+from contracts.bus.events import DaemonStatusReported, encode_event
 from contracts.ids import new_event_id
 from controlplane.bus import Bus
 from controlplane.settings import Settings

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 from hypothesis import HealthCheck, example, given, settings, strategies as st
 
-from contracts.gateway_rpc import GATEWAY_METHODS
+from contracts.gateway.rpc import GATEWAY_METHODS
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.conftest import ADMIN_TOKEN

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts import subjects
+from contracts.bus import subjects
 from contracts.status import MachineStatus
 from controlplane.bus import Bus
 from controlplane.settings import Settings

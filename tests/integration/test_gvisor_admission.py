@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import pytest
 import pytest_asyncio
 
+from contracts.bus.events import MachinePauseRequested, MachineResumed, MachineResumeRequested
 from contracts.errors import RunningMachinesLimit
-from contracts.events import MachinePauseRequested, MachineResumed, MachineResumeRequested
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.gvisor_stack import gvisor_settings, module_stack

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from contracts.gateway_environments import DevcontainerSource, Environment
+from contracts.gateway.environments import DevcontainerSource, Environment
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from providers.local.image_rootfs import rootfs_dir

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from contracts.events import MachineFailed
+from contracts.bus.events import MachineFailed
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.cpuhog import spin

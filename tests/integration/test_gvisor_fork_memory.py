@@ -19,7 +19,7 @@ import aiohttp
 import msgspec
 import pytest
 
-from contracts.daemon_rpc import ProcessInfo
+from contracts.daemon.rpc import ProcessInfo
 from controlplane.host_addresses import nats_servers
 from controlplane.policy import Placement
 from controlplane.security.crypto import SecretBox

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from contracts.events import MachinePauseRequested, PauseBy
+from contracts.bus.events import MachinePauseRequested, PauseBy
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from providers.host_memory import cgroup_room_mb

@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from contracts.events import Event, MachinePaused, MachineResumed
+from contracts.bus.events import Event, MachinePaused, MachineResumed
 from controlplane.host_addresses import nats_servers
 from controlplane.settings import Settings
 from fleet.client import FleetClient

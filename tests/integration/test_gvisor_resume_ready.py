@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts.events import MachineResumed
+from contracts.bus.events import MachineResumed
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.gvisor_stack import gvisor_settings, module_stack

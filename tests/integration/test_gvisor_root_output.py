@@ -15,7 +15,7 @@ import pytest
 import pytest_asyncio
 
 from base.tasks import cancel_and_join
-from contracts.daemon_rpc import ExecCommandResult
+from contracts.daemon.rpc import ExecCommandResult
 from contracts.errors import FleetError
 from controlplane.settings import Settings
 from fleet.client import FleetClient

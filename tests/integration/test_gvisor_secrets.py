@@ -17,7 +17,7 @@ import msgspec
 import pytest
 from aiohttp import web
 
-from contracts.gateway_secrets import SECRETS_SET, SetSecretParams
+from contracts.gateway.secrets import SECRETS_SET, SetSecretParams
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.gitserver import GitHttpServer

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import MaxConnectionsError
 
-from contracts.events import MachineCreated
+from contracts.bus.events import MachineCreated
 from controlplane.bus import Bus
 from controlplane.events.consumer import stage_consumer
 from controlplane.redis_client import (

@@ -18,7 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from base import natsconn
-from contracts import subjects
+from contracts.bus import subjects
 from controlplane.security.crypto import generate_secret_key
 from controlplane.settings import Settings
 from controlplane.store.keys import Keys

@@ -18,7 +18,7 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from contracts import subjects
+from contracts.bus import subjects
 from controlplane.bus import Bus
 from controlplane.settings import Settings
 from fleet.up import SENTINEL_MASTER, HaServers, NatsServer, ValkeyServer

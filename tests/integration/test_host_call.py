@@ -1,5 +1,5 @@
 """controlplane.calls.host_call.call_host against a real nats-server and a host's ReplyServer as
-the provisioner serves it (its working notices, contracts/host_rpc.py): a replica that ends
+the provisioner serves it (its working notices, contracts/host/rpc.py): a replica that ends
 while it works on a long call is known at once (it stops telling it works), never waited out
 to the call's timeout (found by the soak: a memory snapshot whose provisioner was killed after
 its take hung its caller for 600 s); a slow replica that lives is waited for past that
@@ -20,9 +20,10 @@ from nats.aio.msg import Msg
 
 from base import natsconn
 from base.reply_server import ReplyServer, Working
-from contracts import host_rpc as h, subjects
+from contracts.bus import subjects
 from contracts.errors import HostUnavailable
-from contracts.jsonrpc import Dispatcher, Router, decode_result, encode_call
+from contracts.host import rpc as h
+from contracts.rpc.jsonrpc import Dispatcher, Router, decode_result, encode_call
 from controlplane.calls.host_call import call_host
 from fleet.up import NatsServer
 

@@ -15,7 +15,7 @@ import msgspec
 import pytest
 
 from base.codestore import CODE_MOUNT
-from contracts import subjects
+from contracts.bus import subjects
 from contracts.status import MachineStatus
 from controlplane.bus import Bus
 from controlplane.security.crypto import SecretBox

@@ -15,8 +15,8 @@ from contextlib import AsyncExitStack
 import msgspec
 import pytest
 
-from contracts import subjects
-from contracts.consumers import Durable, durable_name
+from contracts.bus import subjects
+from contracts.bus.consumers import Durable, durable_name
 from contracts.errors import DaemonUnavailable, HostUnavailable
 from contracts.status import MachineStatus
 from controlplane.bus import Bus

@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy
 
 from base import procinfo
-from contracts.events import (
+from contracts.bus.events import (
     DaemonStatusReported,
     Event,
     MachineCreated,
@@ -22,8 +22,8 @@ from contracts.events import (
     SetupPushed,
     subject_of,
 )
+from contracts.bus.subjects import STREAM_NAME
 from contracts.status import MachineStatus
-from contracts.subjects import STREAM_NAME
 from controlplane.bus import Bus
 from controlplane.settings import Settings
 from controlplane.store import Store

@@ -20,7 +20,7 @@ import aiodocker
 import pytest
 
 from contracts.errors import InvalidParams
-from contracts.gateway_environments import DockerfileSource, Environment
+from contracts.gateway.environments import DockerfileSource, Environment
 from contracts.status import MachineStatus
 from controlplane.settings import Settings
 from fleet.client import FleetClient

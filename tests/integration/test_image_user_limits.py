@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from contracts.gateway_environments import Environment
+from contracts.gateway.environments import Environment
 from fleet.client import FleetClient
 from tests.docker_env import docker_gateway, docker_image, remove_containers
 from tests.environments import ready

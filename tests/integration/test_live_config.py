@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections.abc import Awaitable
 from pathlib import Path
 
-from contracts import subjects
-from contracts.events import EnvPushed, ReposReconciled, decode_event
-from contracts.subjects import EventKind
+from contracts.bus import subjects
+from contracts.bus.events import EnvPushed, ReposReconciled, decode_event
+from contracts.bus.subjects import EventKind
 from controlplane.bus import Bus
 from controlplane.settings import Settings
 from fleet.client import FleetClient

@@ -10,8 +10,8 @@ import signal
 import msgspec
 import pytest
 
-from contracts import subjects
-from contracts.events import MachineReady, MachineUnresponsive
+from contracts.bus import subjects
+from contracts.bus.events import MachineReady, MachineUnresponsive
 from contracts.ids import new_machine_id
 from contracts.status import MachineStatus
 from controlplane.bus import Bus

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.daemon_rpc import ExecCommandResult, OutputChunk
+from contracts.daemon.rpc import ExecCommandResult, OutputChunk
 from fleet.client import FleetClient
 from tests.integration.test_sessions import open_term
 from tests.waiters import wait_until

@@ -33,9 +33,9 @@ from contracts.errors import (
     MethodNotFound,
     NotSupported,
 )
-from contracts.gateway_rpc import GATEWAY_METHODS
-from contracts.jsonrpc import AnySpec
+from contracts.gateway.rpc import GATEWAY_METHODS
 from contracts.models import Runtime
+from contracts.rpc.jsonrpc import AnySpec
 from controlplane.settings import Settings
 from fleet.client import ConnectionFailed, FleetClient
 from services.codemode.__main__ import build as codemode

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from contracts.audit import Action
+from contracts.gateway.audit import Action
 from contracts.ports import PREVIEW_COOKIE, PREVIEW_TICKET_PARAM
 from controlplane.settings import Settings
 from fleet.client import FleetClient

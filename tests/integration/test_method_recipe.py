@@ -164,8 +164,8 @@ async def test_the_machines_host_names_its_provider(world: World, fleet: FleetCl
 
 def test_a_host_capability_is_its_spec_its_handler_and_its_tests(tmp_path: Path) -> None:
     """docs/architecture.md's "Add a host capability", served through the gateway: the host
-    spec and the gateway spec that passes through to it (contracts/host_rpc.py,
-    contracts/gateway_rpc.py), the handler on the provisioner's part that does it
+    spec and the gateway spec that passes through to it (contracts/host/rpc.py,
+    contracts/gateway/rpc.py), the handler on the provisioner's part that does it
     (services/provisioner/host_rpc_server.py): three product files, nothing else edited (no
     Protocol, no client method, no dispatcher entry, no gateway handler)."""
     tree = _copy(tmp_path)
@@ -191,7 +191,7 @@ def _copy(tmp_path: Path) -> Path:
 
 
 def _add_spec(rpc: Path, spec: str, name: str) -> None:
-    """``spec`` in contracts/gateway_rpc.py, and ``name`` in GATEWAY_METHODS."""
+    """``spec`` in contracts/gateway/rpc.py, and ``name`` in GATEWAY_METHODS."""
     _edit(rpc, "\nGATEWAY_METHODS", spec + "\n\nGATEWAY_METHODS")
     text = rpc.read_text()
     start = text.index("\nGATEWAY_METHODS: tuple[AnySpec, ...] = (\n")

@@ -11,14 +11,14 @@ import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from contracts import subjects
-from contracts.daemon_rpc import EXEC_COMMAND, HEALTH
+from contracts.bus import subjects
+from contracts.bus.events import DaemonStatusReported, Event, MachineCreated
+from contracts.bus.subjects import EventKind
+from contracts.daemon.rpc import EXEC_COMMAND, HEALTH
 from contracts.errors import DaemonUnavailable
-from contracts.events import DaemonStatusReported, Event, MachineCreated
 from contracts.ids import new_event_id, new_machine_id
-from contracts.jsonrpc import NoParams
+from contracts.rpc.jsonrpc import NoParams
 from contracts.status import MachineStatus
-from contracts.subjects import EventKind
 from controlplane.bus import Bus
 from controlplane.calls.daemon_client import DaemonClient, static_key
 from controlplane.events.consumer import Consumer, Permanent

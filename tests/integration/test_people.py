@@ -16,8 +16,8 @@ import aiohttp
 import msgspec
 import pytest
 
-from contracts.audit import Action
 from contracts.errors import Forbidden, Unauthorized
+from contracts.gateway.audit import Action
 from controlplane.settings import Settings
 from controlplane.store import Store
 from fleet.client import FleetClient

@@ -15,8 +15,8 @@ import dotenv
 import msgspec
 import pytest
 
+from contracts.bus.events import DaemonStatusReported, MachineFailed, MachineReady, kind_of
 from contracts.errors import Conflict, NotFound
-from contracts.events import DaemonStatusReported, MachineFailed, MachineReady, kind_of
 from contracts.status import MachineStatus
 from controlplane.bus import Bus
 from controlplane.settings import Settings

@@ -14,7 +14,7 @@ import pytest
 
 from base import procinfo
 from base.dotenv import render
-from contracts.daemon_rpc import (
+from contracts.daemon.rpc import (
     ExecCommandParams,
     ProcessInfo,
     ProcessLogsParams,

@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 
 from base import procinfo
-from contracts.daemon_rpc import ProcessRef, ProcessStartParams, RestartPolicy
+from contracts.daemon.rpc import ProcessRef, ProcessStartParams, RestartPolicy
 from daemon.processes.env import ProcessEnv
 from daemon.processes.procs import ProcessManager
 from daemon.supervision.state import TrackedProcess

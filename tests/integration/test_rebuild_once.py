@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from contracts.bus.subjects import EventKind
 from contracts.errors import Forbidden, IdempotencyKeyReused, InvalidParams, Unavailable
 from contracts.models import Machine
 from contracts.status import ARCHIVED_OR_ARCHIVING, MachineStatus as S
-from contracts.subjects import EventKind
 from controlplane.bus import Bus
 from controlplane.settings import Settings
 from controlplane.store import Store

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from contracts import subjects
-from contracts.events import MachineCreated
+from contracts.bus import subjects
+from contracts.bus.events import MachineCreated
 from controlplane.bus import Bus
 from controlplane.events.consumer import stage_consumer
 from controlplane.settings import Settings

@@ -10,16 +10,16 @@ import pytest
 
 from base import procinfo
 from base.version import SOURCE_ROOT, git_sha
-from contracts import subjects
+from contracts.bus import subjects
+from contracts.bus.events import DaemonStatusReported
+from contracts.daemon.machine_files import CODE_SHA_FILE, CronJob
 from contracts.errors import NotSupported
-from contracts.events import DaemonStatusReported
-from contracts.gateway_rpc import (
+from contracts.gateway.rpc import (
     MACHINES_REFRESH_CODE,
     MACHINES_REFRESH_ENV,
     MachineRef,
     RefreshEnvParams,
 )
-from contracts.machine_files import CODE_SHA_FILE, CronJob
 from contracts.status import MachineStatus
 from controlplane.bus import Bus
 from controlplane.settings import Settings

@@ -14,8 +14,8 @@ import msgspec
 import pytest
 
 from base.dotenv import render
-from contracts.daemon_rpc import WriteFileParams
-from contracts.machine_files import CronJob, CronTable
+from contracts.daemon.machine_files import CronJob, CronTable
+from contracts.daemon.rpc import WriteFileParams
 from daemon.processes import tools
 from daemon.processes.env import ProcessEnv
 from daemon.processes.procs import ProcessManager

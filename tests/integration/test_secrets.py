@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from bench.outside import Outside
-from contracts.gateway_secrets import (
+from contracts.gateway.secrets import (
     MACHINE_PROXY_URL,
     SECRETS_DELETE,
     SECRETS_SET,

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 
-from contracts import audit as a
-from contracts.consumers import Durable
-from contracts.events import MachineSecretUsed
+from contracts.bus.consumers import Durable
+from contracts.bus.events import MachineSecretUsed
+from contracts.bus.subjects import STREAM_NAME
+from contracts.gateway import audit as a
 from contracts.ids import new_event_id
-from contracts.subjects import STREAM_NAME
 from controlplane.bus import Bus
 from controlplane.events.subscriptions import enter_subscriptions
 from controlplane.settings import Settings

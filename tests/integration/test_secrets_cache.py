@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from base.natsconn import connect
-from contracts.events import EnvChanged, ReposChanged
+from contracts.bus.events import EnvChanged, ReposChanged
 from contracts.ids import new_event_id
 from controlplane.bus import Bus
 from controlplane.settings import Settings

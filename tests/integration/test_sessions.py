@@ -13,8 +13,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from contracts import gateway_sessions as gs, sessions as ss
+from contracts.daemon import sessions as ss
 from contracts.errors import Forbidden, NotFound, Unauthorized
+from contracts.gateway import sessions as gs
 from fleet.client import FleetClient
 from tests.conftest import ReadyMachine
 from tests.stop_checks import host_pids_running, unique_sleep

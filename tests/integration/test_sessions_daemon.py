@@ -7,8 +7,8 @@ import asyncio
 import os
 import signal
 
-from contracts import daemon_rpc as d, sessions as ss
-from contracts.jsonrpc import NoParams
+from contracts.daemon import rpc as d, sessions as ss
+from contracts.rpc.jsonrpc import NoParams
 from controlplane.bus import Bus
 from controlplane.calls.byte_stream_join import PlatformStream, join
 from controlplane.calls.daemon_client import DaemonClient

@@ -10,11 +10,8 @@ import time
 import pytest
 from nats.aio.msg import Msg
 
-from contracts import subjects
-from contracts.errors import ReplyForged
-from contracts.ids import new_machine_id
-from contracts.jsonrpc import encode_request
-from contracts.signing import (
+from contracts.bus import subjects
+from contracts.daemon.signing import (
     H_ID,
     H_SIG,
     MAX_TTL_S,
@@ -25,6 +22,9 @@ from contracts.signing import (
     signing_key,
     verify_reply,
 )
+from contracts.errors import ReplyForged
+from contracts.ids import new_machine_id
+from contracts.rpc.jsonrpc import encode_request
 from controlplane.bus import Bus
 from controlplane.calls.daemon_client import DaemonClient, static_key
 from tests.conftest import MACHINE_TOKEN, SpawnDaemon

@@ -20,7 +20,7 @@ import msgspec
 import pytest
 
 from contracts.errors import IdTokenRejected
-from contracts.gateway_people import User
+from contracts.gateway.people import User
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.integration.test_audit_attacks import fronted

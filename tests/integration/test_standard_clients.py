@@ -13,8 +13,8 @@ from typing import Any
 import aiohttp
 import jsonrpcclient
 
-from contracts.gateway_rpc import GATEWAY_METHODS
-from contracts.openrpc import openrpc_document
+from contracts.gateway.rpc import GATEWAY_METHODS
+from contracts.rpc.openrpc import openrpc_document
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.conftest import ADMIN_TOKEN

@@ -25,10 +25,10 @@ import nats.errors
 import pytest
 
 from base.version import SOURCE_ROOT
-from contracts import subjects
-from contracts.consumers import Durable, host_durable
+from contracts.bus import subjects
+from contracts.bus.consumers import Durable, host_durable
+from contracts.bus.events import MachineStarted, MachineStopped, decode_event
 from contracts.errors import Conflict, MachineStopped as Stopped, RunningMachinesLimit
-from contracts.events import MachineStarted, MachineStopped, decode_event
 from contracts.models import Machine
 from contracts.status import STOPPED_OR_STOPPING, MachineStatus
 from controlplane.bus import Bus

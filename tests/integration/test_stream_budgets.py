@@ -14,7 +14,7 @@ import msgspec
 import pytest
 
 from contracts.errors import RateLimited
-from contracts.gateway_live import RPC_STREAM_PATH, SSE_RESULT
+from contracts.gateway.live import RPC_STREAM_PATH, SSE_RESULT
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from fleet.client.streams import sse_events

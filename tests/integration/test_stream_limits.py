@@ -10,7 +10,7 @@ import nats
 import nats.js.errors
 import pytest
 
-from contracts import subjects
+from contracts.bus import subjects
 from controlplane.bus import Bus, put_stream, stream_config
 from controlplane.settings import Settings
 from fleet.up import NatsServer

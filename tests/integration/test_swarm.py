@@ -15,7 +15,7 @@ from pathlib import Path
 import nats.errors
 import pytest
 
-from contracts import subjects
+from contracts.bus import subjects
 from contracts.ids import new_machine_id
 from contracts.status import MachineStatus
 from controlplane.bus import Bus

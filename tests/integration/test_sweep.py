@@ -49,7 +49,7 @@ async def test_an_orphaned_image_is_swept(settings: Settings, store: Store) -> N
     source2 = await machine_in(store, other.id, S.READY)
     kept += memory_image(local, PENDING, source2.id, forks=1)
     fork_dir(local, (await machine_in(store, other.id, S.PROVISIONING)).id, PENDING)
-    sweeper = Sweeper(store, [LocalShelf(local)], settings.host_id,
+    sweeper = Sweeper(store, [LocalShelf.of(local)], settings.host_id,
                       clock := ManualClock(start=time.time()))  # fmt: skip
 
     assert await sweeper.sweep() == []  # all made just now: young
@@ -62,7 +62,9 @@ async def test_an_orphaned_image_is_swept(settings: Settings, store: Store) -> N
     assert [p for p in gone if p.exists()] == []
     assert [p for p in kept if not p.exists()] == []
     assert await counted(store, instance.id, ABANDONED) is None
-    listed = sorted(p.name for p in Path(local.snapshot_dir(snapshot)).parent.iterdir())
+    listed = sorted(
+        p.name for p in Path(local.parts.copies.snapshot_dir(snapshot)).parent.iterdir()
+    )
     assert listed == sorted(p.name for p in kept)
 
 

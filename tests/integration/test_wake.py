@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from contracts.events import MachineStarted
+from contracts.bus.events import MachineStarted
 from contracts.status import MachineStatus
 from fleet.client import FleetClient
 from tests.integration.test_gvisor_pause import events_of

@@ -11,8 +11,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from contracts.errors import InvalidParams
-from contracts.gateway_files import WatchEnded
-from contracts.gateway_live import SSE_DROPPED
+from contracts.gateway.files import WatchEnded
+from contracts.gateway.live import SSE_DROPPED
 from controlplane.settings import Settings
 from fleet.client import FleetClient
 from tests.conftest import ADMIN_TOKEN, ReadyMachine

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts.daemon_watch import FILE_EVENT_TYPES, FileEvent
+from contracts.daemon.watch import FILE_EVENT_TYPES, FileEvent
 from contracts.errors import InvalidParams, ToolError
 from daemon.files import watch_tree
 from daemon.files.watch_tree import WatchTree

@@ -15,9 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from contracts.bus.events import encode_event
 from contracts.errors import RateLimited
-from contracts.events import encode_event
-from contracts.gateway_webhooks import MAX_WEBHOOKS
+from contracts.gateway.webhooks import MAX_WEBHOOKS
 from controlplane.process.stage import connect
 from controlplane.settings import Settings
 from controlplane.store import QueueBound, Store, StoredWebhook

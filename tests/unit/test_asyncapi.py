@@ -10,11 +10,11 @@ import pytest
 
 from codegen.asyncapi import DOCUMENT_PATH, render
 from codegen.generated import REGENERATE
-from contracts import subjects
-from contracts.asyncapi import ASYNCAPI_VERSION, asyncapi_document
-from contracts.daemon_rpc import DAEMON_METHODS
-from contracts.events import Heartbeat, MachineCreated, encode_event
-from contracts.subjects import EventKind
+from contracts.bus import subjects
+from contracts.bus.asyncapi import ASYNCAPI_VERSION, asyncapi_document
+from contracts.bus.events import Heartbeat, MachineCreated, encode_event
+from contracts.bus.subjects import EventKind
+from contracts.daemon.rpc import DAEMON_METHODS
 from tests.schemas import asyncapi_validator, problems
 
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from contracts import audit as a
-from contracts.gateway_rpc import GATEWAY_METHODS, READ_ONLY_METHODS
+from contracts.gateway import audit as a
+from contracts.gateway.rpc import GATEWAY_METHODS, READ_ONLY_METHODS
 from fleet.cli.audit import parse_since
 from services.gateway.auth import Caller
 from services.gateway.auth.audit_log import actor_of

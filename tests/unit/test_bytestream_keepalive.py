@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from base.byte_stream import ByteStream
-from contracts import streams as s
+from contracts.daemon import streams as s
 
 ID = "k" * 32
 

@@ -13,7 +13,7 @@ import asyncio
 import pytest
 
 from base.byte_stream import ByteStream
-from contracts import streams as s
+from contracts.daemon import streams as s
 from contracts.errors import StreamAborted
 
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from contracts.credentials import credential_paths
-from contracts.gateway_rpc import GATEWAY_METHODS
+from contracts.gateway.rpc import GATEWAY_METHODS
 from fleet.cli.call import method_groups, params_of, spec_of
 from fleet.cli.common import UsageError
 from fleet.cli.entry import parse

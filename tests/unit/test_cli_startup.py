@@ -28,7 +28,7 @@ PROBE = """
 import json, sys
 import fleet.cli.entry
 fleet.cli.entry._parser()
-heavy = ["aiohttp", "asyncio", "structlog", "contracts.jsonrpc", "contracts.gateway_rpc"]
+heavy = ["aiohttp", "asyncio", "structlog", "contracts.rpc.jsonrpc", "contracts.gateway.rpc"]
 print(json.dumps([m for m in heavy if m in sys.modules]))
 """
 
@@ -67,7 +67,7 @@ def test_fleet_call_help_lists_every_method(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_fleet_audit_help_says_the_contracts_limit(capsys: pytest.CaptureFixture[str]) -> None:
-    from contracts.audit import MAX_LIST
+    from contracts.gateway.audit import MAX_LIST
 
     with pytest.raises(SystemExit):
         main(["audit", "--help"])
@@ -81,13 +81,13 @@ class _Recorder:
         self.timeouts: list[float | None] = []
 
     async def code_stream(self, code: str, **kw: Any) -> AsyncIterator[object]:
-        from contracts.codemode import RunResult
+        from contracts.gateway.codemode import RunResult
 
         self.timeouts.append(kw["timeout_s"])
         yield RunResult(run_id="r-1", status="ok", result=1)
 
     async def machines_code_run(self, machine_id: str, code: str, **kw: Any) -> object:
-        from contracts.daemon_code import CodeRunResult
+        from contracts.daemon.code import CodeRunResult
 
         self.timeouts.append(kw["timeout_s"])
         return CodeRunResult(execution_count=1, results=[], stdout=[], stderr=[], error=None,
@@ -103,8 +103,8 @@ async def test_a_run_without_timeout_gets_the_contracts_default(
 ) -> None:
     """The defaults are read when a run starts, not when the parser is built (which would load
     the method specs): the same values as before, given or not."""
-    from contracts.codemode import DEFAULT_TIMEOUT_S
-    from contracts.daemon_code import DEFAULT_CODE_TIMEOUT_S
+    from contracts.daemon.code import DEFAULT_CODE_TIMEOUT_S
+    from contracts.gateway.codemode import DEFAULT_TIMEOUT_S
 
     cases = [
         (CODE_RUN, DEFAULT_TIMEOUT_S),
@@ -143,14 +143,14 @@ import contextlib, io, json, sys
 import fleet.cli.entry
 with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
     fleet.cli.entry.main(["--version"])
-heavy = ["contracts.errors", "contracts.events", "fleet.cli.machines", "fleet.cli.render",
+heavy = ["contracts.errors", "contracts.bus.events", "fleet.cli.machines", "fleet.cli.render",
          "msgspec", "argparse", "fleet.cli.common"]
 print(json.dumps([m for m in heavy if m in sys.modules]))
 """
 
 
 def test_fleet_version_builds_no_parser_and_loads_no_method_records() -> None:
-    """Nor msgspec (the code directory's marker it looks for is in contracts.code_files), nor
+    """Nor msgspec (the code directory's marker it looks for is in contracts.daemon.code_files), nor
     argparse: fleet.cli.entry imports the parser's module where it builds the parser."""
     out = subprocess.run([sys.executable, "-c", VERSION_PROBE], capture_output=True, text=True,
                          timeout=60, check=True).stdout  # fmt: skip
@@ -236,7 +236,7 @@ print(json.dumps([m for m in ("structlog", "aiohttp") if m in sys.modules]))
 
 def test_a_commands_client_imports_no_structlog_until_it_logs() -> None:
     """A command's module and the client (aiohttp comes when the first request is sent) load
-    structlog only when a line is logged (contracts.jsonrpc.LazyLogger)."""
+    structlog only when a line is logged (contracts.rpc.jsonrpc.LazyLogger)."""
     out = subprocess.run([sys.executable, "-c", CLIENT_PROBE], capture_output=True, text=True,
                          timeout=60, check=True).stdout  # fmt: skip
     assert json.loads(out) == []
@@ -245,7 +245,7 @@ def test_a_commands_client_imports_no_structlog_until_it_logs() -> None:
 def test_the_lazy_logger_logs_through_structlog() -> None:
     from structlog.testing import capture_logs
 
-    from contracts.jsonrpc import LazyLogger
+    from contracts.rpc.jsonrpc import LazyLogger
 
     with capture_logs() as logs:
         LazyLogger("fleet.client.core").info("client.retry_cut", attempt=2)

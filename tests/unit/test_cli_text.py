@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import msgspec
 import pytest
 
-from contracts.events import RepoConflict, SetupPushed
-from contracts.gateway_types import InstanceRef, MachineRef
+from contracts.bus.events import RepoConflict, SetupPushed
+from contracts.gateway.types import InstanceRef, MachineRef
 from contracts.models import Instance, Machine
-from contracts.rpc_params import invalid_params
+from contracts.rpc.rpc_params import invalid_params
 from contracts.status import MachineStatus
 from fleet.cli.common import UsageError
 from fleet.cli.refs import instance_by_name, same_name

@@ -12,33 +12,33 @@ from dataclasses import dataclass
 import msgspec
 import pytest
 
-from contracts import (
+from contracts import ports
+from contracts.gateway import (
     audit,
+    code as gateway_code,
     codemode,
-    gateway_code,
-    gateway_desktop,
-    gateway_env_builds,
-    gateway_environments,
-    gateway_files,
-    gateway_fork,
-    gateway_hosts,
-    gateway_limits,
-    gateway_live,
-    gateway_machines,
-    gateway_metrics,
-    gateway_network,
-    gateway_people,
-    gateway_rpc,
-    gateway_runtime,
-    gateway_secrets,
-    gateway_sessions,
-    gateway_ssh,
-    gateway_stop,
-    gateway_webhooks,
-    ports,
+    desktop as gateway_desktop,
+    env_builds as gateway_env_builds,
+    environments as gateway_environments,
+    files as gateway_files,
+    fork as gateway_fork,
+    hosts as gateway_hosts,
+    limits as gateway_limits,
+    live as gateway_live,
+    machines as gateway_machines,
+    metrics as gateway_metrics,
+    network as gateway_network,
+    people as gateway_people,
+    rpc as gateway_rpc,
+    runtime as gateway_runtime,
+    secrets as gateway_secrets,
+    sessions as gateway_sessions,
+    ssh as gateway_ssh,
+    stop as gateway_stop,
+    webhooks as gateway_webhooks,
 )
-from contracts.gateway_rpc import GATEWAY_METHODS
-from contracts.jsonrpc import AnySpec, NoParams
+from contracts.gateway.rpc import GATEWAY_METHODS
+from contracts.rpc.jsonrpc import AnySpec, NoParams
 from fleet.client import (
     calls as client_calls,
     client,

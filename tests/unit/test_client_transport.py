@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from contracts.daemon_files import Uploaded
+from contracts.bus.events import MachineCreated, encode_event
+from contracts.daemon.files import Uploaded
 from contracts.errors import NotFound, TransferAborted, Unauthorized
-from contracts.events import MachineCreated, encode_event
-from contracts.gateway_files import files_url
-from contracts.gateway_rpc import INSTANCES_LIST
-from contracts.jsonrpc import NoParams
+from contracts.gateway.files import files_url
+from contracts.gateway.rpc import INSTANCES_LIST
+from contracts.rpc.jsonrpc import NoParams
 from fleet.client import (
     ConnectionFailed,
     FleetClient,

@@ -4,7 +4,7 @@ stream carries no more than the answer may."""
 
 from __future__ import annotations
 
-from contracts import daemon_code as dc
+from contracts.daemon import code as dc
 from daemon.code.output import ERROR_ROOM, RunOutput
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.codemode import CODEMODE_METHODS
-from contracts.gateway_files import MACHINES_WATCH
-from contracts.gateway_rpc import GATEWAY_METHODS, MACHINES_EXEC, RPC_DISCOVER, MachineRef
-from contracts.jsonrpc import MethodSpec, NoParams
+from contracts.gateway.codemode import CODEMODE_METHODS
+from contracts.gateway.files import MACHINES_WATCH
+from contracts.gateway.rpc import GATEWAY_METHODS, MACHINES_EXEC, RPC_DISCOVER, MachineRef
+from contracts.rpc.jsonrpc import MethodSpec, NoParams
 from services.codemode.providers import FLEET_METHODS, MACHINE_TOOLS, machine_tools
 
 

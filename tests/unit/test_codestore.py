@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from base.codestore import CURRENT_FILE, CodeUnverified, current_code, record, tree_digest
-from contracts.machine_files import CODE_SHA_FILE
+from contracts.daemon.machine_files import CODE_SHA_FILE
 
 SHA = "a" * 40
 

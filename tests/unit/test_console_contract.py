@@ -12,7 +12,7 @@ from base.dotenv import merge_env
 from codegen.generated import REGENERATE
 from codegen.jsmodule import MODULE_PATH, constant_name, env_scopes_by_precedence, render
 from contracts.errors import ERRORS
-from contracts.gateway_rpc import GATEWAY_METHODS
+from contracts.gateway.rpc import GATEWAY_METHODS
 from contracts.status import MachineStatus
 
 STATIC = MODULE_PATH.parent

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 
 from base.dotenv import render
-from contracts.machine_files import CONTAINER_ENV_FILE
+from contracts.daemon.machine_files import CONTAINER_ENV_FILE
 from daemon.processes.env import ProcessEnv, compose
 
 IMAGE = {"FOO": "image", "PATH": "/bin", "FLEET_MACHINE_TOKEN": "t", "FLEET_RUNTIME_LIBS": "/x"}

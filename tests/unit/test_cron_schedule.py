@@ -1,4 +1,5 @@
-"""contracts.cron: the crontab(5) parser and next_run, shared by the gateway and the daemon."""
+"""contracts.daemon.cron: the crontab(5) parser and next_run, shared by the gateway and the
+daemon."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from contracts.cron import Schedule, next_run, parse_schedule
+from contracts.daemon.cron import Schedule, next_run, parse_schedule
 
 
 def runs(spec: str, after: datetime, count: int) -> list[datetime]:

@@ -11,10 +11,10 @@ import msgspec
 import pytest
 import yaml
 
-from contracts.asyncapi import asyncapi_document
-from contracts.daemon_rpc import DAEMON_METHODS
+from contracts.bus.asyncapi import asyncapi_document
+from contracts.daemon.rpc import DAEMON_METHODS
 from contracts.errors import ERRORS, NotSupported
-from contracts.gateway_rpc import GATEWAY_METHODS
+from contracts.gateway.rpc import GATEWAY_METHODS
 from controlplane.settings import PREFIX, Settings
 from daemon.settings import DaemonSettings
 from docsite import benchmarks, reference

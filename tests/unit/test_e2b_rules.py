@@ -13,10 +13,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from aiohttp.test_utils import make_mocked_request
 
-from contracts import e2b_control as api, e2b_envd as envd
-from contracts.daemon_files import DirEntry, upload_name
-from contracts.daemon_watch import FileEvent
-from contracts.e2b_envd import ListDirRequest
+from contracts.daemon.files import DirEntry, upload_name
+from contracts.daemon.watch import FileEvent
+from contracts.e2b import control as api, envd
+from contracts.e2b.envd import ListDirRequest
 from contracts.errors import (
     FileNotFound,
     Forbidden,

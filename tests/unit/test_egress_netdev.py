@@ -3,7 +3,7 @@ against a real runsc sandbox: tests/integration/test_gvisor_egress.py."""
 
 from __future__ import annotations
 
-from contracts.gateway_network import EgressPolicy
+from contracts.gateway.network import EgressPolicy
 from providers.egress.netdev import names, script
 from providers.egress.nftables import compile_ruleset
 

@@ -1,4 +1,4 @@
-"""The egress policy's grammar (contracts/gateway_network.py) and its nft ruleset
+"""The egress policy's grammar (contracts/gateway/network.py) and its nft ruleset
 (providers/egress/nftables.py), pure. That the kernel enforces it:
 tests/integration/test_egress.py."""
 
@@ -9,13 +9,13 @@ import ipaddress
 import msgspec
 import pytest
 
-from contracts.gateway_network import (
+from contracts.gateway.network import (
     MAX_ENTRIES,
     EgressPolicy,
     SetNetworkPolicyParams,
     parse_entry,
 )
-from contracts.rpc_params import invalid_params
+from contracts.rpc.rpc_params import invalid_params
 from providers.egress.nftables import disjoint, ruleset
 
 INSTANCE = "i-" + "0" * 16

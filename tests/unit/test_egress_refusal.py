@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.gateway_network import EgressPolicy
+from contracts.gateway.network import EgressPolicy
 from controlplane.policy.egress_rules import COMMAND_ENTRIES, policy_refusal, remote_host
 
 IID = "i-0123456789abcdef"

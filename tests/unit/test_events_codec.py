@@ -10,7 +10,7 @@ import msgspec
 import pytest
 
 from contracts import ids
-from contracts.events import (
+from contracts.bus.events import (
     DaemonStatusReported,
     EnvChanged,
     EnvironmentBuildOutput,
@@ -47,7 +47,7 @@ from contracts.events import (
     kind_of,
     subject_of,
 )
-from contracts.subjects import EventKind
+from contracts.bus.subjects import EventKind
 
 AT = datetime(2024, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 MID = "m-0123456789abcdef"

@@ -13,8 +13,9 @@ import pytest
 from aiohttp import WSMessage, WSMsgType
 
 from base.byte_stream import ByteStream
-from contracts import gateway_sessions as gs, sessions as ss
+from contracts.daemon import sessions as ss
 from contracts.errors import StreamAborted
+from contracts.gateway import sessions as gs
 from contracts.ports import EOF_FRAME
 from services.gateway.streams.files import relay_download
 from services.gateway.streams.sessions import relay_terminal

@@ -1,4 +1,4 @@
-"""``contracts/gateway_secrets.py``: what a secret may name and be sent as, and which
+"""``contracts/gateway/secrets.py``: what a secret may name and be sent as, and which
 ``CONNECT`` targets its hosts cover (the egress proxy adds it to those and no others)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from contracts.gateway_secrets import (
+from contracts.gateway.secrets import (
     DEFAULT_FORMAT,
     DEFAULT_HEADER,
     SetSecretParams,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from base.tokenfd import TOKEN_FD
-from contracts.signing import signing_key
+from contracts.daemon.signing import signing_key
 from controlplane.security.crypto import mint_machine_token, renew_connect_secret
 from daemon.compose import compose
 from daemon.server import Daemon

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts.daemon_files import (
+from contracts.daemon.files import (
     ListDirParams,
     MakeDirParams,
     MakeDirResult,

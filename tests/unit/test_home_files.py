@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from contracts.daemon_files import ListDirParams, ReadFileParams, RemoveFileParams, StatParams
-from contracts.daemon_rpc import WriteFileParams
+from contracts.daemon.files import ListDirParams, ReadFileParams, RemoveFileParams, StatParams
+from contracts.daemon.rpc import WriteFileParams
 from contracts.errors import (
     BadPath,
     FileNotFound,

@@ -1,9 +1,9 @@
-"""The host methods' waits (contracts/host_rpc.py ``HOST_WAITS``): each names a host method,
+"""The host methods' waits (contracts/host/rpc.py ``HOST_WAITS``): each names a host method,
 and one that waits out a command's time has params that carry it."""
 
 from __future__ import annotations
 
-from contracts import host_rpc as h
+from contracts.host import rpc as h
 
 
 def test_each_wait_is_a_host_methods_and_a_commands_time_is_in_its_params() -> None:

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from contracts.daemon_rpc import WRITE_FILE, WriteFileResult
+from contracts.daemon.rpc import WRITE_FILE, WriteFileResult
 from contracts.errors import InternalError, InvalidParams, ParseError, Unauthorized
-from contracts.jsonrpc import encode_error
-from contracts.jsonrpc_batch import decode_batch
+from contracts.rpc.jsonrpc import encode_error
+from contracts.rpc.jsonrpc_batch import decode_batch
 
 
 def ok(req_id: int, path: str) -> dict[str, object]:

@@ -16,7 +16,7 @@ from contracts.errors import (
     NotFound,
     ParseError,
 )
-from contracts.jsonrpc import (
+from contracts.rpc.jsonrpc import (
     Dispatcher,
     MethodSpec,
     Params,

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from contracts.daemon_rpc import ExecCommandParams, ExecCommandResult
+from contracts.daemon.rpc import ExecCommandParams, ExecCommandResult
 from environments import devcontainer as dc, lifecycle_commands as lc
 
 DEV = dc.parse(

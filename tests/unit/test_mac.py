@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from contracts.signing import MacKey
+from contracts.daemon.signing import MacKey
 
 #: RFC 4231 section 4: (key, data, HMAC-SHA-256); case 5's output is truncated to 128 bits.
 RFC4231 = [
@@ -69,7 +69,7 @@ try:
 except ImportError:
     import _sha2 as builtin  # 3.12 on
 assert type(hashlib.sha256()) is type(builtin.sha256()), hashlib.sha256
-from contracts.signing import MacKey
+from contracts.daemon.signing import MacKey
 for key, data in [(b"Jefe", b"what do ya want for nothing?"), (b"\\xaa" * 131, b"x" * 3000)]:
     print(MacKey(key).hexmac(data))
 assert "_hashlib" not in sys.modules

@@ -78,7 +78,7 @@ def test_a_uid_kept_by_a_memory_image_is_never_given(tmp_path: Path) -> None:
     # image keeps beside it (providers/gvisor/fork.py): its source may be long archived.
     local = LocalProvider(data_dir=tmp_path, nats_url="nats://127.0.0.1:4222", environ={},
                           sandbox=False)  # fmt: skip
-    memory = local.memory_dir("s-0123456789abcdef")
+    memory = local.parts.copies.memory_dir("s-0123456789abcdef")
     memory.mkdir(parents=True)
     (memory / UID_FILE).write_text(str(UIDS[0]))
     (memory / ROOT_UID_FILE).write_text(str(UIDS[0] + 1))

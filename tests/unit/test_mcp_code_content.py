@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from mcp_types import ImageContent, TextContent
 
-from contracts.daemon_code import CodeError, CodeRunResult
+from contracts.daemon.code import CodeError, CodeRunResult
 from controlplane.mcp_tools import code_content
 
 PNG_B64 = "iVBORw0KGgo="

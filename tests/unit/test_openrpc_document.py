@@ -8,10 +8,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from contracts.daemon_rpc import DAEMON_METHODS
-from contracts.gateway_rpc import GATEWAY_METHODS
-from contracts.jsonrpc import MethodSpec
-from contracts.openrpc import OPENRPC_VERSION, method_type_name, openrpc_document
+from contracts.daemon.rpc import DAEMON_METHODS
+from contracts.gateway.rpc import GATEWAY_METHODS
+from contracts.rpc.jsonrpc import MethodSpec
+from contracts.rpc.openrpc import OPENRPC_VERSION, method_type_name, openrpc_document
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ from typing import Any
 import jsonschema
 import pytest
 
-from contracts.daemon_rpc import DAEMON_METHODS
+from contracts.daemon.rpc import DAEMON_METHODS
 from contracts.errors import ERRORS
-from contracts.gateway_rpc import GATEWAY_METHODS
-from contracts.jsonrpc import MethodSpec
-from contracts.openrpc import openrpc_document
+from contracts.gateway.rpc import GATEWAY_METHODS
+from contracts.rpc.jsonrpc import MethodSpec
+from contracts.rpc.openrpc import openrpc_document
 from tests.schemas import openrpc_validator, problems
 
 TABLES = {"gateway": GATEWAY_METHODS, "daemon": DAEMON_METHODS}

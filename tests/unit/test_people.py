@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.gateway_rpc import GATEWAY_METHODS, METHOD_SCOPES, method_scopes
-from contracts.jsonrpc import MethodSpec, NoParams
+from contracts.gateway.rpc import GATEWAY_METHODS, METHOD_SCOPES, method_scopes
 from contracts.people import (
     ALL_SCOPES,
     FILES_READ,
@@ -15,6 +14,7 @@ from contracts.people import (
     PORTS,
     route_scope,
 )
+from contracts.rpc.jsonrpc import MethodSpec, NoParams
 from services.gateway.auth import Caller
 
 

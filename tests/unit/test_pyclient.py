@@ -11,8 +11,8 @@ import pytest
 from codegen import pyclient
 from codegen.generated import REGENERATE
 from codegen.pyclient import HAND_WRITTEN, MODULE_PATH, NAMES, client_method
-from contracts.gateway_rpc import GATEWAY_METHODS
-from contracts.jsonrpc import ClientMethod, MethodSpec, Params, Result
+from contracts.gateway.rpc import GATEWAY_METHODS
+from contracts.rpc.jsonrpc import ClientMethod, MethodSpec, Params, Result
 from fleet.client import FleetClient
 from fleet.client.core import ClientCore
 from fleet.client.generated import GatewayMethods

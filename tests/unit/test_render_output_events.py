@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from contracts.events import EnvironmentBuildOutput, LifecycleOutput, LifecycleRan
+from contracts.bus.events import EnvironmentBuildOutput, LifecycleOutput, LifecycleRan
 from fleet.cli.render import describe, event_line
 
 AT = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)

@@ -11,9 +11,9 @@ from typing import Any
 
 from base.byte_stream import ByteStream
 from base.clock import SYSTEM_CLOCK, Clock
+from contracts.bus.events import now
 from contracts.errors import Forbidden, StreamAborted
-from contracts.events import now
-from contracts.gateway_people import User
+from contracts.gateway.people import User
 from contracts.people import MACHINES_EXEC, MACHINES_READ, PlatformRole
 from controlplane.security.caller_changes import CallerChanges
 from controlplane.store.users import Found

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from contracts import sessions as ss
+from contracts.daemon import sessions as ss
 from daemon.processes.pty_session import Ring, exit_code
 
 

@@ -6,8 +6,7 @@ import time
 
 import pytest
 
-from contracts.errors import ReplyForged, RequestExpired, RequestReplayed, Unauthorized
-from contracts.signing import (
+from contracts.daemon.signing import (
     H_ID,
     H_REPLY_SIG,
     H_SIG,
@@ -18,6 +17,7 @@ from contracts.signing import (
     verify,
     verify_reply,
 )
+from contracts.errors import ReplyForged, RequestExpired, RequestReplayed, Unauthorized
 
 KEY = signing_key("token")
 

@@ -1,11 +1,12 @@
-"""The sshd paths the setup pusher uses (contracts.machine_files) are where the docker image's
+"""The sshd paths the setup pusher uses (contracts.daemon.machine_files) are where the docker
+image's
 recipe puts its config and where a machine's home is."""
 
 from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-from contracts.machine_files import SSHD_CONFIG, SSHD_HOST_KEY
+from contracts.daemon.machine_files import SSHD_CONFIG, SSHD_HOST_KEY
 from providers.docker.image import DOCKERFILE, FLEET_LIB, MACHINE_HOME
 
 

@@ -6,8 +6,8 @@ import typing
 
 import pytest
 
-from contracts.consumers import ORDERED, PER_HOST, Durable, durable_name, host_durable
-from contracts.events import (
+from contracts.bus.consumers import ORDERED, PER_HOST, Durable, durable_name, host_durable
+from contracts.bus.events import (
     DaemonStatusReported,
     EnvChanged,
     MachineArchived,

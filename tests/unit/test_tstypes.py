@@ -7,9 +7,9 @@ import re
 
 from codegen.generated import REGENERATE
 from codegen.tstypes import MODULE_PATH, render
+from contracts.bus.subjects import EventKind
 from contracts.errors import ERRORS, RETRYABLE
-from contracts.gateway_rpc import GATEWAY_METHODS
-from contracts.subjects import EventKind
+from contracts.gateway.rpc import GATEWAY_METHODS
 
 
 def test_committed_module_is_up_to_date() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import struct
 
-from contracts.daemon_watch import FileEvent
+from contracts.daemon.watch import FileEvent
 from daemon.files.inotify import IN_CREATE, IN_ISDIR, IN_Q_OVERFLOW, RawEvent, parse
 from daemon.files.watches import Pending
 

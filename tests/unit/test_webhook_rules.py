@@ -9,7 +9,7 @@ import ipaddress
 
 import pytest
 
-from contracts.gateway_webhooks import EVENT_TYPES, check_types, parse_url, wants
+from contracts.gateway.webhooks import EVENT_TYPES, check_types, parse_url, wants
 from controlplane.policy.webhook_rules import Address, Refused, Rules, check
 from controlplane.settings import Settings, SettingsError
 from services.webhooks.rules import judge, next_wait_s

@@ -1,4 +1,4 @@
-"""A webhook's wire format (contracts/webhook_signature.py) against the Standard Webhooks
+"""A webhook's wire format (contracts/gateway/webhook_signature.py) against the Standard Webhooks
 reference library (PyPI ``standardwebhooks``): what fleetd signs, it verifies; what it signs
 itself, fleetd signs the same; a tampered body, id or timestamp, or the wrong secret, fails."""
 
@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from contracts import webhook_signature as sig
+from contracts.gateway import webhook_signature as sig
 
 DATA = (
     b'{"type":"created","eventId":"d77f6b666cf747b68d4dafe911b842b1",'

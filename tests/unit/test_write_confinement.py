@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts.daemon_rpc import WriteFileParams
+from contracts.daemon.rpc import WriteFileParams
 from contracts.errors import InvalidParams
 from daemon.processes import tools
 

@@ -354,7 +354,7 @@ export interface HostList {
   hosts: Array<HostInfo>;
 }
 
-/** A host's state in ``hosts.list`` (contracts/gateway_hosts.py). */
+/** A host's state in ``hosts.list`` (contracts/gateway/hosts.py). */
 export type HostState = "active" | "draining" | "lost";
 
 export interface Instance {

@@ -14,10 +14,9 @@ from typing import Any, NamedTuple, Protocol
 
 import msgspec
 
+from contracts.bus.events import WakeBy
 from contracts.errors import Conflict, Forbidden, InvalidParams, MachineStopped
-from contracts.events import WakeBy
-from contracts.gateway_rpc import METHOD_SCOPES
-from contracts.jsonrpc import Handler, Router
+from contracts.gateway.rpc import METHOD_SCOPES
 from contracts.models import Machine
 from contracts.people import (
     ADMIN,
@@ -26,6 +25,7 @@ from contracts.people import (
     PLATFORM_ROLE_SCOPES,
     READ_ONLY,
 )
+from contracts.rpc.jsonrpc import Handler, Router
 from contracts.status import (
     ARCHIVED_OR_ARCHIVING,
     PAUSE_STATES,
@@ -52,7 +52,7 @@ class Caller(msgspec.Struct, frozen=True):
     """Who is calling, and the one place that decides what they may do: the operator's admin
     token (break-glass: everything), a signed-in user (by platform role and instance roles), or
     a token (its scopes and instances, within its user's roles). ``acting`` is the scope the
-    call under way needs (its spec's ``scope``: ``contracts.gateway_rpc.METHOD_SCOPES``;
+    call under way needs (its spec's ``scope``: ``contracts.gateway.rpc.METHOD_SCOPES``;
     ``route_scope``), set before any
     handler runs; every check of a record against the caller (``require``, ``may``) asks it."""
 
@@ -216,7 +216,7 @@ class Access:
         machine is refused at once (never a timeout) and the call counts as activity
         (``active=False``: a look that must not keep the machine awake).
 
-        ``wake``: what the call is (``contracts.events.WakeBy``); with wake on access on, a
+        ``wake``: what the call is (``contracts.bus.events.WakeBy``); with wake on access on, a
         paused or stopped machine is resumed or started first and the call waits until it
         answers (``wait=False``: it is asked to, and the call goes on at once)."""
         machine = await self.machine(c, machine_id)

@@ -2,17 +2,18 @@
 
 ``record`` never waits: it puts the entry in a bounded buffer, and one owned task stores what
 the buffer holds (a batch at a time, its entries stored concurrently) on
-``contracts.audit.AUDIT_STREAM``, resolving a machine's instance on the way. A full buffer, or
+``contracts.gateway.audit.AUDIT_STREAM``, resolving a machine's instance on the way. A full buffer,
+or
 an entry the stream refused after its retries, is counted and logged, never lost silently;
 leaving the context drains the buffer.
 
-An entry is bounded in size (``contracts.audit.bounded``, ``MAX_ENTRY_BYTES``), and refusals
+An entry is bounded in size (``contracts.gateway.audit.bounded``, ``MAX_ENTRY_BYTES``), and refusals
 are bounded in number (``audit_refusals``): each caller's past its budget a minute, and any
 past half the buffer, are counted into ``audit.suppressed`` entries, so that a flood of them
 neither fills the buffer that real entries (what callers did, sign-ins) need nor pushes old
 entries out of the stream faster than the budgets allow.
 
-Every JSON-RPC method that is not read-only (``contracts.gateway_rpc.READ_ONLY_METHODS``) is
+Every JSON-RPC method that is not read-only (``contracts.gateway.rpc.READ_ONLY_METHODS``) is
 recorded by ``audited``; the routes that are no method (a terminal's attach, a file transfer, a
 tunnel) by the byte stream opener. The client's address and user agent come from the HTTP
 request the call came in (``Caller.origin``, set by the gateway's authentication; ``origin_of``
@@ -40,10 +41,10 @@ from prometheus_client import Counter
 from base import natsconn
 from base.clock import SYSTEM_CLOCK, Clock
 from base.tasks import cancel_and_join
-from contracts import audit as a
 from contracts.errors import FleetError, Forbidden, InternalError, Unauthorized
-from contracts.gateway_rpc import READ_ONLY_METHODS
-from contracts.jsonrpc import Handler, Router
+from contracts.gateway import audit as a
+from contracts.gateway.rpc import READ_ONLY_METHODS
+from contracts.rpc.jsonrpc import Handler, Router
 from controlplane.bus import DUPLICATE_WINDOW_S, put_stream
 from controlplane.failover import TRANSIENT
 from controlplane.process.metrics import Metrics

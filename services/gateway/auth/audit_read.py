@@ -15,8 +15,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from contracts import audit as a
 from contracts.errors import Unavailable
+from contracts.gateway import audit as a
 
 _API = f"$JS.API.DIRECT.GET.{a.AUDIT_STREAM}"
 #: Messages asked for per direct get.

@@ -31,7 +31,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from contracts import subjects
+from contracts.bus import subjects
 from contracts.people import CallersChanged
 from controlplane.security.caller_changes import CallerChanges
 

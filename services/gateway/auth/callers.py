@@ -17,7 +17,7 @@ from typing import Self
 
 from base.clock import SYSTEM_CLOCK, Clock
 from base.ticker import Ticker
-from contracts.gateway_people import User
+from contracts.gateway.people import User
 from contracts.people import ADMIN
 from controlplane.security.tokens import Resolved, TokenStore, hash_token, is_live
 from controlplane.store import Store, token_record

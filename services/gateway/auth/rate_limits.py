@@ -15,7 +15,7 @@ from typing import TypeVar
 
 from base.clock import SYSTEM_CLOCK, Clock
 from contracts.errors import FleetError, RateLimited
-from contracts.jsonrpc import BUDGETS, AnySpec, Budget, Params
+from contracts.rpc.jsonrpc import BUDGETS, AnySpec, Budget, Params
 from controlplane.settings import Settings
 from services.gateway.auth.access import Caller
 

@@ -12,10 +12,10 @@ import re
 
 from aiohttp import web
 
-from contracts.audit import Action
 from contracts.errors import CsrfRejected, Unauthorized
-from contracts.gateway_live import RPC_STREAM_PATH
-from contracts.jsonrpc import request_method
+from contracts.gateway.audit import Action
+from contracts.gateway.live import RPC_STREAM_PATH
+from contracts.rpc.jsonrpc import request_method
 from controlplane.security.tokens import TokenStore, is_live
 from services.gateway.auth.access import Caller
 from services.gateway.auth.audit_log import AuditLog, origin_of

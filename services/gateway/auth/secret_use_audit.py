@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import structlog
 
-from contracts import audit as a
-from contracts.consumers import Durable
-from contracts.events import Event, MachineSecretUsed
+from contracts.bus.consumers import Durable
+from contracts.bus.events import Event, MachineSecretUsed
+from contracts.gateway import audit as a
 from controlplane.events.subscriptions import subscriber
 from services.gateway.auth.audit_log import AuditLog
 

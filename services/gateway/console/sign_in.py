@@ -25,9 +25,9 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from contracts.audit import Action
 from contracts.errors import FleetError, Forbidden, NotFound, SignInStateRejected, Unauthorized
-from contracts.gateway_people import User
+from contracts.gateway.audit import Action
+from contracts.gateway.people import User
 from contracts.people import ALL_SCOPES
 from controlplane.security.tokens import TokenStore
 from controlplane.settings import Settings

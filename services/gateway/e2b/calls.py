@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from base.first import first_of
 from base.tasks import cancel_and_join
-from contracts.jsonrpc import MethodSpec, Params, decode_result, encode_call
+from contracts.rpc.jsonrpc import MethodSpec, Params, decode_result, encode_call
 from services.gateway.auth import Caller
 from services.gateway.streams import HeldParts
 

@@ -1,6 +1,6 @@
 """E2B's control API on the front's listener: the routes its SDKs call (both the current
 ``/v2`` ones and the older ones), each answered as the SDKs' generated clients parse it
-(``contracts/e2b_control.py``); every call authenticated by its API key (``X-API-Key``, or
+(``contracts/e2b/control.py``); every call authenticated by its API key (``X-API-Key``, or
 ``Authorization: Bearer``), a fleetd access token or the admin token."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import TypeVar
 import msgspec
 from aiohttp import web
 
-from contracts import e2b_control as api
+from contracts.e2b import control as api
 from contracts.errors import Conflict, FleetError, NotFound, Unauthorized
-from contracts.gateway_limits import INSTANCES_GET_LIMITS
-from contracts.gateway_types import InstanceRef
+from contracts.gateway.limits import INSTANCES_GET_LIMITS
+from contracts.gateway.types import InstanceRef
 from contracts.ids import SNAPSHOT_ID_RE
 from services.gateway.auth import Caller, CallerResolver
 from services.gateway.e2b.calls import Calls

@@ -17,9 +17,9 @@ import secrets
 
 import msgspec
 
-from contracts import e2b_control as api
+from contracts.e2b import control as api
 from contracts.errors import FleetError, NotFound
-from contracts.gateway_fork import (
+from contracts.gateway.fork import (
     MACHINES_FORK,
     MACHINES_SNAPSHOT,
     SNAPSHOTS_DELETE,
@@ -29,7 +29,7 @@ from contracts.gateway_fork import (
     SnapshotParams,
     SnapshotRef,
 )
-from contracts.gateway_types import InstanceRef
+from contracts.gateway.types import InstanceRef
 from contracts.people import MACHINES_READ
 from services.gateway.auth import Caller
 from services.gateway.e2b.calls import Calls

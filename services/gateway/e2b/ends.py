@@ -11,8 +11,8 @@ import structlog
 from base.clock import SYSTEM_CLOCK, Clock
 from base.ticker import Ticker
 from contracts.errors import FleetError, NotFound
-from contracts.gateway_rpc import MACHINES_ARCHIVE
-from contracts.gateway_types import MachineRef
+from contracts.gateway.rpc import MACHINES_ARCHIVE
+from contracts.gateway.types import MachineRef
 from contracts.status import MachineStatus
 from controlplane.store import Store
 from services.gateway.auth import Caller

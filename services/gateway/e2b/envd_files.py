@@ -22,9 +22,10 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Final
 
-from contracts import daemon_files as df, e2b_envd as envd
+from contracts.daemon import files as df
+from contracts.e2b import envd
 from contracts.errors import FileNotFound, FleetError
-from contracts.gateway_files import (
+from contracts.gateway.files import (
     MACHINES_LIST_DIR,
     MACHINES_MAKE_DIR,
     MACHINES_MOVE,

@@ -25,7 +25,8 @@ from email.message import Message
 import msgspec
 from aiohttp import BodyPartReader, web
 
-from contracts import daemon_files as df, e2b_control as api
+from contracts.daemon import files as df
+from contracts.e2b import control as api
 from contracts.errors import FleetError, InvalidParams, Unauthorized
 from controlplane.security.crypto import SecretBox
 from controlplane.store import Store

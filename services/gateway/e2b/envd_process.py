@@ -25,10 +25,12 @@ from aiohttp import web
 
 from base.byte_stream import ByteStream
 from base.tasks import cancel_and_join
-from contracts import daemon_rpc as d, e2b_envd as envd, gateway_sessions as gs, sessions as ss
-from contracts.audit import Action
+from contracts.daemon import rpc as d, sessions as ss
+from contracts.daemon.streams import MAX_CHUNK
+from contracts.e2b import envd
 from contracts.errors import FleetError, InvalidParams, NotFound, StreamAborted
-from contracts.streams import MAX_CHUNK
+from contracts.gateway import sessions as gs
+from contracts.gateway.audit import Action
 from services.gateway.auth import Caller
 from services.gateway.e2b.calls import Calls
 from services.gateway.e2b.connect import Dropped, deadline_s

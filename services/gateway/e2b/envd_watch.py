@@ -27,10 +27,11 @@ import msgspec
 import structlog
 
 from base.tasks import OwnedTasks
-from contracts import daemon_files as df, e2b_envd as envd
-from contracts.daemon_watch import FileEvent
+from contracts.daemon import files as df
+from contracts.daemon.watch import FileEvent
+from contracts.e2b import envd
 from contracts.errors import FileNotFound, FleetError, NotFound, TooManyStreams, WrongFileKind
-from contracts.gateway_files import MACHINES_WATCH, MachineWatchParams
+from contracts.gateway.files import MACHINES_WATCH, MachineWatchParams
 from services.gateway.auth import Caller
 from services.gateway.e2b.calls import Calls
 from services.gateway.e2b.envd_files import Filesystem, Homes, to_machine

@@ -11,7 +11,7 @@ from __future__ import annotations
 import msgspec
 from aiohttp import web
 
-from contracts.e2b_control import ApiError
+from contracts.e2b.control import ApiError
 from contracts.errors import FleetError, NotSupported, RateLimited
 
 #: A Connect error code by HTTP status (connectrpc.com/docs/protocol: the codes' HTTP mapping).

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from contracts import e2b_control as api, e2b_envd as envd
+from contracts.e2b import control as api, envd
 from contracts.errors import FleetError, MethodNotFound, NotFound, Unauthorized
 from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings

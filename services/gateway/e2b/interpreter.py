@@ -21,9 +21,9 @@ from typing import Any, Final
 import msgspec
 from aiohttp import web
 
-from contracts import daemon_code as dc
+from contracts.daemon import code as dc
 from contracts.errors import FleetError, InvalidParams, NotFound
-from contracts.gateway_code import (
+from contracts.gateway.code import (
     MACHINES_CODE_CREATE_CONTEXT,
     MACHINES_CODE_DELETE_CONTEXT,
     MACHINES_CODE_LIST_CONTEXTS,

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from urllib.parse import parse_qsl
 
-from contracts import e2b_control as api
+from contracts.e2b import control as api
 from contracts.errors import InvalidParams, NotFound
-from contracts.gateway_metrics import MACHINES_METRICS, MachineMetricsParams
+from contracts.gateway.metrics import MACHINES_METRICS, MachineMetricsParams
 from contracts.people import MACHINES_READ
 from controlplane.store import E2bSandbox, Store
 from services.gateway.auth import Caller

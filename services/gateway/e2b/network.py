@@ -8,8 +8,8 @@ wins, as E2B's does). Addresses, CIDRs and domains pass as they are, checked by 
 
 from __future__ import annotations
 
-from contracts import e2b_control as api
-from contracts.gateway_network import (
+from contracts.e2b import control as api
+from contracts.gateway.network import (
     INSTANCES_SET_NETWORK_POLICY,
     EgressPolicy,
     SetNetworkPolicyParams,

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import msgspec
 from aiohttp import web
 
-from contracts import e2b_control as api
+from contracts.e2b import control as api
 from contracts.errors import FleetError, Forbidden, InvalidParams, NotFound, Unauthorized
 from controlplane.store import Store, TokenHolder
 from services.gateway.auth import BadSecrets, Caller, current_caller

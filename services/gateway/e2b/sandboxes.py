@@ -24,24 +24,25 @@ import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
 from base.retry import Backoff, Retries
-from contracts import e2b_control as api, status
+from contracts import status
+from contracts.bus.events import WakeBy
+from contracts.e2b import control as api
 from contracts.errors import Conflict, NotFound
-from contracts.events import WakeBy
-from contracts.gateway_environments import (
+from contracts.gateway.environments import (
     INSTANCES_SET_ENVIRONMENT,
     Environment,
     SetEnvironmentParams,
 )
-from contracts.gateway_limits import INSTANCES_GET_LIMITS
-from contracts.gateway_rpc import (
+from contracts.gateway.limits import INSTANCES_GET_LIMITS
+from contracts.gateway.rpc import (
     ENV_SET,
     INSTANCES_CREATE,
     MACHINES_ARCHIVE,
     MACHINES_CREATE,
     MACHINES_GET,
 )
-from contracts.gateway_stop import MACHINES_PAUSE, MACHINES_RESUME, MACHINES_START, MACHINES_STOP
-from contracts.gateway_types import (
+from contracts.gateway.stop import MACHINES_PAUSE, MACHINES_RESUME, MACHINES_START, MACHINES_STOP
+from contracts.gateway.types import (
     CreateInstanceParams,
     CreateMachineParams,
     InstanceRef,
@@ -49,8 +50,8 @@ from contracts.gateway_types import (
     SetEnvParams,
 )
 from contracts.ids import SNAPSHOT_ID_RE
-from contracts.jsonrpc import MethodSpec
 from contracts.models import Machine
+from contracts.rpc.jsonrpc import MethodSpec
 from contracts.status import MachineStatus as S
 from controlplane.security.crypto import SecretBox
 from controlplane.settings import Settings

@@ -21,7 +21,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from base.first import first_of
-from contracts.codemode import (
+from contracts.daemon.code import CodeRunResult
+from contracts.errors import Unauthorized
+from contracts.gateway.code import MACHINES_CODE_RUN, MachineCodeRunParams
+from contracts.gateway.codemode import (
     CODEMODE_DESCRIBE,
     CODEMODE_RUN,
     MCP_PATH,
@@ -30,11 +33,8 @@ from contracts.codemode import (
     RunResult,
     Stubs,
 )
-from contracts.daemon_code import CodeRunResult
-from contracts.errors import Unauthorized
-from contracts.gateway_code import MACHINES_CODE_RUN, MachineCodeRunParams
-from contracts.gateway_rpc import METHOD_SCOPES
-from contracts.jsonrpc import MethodSpec, P, R, decode_result, encode_call
+from contracts.gateway.rpc import METHOD_SCOPES
+from contracts.rpc.jsonrpc import MethodSpec, P, R, decode_result, encode_call
 from services.gateway.auth import Caller
 from services.gateway.mcp.asgi import serve_asgi
 from services.gateway.rpc import CodemodeOps

@@ -33,8 +33,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from base.relay import relay
+from contracts.bus.events import WakeBy
 from contracts.errors import BadUpstream, FleetError, InvalidParams, StreamAborted, Unauthorized
-from contracts.events import WakeBy
 from contracts.ports import (
     PREVIEW_COOKIE,
     PREVIEW_PREFIX,

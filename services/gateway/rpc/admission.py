@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 
+from contracts.bus.events import WakeBy
 from contracts.errors import HostFull, RunningMachinesLimit, Unavailable
-from contracts.events import WakeBy
 from contracts.models import Machine
 from contracts.status import NOT_RUNNING, WAKEABLE, MachineStatus as S
 from controlplane.bus import Bus

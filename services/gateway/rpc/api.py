@@ -9,9 +9,8 @@ import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
 from base.version import package_version
-from contracts import gateway_rpc as g, host_rpc as h
-from contracts.audit import AUDIT_LIST, AuditEntries, AuditListParams
-from contracts.daemon_rpc import (
+from contracts.bus.events import EnvChanged, MachineArchived, ReposChanged, WakeBy
+from contracts.daemon.rpc import (
     EXEC_COMMAND,
     WRITE_FILE,
     ExecCommandParams,
@@ -20,8 +19,9 @@ from contracts.daemon_rpc import (
     WriteFileResult,
 )
 from contracts.errors import Conflict, Forbidden, InvalidParams, Unavailable
-from contracts.events import EnvChanged, MachineArchived, ReposChanged, WakeBy
-from contracts.gateway_rpc import (
+from contracts.gateway import rpc as g
+from contracts.gateway.audit import AUDIT_LIST, AuditEntries, AuditListParams
+from contracts.gateway.rpc import (
     ENV_LIST,
     ENV_SET,
     ENV_UNSET,
@@ -68,8 +68,8 @@ from contracts.gateway_rpc import (
     TokenRef,
     UnsetEnvParams,
 )
+from contracts.host import rpc as h
 from contracts.ids import derived_event_id, new_event_id
-from contracts.jsonrpc import NoParams, handles
 from contracts.models import (
     EnvScope,
     EnvVar,
@@ -79,7 +79,8 @@ from contracts.models import (
     Repo,
     RuntimeChoice,
 )
-from contracts.openrpc import OpenRpcDocument, openrpc_document
+from contracts.rpc.jsonrpc import NoParams, handles
+from contracts.rpc.openrpc import OpenRpcDocument, openrpc_document
 from contracts.status import TERMINAL, MachineStatus as S
 from controlplane import create_once
 from controlplane.bus import Bus

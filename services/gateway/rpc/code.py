@@ -1,4 +1,4 @@
-"""The code interpreter's gateway methods (contracts.gateway_code): ``machines.code.*``.
+"""The code interpreter's gateway methods (contracts.gateway.code): ``machines.code.*``.
 
 The others pass through to the daemon's (``MethodSpec.passes``): the caller's machine is
 checked (and woken, as an exec wakes it), then its daemon runs the kernels
@@ -17,9 +17,10 @@ from collections.abc import Awaitable
 
 import msgspec
 
-from contracts import daemon_code as dc, gateway_code as gc
-from contracts.events import WakeBy
-from contracts.jsonrpc import handles
+from contracts.bus.events import WakeBy
+from contracts.daemon import code as dc
+from contracts.gateway import code as gc
+from contracts.rpc.jsonrpc import handles
 from controlplane.bus import Bus
 from controlplane.calls.daemon_client import EXEC_MARGIN_S, DaemonClient
 from services.gateway.auth import Access, Caller

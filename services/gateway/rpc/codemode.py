@@ -18,8 +18,10 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError, TimeoutError as NatsTimeout
 
 from base.reply_server import ReplyServer
-from contracts import subjects
-from contracts.codemode import (
+from contracts.bus import subjects
+from contracts.bus.events import WakeBy
+from contracts.errors import CodemodeUnavailable, InvalidParams, NotFound, error_from_wire
+from contracts.gateway.codemode import (
     CODEMODE_BRIDGES_LIST,
     CODEMODE_BRIDGES_REMOVE,
     CODEMODE_BRIDGES_SET,
@@ -49,9 +51,7 @@ from contracts.codemode import (
     Stubs,
     new_run_id,
 )
-from contracts.errors import CodemodeUnavailable, InvalidParams, NotFound, error_from_wire
-from contracts.events import WakeBy
-from contracts.jsonrpc import handles
+from contracts.rpc.jsonrpc import handles
 from controlplane.bus import Bus
 from controlplane.security.crypto import SecretBox
 from controlplane.store import Store

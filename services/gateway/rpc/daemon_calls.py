@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts.events import WakeBy
-from contracts.jsonrpc import AnySpec, Handler, MethodSpec, P, R
+from contracts.bus.events import WakeBy
+from contracts.rpc.jsonrpc import AnySpec, Handler, MethodSpec, P, R
 from controlplane.calls.daemon_client import EXEC_MARGIN_S, DaemonClient
 from services.gateway.auth import Access, Caller
 from services.gateway.rpc.wake import WAKES

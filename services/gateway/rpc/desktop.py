@@ -1,4 +1,4 @@
-"""The desktop's gateway methods (contracts.gateway_desktop): ``machines.desktop.*``.
+"""The desktop's gateway methods (contracts.gateway.desktop): ``machines.desktop.*``.
 
 Thin, as the code interpreter's are: the caller's machine is checked (and, for what drives the
 screen, woken as an exec wakes it) through ``Access.live_machine``, then its daemon does the
@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from urllib.parse import urlencode, urlsplit
 
-from contracts import daemon_desktop as dd, gateway_desktop as gd
+from contracts.bus.events import WakeBy
+from contracts.daemon import desktop as dd
 from contracts.errors import DesktopNotRunning, DesktopUnavailable
-from contracts.events import WakeBy
-from contracts.jsonrpc import MethodSpec, NoParams, P, R, handles
+from contracts.gateway import desktop as gd
 from contracts.people import MACHINES_EXEC
+from contracts.rpc.jsonrpc import MethodSpec, NoParams, P, R, handles
 from controlplane.calls.daemon_client import EXEC_MARGIN_S, DaemonClient
 from services.gateway.auth import Access, Caller
 from services.gateway.rpc.daemon_calls import DaemonCalls

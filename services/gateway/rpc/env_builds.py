@@ -1,14 +1,14 @@
 """``environments.list|build|delete``: a host's environment builds cache, carried out by that
-host's provisioner (contracts/gateway_env_builds.py). Listing and removing act on the whole
+host's provisioner (contracts/gateway/env_builds.py). Listing and removing act on the whole
 host's cache (the admin only); building acts on one instance's environment."""
 
 from __future__ import annotations
 
 import structlog
 
-from contracts import gateway_env_builds as geb
-from contracts.gateway_env_builds import ENVIRONMENTS_BUILD, ENVIRONMENTS_DELETE, ENVIRONMENTS_LIST
-from contracts.jsonrpc import handles
+from contracts.gateway import env_builds as geb
+from contracts.gateway.env_builds import ENVIRONMENTS_BUILD, ENVIRONMENTS_DELETE, ENVIRONMENTS_LIST
+from contracts.rpc.jsonrpc import handles
 from services.gateway.auth import Access, Caller
 from services.gateway.rpc.host_control import HostCalls
 

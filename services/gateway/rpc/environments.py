@@ -1,5 +1,5 @@
 """``instances.setEnvironment`` / ``instances.getEnvironment``: what the instance's machines
-are made from (contracts/gateway_environments.py).
+are made from (contracts/gateway/environments.py).
 
 The gateway reaches no repo: a devcontainer environment's file is checked when it is set by a
 provisioner of the platform's host (``host.checkEnvironment``, on a checkout of the repo), which
@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import structlog
 
-from contracts import gateway_env_builds as geb
 from contracts.errors import HostUnavailable, ProviderError
-from contracts.gateway_environments import (
+from contracts.gateway import env_builds as geb
+from contracts.gateway.environments import (
     INSTANCES_GET_ENVIRONMENT,
     INSTANCES_SET_ENVIRONMENT,
     Environment,
@@ -23,8 +23,8 @@ from contracts.gateway_environments import (
     SetEnvironmentParams,
     repo_not_found,
 )
-from contracts.gateway_types import InstanceRef
-from contracts.jsonrpc import handles
+from contracts.gateway.types import InstanceRef
+from contracts.rpc.jsonrpc import handles
 from controlplane.store import Store
 from services.gateway.auth import Access, Caller
 from services.gateway.rpc.host_control import HostCalls

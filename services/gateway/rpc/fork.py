@@ -8,8 +8,8 @@ import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock, within
 from base.retry import Backoff, retry
-from contracts import host_rpc as h
-from contracts.daemon_rpc import GET_VERSION
+from contracts.bus.events import MachineCreated, now
+from contracts.daemon.rpc import GET_VERSION
 from contracts.errors import (
     Conflict,
     DaemonTimeout,
@@ -20,8 +20,7 @@ from contracts.errors import (
     NotSupported,
     SnapshotLimit,
 )
-from contracts.events import MachineCreated, now
-from contracts.gateway_fork import (
+from contracts.gateway.fork import (
     MACHINES_FORK,
     MACHINES_SNAPSHOT,
     SNAPSHOTS_DELETE,
@@ -34,10 +33,11 @@ from contracts.gateway_fork import (
     SnapshotParams,
     SnapshotRef,
 )
-from contracts.gateway_types import InstanceRef
+from contracts.gateway.types import InstanceRef
+from contracts.host import rpc as h
 from contracts.ids import new_event_id, new_snapshot_id
-from contracts.jsonrpc import NoParams, handles
 from contracts.models import Machine, RuntimeChoice
+from contracts.rpc.jsonrpc import NoParams, handles
 from contracts.status import STOPPABLE, STOPPED_OR_STOPPING, MachineStatus as S
 from controlplane.bus import Bus
 from controlplane.calls.daemon_client import DaemonClient

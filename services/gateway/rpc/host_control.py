@@ -1,8 +1,8 @@
 """What only a machine's own host can do to it (restart its daemon, install code for it, copy its
-home), asked of that host's provisioners over NATS (contracts/host_rpc.py): the gateway holds
+home), asked of that host's provisioners over NATS (contracts/host/rpc.py): the gateway holds
 no provider and reaches no host's data dir or Docker engine itself.
 
-A host method is one declaration: its spec (contracts/host_rpc.py, how long it is waited for
+A host method is one declaration: its spec (contracts/host/rpc.py, how long it is waited for
 in ``HOST_WAITS``) and its handler on the host (``@handles``, services/provisioner). The gateway
 asks any of them through one caller, ``HostCalls``: ``await hosts(spec, params, machine=m)``."""
 
@@ -13,9 +13,9 @@ from typing import Any, Protocol
 
 from nats.aio.client import Client as NATS
 
-from contracts import host_rpc as h
-from contracts.jsonrpc import AnySpec, Handler, MethodSpec, P, R
+from contracts.host import rpc as h
 from contracts.models import Machine
+from contracts.rpc.jsonrpc import AnySpec, Handler, MethodSpec, P, R
 from controlplane.calls.host_call import call_host
 from services.gateway.auth import Access, Caller
 

@@ -1,4 +1,4 @@
-"""``hosts.list``, ``hosts.drain`` (contracts/gateway_hosts.py): the hosts' provisioners, for
+"""``hosts.list``, ``hosts.drain`` (contracts/gateway/hosts.py): the hosts' provisioners, for
 the admin."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import msgspec
 import structlog
 
 from contracts.errors import FleetError, NotFound
-from contracts.gateway_hosts import (
+from contracts.gateway.hosts import (
     HOSTS_DRAIN,
     HOSTS_LIST,
     DrainParams,
@@ -17,9 +17,9 @@ from contracts.gateway_hosts import (
     HostList,
     Rebuilt,
 )
-from contracts.gateway_types import RefreshFailure
-from contracts.jsonrpc import NoParams, handles
+from contracts.gateway.types import RefreshFailure
 from contracts.models import Machine
+from contracts.rpc.jsonrpc import NoParams, handles
 from controlplane.hosts import host_infos
 from controlplane.settings import Settings
 from controlplane.store import Store

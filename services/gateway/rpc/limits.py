@@ -1,5 +1,5 @@
 """``instances.setLimits`` / ``instances.getLimits``: an instance's own machine limits
-(contracts/gateway_limits.py). Lowering is for anyone who may act on the instance; raising
+(contracts/gateway/limits.py). Lowering is for anyone who may act on the instance; raising
 above the platform's default is for the admin; nobody passes the platform's maxima."""
 
 from __future__ import annotations
@@ -7,15 +7,15 @@ from __future__ import annotations
 import structlog
 
 from contracts.errors import Forbidden, InvalidParams
-from contracts.gateway_limits import (
+from contracts.gateway.limits import (
     INSTANCES_GET_LIMITS,
     INSTANCES_SET_LIMITS,
     InstanceLimits,
     LimitsOverride,
     SetLimitsParams,
 )
-from contracts.gateway_types import InstanceRef
-from contracts.jsonrpc import handles
+from contracts.gateway.types import InstanceRef
+from contracts.rpc.jsonrpc import handles
 from controlplane.policy import Limits, with_own
 from controlplane.settings import Settings
 from controlplane.store import Store

@@ -10,10 +10,11 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from contracts import daemon_rpc as d, host_rpc as h
+from contracts.daemon import rpc as d
+from contracts.daemon.machine_files import CronTable
 from contracts.errors import Conflict, DaemonUnavailable, NotSupported
-from contracts.gateway_machines import MACHINES_RESTART, RestartParams
-from contracts.gateway_rpc import (
+from contracts.gateway.machines import MACHINES_RESTART, RestartParams
+from contracts.gateway.rpc import (
     CRON_LIST,
     CRON_SET,
     MACHINES_REFRESH_CODE,
@@ -28,17 +29,17 @@ from contracts.gateway_rpc import (
     RefreshFailure,
     SetCronParams,
 )
-from contracts.gateway_ssh import (
+from contracts.gateway.ssh import (
     AUTHORIZED_KEYS,
     INSTANCES_SET_SSH_KEYS,
     SetSshKeysParams,
     SshKeysResult,
     authorized_keys,
 )
-from contracts.jsonrpc import NoParams, handles
-from contracts.machine_files import CronTable
+from contracts.host import rpc as h
 from contracts.models import Machine
 from contracts.ports import LIST_PORTS, MACHINES_PORTS, MachinePortsParams, PortList
+from contracts.rpc.jsonrpc import NoParams, handles
 from contracts.status import REFRESHABLE
 from controlplane.calls.daemon_client import DaemonClient, MachineKeys
 from controlplane.machines.machine_config import (

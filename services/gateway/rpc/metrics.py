@@ -1,4 +1,4 @@
-"""``machines.metrics``: a machine's samples (contracts/gateway_metrics.py), from the series its
+"""``machines.metrics``: a machine's samples (contracts/gateway/metrics.py), from the series its
 host's provisioner keeps in the store (services/provisioner/usage_sampler.py); and the latest
 sample that ``machines.get`` and ``machines.list`` carry."""
 
@@ -8,7 +8,7 @@ import msgspec
 
 from base.clock import SYSTEM_CLOCK, Clock
 from contracts.errors import InvalidParams
-from contracts.gateway_metrics import (
+from contracts.gateway.metrics import (
     COARSE_KEEP_S,
     COARSE_STEP_S,
     FINE_KEEP_S,
@@ -17,8 +17,8 @@ from contracts.gateway_metrics import (
     MachineMetrics,
     MachineMetricsParams,
 )
-from contracts.jsonrpc import handles
 from contracts.models import Machine
+from contracts.rpc.jsonrpc import handles
 from controlplane.process.metrics_series import aggregate
 from controlplane.store import Store
 from services.gateway.auth import Access, Caller

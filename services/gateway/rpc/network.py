@@ -1,4 +1,4 @@
-"""``instances.setNetworkPolicy`` / ``instances.getNetworkPolicy`` (contracts/gateway_network.py):
+"""``instances.setNetworkPolicy`` / ``instances.getNetworkPolicy`` (contracts/gateway/network.py):
 the policy is stored, then each running machine's host writes it into that machine's network
 namespace before the answer (a stopped or new machine gets it when it starts)."""
 
@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import structlog
 
-from contracts import host_rpc as h
-from contracts.gateway_network import (
+from contracts.gateway.network import (
     INSTANCES_GET_NETWORK_POLICY,
     INSTANCES_SET_NETWORK_POLICY,
     NetworkPolicyResult,
     SetNetworkPolicyParams,
 )
-from contracts.gateway_types import InstanceRef
-from contracts.jsonrpc import handles
+from contracts.gateway.types import InstanceRef
+from contracts.host import rpc as h
 from contracts.models import Machine
+from contracts.rpc.jsonrpc import handles
 from contracts.status import UP_OR_COMING_UP
 from controlplane.machines.machine_config import fan_out
 from controlplane.store import Store

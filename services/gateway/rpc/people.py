@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from contracts.errors import Conflict, Forbidden, InvalidParams, NotFound
-from contracts.gateway_people import (
+from contracts.gateway.people import (
     INSTANCES_MEMBERS,
     INSTANCES_SET_MEMBER,
     USERS_CREATE,
@@ -31,11 +31,11 @@ from contracts.gateway_people import (
     UserList,
     UserParams,
 )
-from contracts.gateway_rpc import CreatedToken, CreateTokenParams
+from contracts.gateway.rpc import CreatedToken, CreateTokenParams
 from contracts.ids import USER_ID_RE, new_user_id
-from contracts.jsonrpc import NoParams, handles
 from contracts.models import AccessToken
 from contracts.people import ADMIN, ALL_SCOPES
+from contracts.rpc.jsonrpc import NoParams, handles
 from controlplane.security.tokens import TokenStore
 from controlplane.settings import Settings
 from controlplane.store import Store

@@ -21,9 +21,9 @@ import secrets
 
 import msgspec
 
-from contracts.events import WakeBy
-from contracts.jsonrpc import handles
+from contracts.bus.events import WakeBy
 from contracts.ports import MACHINES_PREVIEW_TICKET, PreviewTicket, PreviewTicketParams
+from contracts.rpc.jsonrpc import handles
 from controlplane.calls.daemon_client import DaemonClient
 from controlplane.settings import Settings
 from controlplane.store import Store

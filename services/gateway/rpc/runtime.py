@@ -1,4 +1,4 @@
-"""A machine's runtime (contracts/gateway_runtime.py): ``instances.setRuntime`` and
+"""A machine's runtime (contracts/gateway/runtime.py): ``instances.setRuntime`` and
 ``instances.getRuntime``, the runtime a new machine gets, and the refusal of a runtime its
 provider cannot run (``NotSupported`` naming it: never another runtime in its place)."""
 
@@ -7,16 +7,16 @@ from __future__ import annotations
 import structlog
 
 from contracts.errors import NotSupported
-from contracts.gateway_runtime import (
+from contracts.gateway.runtime import (
     INSTANCES_GET_RUNTIME,
     INSTANCES_SET_RUNTIME,
     InstanceRuntime,
     SetRuntimeParams,
 )
-from contracts.gateway_types import InstanceRef, MachineExecParams
-from contracts.host_rpc import RootExecParams
-from contracts.jsonrpc import handles
+from contracts.gateway.types import InstanceRef, MachineExecParams
+from contracts.host.rpc import RootExecParams
 from contracts.models import Machine, Runtime, RuntimeChoice
+from contracts.rpc.jsonrpc import handles
 from controlplane.policy import runtime_choice, runtime_refusal
 from controlplane.settings import Settings
 from controlplane.store import Store

@@ -8,9 +8,9 @@ gets, or loses, the secret's placeholder.
 
 from __future__ import annotations
 
+from contracts.bus.events import EnvChanged
 from contracts.errors import InvalidParams
-from contracts.events import EnvChanged
-from contracts.gateway_secrets import (
+from contracts.gateway.secrets import (
     MAX_SECRETS,
     SECRETS_DELETE,
     SECRETS_LIST,
@@ -23,7 +23,7 @@ from contracts.gateway_secrets import (
     SetSecretParams,
 )
 from contracts.ids import new_event_id
-from contracts.jsonrpc import handles
+from contracts.rpc.jsonrpc import handles
 from controlplane.bus import Bus
 from controlplane.security.crypto import SecretBox
 from controlplane.store import Store, StoredSecret, TooManySecrets

@@ -1,14 +1,14 @@
 """``machines.stop``, ``machines.start``, ``machines.pause``, ``machines.resume``,
-``instances.setAutoStop``/``getAutoStop`` (contracts/gateway_stop.py). A start and a resume
+``instances.setAutoStop``/``getAutoStop`` (contracts/gateway/stop.py). A start and a resume
 pass the instance's running limit and the host's room (services/gateway/rpc/admission.py)."""
 
 from __future__ import annotations
 
 import structlog
 
+from contracts.bus.events import WakeBy
 from contracts.errors import Conflict, NeverStarted, NotSupported
-from contracts.events import WakeBy
-from contracts.gateway_stop import (
+from contracts.gateway.stop import (
     INSTANCES_GET_AUTOSTOP,
     INSTANCES_SET_AUTOSTOP,
     MACHINES_PAUSE,
@@ -18,9 +18,9 @@ from contracts.gateway_stop import (
     AutoStop,
     SetAutoStopParams,
 )
-from contracts.gateway_types import InstanceRef, MachineRef
-from contracts.jsonrpc import handles
+from contracts.gateway.types import InstanceRef, MachineRef
 from contracts.models import Machine
+from contracts.rpc.jsonrpc import handles
 from contracts.status import (
     ARCHIVED_OR_ARCHIVING,
     PAUSABLE,

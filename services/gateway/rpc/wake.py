@@ -1,6 +1,6 @@
 """Wake on access (docs/stop-start.md#wake-on-access): a call that needs a paused machine
 resumes it, and one that needs a stopped machine starts it, within the call; ``by`` of the
-events names the call (``contracts.events.WakeBy``). ``FLEET_WAKE_ON_ACCESS=false`` turns it
+events names the call (``contracts.bus.events.WakeBy``). ``FLEET_WAKE_ON_ACCESS=false`` turns it
 off: such a call is refused at once, as before.
 
 No wake is run twice: the resume and the start are the same compare-and-set status changes
@@ -26,9 +26,9 @@ from aiohttp import web
 
 from base.clock import SYSTEM_CLOCK, Clock
 from base.retry import Backoff, Retries, retry
-from contracts import daemon_rpc as d
+from contracts.bus.events import WakeBy
+from contracts.daemon import rpc as d
 from contracts.errors import DaemonTimeout, PortUnreachable
-from contracts.events import WakeBy
 from contracts.models import Machine
 from contracts.status import ASLEEP, COMING_UP, STOPPED_OR_STOPPING, MachineStatus as S
 from controlplane.bus import Bus

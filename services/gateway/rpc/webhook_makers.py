@@ -14,7 +14,7 @@ from __future__ import annotations
 import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
-from contracts.audit import Action
+from contracts.gateway.audit import Action
 from contracts.people import ADMIN
 from controlplane.store import Store, StoredWebhook
 from services.gateway.auth import (

@@ -1,5 +1,5 @@
 """The gateway's ``webhooks.*`` methods: endpoints that machine events are POSTed to
-(``contracts/gateway_webhooks.py``; the deliveries are the webhooks service's).
+(``contracts/gateway/webhooks.py``; the deliveries are the webhooks service's).
 
 An instance's owner (``admin`` on it) manages its endpoints, a platform admin the platform's.
 A URL is refused here when it may not be sent to (``controlplane/policy/webhook_rules.py``), for a
@@ -15,9 +15,9 @@ from datetime import UTC, datetime, timedelta
 
 import msgspec
 
-from contracts import webhook_signature
 from contracts.errors import InvalidParams, NotFound
-from contracts.gateway_webhooks import (
+from contracts.gateway import webhook_signature
+from contracts.gateway.webhooks import (
     MAX_WEBHOOKS,
     TEST_TYPE,
     WEBHOOKS_CREATE,
@@ -38,7 +38,7 @@ from contracts.gateway_webhooks import (
     WebhookTestSent,
 )
 from contracts.ids import new_event_id, new_webhook_id
-from contracts.jsonrpc import handles
+from contracts.rpc.jsonrpc import handles
 from controlplane.host_addresses import platform_rules
 from controlplane.policy import Refused, Resolve, Rules, check
 from controlplane.security.crypto import SecretBox

@@ -1,7 +1,7 @@
 // Generated from contracts/ by `python -m codegen` (codegen/jsmodule.py): do not edit.
 // tests/unit/test_console_contract.py fails when this file is stale.
 
-/** The gateway's JSON-RPC methods (contracts.gateway_rpc.GATEWAY_METHODS). */
+/** The gateway's JSON-RPC methods (contracts.gateway.rpc.GATEWAY_METHODS). */
 export const METHODS = Object.freeze({
   INSTANCES_CREATE: "instances.create",
   INSTANCES_GET: "instances.get",
@@ -313,7 +313,7 @@ export const CODE_STATUS = Object.freeze({
   UNKNOWN: "unknown",
 });
 
-/** Machine event types, the `type` of each event (contracts.subjects.EventKind). */
+/** Machine event types, the `type` of each event (contracts.bus.subjects.EventKind). */
 export const EVENT_TYPES = Object.freeze({
   CREATED: "created",
   PROVISIONED: "provisioned",
@@ -342,7 +342,7 @@ export const EVENT_TYPES = Object.freeze({
   SECRET_USED: "secret-used",
 });
 
-/** Streamed answers (contracts.gateway_live): POST PATH, SSE events OUTPUT then RESULT. */
+/** Streamed answers (contracts.gateway.live): POST PATH, SSE events OUTPUT then RESULT. */
 export const STREAMING = Object.freeze({
   PATH: "/rpc/stream",
   OUTPUT: "output",
@@ -355,8 +355,8 @@ export const PORTS = Object.freeze({
 });
 
 /**
- * Codemode (contracts.codemode): POST PATH with codemode.run's params streams the
- * run's events (SSE, `event:` the event's type), then END with the result.
+ * Codemode (contracts.gateway.codemode): POST PATH with codemode.run's params streams
+ * the run's events (SSE, `event:` the event's type), then END with the result.
  */
 export const CODEMODE = Object.freeze({
   PATH: "/codemode/run",
@@ -366,7 +366,8 @@ export const CODEMODE = Object.freeze({
   MAX_CODE_BYTES: 262144,
 });
 
-/** Codemode run event types, the `type` of each event (contracts.codemode.RunEvent). */
+/** Codemode run event types, the `type` of each event
+ * (contracts.gateway.codemode.RunEvent). */
 export const CODEMODE_EVENTS = Object.freeze({
   STARTED: "started",
   LOG: "log",

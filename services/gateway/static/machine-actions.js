@@ -96,7 +96,7 @@ export function pausedSize(m) {
   );
 }
 
-/** What each `by` of a wake (contracts.events.WakeBy) was, in words. */
+/** What each `by` of a wake (contracts.bus.events.WakeBy) was, in words. */
 const WOKEN_BY = {
   request: "a request (Start or Resume)",
   exec: "a command",

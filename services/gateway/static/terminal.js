@@ -62,7 +62,7 @@ function mirrorStyles(root) {
   };
 }
 
-/** A session's attach WebSocket path (contracts/gateway_sessions.py ATTACH_PATH). */
+/** A session's attach WebSocket path (contracts/gateway/sessions.py ATTACH_PATH). */
 const attachPath = (machineId, sessionId) =>
   `/machines/${encodeURIComponent(machineId)}/sessions/${encodeURIComponent(sessionId)}/attach`;
 

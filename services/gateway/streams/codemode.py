@@ -22,8 +22,9 @@ from nats.aio.msg import Msg
 
 from base.clock import Clock, within
 from base.first import first_of
-from contracts import subjects
-from contracts.codemode import (
+from contracts.bus import subjects
+from contracts.errors import FleetError, InternalError, ParseError
+from contracts.gateway.codemode import (
     CODEMODE_RUN,
     RUN_STREAM_END,
     RUN_STREAM_PATH,
@@ -31,8 +32,7 @@ from contracts.codemode import (
     RunParams,
     RunResult,
 )
-from contracts.errors import FleetError, InternalError, ParseError
-from contracts.jsonrpc import invalid_params
+from contracts.rpc.jsonrpc import invalid_params
 from controlplane.bus import Bus
 from services.gateway.auth import Caller
 from services.gateway.errors_http import error_response

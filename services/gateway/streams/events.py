@@ -29,8 +29,9 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from base.clock import SYSTEM_CLOCK, Clock
 from base.first import first_of
-from contracts import sse, subjects
+from contracts.bus import subjects
 from contracts.errors import Forbidden, InvalidParams, NotFound, RateLimited, Unavailable
+from contracts.gateway import sse
 from contracts.ids import MACHINE_ID_RE
 from contracts.people import MACHINES_READ
 from controlplane.bus import Bus

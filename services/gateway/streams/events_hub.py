@@ -28,9 +28,9 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import DeliverPolicy
 
-from contracts import subjects
+from contracts.bus import subjects
+from contracts.bus.events import decode_event, matches_subject, subject_of
 from contracts.errors import FleetError, Forbidden, RateLimited, Unavailable
-from contracts.events import decode_event, matches_subject, subject_of
 from controlplane.bus import Bus
 from controlplane.failover import RETRY_AFTER_MS
 from controlplane.store import Store

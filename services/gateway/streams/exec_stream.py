@@ -36,17 +36,17 @@ from aiohttp import web
 
 from base.clock import Clock
 from base.first import first_of
-from contracts import daemon_rpc as d
+from contracts.bus.events import WakeBy
+from contracts.daemon import rpc as d
 from contracts.errors import InvalidRequest, MethodNotFound
-from contracts.events import WakeBy
-from contracts.gateway_live import (
+from contracts.gateway.live import (
     MACHINES_EXEC_STREAM,
     SSE_OUTPUT,
     SSE_RESULT,
     MachineExecStreamParams,
 )
-from contracts.gateway_rpc import GATEWAY_METHODS, STREAMING_METHODS
-from contracts.jsonrpc import AnySpec, Dispatcher, handles
+from contracts.gateway.rpc import GATEWAY_METHODS, STREAMING_METHODS
+from contracts.rpc.jsonrpc import AnySpec, Dispatcher, handles
 from controlplane.bus import Bus
 from controlplane.calls.daemon_client import DaemonClient
 from services.gateway.auth import Access, Caller

@@ -1,5 +1,5 @@
 """``GET`` and ``PUT /machines/{machineId}/files/{path}``: a machine's files of any size,
-streamed through its daemon (contracts.streams), with the same bearer tokens as ``/rpc``.
+streamed through its daemon (contracts.daemon.streams), with the same bearer tokens as ``/rpc``.
 
 The path after ``files/`` is relative to the machine's home (percent-encoded); the daemon
 confines it as it confines every file method. The gateway holds at most one window of a
@@ -30,11 +30,12 @@ import structlog
 from aiohttp import web
 
 from base.byte_stream import ByteStream
-from contracts import daemon_files as df, errors as e
-from contracts.audit import Action
-from contracts.gateway_files import FILES_ROUTE
+from contracts import errors as e
+from contracts.daemon import files as df
+from contracts.gateway.audit import Action
+from contracts.gateway.files import FILES_ROUTE
 from contracts.ids import MACHINE_ID_RE
-from contracts.jsonrpc import P, invalid_params
+from contracts.rpc.jsonrpc import P, invalid_params
 from services.gateway.auth import Caller
 from services.gateway.errors_http import error_response
 from services.gateway.streams.opener import ByteStreamOpener

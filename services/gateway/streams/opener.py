@@ -24,8 +24,8 @@ from typing import Literal, Protocol, TypeVar
 from aiohttp import WSMessage
 from nats.aio.client import Client as NATS
 
-from contracts.events import WakeBy
-from contracts.jsonrpc import MethodSpec, P
+from contracts.bus.events import WakeBy
+from contracts.rpc.jsonrpc import MethodSpec, P
 from controlplane.calls.byte_stream_join import OnTraffic, PlatformStream, join
 from controlplane.calls.daemon_client import DaemonClient
 from services.gateway.auth import Access, AuditLog, Caller, Reach

@@ -16,7 +16,7 @@ event stream ends with 1501 and its client resumes from the stored events.
 from __future__ import annotations
 
 from base.clock import SYSTEM_CLOCK, Clock
-from contracts.audit import Action
+from contracts.gateway.audit import Action
 from controlplane.store import Store
 from services.gateway.auth import AuditLog, CallerRound, current_caller
 from services.gateway.streams.events_hub import EventHub

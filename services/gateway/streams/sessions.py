@@ -1,4 +1,4 @@
-"""Interactive sessions: ``sessions.*`` and the attach WebSocket (contracts.gateway_sessions).
+"""Interactive sessions: ``sessions.*`` and the attach WebSocket (contracts.gateway.sessions).
 
 ``sessions.open`` is one daemon call through the gateway's shared daemon-call path
 (``DaemonCalls``), the list, resize and close pass through to the daemon's
@@ -22,12 +22,13 @@ from aiohttp import WSMsgType, web
 
 from base.byte_stream import ByteStream
 from base.relay import relay
-from contracts import daemon_rpc as d, gateway_sessions as gs, sessions as ss
-from contracts.audit import Action
+from contracts.daemon import rpc as d, sessions as ss
 from contracts.errors import InvalidParams, StreamAborted
-from contracts.gateway_sessions import SESSIONS_OPEN
+from contracts.gateway import sessions as gs
+from contracts.gateway.audit import Action
+from contracts.gateway.sessions import SESSIONS_OPEN
 from contracts.ids import MACHINE_ID_RE
-from contracts.jsonrpc import handles
+from contracts.rpc.jsonrpc import handles
 from services.gateway.auth import Caller
 from services.gateway.errors_http import close_reason
 from services.gateway.rpc import DaemonCalls

@@ -1,5 +1,5 @@
 """The gateway's one writer of server-sent events: ``GET /events``, ``POST /rpc/stream`` and
-``POST /codemode/run`` answer through it (``contracts.sse`` spells each frame).
+``POST /codemode/run`` answer through it (``contracts.gateway.sse`` spells each frame).
 
     stream = await SseStream.open(request, clock, keepalive_s=1.0, writes=rules.writes)
     await stream.event(data, name="output")
@@ -21,9 +21,9 @@ import msgspec
 from aiohttp import web
 
 from base.clock import Clock
-from contracts import sse
 from contracts.errors import FleetError
-from contracts.gateway_live import SSE_DROPPED
+from contracts.gateway import sse
+from contracts.gateway.live import SSE_DROPPED
 from services.gateway.streams.rules import Writes
 
 #: Every stream's headers: event-stream, neither cached nor buffered by a proxy on the way.

@@ -26,10 +26,10 @@ from aiohttp import WSMsgType, web
 from base.byte_stream import ByteStream
 from base.clock import SYSTEM_CLOCK, Clock
 from base.relay import relay
-from contracts.audit import Action
-from contracts.daemon_desktop import VIEW_PORT
+from contracts.bus.events import WakeBy
+from contracts.daemon.desktop import VIEW_PORT
 from contracts.errors import FleetError, InvalidParams, StreamAborted, Unauthorized
-from contracts.events import WakeBy
+from contracts.gateway.audit import Action
 from contracts.ids import MACHINE_ID_RE
 from contracts.people import MACHINES_EXEC, PORTS
 from contracts.ports import EOF_FRAME, TUNNEL_CONNECT, TunnelConnectParams

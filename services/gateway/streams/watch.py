@@ -19,7 +19,7 @@ from __future__ import annotations
 import msgspec
 import structlog
 
-from contracts.daemon_watch import (
+from contracts.daemon.watch import (
     WATCH,
     WATCH_CHUNK,
     WATCH_WINDOW,
@@ -28,9 +28,9 @@ from contracts.daemon_watch import (
     WatchParams,
 )
 from contracts.errors import InvalidRequest, StreamAborted
-from contracts.gateway_files import MACHINES_WATCH, MachineWatchParams, WatchEnded, WatchEndReason
-from contracts.gateway_live import RPC_STREAM_PATH
-from contracts.jsonrpc import handles
+from contracts.gateway.files import MACHINES_WATCH, MachineWatchParams, WatchEnded, WatchEndReason
+from contracts.gateway.live import RPC_STREAM_PATH
+from contracts.rpc.jsonrpc import handles
 from contracts.status import ARCHIVED_OR_ARCHIVING, PAUSE_STATES, STOPPED_OR_STOPPING
 from controlplane.calls.byte_stream_join import PlatformStream
 from controlplane.calls.daemon_client import OnOutput

@@ -1,5 +1,5 @@
 """What a machine is made from: its instance's environment resolved to an image of the
-machine's Docker engine, before the provider starts it (contracts/gateway_environments.py).
+machine's Docker engine, before the provider starts it (contracts/gateway/environments.py).
 
 ``resolve_image`` is the one place an environment becomes an image. ``image`` is looked up on
 the engine; ``dockerfile`` and ``devcontainer`` go to ``build_image`` (the environments'
@@ -17,6 +17,7 @@ import structlog
 
 from base.clock import SYSTEM_CLOCK, Clock
 from base.keyed_locks import KeyedLocks
+from contracts.bus.events import EnvironmentBuildOutput
 from contracts.errors import (
     BuildLimitExceeded,
     EnvironmentInvalid,
@@ -24,8 +25,7 @@ from contracts.errors import (
     ImageNotFound,
     ProviderError,
 )
-from contracts.events import EnvironmentBuildOutput
-from contracts.gateway_environments import DEFAULT_ENVIRONMENT, DevcontainerSource, Environment
+from contracts.gateway.environments import DEFAULT_ENVIRONMENT, DevcontainerSource, Environment
 from contracts.ids import new_event_id
 from contracts.models import Machine, Repo
 from controlplane.bus import Bus

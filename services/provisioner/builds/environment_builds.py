@@ -1,5 +1,5 @@
 """This host's environment builds, for the gateway's ``environments.*`` methods
-(contracts/gateway_env_builds.py): list the builds cache, build an instance's environment now,
+(contracts/gateway/env_builds.py): list the builds cache, build an instance's environment now,
 remove a build no machine runs."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from collections.abc import Callable
 import aiodocker
 import structlog
 
-from contracts import gateway_env_builds as geb
 from contracts.errors import (
     EnvironmentInUse,
     EnvironmentInvalid,
@@ -18,8 +17,9 @@ from contracts.errors import (
     NotFound,
     ProviderError,
 )
-from contracts.jsonrpc import handles
+from contracts.gateway import env_builds as geb
 from contracts.models import Machine
+from contracts.rpc.jsonrpc import handles
 from contracts.status import TERMINAL
 from controlplane.settings import Settings
 from controlplane.store import Store

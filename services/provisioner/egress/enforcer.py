@@ -14,7 +14,7 @@ import msgspec
 import structlog
 
 from contracts.errors import NotSupported
-from contracts.gateway_network import EgressPolicy
+from contracts.gateway.network import EgressPolicy
 from contracts.models import Machine
 from controlplane.host_addresses import nats_servers, platform_addresses, resolve
 from controlplane.settings import Settings

@@ -13,7 +13,7 @@ from types import TracebackType
 import structlog
 
 from base.tasks import OwnedTasks
-from contracts.events import MachineEgressDenied
+from contracts.bus.events import MachineEgressDenied
 from contracts.ids import new_event_id
 from controlplane.bus import Bus
 

@@ -32,7 +32,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from base.clock import SYSTEM_CLOCK, Clock
-from contracts import subjects
+from contracts.bus import subjects
 from controlplane.store import StoredSecret
 
 log = structlog.get_logger(__name__)

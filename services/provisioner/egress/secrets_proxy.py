@@ -14,8 +14,8 @@ from urllib.parse import SplitResult, urlsplit
 import msgspec
 import structlog
 
-from contracts.events import MachineSecretUsed
-from contracts.gateway_secrets import covers
+from contracts.bus.events import MachineSecretUsed
+from contracts.gateway.secrets import covers
 from contracts.ids import new_event_id
 from contracts.models import GitCredentials
 from controlplane.bus import Bus

@@ -12,8 +12,8 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client as NATS
 
-from contracts import subjects
-from contracts.events import DaemonStatusReported, encode_event
+from contracts.bus import subjects
+from contracts.bus.events import DaemonStatusReported, encode_event
 from controlplane.bus import Bus
 from controlplane.security.crypto import SecretBox, mint_machine_token
 from controlplane.store import Store

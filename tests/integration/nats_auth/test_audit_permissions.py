@@ -6,7 +6,7 @@ from __future__ import annotations
 import nats.js.errors
 import pytest
 
-from contracts import audit as a
+from contracts.gateway import audit as a
 from controlplane.security.crypto import SecretBox
 from controlplane.store import Store
 from fleet.client import FleetClient

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import msgspec
 
-from contracts import subjects
+from contracts.bus import subjects
 from contracts.people import CallersChanged
 from controlplane.security.crypto import SecretBox
 from controlplane.store import Store

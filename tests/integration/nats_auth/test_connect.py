@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from contracts import subjects
+from contracts.bus import subjects
 from contracts.ids import new_machine_id
 from contracts.status import MachineStatus
 from controlplane.bus import Bus

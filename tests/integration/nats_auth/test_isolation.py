@@ -9,9 +9,10 @@ import uuid
 import nats.errors
 import pytest
 
-from contracts import daemon_rpc as d, streams, subjects
-from contracts.consumers import Durable
-from contracts.events import MachineFailed, encode_event
+from contracts.bus import subjects
+from contracts.bus.consumers import Durable
+from contracts.bus.events import MachineFailed, encode_event
+from contracts.daemon import rpc as d, streams
 from contracts.ids import new_event_id
 from contracts.status import MachineStatus
 from controlplane.bus import Bus

@@ -14,7 +14,7 @@ import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from contracts.consumers import Durable
+from contracts.bus.consumers import Durable
 from contracts.ids import new_machine_id
 from contracts.status import MachineStatus
 from controlplane.process.metrics import EVENT_OUTCOMES

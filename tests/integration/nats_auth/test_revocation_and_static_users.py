@@ -15,8 +15,8 @@ import pytest
 from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig
 
-from contracts import subjects
-from contracts.events import kind_of
+from contracts.bus import subjects
+from contracts.bus.events import kind_of
 from contracts.status import MachineStatus
 from controlplane.bus import Bus
 from controlplane.machines.revoke import machine_connections, revoke_machine

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
-from contracts import streams, subjects
+from contracts.bus import subjects
+from contracts.daemon import streams
 from contracts.ports import TUNNEL_CONNECT, TunnelConnectParams
 from controlplane.bus import Bus
 from controlplane.calls.byte_stream_join import join

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.jsonrpc import Dispatcher
+from contracts.rpc.jsonrpc import Dispatcher
 from tests.unit.jsonrpc.table import SPECS, Ctx, router
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from contracts.errors import NotFound
-from contracts.jsonrpc import Dispatcher, MethodSpec, NoParams, Params, Result, Router
+from contracts.rpc.jsonrpc import Dispatcher, MethodSpec, NoParams, Params, Result, Router
 
 
 class EchoParams(Params, kw_only=True):

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from contracts.jsonrpc import Dispatcher, Limits, MethodSpec, NoParams, Router
+from contracts.rpc.jsonrpc import Dispatcher, Limits, MethodSpec, NoParams, Router
 from controlplane.settings import Settings, SettingsError
 from tests.unit.jsonrpc.table import (
     CRASH,

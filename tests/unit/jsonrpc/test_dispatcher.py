@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from contracts.jsonrpc import Dispatcher, MethodSpec, NoParams, Router
+from contracts.rpc.jsonrpc import Dispatcher, MethodSpec, NoParams, Router
 from tests.unit.jsonrpc.table import (
     CRASH,
     ECHO,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.jsonrpc import MethodSpec, NoParams, Params, Result, Router, handles
+from contracts.rpc.jsonrpc import MethodSpec, NoParams, Params, Result, Router, handles
 
 
 class Echo(Params, kw_only=True):
@@ -67,7 +67,7 @@ class Loudest(Ops):
 
 
 async def test_an_override_handles_what_its_own_mark_says_and_nothing_unmarked() -> None:
-    """The rule of every declared method (contracts/marks.py), as for a stage's subscriptions:
+    """The rule of every declared method (contracts/rpc/marks.py), as for a stage's subscriptions:
     the declaration is the method's as written."""
     r = Router[None]()
     r.collect(Louder("loud"))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from contracts.jsonrpc import Dispatcher, Limits
+from contracts.rpc.jsonrpc import Dispatcher, Limits
 from tests.unit.jsonrpc.table import (
     SPECS,
     WHOAMI,

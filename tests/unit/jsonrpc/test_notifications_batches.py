@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from contracts.jsonrpc import Dispatcher
+from contracts.rpc.jsonrpc import Dispatcher
 from tests.unit.jsonrpc.table import (
     CRASH,
     ECHO,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.jsonrpc import MethodSpec, Params, Result
-from contracts.pass_through import PassThrough
+from contracts.rpc.jsonrpc import MethodSpec, Params, Result
+from contracts.rpc.pass_through import PassThrough
 
 
 class KillParams(Params, kw_only=True):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from contracts.errors import NotFound
-from contracts.jsonrpc import Dispatcher, MethodSpec, Params, Router
+from contracts.rpc.jsonrpc import Dispatcher, MethodSpec, Params, Router
 from tests.unit.jsonrpc.table import SPECS, Ctx, router
 
 #: Single requests' envelopes: ``run`` answers them, errors included, as ``handle`` does.

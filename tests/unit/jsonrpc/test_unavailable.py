@@ -14,7 +14,7 @@ from redis.asyncio.sentinel import MasterNotFoundError
 
 from base.natsconn import StreamUnavailable
 from contracts.errors import ERRORS, FleetError, InternalError, Unavailable, error_from_wire
-from contracts.jsonrpc import Dispatcher, MethodSpec, NoParams, Router
+from contracts.rpc.jsonrpc import Dispatcher, MethodSpec, NoParams, Router
 from controlplane.failover import RETRY_AFTER_MS, unavailable
 from tests.unit.jsonrpc.table import NameResult, call, request
 
