@@ -66,7 +66,7 @@ def _edit(path: Path, old: str, new: str) -> None:
 def test_a_new_method_is_its_spec_its_handler_and_its_tests(tmp_path: Path) -> None:
     tree = _copy(tmp_path)
     # 1. The contract: the spec, its policy on it, in GATEWAY_METHODS.
-    rpc = tree / "contracts" / "gateway_rpc.py"
+    rpc = tree / "contracts" / "gateway" / "rpc.py"
     _edit(
         rpc,
         "MethodSpec, NoParams\n",
@@ -111,7 +111,7 @@ async def test_the_daemons_version_comes_through(world: World, fleet: FleetClien
 def test_a_daemon_method_passed_through_is_its_spec_and_its_tests(tmp_path: Path) -> None:
     tree = _copy(tmp_path)
     # 1. The contract: the spec, which names the daemon method it passes through to.
-    _add_spec(tree / "contracts" / "gateway_rpc.py", PASS_THROUGH, "MACHINES_DAEMON_VERSION")
+    _add_spec(tree / "contracts" / "gateway" / "rpc.py", PASS_THROUGH, "MACHINES_DAEMON_VERSION")
     # 2. No handler. 3. The tests.
     _add_tests(tree, "test_daemon_version.py", PASS_THROUGH_TEST,
                '"machines.daemonVersion": Sample(mm),')  # fmt: skip
@@ -171,11 +171,11 @@ def test_a_host_capability_is_its_spec_its_handler_and_its_tests(tmp_path: Path)
     tree = _copy(tmp_path)
     # 1. The contracts: the host spec, in HOST_METHODS; the gateway's, passing through to it.
     methods = "\nHOST_METHODS: tuple[AnySpec, ...] = (\n"
-    _edit(tree / "contracts" / "host_rpc.py", methods,
+    _edit(tree / "contracts" / "host" / "rpc.py", methods,
           f"{HOST_SPEC}\n{methods}    MACHINE_PROVIDER,\n")  # fmt: skip
-    rpc = tree / "contracts" / "gateway_rpc.py"
-    _edit(rpc, "from contracts import daemon_rpc as d\n",
-          "from contracts import daemon_rpc as d, host_rpc as h\n")  # fmt: skip
+    rpc = tree / "contracts" / "gateway" / "rpc.py"
+    d_import = "from contracts.daemon import rpc as d\n"
+    _edit(rpc, d_import, d_import + "from contracts.host import rpc as h\n")
     _add_spec(rpc, GATEWAY_SPEC, "MACHINES_PROVIDER")
     # 2. The handler, on the provisioner's part that does it. 3. The tests.
     anchor = "    @handles(h.RESTART_DAEMON)\n"
