@@ -26,6 +26,7 @@ from base.logs import configure_logging
 from bench import (
     audit,
     bytestreams,
+    cli_start,
     code_interpreter,
     codemode,
     create_ready,
@@ -64,7 +65,7 @@ from bench.common import REPO, Report, fmt, machine_description, verdict
 
 #: Where ``--json`` writes by default: the figures the docs site's benchmarks page shows.
 FIGURES = REPO / "docs" / "benchmarks.json"
-BENCHES = tuple(str(n) for n in range(1, 37))
+BENCHES = tuple(str(n) for n in range(1, 38))
 #: Left out of ``--quick`` unless ``--only`` names them: each takes a minute or more even when
 #: quick (three stacks and the docker engine; a 30 s ack-wait baseline; --ha; both providers'
 #: pools), as long as all the others together; 27 also needs runsc, which not every host has.
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="smaller runs; without --only, skips the slow ones",
     )
-    parser.add_argument("--only", help="comma-separated benchmark numbers (1-36; default all)")
+    parser.add_argument("--only", help="comma-separated benchmark numbers (1-37; default all)")
     parser.add_argument(
         "--json",
         type=Path,
@@ -207,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(webhook_fairness.run(report, args.quick))
     if "36" in only:
         asyncio.run(e2b.run(report, args.quick))
+    if "37" in only:
+        asyncio.run(cli_start.run(report, args.quick))
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nsummary ({time.monotonic() - started:.0f} s; load average at the end {load})")
     print("| # | figure | value | baseline | ratio | target | |")
