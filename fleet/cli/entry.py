@@ -239,10 +239,12 @@ async def _run_client(args: argparse.Namespace) -> int:
     from contracts.errors import FleetError
     from fleet.cli.common import UsageError, error_line
     from fleet.cli.refs import resolve_refs
-    from fleet.client import ConnectionFailed, FleetClient
+    from fleet.client import ConnectionFailed, FleetClient, StreamTransport
 
     token = args.token or _default_token()
-    async with FleetClient(args.url, token) as client:
+    # Not aiohttp's transport: importing it costs more than the rest of a command's start.
+    transport = StreamTransport(args.url, token)
+    async with FleetClient(args.url, token, transport=transport) as client:
         try:
             await resolve_refs(client, args)
             code: int = await args.func(client, args)

@@ -1,6 +1,7 @@
 """The Python client of the gateway: ``FleetClient`` (every gateway method, typed: generated
 ones and hand-written ones), ``MachineHandle`` (the client bound to one machine), and the
-transports requests go through (``HttpTransport``, ``MockTransport`` for tests).
+transports requests go through (``HttpTransport``, ``StreamTransport`` for a short-lived
+process such as the CLI, ``MockTransport`` for tests).
 """
 
 from base.lazy_front import lazy_front
@@ -17,6 +18,7 @@ __all__ = [
     "Request",
     "Response",
     "StreamCut",
+    "StreamTransport",
     "Transport",
 ]
 
@@ -24,6 +26,7 @@ if TYPE_CHECKING:
     from fleet.client.client import FleetClient, MachineHandle, MachineNotReady
     from fleet.client.transport import ConnectionFailed, HttpTransport, StreamCut, Transport
     from fleet.client.transport_mock import MockTransport, Request, Response
+    from fleet.client.transport_streams import StreamTransport
 else:
     __getattr__ = lazy_front(
         __name__,
@@ -44,5 +47,6 @@ else:
                 "Request",
                 "Response",
             ),
+            "transport_streams": ("StreamTransport",),
         },
     )

@@ -243,7 +243,13 @@ class HttpTransport:
         import aiohttp
 
         return ConnectionFailed(
-            f"cannot reach fleetd at {self.url} ({exc}); start fleetd with `./run up` "
-            "(or `fleet up`), or point FLEET_URL / --url at a running gateway",
+            unreachable_message(self.url, exc),
             sent=not isinstance(exc, aiohttp.ClientConnectorError),
         )
+
+
+def unreachable_message(url: str, exc: Exception) -> str:
+    return (
+        f"cannot reach fleetd at {url} ({exc}); start fleetd with `./run up` "
+        "(or `fleet up`), or point FLEET_URL / --url at a running gateway"
+    )

@@ -19,6 +19,7 @@ from types import TracebackType
 import h11
 
 from base.clock import SYSTEM_CLOCK, Clock
+from base.http1 import next_event, response_head
 from base.tasks import cancel_and_join
 from base.version import package_version
 from controlplane.policy import Target
@@ -195,7 +196,7 @@ async def _exchange(
             c.writer.write(http.send(h11.Data(data=body)) or b"")
             c.writer.write(http.send(h11.EndOfMessage()) or b"")
             await c.writer.drain()
-            head = await _head(http, c.reader)
+            head = await response_head(http, c.reader, _READ)
         except (OSError, h11.ProtocolError, asyncio.IncompleteReadError):
             if reused:  # nothing answered on a kept connection: it was closed while idle
                 raise _Stale from None
@@ -223,7 +224,7 @@ async def _body(http: h11.Connection, reader: asyncio.StreamReader, head: h11.Re
     kept = bytearray()
     read = 0
     while read <= MAX_ANSWER and (ok or len(kept) < EXCERPT):
-        event = await _next(http, reader)
+        event = await next_event(http, reader, _READ)
         if isinstance(event, h11.EndOfMessage):
             return Answer(head.status_code, retry_after, _text(kept, ok)), True
         if not isinstance(event, h11.Data):
@@ -235,19 +236,6 @@ async def _body(http: h11.Connection, reader: asyncio.StreamReader, head: h11.Re
 
 def _text(kept: bytearray, ok: bool) -> str:
     return "" if ok else kept.decode("utf-8", "replace")
-
-
-async def _head(conn: h11.Connection, reader: asyncio.StreamReader) -> h11.Response:
-    """The answer's head, past any 1xx (an end of the connection before it: h11's error)."""
-    while not isinstance(event := await _next(conn, reader), h11.Response):
-        pass
-    return event
-
-
-async def _next(conn: h11.Connection, reader: asyncio.StreamReader) -> object:
-    while (event := conn.next_event()) is h11.NEED_DATA:
-        conn.receive_data(await reader.read(_READ))
-    return event
 
 
 def host_header(target: Target) -> str:
