@@ -51,7 +51,16 @@ async def shows_its_load(client: FleetClient, mid: str, timeout_s: float = 60.0,
     await client.write_file(mid, "load.py", LOAD)
     started = time.monotonic()
     await client.start_process(mid, ["python3", "load.py"], tag="load")
+    seen: list[tuple[MachineSample, float]] = []
     found: list[tuple[MachineSample, float]] = []
+
+    def agrees(sample: MachineSample, rate: float) -> bool:
+        """The sample's CPU is the loop's, within 0.2 core (what else runs in the machine, its
+        daemon and this check's own ``cat``, counts in the sample, and on a loaded host the
+        loop's log and the sample's window meet only roughly): one sample that agrees is the
+        check, a single one that does not is noise, every one that does not a wrong count."""
+        low = rate / 2 if guest_clock else rate - 0.2
+        return sample.cpu_cores is not None and low <= sample.cpu_cores <= rate + 0.2
 
     async def shown() -> bool:
         got = await client.machine_metrics(mid, since=time.time() - 60)
@@ -59,21 +68,22 @@ async def shows_its_load(client: FleetClient, mid: str, timeout_s: float = 60.0,
         for s in got.samples:
             rate = cpu_rate(log, s.at - s.step_s, s.at)
             if rate is not None and (s.memory_bytes or 0) >= 190 * MB:
-                found.append((s, rate))
+                seen.append((s, rate))
+                if agrees(s, rate):
+                    found.append((s, rate))
         return bool(found)
 
     try:
         await wait_until(shown, timeout=timeout_s, every=0.5)
     except TimeoutError:
         got = await client.machine_metrics(mid, since=time.time() - 60)
-        raise AssertionError(f"no sample showed the load: {got.samples}") from None
+        raise AssertionError(f"no sample showed the load (samples with the loop's own CPU "
+                             f"rate: {seen[-8:]}): {got.samples}") from None  # fmt: skip
     took = time.monotonic() - started
     sample, rate = found[0]
     print(f"sample {sample}; the loop's own CPU time over it: {rate:.3f} cores")
-    low = rate / 2 if guest_clock else rate - 0.2
     cpu, memory, limit = sample.cpu_cores, sample.memory_bytes, sample.memory_limit_bytes
     assert cpu is not None, sample
-    assert low <= cpu <= rate + 0.2, (sample, rate)
     assert cpu <= 1.2, sample  # its limit: one core
     assert memory is not None, sample
     assert memory < 400 * MB, sample
