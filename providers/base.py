@@ -1,15 +1,19 @@
-"""What every provider offers: start and stop a machine, and put code on it."""
+"""What every provider offers (``Provider``: start, stop and remove a machine), what some offer
+beyond it (a capability: each protocol below), and which part of a provider has each
+(``Capabilities``, ``capability``)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Protocol, runtime_checkable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 from contracts.bus.events import HomeCopy
 from contracts.daemon.rpc import ExecCommandParams, ExecCommandResult
 from providers.machine_usage import Usage
 
 
+@runtime_checkable
 class CodeInstaller(Protocol):
     async def install_code(self, machine_id: str, target_ref: str) -> str:
         """Put the platform's code at ``target_ref`` on the machine, ready for the daemon's
@@ -48,6 +52,7 @@ class DaemonWatch(Protocol):
         ends is started again by its supervisor inside), whether or not it serves yet."""
 
 
+@runtime_checkable
 class MachineControl(CodeInstaller, NetnsHolder, Protocol):
     """What the gateway asks of a provider about a running machine."""
 
@@ -144,3 +149,34 @@ class UsageMeter(Protocol):
     async def usage(self, machine_id: str, *, disk: bool = False) -> Usage | None:
         """The machine's counters now, its home's disk too when ``disk``; None if it does not
         run here."""
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """A provider's capabilities as parts of it: each protocol above and the object that has
+    it, named once where the provider makes its parts (the local provider's pause is its
+    gVisor machines', its snapshots its home copies'), so that the provider's own front
+    carries no method that only passes a call on."""
+
+    parts: Mapping[type[Any], object]
+
+    def __post_init__(self) -> None:
+        for kind, part in self.parts.items():
+            if not isinstance(part, kind):
+                raise TypeError(f"{type(part).__name__} has not {kind.__name__}'s methods")
+
+    def of(self, kind: type[T]) -> T | None:
+        return cast("T | None", self.parts.get(kind))
+
+
+def capability(provider: object, kind: type[T]) -> T | None:
+    """What of ``provider`` has the capability ``kind`` (a protocol above), or None: what its
+    ``capabilities`` name, else the provider itself if it has the methods (a provider whose
+    capabilities are its own methods: the docker and swarm providers, the tests' fakes)."""
+    parts = getattr(provider, "capabilities", None)
+    if isinstance(parts, Capabilities):
+        return parts.of(kind)
+    return provider if isinstance(provider, kind) else None

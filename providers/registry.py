@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from controlplane.policy import Limits, Placement, PlacementOf
 from controlplane.settings import Settings
+from providers.base import Provider
 from providers.disk_walk import WalkBound
 from providers.docker import DockerProvider, Say
+from providers.local import LocalProvider
+from providers.swarm import SwarmProvider
 
 
 def platform_limits(settings: Settings) -> Limits:
@@ -49,3 +54,29 @@ def disk_walk(settings: Settings) -> WalkBound:
 def stack_id(settings: Settings) -> str:
     """What a stack's containers are labelled with (``fleet.stack``): its data dir."""
     return str(settings.data_path.resolve())
+
+
+@dataclass(frozen=True)
+class Providers(Mapping[str, Provider]):
+    """A provisioner's providers, by name (a machine's ``provider``): the one map its parts are
+    handed, made once in its composition root. What each can do beyond ``Provider`` is asked
+    of it with ``providers.base.capability``."""
+
+    local: LocalProvider
+    swarm: SwarmProvider
+    docker: DockerProvider
+
+    def _all(self) -> tuple[Provider, ...]:
+        return (self.local, self.swarm, self.docker)
+
+    def __getitem__(self, name: str) -> Provider:
+        for provider in self._all():
+            if provider.name == name:
+                return provider
+        raise KeyError(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return (provider.name for provider in self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())

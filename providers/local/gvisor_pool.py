@@ -204,7 +204,7 @@ class GvisorPoolBackend:
         slot = f"p{secrets.token_hex(8)}"
         root = self.owned / slot
         home = root / "home"
-        await asyncio.to_thread(make_home, home, self.provider.cow)
+        await asyncio.to_thread(make_home, home, self.provider.parts.host.cow)
         parts = self.provider.parts
         runsc, uid, root_owner, enter = await parts.gvisor.pooled(slot, home)
         await asyncio.to_thread(gvisor.write_token, root, "", "")  # its own later, at a claim

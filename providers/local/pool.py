@@ -310,7 +310,7 @@ class LocalPoolBackend:
     name = "local"
 
     def __init__(self, provider: LocalProvider) -> None:
-        if not provider.sandbox:
+        if not provider.parts.host.sandbox:
             raise ProviderError("the local warm pool needs sandboxed machines (bwrap)")
         self.provider = provider
         #: A claim may give a pooled machine the home its machine has (``adopt``): root only,
@@ -324,7 +324,7 @@ class LocalPoolBackend:
         slot = f"p{secrets.token_hex(8)}"
         root = self.owned / slot
         home = root / "home"
-        await asyncio.to_thread(make_home, home, self.provider.cow)
+        await asyncio.to_thread(make_home, home, self.provider.parts.host.cow)
         parts = self.provider.parts
         env = parts.host.machine_env(home, **{POOL_SLOT_VAR: slot, POOL_FD_VAR: str(TOKEN_FD)})
         argv = await parts.namespaces.pooled_argv(slot, home)

@@ -9,65 +9,70 @@ the machine's external id (``local:<pid>``): the daemon runs under it, so the id
 across daemon restarts and handovers to newer code, which change only the daemon's own pid.
 ``stop_all_local`` is what ``fleet up`` calls on shutdown.
 
-``LocalProvider`` is the local provider's one front; its parts, made in its constructor and
-handed what they share (``LocalHost``): ``Namespaces`` (bubblewrap machines),
-``GvisorMachines`` (gVisor's), ``HomeCopies`` (forks' and snapshots' homes) and ``Children``
-(the roots this process started, reaped); the processes' lookup and supervision are functions
+``LocalProvider`` is the local provider's one front: a machine's start, stop and removal. Its
+parts, made in its constructor and handed what they share (``LocalHost``): ``Namespaces``
+(bubblewrap machines), ``GvisorMachines`` (gVisor's), ``HomeCopies`` (forks' and snapshots'
+homes), ``LocalRunning`` (what it answers about a running machine of either kind) and
+``Children`` (the roots this process started, reaped); its ``capabilities`` say which part has
+each capability of ``providers.base`` (pause is ``GvisorMachines``', snapshots
+``HomeCopies``'). The processes' lookup and supervision are functions
 (providers/local/processes.py, supervision.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiodocker
 import structlog
 
-from base.codestore import CODE_MOUNT
 from base.version import SOURCE_ROOT
-from contracts.bus.events import HomeCopy
-from contracts.daemon.rpc import ExecCommandParams, ExecCommandResult
 from contracts.errors import NotSupported
 from controlplane.policy import Limits, PlacementOf
 from providers import gvisor
-from providers.code import install_code
-from providers.disk_walk import WalkBound, home_disk
+from providers.base import (
+    Capabilities,
+    DaemonWatch,
+    DiskMeter,
+    HomeCloner,
+    InterfaceEgress,
+    MachineControl,
+    MemoryForker,
+    NetnsHolder,
+    PastaOwned,
+    Pauser,
+    RootExecutor,
+    SnapshotTaker,
+    UsageMeter,
+)
+from providers.disk_walk import WalkBound
 from providers.gvisor import remove_root
 from providers.local.gvisor_machines import GvisorMachines
 from providers.local.home_copies import HomeCopies, remove_files
 from providers.local.host import LocalHost
 from providers.local.namespaces import Namespaces
-from providers.local.processes import code_store, first_process, owners, running_pid
-from providers.local.supervision import Children, restart_local, stop_local
-from providers.machine_usage import Usage, local_usage
-from providers.sandbox import (
-    MachineCgroup,
-    remove_overlay,
-    sandbox_root_children,
-    unmount_overlay,
-)
+from providers.local.running import LocalRunning
+from providers.local.supervision import Children, stop_local
+from providers.sandbox import remove_overlay, unmount_overlay
 
 log = structlog.get_logger(__name__)
-
-#: Threads reading machines' counters (``LocalProvider.usage``).
-_READS = 4
 
 
 @dataclass(frozen=True)
 class LocalParts:
     """The local provider's parts: what they share (``host``), the roots this process started
-    (``children``), homes' copies, and the two kinds of machines."""
+    (``children``), homes' copies, the two kinds of machines, and what it answers about a
+    running machine of either kind (``running``)."""
 
     host: LocalHost
     children: Children
     copies: HomeCopies
     namespaces: Namespaces
     gvisor: GvisorMachines
+    running: LocalRunning
 
 
 class LocalProvider:
@@ -106,30 +111,20 @@ class LocalProvider:
             disk_walk=disk_walk or WalkBound(),
         )  # fmt: skip
         children, copies = Children(host.machines), HomeCopies(host)
+        machines = GvisorMachines(host, copies, runsc, netns_ready)
+        running = LocalRunning(host, machines)
         #: Its parts, each made once (the warm pools take what they need of them).
         self.parts = LocalParts(
             host=host, children=children, copies=copies,
-            namespaces=Namespaces(host, children),
-            gvisor=GvisorMachines(host, copies, runsc, netns_ready),
+            namespaces=Namespaces(host, children), gvisor=machines, running=running,
         )  # fmt: skip
-        #: Machines' counters are read here, never on the default executor, which starts
-        #: machines (a runsc asked for a gvisor machine's memory may take seconds).
-        self._reads = ThreadPoolExecutor(_READS, thread_name_prefix="local-usage")
-
-    @property
-    def sandbox(self) -> bool:
-        """False only when the operator said so (fleet up --no-sandbox): not isolated."""
-        return self.parts.host.sandbox
-
-    @property
-    def cow(self) -> bool:
-        """Homes are btrfs subvolumes: a fork is a snapshot (providers/local/homes.py)."""
-        return self.parts.host.cow
-
-    @property
-    def own_network(self) -> bool:
-        """A sandboxed machine's network is its own (providers/sandbox/netns.py)."""
-        return self.parts.host.own_network
+        #: Which part has each capability: callers ask ``providers.base.capability``.
+        self.capabilities = Capabilities({
+            HomeCloner: copies, SnapshotTaker: copies, DiskMeter: copies,
+            Pauser: machines, MemoryForker: machines, RootExecutor: machines,
+            MachineControl: running, DaemonWatch: running, NetnsHolder: running,
+            InterfaceEgress: running, PastaOwned: running, UsageMeter: running,
+        })  # fmt: skip
 
     @property
     def runs_images(self) -> bool:
@@ -146,14 +141,6 @@ class LocalProvider:
     def home(self, machine_id: str) -> Path:
         return self.parts.host.home(machine_id)
 
-    async def install_code(self, machine_id: str, target_ref: str) -> str:
-        """Install the commit in the machine's code store, beside its home (never in it): the
-        sandbox has it read-only (``CODE_MOUNT``), and the platform's record says it is current."""
-        store = code_store(self.machine_dir(machine_id))
-        repo = self.parts.host.code_repo
-        sha, new = await asyncio.to_thread(install_code, repo, target_ref, store)
-        return f"{'installed' if new else 'already had'} code {sha[:12]} in {CODE_MOUNT}"
-
     async def start(self, machine_id: str, token: str) -> str:
         self.parts.children.reap()
         place = await self.parts.host.place(machine_id)
@@ -167,101 +154,6 @@ class LocalProvider:
                 )
             return await self.parts.gvisor.start(machine_id, token)
         return await self.parts.namespaces.start(machine_id, token)
-
-    # --- Copies of homes (providers/local/home_copies.py) and memory images.
-
-    async def take_snapshot(self, machine_id: str, snapshot_id: str) -> HomeCopy:
-        return await self.parts.copies.take_snapshot(machine_id, snapshot_id)
-
-    async def drop_snapshot(self, snapshot_id: str) -> bool:
-        return await self.parts.copies.drop_snapshot(snapshot_id)
-
-    async def clone_home(self, source_id: str, machine_id: str) -> HomeCopy:
-        return await self.parts.copies.clone_home(source_id, machine_id)
-
-    async def disk_bytes(self, source_id: str) -> int:
-        return await self.parts.copies.disk_bytes(source_id)
-
-    async def take_memory_image(
-        self, machine_id: str, image_id: str, forks: int | None,
-        renew: Callable[[], Awaitable[str]],
-    ) -> tuple[int, float, HomeCopy]:  # fmt: skip
-        return await self.parts.gvisor.take_memory_image(machine_id, image_id, forks, renew)
-
-    async def usage(self, machine_id: str, *, disk: bool = False) -> Usage | None:
-        """What the machine uses now (providers/machine_usage.py), its home's disk too when
-        ``disk`` (providers/disk_walk.py: bounded, charged to the machine); None if nothing of
-        it runs here."""
-        loop = asyncio.get_running_loop()
-        read = await loop.run_in_executor(self._reads, self._usage, machine_id)
-        if read is None or not disk:
-            return None if read is None else read[0]
-        got, root = read
-        use, size = await home_disk(self.home(machine_id), self.parts.host.disk_walk, root)
-        return got.with_disk(None if use is None else use.bytes, size)
-
-    def _usage(self, machine_id: str) -> tuple[Usage, int | None] | None:
-        """The machine's counters, and its first process on this host (in its cgroups)."""
-        mdir = self.machine_dir(machine_id)
-        on_gvisor = gvisor.is_gvisor(mdir)
-        root = first_process(mdir, machine_id)
-        if on_gvisor or root is None or not self.own_network:
-            pid = root if on_gvisor else None
-        else:  # a process in its network namespace: bwrap's child
-            pid = next(iter(sandbox_root_children(root)), None)
-        got = local_usage([MachineCgroup(o) for o in owners(mdir, machine_id)], pid)
-        if got is None:
-            return None
-        if on_gvisor and pid is not None:
-            kernel = self.parts.gvisor.kernel_memory(mdir, machine_id, pid)
-            got = dataclasses.replace(got, memory_bytes=kernel or got.memory_bytes)
-        return got, root
-
-    # --- A running machine: root in it, pause and resume (gvisor), its network, restart, stop.
-
-    async def exec_as_root(self, machine_id: str, params: ExecCommandParams) -> ExecCommandResult:
-        return await self.parts.gvisor.exec_as_root(machine_id, params)
-
-    async def pause(self, machine_id: str) -> int:
-        return await self.parts.gvisor.pause(machine_id)
-
-    async def resume(self, machine_id: str) -> str:
-        return await self.parts.gvisor.resume(machine_id)
-
-    async def restart(self, machine_id: str) -> bool:
-        """Restart the machine's daemon in place (its processes stay); False if not running."""
-        if gvisor.is_gvisor(self.machine_dir(machine_id)):
-            return await self.parts.gvisor.restart(machine_id)
-        return await asyncio.to_thread(restart_local, self.machine_dir(machine_id), machine_id)
-
-    async def daemon_runs(self, machine_id: str) -> bool:
-        """Its sandbox runs (a gvisor machine's runsc sandbox, a bwrap machine's root)."""
-        machine_dir = self.machine_dir(machine_id)
-        if gvisor.is_gvisor(machine_dir):
-            return await asyncio.to_thread(gvisor.sandbox_pid, machine_dir) is not None
-        return await asyncio.to_thread(running_pid, machine_dir, machine_id) is not None
-
-    async def netns_pid(self, machine_id: str) -> int | None:
-        """The sandbox's init (bwrap's child), or a gvisor machine's sandbox, which holds the
-        machine's network namespace."""
-        if gvisor.is_gvisor(self.machine_dir(machine_id)):
-            return await asyncio.to_thread(gvisor.sandbox_pid, self.machine_dir(machine_id))
-        if not self.own_network:
-            raise NotSupported(
-                "this host's local machines share the host's network (FLEET_SANDBOX_NETWORK="
-                "host or no sandbox): an egress policy cannot be enforced on them"
-            )
-        root = await asyncio.to_thread(running_pid, self.machine_dir(machine_id), machine_id)
-        if root is None:
-            return None
-        children = sandbox_root_children(root)
-        return children[0] if children else None
-
-    def egress_on_interfaces(self, machine_id: str) -> bool:
-        return gvisor.is_gvisor(self.machine_dir(machine_id))
-
-    def pasta_owners(self, machine_id: str) -> list[str]:
-        return owners(self.machine_dir(machine_id), machine_id)
 
     async def remove(self, machine_id: str) -> None:
         """Ends every process of the machine, then deletes its files (home, code store, writes

@@ -27,13 +27,12 @@ from controlplane.security.crypto import SecretBox
 from controlplane.settings import GVISOR_POOL, Settings
 from controlplane.store import Store
 from environments.shared_builds import SharedBuilds
-from providers.base import MachineControl
 from providers.docker import DockerPoolBackend, DockerProvider
 from providers.egress import PlatformAddresses
 from providers.gvisor import Runsc, gvisor_proxy_url
 from providers.host_memory import host_memory
 from providers.local import GvisorPoolBackend, LocalPoolBackend, LocalProvider, homes as homes_fs
-from providers.registry import disk_walk, docker_provider, platform_limits
+from providers.registry import Providers, disk_walk, docker_provider, platform_limits
 from providers.swarm import SwarmProvider
 from providers.warm_pool import PoolBackend, WarmPool
 from services.provisioner.builds.environment import image_id, machine_placement, pool_key
@@ -82,6 +81,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     )
 
     docker = await stack.enter_async_context(docker_provider(settings, repo, placement=placement))
+    providers = Providers(local=local, swarm=swarm, docker=docker)
     await stack.enter_async_context(DockerNetworks(lambda: docker.docker, platform))
     memory = host_memory(settings.memory_cgroup)
     heartbeat = HostHeartbeat(store, settings, clock, memory, gvisor_proxy_url(settings))
@@ -97,7 +97,7 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     box = SecretBox(settings.secret_key)
     svc = provisioner(
         store=store, bus=bus, box=box, settings=settings, heartbeat=heartbeat, clock=clock,
-        providers={local.name: local, swarm.name: swarm, docker.name: docker},
+        providers=providers,
         pools=await warm_pools(settings, stack, local, docker, clock),
         engine=lambda: docker.docker, dns=dns, refusals=refusals, proxy=proxy, door=door,
         policies=policies, shared=shared,
@@ -110,18 +110,16 @@ async def build(settings: Settings, stack: AsyncExitStack) -> None:
     if settings.pause_under_mb > 0:
         await stack.enter_async_context(MemoryPressure(store=store, bus=bus, settings=settings,
                                                        memory=memory, clock=clock))  # fmt: skip
-    await _serve_host(settings, stack, store, bus, svc, box, shared, local, swarm, docker, clock)
+    await _serve_host(settings, stack, store, bus, svc, box, shared, providers, clock)
     await enter_subscriptions(stack, svc.handlers, bus, settings, metrics)
 
 
 async def _serve_host(settings: Settings, stack: AsyncExitStack, store: Store, bus: Bus,
-                      svc: Provisioner, box: SecretBox, shared: SharedBuilds, local: LocalProvider,
-                      swarm: SwarmProvider, docker: DockerProvider,
-                      clock: Clock) -> None:  # fmt: skip
+                      svc: Provisioner, box: SecretBox, shared: SharedBuilds,
+                      providers: Providers, clock: Clock) -> None:  # fmt: skip
     """This host's methods (the gateway routes a machine's restart, refreshCode, snapshots
     and egress to its host) and its sweep of what no record holds, entered on ``stack``."""
-    providers: dict[str, MachineControl] = {local.name: local, swarm.name: swarm,
-                                            docker.name: docker}  # fmt: skip
+    local, docker = providers.local, providers.docker
     methods = HostMethods(store=store, settings=settings, providers=providers,
                           egress=svc.machines.egress, box=box, disk=svc.machines.disk,
                           builds=EnvironmentBuilds(store, settings, lambda: docker.docker,
@@ -129,7 +127,7 @@ async def _serve_host(settings: Settings, stack: AsyncExitStack, store: Store, b
     await stack.enter_async_context(host_rpc_server(bus.nc, methods))
     # What this host's machines use, sampled every FLEET_METRICS_SAMPLE_S (docs/monitoring.md).
     await stack.enter_async_context(UsageSampler(
-        store, {local.name: local, docker.name: docker}, settings.host_id,
+        store, providers, settings.host_id,
         settings.metrics_sample_s, clock, settings.metrics_disk_s,
     ))  # fmt: skip
     # Snapshots and memory images that no record holds: at its start, then every
@@ -183,7 +181,7 @@ async def warm_pools(
             backend, name = DockerPoolBackend(docker, image), pool_key("docker", image)
         elif name == "docker":
             backend = DockerPoolBackend(docker)
-        elif name == "local" and local.sandbox:
+        elif name == "local" and local.parts.host.sandbox:
             backend = LocalPoolBackend(local)
         elif name == GVISOR_POOL:
             try:
@@ -192,7 +190,9 @@ async def warm_pools(
                 log.warning("provision.pool_unsupported", pool=name, error=exc.message)
                 continue
         else:
-            log.warning("provision.pool_unsupported", provider=name, sandbox=local.sandbox)
+            log.warning(
+                "provision.pool_unsupported", provider=name, sandbox=local.parts.host.sandbox
+            )
             continue
         pool = WarmPool(backend, size, min_available_mb=settings.warm_pool_min_available_mb,
                         memory=host_memory(settings.memory_cgroup), clock=clock)  # fmt: skip

@@ -36,7 +36,7 @@ from controlplane.store import (
     disk as store_disk,
 )
 from environments.shared_builds import SharedBuilds
-from providers.base import HomeCloner, Provider
+from providers.base import HomeCloner, Provider, capability
 from providers.host_memory import mem_available_mb
 from providers.sandbox import NotFrozen
 from services.provisioner.builds.environment import (
@@ -251,13 +251,14 @@ class CreateArchive:
         source = event.memory_image or event.fork_of or event.from_snapshot
         if source is None:
             return None
-        if not isinstance(provider, HomeCloner):
+        cloner = capability(provider, HomeCloner)
+        if cloner is None:
             raise Permanent(f"the {event.provider} provider cannot fork machines")
         iid, field = event.instance_id, store_disk.home(event.machine_id)
         need = await self.disk.measured(provider, iid, source, machine=source == event.fork_of)
         try:
             async with self.disk.held(iid, field, need, f"machine {event.machine_id}'s home"):
-                copied = await provider.clone_home(source, event.machine_id)
+                copied = await cloner.clone_home(source, event.machine_id)
         except DiskLimit as exc:
             raise Permanent(exc.message) from None
         except (OSError, NotFrozen) as exc:  # a copy retried would meet the same

@@ -15,7 +15,7 @@ from base.ticker import Ticker
 from contracts.models import Machine
 from controlplane.settings import Settings
 from controlplane.store import Store, disk as store_disk
-from providers.base import DiskMeter
+from providers.base import DiskMeter, capability
 from services.provisioner.builds.environment import machine_limits
 
 log = structlog.get_logger(__name__)
@@ -40,9 +40,10 @@ class DiskBudget:
                        machine: bool) -> int:  # fmt: skip
         """What ``source_id`` (a machine, or a snapshot) takes now; a machine's home is
         counted as measured."""
-        if not isinstance(provider, DiskMeter):
+        meter = capability(provider, DiskMeter)
+        if meter is None:
             return 0
-        took = await provider.disk_bytes(source_id)
+        took = await meter.disk_bytes(source_id)
         if machine:
             await self.store.disk.settle(instance_id, store_disk.home(source_id), took)
         return took
@@ -75,7 +76,8 @@ class DiskBudget:
 
     async def took(self, provider: object, instance_id: str, field: str, source_id: str) -> None:
         """``field`` holds what ``source_id``'s copy took, measured (nothing: it is gone)."""
-        took = await provider.disk_bytes(source_id) if isinstance(provider, DiskMeter) else 0
+        meter = capability(provider, DiskMeter)
+        took = 0 if meter is None else await meter.disk_bytes(source_id)
         if took == 0:
             await self.store.disk.forget(instance_id, field)
             return

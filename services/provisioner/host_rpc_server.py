@@ -6,7 +6,7 @@ host serves it)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from nats.aio.client import Client as NATS
@@ -27,8 +27,10 @@ from providers.base import (
     DaemonWatch,
     MachineControl,
     MemoryForker,
+    Provider,
     RootExecutor,
     SnapshotTaker,
+    capability,
 )
 from services.provisioner.builds.environment_builds import EnvironmentBuilds
 from services.provisioner.disk import DiskBudget
@@ -38,6 +40,7 @@ log = structlog.get_logger(__name__)
 
 #: The source's lock, held through its checkpoint, its home's copy and its restore.
 _IMAGE_HELD_S = 600.0
+T = TypeVar("T")
 
 
 class HostMethods:
@@ -48,7 +51,7 @@ class HostMethods:
         *,
         store: Store,
         settings: Settings,
-        providers: Mapping[str, MachineControl],
+        providers: Mapping[str, Provider],
         egress: EgressEnforcer | None = None,
         builds: EnvironmentBuilds | None = None,
         box: SecretBox | None = None,
@@ -65,7 +68,7 @@ class HostMethods:
         #: Seals the credential a fork with memory's source is given (None: no such forks).
         self.box = box
 
-    async def _own(self, machine_id: str) -> tuple[Machine, MachineControl]:
+    async def _own(self, machine_id: str) -> tuple[Machine, Provider]:
         machine = await self.store.get_machine(machine_id)
         if machine.host_id not in (None, self.host_id):
             # Routed here by mistake (a stale host id): acting would touch nothing of it.
@@ -75,37 +78,52 @@ class HostMethods:
             raise NotSupported(f"provider {machine.provider!r} cannot act on a running machine")
         return machine, provider
 
+    async def _capable(self, machine_id: str, kind: type[T], cannot: str) -> tuple[Machine, T]:
+        """The machine (this host's) and what of its provider has the capability ``kind``."""
+        machine, provider = await self._own(machine_id)
+        return machine, self._of(machine, provider, kind, cannot)
+
+    @staticmethod
+    def _of(machine: Machine, provider: Provider, kind: type[T], cannot: str) -> T:
+        """What of ``provider`` has ``kind``; NotSupported saying what it ``cannot``."""
+        part = capability(provider, kind)
+        if part is None:
+            raise NotSupported(f"the {machine.provider} provider {cannot}")
+        return part
+
     @handles(h.RESTART_DAEMON)
     async def restart_daemon(self, p: h.HostMachineParams, _: None) -> h.RestartResult:
-        machine, provider = await self._own(p.machine_id)
-        restarted = await provider.restart(machine.id)
+        machine, control = await self._capable(
+            p.machine_id, MachineControl, "cannot restart a machine's daemon"
+        )
+        restarted = await control.restart(machine.id)
         log.info("host.daemon_restart", machine_id=machine.id, restarted=restarted)
         return h.RestartResult(restarted=restarted)
 
     @handles(h.DAEMON_RUNS)
     async def daemon_runs(self, p: h.HostMachineParams, _: None) -> h.DaemonRunsResult:
-        machine, provider = await self._own(p.machine_id)
-        if not isinstance(provider, DaemonWatch):
-            raise NotSupported(f"the {machine.provider} provider cannot tell whether a "
-                               "machine's daemon runs")  # fmt: skip
-        return h.DaemonRunsResult(runs=await provider.daemon_runs(machine.id))
+        machine, watch = await self._capable(
+            p.machine_id, DaemonWatch, "cannot tell whether a machine's daemon runs"
+        )
+        return h.DaemonRunsResult(runs=await watch.daemon_runs(machine.id))
 
     @handles(h.INSTALL_CODE)
     async def install_code(self, p: h.InstallCodeParams, _: None) -> h.InstallCodeResult:
-        machine, provider = await self._own(p.machine_id)
-        message = await provider.install_code(machine.id, p.target_ref)
+        machine, control = await self._capable(
+            p.machine_id, MachineControl, "cannot install code on a machine"
+        )
+        message = await control.install_code(machine.id, p.target_ref)
         log.info("host.code_installed", machine_id=machine.id, target_ref=p.target_ref)
         return h.InstallCodeResult(message=message)
 
     @handles(h.TAKE_SNAPSHOT)
     async def take_snapshot(self, p: h.SnapshotParams, _: None) -> h.SnapshotTaken:
         machine, provider = await self._own(p.machine_id)
-        if not isinstance(provider, SnapshotTaker):
-            raise NotSupported(f"the {machine.provider} provider keeps no snapshots")
+        shelf = self._of(machine, provider, SnapshotTaker, "keeps no snapshots")
         need = await self.disk.measured(provider, machine.instance_id, machine.id, machine=True)
         field = store_disk.image(p.snapshot_id)
         async with self.disk.held(machine.instance_id, field, need, f"snapshot {p.snapshot_id}"):
-            copied = await provider.take_snapshot(machine.id, p.snapshot_id)
+            copied = await shelf.take_snapshot(machine.id, p.snapshot_id)
         await self.disk.took(provider, machine.instance_id, field, p.snapshot_id)
         log.info("host.snapshot_taken", machine_id=machine.id, snapshot_id=p.snapshot_id,
                  how=copied.how, pause_ms=copied.pause_ms)  # fmt: skip
@@ -113,10 +131,8 @@ class HostMethods:
 
     @handles(h.DROP_SNAPSHOT)
     async def drop_snapshot(self, p: h.SnapshotParams, _: None) -> h.SnapshotDropped:
-        machine, provider = await self._own(p.machine_id)
-        if not isinstance(provider, SnapshotTaker):
-            raise NotSupported(f"the {machine.provider} provider keeps no snapshots")
-        dropped = await provider.drop_snapshot(p.snapshot_id)
+        machine, shelf = await self._capable(p.machine_id, SnapshotTaker, "keeps no snapshots")
+        dropped = await shelf.drop_snapshot(p.snapshot_id)
         await self.store.disk.forget(machine.instance_id, store_disk.image(p.snapshot_id))
         log.info("host.snapshot_dropped", snapshot_id=p.snapshot_id, dropped=dropped)
         return h.SnapshotDropped(dropped=dropped)
@@ -124,7 +140,8 @@ class HostMethods:
     @handles(h.TAKE_MEMORY_IMAGE)
     async def take_memory_image(self, p: h.MemoryImageParams, _: None) -> h.MemoryImageTaken:
         machine, provider = await self._own(p.machine_id)
-        if not isinstance(provider, MemoryForker) or self.box is None:
+        forker = capability(provider, MemoryForker)
+        if forker is None or self.box is None:
             raise NotSupported(f"the {machine.provider} provider cannot fork with memory here",
                                data={"runtime": machine.runtime})  # fmt: skip
         box = self.box
@@ -146,7 +163,7 @@ class HostMethods:
             need += await self.disk.memory_bytes(machine)
             async with self.disk.held(machine.instance_id, field, need,
                                       f"the memory image {p.snapshot_id}"):  # fmt: skip
-                size, stood_ms, copied = await provider.take_memory_image(
+                size, stood_ms, copied = await forker.take_memory_image(
                     machine.id, p.snapshot_id, p.forks, renew
                 )
             await self.egress.enforce(machine, at_start=True)  # its namespace is a new one
@@ -163,14 +180,15 @@ class HostMethods:
     @handles(h.EXEC_AS_ROOT)
     async def exec_as_root(self, p: h.RootExecParams, _: None) -> ExecCommandResult:
         machine, provider = await self._own(p.machine_id)
-        if machine.runtime != "gvisor" or not isinstance(provider, RootExecutor):
+        root = capability(provider, RootExecutor)
+        if machine.runtime != "gvisor" or root is None:
             raise NotSupported(
                 f"machine {machine.id} runs the {machine.runtime} runtime on the "
                 f"{machine.provider} provider: nothing runs as root in it",
                 data={"runtime": machine.runtime, "user": "root"},
             )
         log.info("host.exec_as_root", machine_id=machine.id, program=p.command[0])
-        return await provider.exec_as_root(machine.id, p)
+        return await root.exec_as_root(machine.id, p)
 
     def dispatcher(self) -> Dispatcher[None]:
         router: Router[None] = Router()

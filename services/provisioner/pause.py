@@ -35,7 +35,7 @@ from controlplane.machines.status_transitions import PAUSE_REFUSED
 from controlplane.machines.unresponsive import mark_unresponsive
 from controlplane.settings import Settings
 from controlplane.store import disk as store_disk
-from providers.base import DaemonWatch, Pauser
+from providers.base import DaemonWatch, Pauser, capability
 from services.provisioner.host import HostMachines
 
 log = structlog.get_logger(__name__)
@@ -61,10 +61,10 @@ class PauseResume:
         self.clock = clock
 
     def _pauser(self, provider_name: str, machine_id: str) -> Pauser:
-        provider = self.machines.providers.get(provider_name)
-        if not isinstance(provider, Pauser):
+        pauser = capability(self.machines.providers.get(provider_name), Pauser)
+        if pauser is None:
             raise NotSupported(f"provider {provider_name!r} cannot pause machine {machine_id}")
-        return provider
+        return pauser
 
     async def pause_event_failed(self, event: MachinePauseRequested, reason: str) -> None:
         # Never left pausing for good: what is left of it is unknown.
@@ -161,9 +161,10 @@ class PauseResume:
                 log.info("resume.skipped", machine_id=machine.id, status=machine.status.value)
                 return None
             pauser = self._pauser(machine.provider, machine.id)
+            watch = capability(self.machines.providers.get(machine.provider), DaemonWatch)
             try:
                 # Restored already: a redelivery after a stop while its daemon was waited for.
-                if not (isinstance(pauser, DaemonWatch) and await pauser.daemon_runs(machine.id)):
+                if not (watch is not None and await watch.daemon_runs(machine.id)):
                     # A restored sandbox is a new process: the machine's id for it stored, or
                     # the provisioner's next start would take its daemon for started anew.
                     await self.store.set_external_id(machine.id, await pauser.resume(machine.id))

@@ -28,7 +28,7 @@ from contracts.models import Machine, MachineSample
 from contracts.status import ARCHIVED_OR_ARCHIVING, PAUSE_STATES, STOPPED_OR_STOPPING
 from controlplane.process.metrics_series import aggregate, bucket_end
 from controlplane.store import Store
-from providers.base import UsageMeter
+from providers.base import UsageMeter, capability
 from providers.machine_usage import Usage
 
 log = structlog.get_logger(__name__)
@@ -121,14 +121,14 @@ class UsageSampler(Ticker):
         return [m for m in found if isinstance(m, Machine) and m.status not in ASLEEP]
 
     async def _read(self, m: Machine) -> Reading | None:
-        provider = self._providers.get(m.provider)
-        if not isinstance(provider, UsageMeter):
+        meter = capability(self._providers.get(m.provider), UsageMeter)
+        if meter is None:
             return None
         mono = self.clock.monotonic()
         prev = self._last.get(m.id)
         disk = prev is None or mono - prev.disk_at >= self._disk_every_s
         try:
-            usage = await provider.usage(m.id, disk=disk)
+            usage = await meter.usage(m.id, disk=disk)
         except (FleetError, OSError) as exc:
             log.warning("metrics.read_failed", machine_id=m.id, error=repr(exc))
             return None

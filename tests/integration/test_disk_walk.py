@@ -23,8 +23,8 @@ from structlog.testing import capture_logs
 from base.version import SOURCE_ROOT
 from controlplane.settings import Settings
 from fleet.client import FleetClient
+from providers.base import UsageMeter, capability
 from providers.disk_walk import WalkBound, home_disk, memory_group
-from providers.docker import DockerProvider
 from providers.local import LocalProvider
 from providers.registry import disk_walk, docker_provider
 from tests.docker_env import docker_gateway, docker_image, inspect, remove_containers
@@ -46,17 +46,21 @@ BIG = 4_000_000
 
 
 @asynccontextmanager
-async def measurer(
-    settings: Settings, provider: str
-) -> AsyncIterator[LocalProvider | DockerProvider]:
-    """A provider of the stack's machines, as a provisioner makes it, with the walk's bound."""
+async def measurer(settings: Settings, provider: str) -> AsyncIterator[UsageMeter]:
+    """What measures a machine's use on a provider of the stack's machines, as a provisioner
+    makes it, with the walk's bound."""
     settings = msgspec.structs.replace(settings, disk_walk_entries=BOUND, disk_walk_s=60.0)
     if provider == "docker":
         async with docker_provider(settings, SOURCE_ROOT) as docker:
             yield docker
         return
-    yield LocalProvider(data_dir=settings.data_path, nats_url=settings.nats_url, environ={},
-                        uids=settings.sandbox_uid_range, disk_walk=disk_walk(settings))  # fmt: skip
+    local = LocalProvider(
+        data_dir=settings.data_path, nats_url=settings.nats_url, environ={},
+        uids=settings.sandbox_uid_range, disk_walk=disk_walk(settings),
+    )  # fmt: skip
+    meter = capability(local, UsageMeter)
+    assert meter is not None
+    yield meter
 
 
 #: More than the default executor's threads (at most 32): each held, the rest queued.

@@ -321,7 +321,7 @@ async def test_a_restart_of_a_machine_just_started_restarts_its_daemon(
     await provider.start(mid, token)
     pid = sandbox_pid(machine_dir)
     assert pid is not None
-    assert await provider.restart(mid)
+    assert await provider.parts.running.restart(mid)
     said = partial(_supervisor_said, machine_dir, before, pid, "daemon_started")
     await wait_until(lambda: said() >= 2, timeout=120, every=0.1)  # its first, and the restart's
     assert runsc.status(running_container(machine_dir, mid), pid) == "running"

@@ -19,7 +19,7 @@ from contracts.models import Machine
 from controlplane.host_addresses import nats_servers, platform_addresses, resolve
 from controlplane.settings import Settings
 from controlplane.store import Store
-from providers.base import InterfaceEgress, NetnsHolder, PastaOwned
+from providers.base import InterfaceEgress, NetnsHolder, PastaOwned, capability
 from providers.egress import (
     DnsCaps,
     DnsProxy,
@@ -161,17 +161,19 @@ class EgressEnforcer:
         policy = await self.store.instance_settings.egress(instance_id)
         provider = self.providers.get(provider_name)
         try:
-            if not isinstance(provider, NetnsHolder):
+            holder = capability(provider, NetnsHolder)
+            if holder is None:
                 raise NotSupported(f"provider {provider_name!r} cannot enforce egress policy")
-            pid = await provider.netns_pid(machine_id)
+            pid = await holder.netns_pid(machine_id)
         except NotSupported:
             if policy.is_open():
                 return False
             raise
         if pid is None:
             return False
-        on_interfaces = isinstance(provider, InterfaceEgress) and await asyncio.to_thread(
-            provider.egress_on_interfaces, machine_id
+        frames = capability(provider, InterfaceEgress)
+        on_interfaces = frames is not None and await asyncio.to_thread(
+            frames.egress_on_interfaces, machine_id
         )
         if on_interfaces:
             self._at_the_door(provider, machine_id, instance_id)
@@ -191,8 +193,9 @@ class EgressEnforcer:
 
     def _at_the_door(self, provider: object, machine_id: str, instance_id: str) -> None:
         """A gvisor machine of a local provider is served at the proxy's door on the host."""
-        if self.door is not None and self.door.serving and isinstance(provider, PastaOwned):
-            self.door.attach(machine_id, instance_id, provider.pasta_owners(machine_id))
+        pasta = capability(provider, PastaOwned)
+        if self.door is not None and self.door.serving and pasta is not None:
+            self.door.attach(machine_id, instance_id, pasta.pasta_owners(machine_id))
 
     def _door_port(self) -> int:
         return self.door.port if self.door is not None else 0
