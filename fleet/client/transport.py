@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -29,6 +29,22 @@ if TYPE_CHECKING:
 
 #: What a request sends: bytes, chunks as they are produced (an upload), or nothing.
 RequestBody = bytes | AsyncIterable[bytes] | None
+
+
+class Headers(Mapping[str, str]):
+    """Header names compared as HTTP compares them, without case."""
+
+    def __init__(self, items: Mapping[str, str] | None = None) -> None:
+        self._items = {k.lower(): v for k, v in (items or {}).items()}
+
+    def __getitem__(self, name: str) -> str:
+        return self._items[name.lower()]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 class ConnectionFailed(Exception):

@@ -22,29 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 
-from fleet.client.transport import Answer, RequestBody, Timeout, answer_of
-
-
-class Headers(Mapping[str, str]):
-    """Header names compared as HTTP compares them, without case."""
-
-    def __init__(self, items: Mapping[str, str] | None = None) -> None:
-        self._items = {k.lower(): v for k, v in (items or {}).items()}
-
-    def __getitem__(self, name: str) -> str:
-        return self._items[name.lower()]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._items)
-
-    def __len__(self) -> int:
-        return len(self._items)
+from fleet.client.transport import Answer, Headers, RequestBody, Timeout, answer_of
 
 
 @dataclass(frozen=True)

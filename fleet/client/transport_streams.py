@@ -22,6 +22,7 @@ from base.version import package_version
 from fleet.client.transport import (
     Answer,
     ConnectionFailed,
+    Headers,
     HttpTransport,
     RequestBody,
     StreamCut,
@@ -34,27 +35,13 @@ _HEAD_LIMIT = 64 * 1024
 _READ = 64 * 1024
 
 
-class _Headers(dict[str, str]):
-    """An answer's headers, looked up whatever their case (HTTP's names are)."""
-
-    def __getitem__(self, key: str) -> str:
-        return super().__getitem__(key.lower())
-
-    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        return super().get(key.lower(), default)
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and super().__contains__(key.lower())
-
-    @classmethod
-    def of(cls, head: h11.Response) -> _Headers:
-        """h11's (lower-cased) header list; a repeated header's values joined, as HTTP's
-        rules join them."""
-        headers = cls()
-        for name, value in head.headers:
-            key, text = name.decode("latin-1"), value.decode("latin-1")
-            headers[key] = f"{headers[key]}, {text}" if key in headers else text
-        return headers
+def _headers(head: h11.Response) -> Headers:
+    """h11's (lower-cased) header list; a repeated header's values joined, as HTTP joins them."""
+    joined: dict[str, str] = {}
+    for name, value in head.headers:
+        key, text = name.decode("latin-1"), value.decode("latin-1")
+        joined[key] = f"{joined[key]}, {text}" if key in joined else text
+    return Headers(joined)
 
 
 class _Body:
@@ -116,7 +103,7 @@ class _Body:
 
 
 class _Answer:
-    def __init__(self, status: int, headers: _Headers, body: _Body) -> None:
+    def __init__(self, status: int, headers: Headers, body: _Body) -> None:
         self.status, self.headers, self.content = status, headers, body
 
     @property
@@ -163,7 +150,7 @@ class StreamTransport(HttpTransport):
                     head = await response_head(http, reader, _READ)
                 except (h11.ProtocolError, ConnectionError) as exc:
                     raise ConnectionFailed(f"no answer came: {exc!r}", sent=True) from None
-                yield _Answer(head.status_code, _Headers.of(head),
+                yield _Answer(head.status_code, _headers(head),
                               _Body(http, reader, timeout.read))  # fmt: skip
             finally:
                 writer.close()
