@@ -142,17 +142,19 @@ class StreamTransport(HttpTransport):
         async with asyncio.timeout(timeout.total):
             reader, writer = await self._connect(url, timeout.connect)
             http = h11.Connection(h11.CLIENT, max_incomplete_event_size=_HEAD_LIMIT)
+            head = h11.Request(method=method, target=target,
+                               headers=_request_headers(url, headers, body))  # fmt: skip
+            # Sent while the answer is awaited, as aiohttp does: a gateway that refuses an
+            # upload answers (and closes) before it has read the body, and its answer is the
+            # request's, not the broken send.
+            sending = asyncio.create_task(_send(http, writer, head, body))
             try:
-                await _send(http, writer, h11.Request(
-                    method=method, target=target, headers=_request_headers(url, headers, body)),
-                    body)  # fmt: skip
-                try:
-                    head = await response_head(http, reader, _READ)
-                except (h11.ProtocolError, ConnectionError) as exc:
-                    raise ConnectionFailed(f"no answer came: {exc!r}", sent=True) from None
-                yield _Answer(head.status_code, _headers(head),
+                answer = await _answer_head(http, reader, sending)
+                yield _Answer(answer.status_code, _headers(answer),
                               _Body(http, reader, timeout.read))  # fmt: skip
             finally:
+                sending.cancel()
+                await asyncio.gather(sending, return_exceptions=True)
                 writer.close()
 
     async def _connect(
@@ -179,14 +181,26 @@ def _request_headers(
     url: urllib.parse.SplitResult, headers: Mapping[str, str], body: RequestBody
 ) -> list[tuple[str, str]]:
     """The request's headers, with its framing: h11 writes a body only as they announce it."""
-    framing = [] if body is None else (
+    named = {k.lower() for k in headers}
+    framing = [] if body is None or {"content-length", "transfer-encoding"} & named else (
         [("Content-Length", str(len(body)))] if isinstance(body, bytes)
         else [("Transfer-Encoding", "chunked")]
     )  # fmt: skip
-    named = {k.lower() for k in headers}
     # The audit log keeps a call's User-Agent: it says which client made it.
     agent = [] if "user-agent" in named else [("User-Agent", f"fleetd-client/{package_version()}")]
     return [("Host", url.netloc), ("Connection", "close"), *agent, *headers.items(), *framing]
+
+
+async def _answer_head(
+    http: h11.Connection, reader: asyncio.StreamReader, sending: asyncio.Task[None]
+) -> h11.Response:
+    """The answer's head; if none comes, why: the send's failure when it broke off."""
+    try:
+        return await response_head(http, reader, _READ)
+    except (h11.ProtocolError, ConnectionError) as exc:
+        if sending.done() and not sending.cancelled() and sending.exception() is not None:
+            await sending  # its ConnectionFailed
+        raise ConnectionFailed(f"no answer came: {exc!r}", sent=True) from None
 
 
 async def _send(

@@ -127,7 +127,20 @@ async def helper_container(
     except aiodocker.DockerError as exc:
         raise ProviderError(f"docker: cannot {what}: {exc.message}") from None
     finally:
-        await asyncio.shield(helper.delete(force=True))
+        await _removed(helper)
+
+
+async def _removed(helper: aiodocker.containers.DockerContainer) -> None:
+    """``helper`` removed. A cancellation that comes meanwhile goes on only once it is gone:
+    a shielded removal alone let it go on at once, and the caller's cleanup that came next
+    found the helper's volumes still in use (a pool slot's home left behind)."""
+    removing = asyncio.ensure_future(helper.delete(force=True))
+    try:
+        await asyncio.shield(removing)
+    except asyncio.CancelledError:
+        with contextlib.suppress(aiodocker.DockerError, aiohttp.ClientError, OSError):
+            await removing
+        raise
 
 
 async def created(docker: aiodocker.Docker, config: dict[str, Any],

@@ -103,6 +103,46 @@ async def test_an_upload_in_chunks_and_its_answers_headers(
     assert got == b"".join([c async for c in _chunks()])
 
 
+@pytest.mark.parametrize("kind", TRANSPORTS)
+async def test_an_upload_of_a_known_size_goes_by_its_length(kind: type[HttpTransport]) -> None:
+    """As the client's upload sends a file: its Content-Length given, its chunks as read (a
+    chunked framing beside it is a request aiohttp's server refuses)."""
+    whole = b"".join([c async for c in _chunks()])
+    async with serving(_app()) as url:
+        transport = kind(url)
+        async with transport.request("POST", "/echo", headers={"Content-Length": str(len(whole))},
+                                     body=_chunks()) as resp:  # fmt: skip
+            assert resp.status == 404
+            assert await resp.read() == whole
+        await transport.aclose()
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+async def test_an_answer_before_the_whole_upload_is_the_requests(kind: type[HttpTransport]) -> None:
+    """A server that refuses an upload answers and closes before reading its body (the
+    gateway, for a stopped machine): the caller gets that answer, not a broken send."""
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 7\r\n"
+                     b"X-Fleet-Error: 1503\r\nConnection: close\r\n\r\nstopped")  # fmt: skip
+        await writer.drain()
+        writer.close()
+
+    async def endless() -> AsyncIterator[bytes]:
+        for _ in range(4096):  # 256 MiB: more than any socket buffer holds unread
+            yield b"x" * 65536
+
+    server = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    async with server:
+        transport = kind(url)
+        async with transport.request("PUT", "/files", headers={}, body=endless()) as resp:
+            assert (resp.status, resp.headers.get("x-fleet-error")) == (503, "1503")
+            assert await resp.read() == b"stopped"
+        await transport.aclose()
+
+
 async def test_no_server_a_cut_body_and_a_slow_answer_are_the_clients_errors() -> None:
     async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
