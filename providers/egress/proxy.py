@@ -172,7 +172,14 @@ class EgressProxy:
             return
         m.open += 1
         task = self.spawn(self._serve(m, r, w), name=f"egress-proxy-{m.machine_id}")
-        task.add_done_callback(lambda _: setattr(m, "open", m.open - 1))
+
+        def ended(_: asyncio.Task[None]) -> None:
+            m.open -= 1
+            # A task cancelled before its first step (the proxy closed just after the
+            # accept) never ran _serve's own close: the connection would be left open.
+            w.close()
+
+        task.add_done_callback(ended)
 
     def spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """A task of the proxy's, joined when it closes."""

@@ -96,6 +96,8 @@ class HostDoor:
     _listener: socket.socket | None = None
     _lookups: ThreadPoolExecutor | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    #: Set as it closes: a connection whose arrival comes after is closed at once.
+    _closed: bool = False
 
     async def __aenter__(self) -> HostDoor:
         if not self.enabled:
@@ -117,6 +119,7 @@ class HostDoor:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._closed = True
         await cancel_and_join(*self._tasks)
         if self._listener is not None:
             self._listener.close()
@@ -156,6 +159,9 @@ class HostDoor:
         return asyncio.StreamReaderProtocol(asyncio.StreamReader(http.MAX_HEAD), self._arrive)
 
     def _arrive(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        if self._closed:  # taken in as the door closed (its accept cancelled midway)
+            w.close()
+            return
         peer, door = w.get_extra_info("peername"), w.get_extra_info("sockname")
         self._waiting.append(_Arrival(r, w, (peer[0], peer[1]), (door[0], door[1])))
         self._counted(1)

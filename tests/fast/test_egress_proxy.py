@@ -26,6 +26,7 @@ from controlplane.security.crypto import SecretBox, generate_secret_key
 from controlplane.security.secret_ca import LeafContexts, make_ca
 from controlplane.store import StoredSecret
 from providers.egress import EgressProxy, Platform
+from providers.egress.proxy import ProxiedMachine
 from tests.tls import server_tls
 
 VALUE = "sk-live-not-for-machines"
@@ -362,3 +363,20 @@ async def test_an_intercepted_handshake_completes_on_uvloop(
 
     assert await asyncio.to_thread(uvloop.run, connections()) == [200] * 10
     assert [s[2] for s in seen] == [f"Bearer {VALUE}"] * 10
+
+
+async def test_a_connection_taken_as_the_proxy_closes_is_closed_with_it() -> None:
+    """Handed over just before the proxy closes (its serving task cancelled before its first
+    step, which would have closed it): the connection is closed all the same, never left to
+    the garbage collector (the suite saw it as an unclosed socket of a gvisor machine's)."""
+    ours, theirs = socket.socketpair()
+    r, w = await asyncio.open_connection(sock=ours)
+    try:
+        async with _proxy(
+            World(SecretBox(generate_secret_key())), ssl.create_default_context()
+        ) as proxy:
+            proxy.accept(ProxiedMachine("m-0123456789abcdef", "inst-a", 0), r, w)
+        assert w.is_closing()
+    finally:
+        w.close()
+        theirs.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import ssl
 import sys
 from collections.abc import AsyncIterator
@@ -94,3 +95,22 @@ async def test_a_connection_no_machine_holds_is_refused(
     said = await _answer_to(d, None, pids)
     assert "403" in said
     assert "this host's machines only" in said
+
+
+async def test_a_connection_taken_in_as_the_door_closes_is_closed_at_once() -> None:
+    """Its accept cancelled midway, asyncio still makes the connection's stream: one that
+    arrives once the door has closed is closed, never queued where nobody closes it."""
+    platform = Platform(policy=_policy, secrets=_none, leaf=_never, open_value=str,
+                        used=_unused)  # fmt: skip
+    proxy = EgressProxy(platform, frozenset(), ssl.create_default_context())
+    door = HostDoor(proxy, ("127.0.0.1", 0), lambda o: [])
+    async with proxy, door:
+        pass
+    ours, theirs = socket.socketpair()
+    try:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.connect_accepted_socket(door._protocol, ours)
+        assert transport.is_closing()
+        assert door._waiting == []
+    finally:
+        theirs.close()

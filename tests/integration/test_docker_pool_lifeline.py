@@ -9,9 +9,9 @@ hand-over is told apart (the machine then starts cold)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -85,12 +85,13 @@ async def volume_exists(name: str) -> bool:
 
 @asynccontextmanager
 async def process(argv: list[str], settings: Settings, log: Path) -> AsyncIterator[Any]:
-    """A process with the stack's settings (``FLEET_*``); killed and reaped on the way out."""
+    """A process with the stack's settings (``FLEET_*``); killed and reaped on the way out.
+    Its stderr goes to ``log``, its stdout to ``log`` with suffix ``.out`` (``ready_line``):
+    never a pipe, which a process whose output nobody reads fills, and which its children
+    hold open past its kill (the pipe's transport was then left unclosed)."""
     env = {**os.environ, **settings.to_env()}
-    with log.open("wb") as out:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, env=env, stdout=subprocess.PIPE, stderr=out
-        )
+    with log.open("wb") as err, log.with_suffix(".out").open("wb") as out:
+        proc = await asyncio.create_subprocess_exec(*argv, env=env, stdout=out, stderr=err)
     try:
         yield proc
     finally:
@@ -99,12 +100,26 @@ async def process(argv: list[str], settings: Settings, log: Path) -> AsyncIterat
             await proc.wait()
 
 
-async def ready_line(owner: Any) -> str:
-    async with asyncio.timeout(120):
-        while line := (await owner.stdout.readline()).decode():
-            if line.startswith(READY):
-                return line.removeprefix(READY)
-    raise AssertionError("the pool's owner ended before its pool was up")
+async def ready_line(owner: Any, log: Path) -> str:
+    """What the process started with ``log`` printed after ``READY``, once it did."""
+
+    def line() -> str | None:
+        with contextlib.suppress(FileNotFoundError):
+            for text in log.with_suffix(".out").read_text().splitlines():
+                if text.startswith(READY):
+                    return text.removeprefix(READY)
+        return None
+
+    def up() -> bool:
+        if line() is not None:
+            return True
+        assert owner.returncode is None, "the pool's owner ended before its pool was up"
+        return False
+
+    await wait_until(up, timeout=120, every=0.1)
+    found = line()
+    assert found is not None
+    return found
 
 
 async def test_a_sigkilled_owners_pool_ends_itself_and_the_next_start_removes_it(
@@ -116,8 +131,9 @@ async def test_a_sigkilled_owners_pool_ends_itself_and_the_next_start_removes_it
     and leaves the claimed one (a machine's) be, which a resume makes again with its home."""
     mid = new_machine_id()
     argv = [sys.executable, "-m", "tests.pool_owner", mid]
-    async with process(argv, settings, tmp_path / "owner.log") as owner:
-        slots = json.loads(await ready_line(owner))
+    log = tmp_path / "owner.log"
+    async with process(argv, settings, log) as owner:
+        slots = json.loads(await ready_line(owner, log))
         owner.kill()  # SIGKILL
         await owner.wait()
     orphan = f"{POOL_PREFIX}{slots['orphan']}"
