@@ -38,7 +38,11 @@ from providers.local import daemon_argv, homes as homes_fs, stop_all_local
 from providers.swarm import stop_all_swarm
 from tests import leftovers, provider_param
 from tests.gitcmd import git
-from tests.leak_hooks import pytest_runtest_makereport, pytest_runtest_teardown  # noqa: F401 - hooks
+from tests.leak_hooks import (  # noqa: F401 - hooks
+    pytest_runtest_makereport,
+    pytest_runtest_teardown,
+    track_subprocesses,
+)
 from tests.oidc_provider import oidc_issuer  # noqa: F401 - one for all modules, once per worker
 from tests.shared_servers import TEST_AUDIT_MAX_BYTES, WorkerServers
 
@@ -131,6 +135,7 @@ def pytest_timeout_set_timer(item: pytest.Item, settings: Any) -> Iterator[None]
 
 def pytest_configure(config: pytest.Config) -> None:
     plain_tracebacks()
+    track_subprocesses()
 
 
 def plain_tracebacks() -> None:

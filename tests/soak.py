@@ -50,6 +50,7 @@ from tests.soak_ops import (
     OPS,
     PAGE,
     REFUSALS,
+    SETTLE_S,
     WEIGHTS,
     Broken,
     Cut,
@@ -83,6 +84,9 @@ class Plan:
     max_machines: int = 12
     at_once: int = 3
     clients: int = 2
+    #: An operation that has not ended after this long hangs (and a machine that stays on its
+    #: way to a status this long is stuck): said with the machine's events and log lines.
+    op_deadline_s: float = OP_DEADLINE_S
 
 
 @dataclass
@@ -156,6 +160,9 @@ async def soak(plan: Plan, work: Path, say: Callable[[str], None] = print) -> Re
             drained.join(10)
         found = await settle_leftovers(up.data_dir, set(), set())
         report.failures += [f"left after fleet up stopped: {x}" for x in found]
+        if report.failures:  # a stall of a whole service shows in its last lines
+            report.context += [last_lines(up.data_dir / "logs" / f"{s}.log")
+                               for s in ("provisioner", "gateway")]  # fmt: skip
     report.took_s = time.monotonic() - report.began
     report.load.append(load_average())
     return report
@@ -170,7 +177,8 @@ async def soaked(plan: Plan, up: FleetUp, store: Store, work: Path, report: Repo
         FleetClient(up.url, up.token, timeout_s=OP_DEADLINE_S) as client,
         aiohttp.ClientSession(timeout=timeout) as http,
     ):
-        f = Fleet(up, client, http, plan.max_machines)
+        f = Fleet(up, client, http, plan.max_machines,
+                  settle_s=min(SETTLE_S, plan.op_deadline_s))
         await populate(f, plan, report)
         say(f"soak: {len(f.members)} machines ready ({time.monotonic() - report.began:.0f} s)")
         stop = asyncio.Event()
@@ -186,7 +194,7 @@ async def soaked(plan: Plan, up: FleetUp, store: Store, work: Path, report: Repo
                 await f.settled(m.id)
             except Broken as exc:  # said, and left out of the checks of survivors
                 report.failures.append(f"{m.id} never settled for the audit: {exc}")
-                report.context.append(f"{m.id}: {await timeline(f, m.id)}")
+                report.context.append(await context(f, m.id))
                 m.gone = True
         report.failures += await ledger(f, store, data, report.figures)
         checked = work / "checked"
@@ -194,7 +202,7 @@ async def soaked(plan: Plan, up: FleetUp, store: Store, work: Path, report: Repo
         for m in f.alive():
             if problems := await survivor(f, m, checked, report.figures):
                 report.failures += problems
-                report.context.append(f"{m.id}: {await timeline(f, m.id)}")
+                report.context.append(await context(f, m.id))
         report.failures += await archived_all(f)
         ids = {m.id for m in f.members}
         report.failures += [f"left after every machine was archived: {x}"
@@ -249,13 +257,13 @@ async def operations(f: Fleet, plan: Plan, report: Report, say: Callable[[str], 
 
     async def worker() -> None:
         while (op := next_op()) is not None:
-            note = await run_op(f, plan.seed, *op)
+            note = await run_op(f, plan, *op)
             report.notes.append(note)
             if note.outcome == "failed":
                 report.failures.append(f"operation #{note.index} {note.kind} on "
                                        f"{note.machine or 'the stack'}: {note.detail}")  # fmt: skip
                 if note.machine:
-                    report.context.append(f"{note.machine}: {await timeline(f, note.machine)}")
+                    report.context.append(await context(f, note.machine))
             at = time.strftime("%H:%M:%S", time.gmtime(note.began))
             say(f"  {at} #{note.index:<4} {note.kind:<20} {note.machine or '-':<20} "
                 f"{note.outcome:<8} {note.took_s:6.1f} s  {note.detail[:160]}")  # fmt: skip
@@ -266,12 +274,29 @@ async def operations(f: Fleet, plan: Plan, report: Report, say: Callable[[str], 
     report.made["archived for room"] = sum(1 for m in f.members if m.gone)
 
 
-async def run_op(f: Fleet, seed: int, index: int, kind: str) -> Note:
+async def context(f: Fleet, machine_id: str, last: int = 30) -> str:
+    """A failure's context: the machine's last events, then the last lines of the stack's logs
+    that name it (its tmp directory is gone once CI has run)."""
+    lines: list[tuple[str, str]] = []  # (its time, the line): each line begins with its time
+    for log in sorted((f.up.data_dir / "logs").glob("*.log")):
+        with log.open(errors="replace") as text:
+            lines += [(x[:27], f"{log.stem}: {x.rstrip()[:400]}") for x in text if machine_id in x]
+    said = "\n    ".join(line for _, line in sorted(lines)[-last:])
+    return f"{machine_id}: {await timeline(f, machine_id)}\n  its log lines:\n    {said}"
+
+
+def last_lines(log: Path, n: int = 25) -> str:
+    with log.open(errors="replace") as text:
+        tail = [x.rstrip()[:400] for x in text][-n:]
+    return f"the last lines of {log.name}:\n    " + "\n    ".join(tail)
+
+
+async def run_op(f: Fleet, plan: Plan, index: int, kind: str) -> Note:
     note = Note(index, kind, began=time.time())
-    rng = random.Random(f"{seed}:{index}")
+    rng = random.Random(f"{plan.seed}:{index}")
     began = time.monotonic()
     try:
-        async with asyncio.timeout(OP_DEADLINE_S):
+        async with asyncio.timeout(plan.op_deadline_s):
             note.detail = await dispatch(f, kind, rng, note)
         note.outcome = "ok"
     except Cut as exc:
@@ -280,7 +305,8 @@ async def run_op(f: Fleet, seed: int, index: int, kind: str) -> Note:
         note.outcome = "refused" if exc.code in REFUSALS[kind] else "failed"
         note.detail = f"{exc.code} {type(exc).__name__}: {exc.message}"
     except TimeoutError:
-        note.outcome, note.detail = "failed", f"no answer within {OP_DEADLINE_S:.0f} s (a hang)"
+        note.outcome = "failed"
+        note.detail = f"no answer within {plan.op_deadline_s:.0f} s (a hang)"
     except Exception as exc:  # noqa: BLE001 - the operation's boundary: it is said, others go on
         note.outcome, note.detail = "failed", f"{type(exc).__name__}: {exc}"
     note.took_s = time.monotonic() - began

@@ -131,6 +131,8 @@ class Fleet:
     client: FleetClient
     http: aiohttp.ClientSession
     max_machines: int
+    #: How long a machine may take to leave a status on its way (a pause, a restore, a start).
+    settle_s: float = SETTLE_S
     members: list[Member] = field(default_factory=list)
     shots: list[Shot] = field(default_factory=list)
     #: (machine, path, content) of every write a client saw answered.
@@ -166,8 +168,9 @@ class Fleet:
     async def machine(self, machine_id: str) -> Machine:
         return await self.answered(lambda: self.client.get_machine(machine_id))
 
-    async def settled(self, machine_id: str, timeout_s: float = SETTLE_S) -> Machine:
+    async def settled(self, machine_id: str) -> Machine:
         """The machine once it is in no status on its way to another; failed is Broken."""
+        timeout_s = self.settle_s
         deadline = time.monotonic() + timeout_s
         while (m := await self.machine(machine_id)).status.value in _MOVING:
             if time.monotonic() > deadline:
