@@ -15,10 +15,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import MethodType
-from typing import Any, Generic, Protocol
+from typing import Any, Generic
 
 from contracts.bus.consumers import Durable, durable_name
-from contracts.bus.events import Event
 from contracts.rpc.marks import mark, marked
 from controlplane.bus import Bus
 from controlplane.events.consumer import Consumer, E, stage_consumer
@@ -37,15 +36,10 @@ RetryBudget = Callable[[Settings], float]
 _ATTR = "__fleet_subscription__"
 
 
-class Service(Protocol):
-    """What a handler group offers besides its handlers: the give-up of the declarations
-    that name none."""
-
-    async def give_up(self, event: Event, reason: str) -> None: ...
-
-
-#: A handler group: a ``Service``, or any object whose every declaration names its give-up.
-Handlers = Service | object
+#: A handler group: any object with declared handlers. A declaration that names no give-up
+#: takes the group's own ``give_up`` (a method, or one it was handed as it was made), which
+#: ``consumers`` requires then: a type cannot say "only where a declaration names none".
+Handlers = object
 
 
 @dataclass(frozen=True)

@@ -143,5 +143,9 @@ class HostMachines:
     async def give_up(self, event: Event, reason: str) -> None:
         """A handler's last word on an event it could not carry out: the machine failed at
         stage ``provision``."""
-        await fail_machine(self.store, self.bus, event.machine_id, stage="provision",
-                           reason=reason, cause_event_id=event.event_id)  # fmt: skip
+        await self.fail(event.machine_id, "provision", reason, event.event_id)
+
+    async def fail(self, machine_id: str, stage: str, reason: str, cause_event_id: str) -> None:
+        """The machine failed at ``stage`` (its ``machine.failed`` says why)."""
+        await fail_machine(self.store, self.bus, machine_id, stage=stage, reason=reason,
+                           cause_event_id=cause_event_id)  # fmt: skip

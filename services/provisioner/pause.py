@@ -30,7 +30,6 @@ from contracts.ids import derived_event_id
 from contracts.status import MachineStatus as S
 from controlplane.calls.daemon_client import DaemonClient
 from controlplane.events.subscriptions import subscriber
-from controlplane.machines.failures import fail_machine
 from controlplane.machines.status_transitions import PAUSE_REFUSED
 from controlplane.machines.unresponsive import mark_unresponsive
 from controlplane.settings import Settings
@@ -54,8 +53,6 @@ class PauseResume:
     def __init__(self, machines: HostMachines, settings: Settings,
                  daemons: DaemonClient | None, clock: Clock) -> None:  # fmt: skip
         self.machines = machines
-        self.store = machines.store
-        self.bus = machines.bus
         self.settings = settings
         self.daemons = daemons
         self.clock = clock
@@ -68,12 +65,10 @@ class PauseResume:
 
     async def pause_event_failed(self, event: MachinePauseRequested, reason: str) -> None:
         # Never left pausing for good: what is left of it is unknown.
-        await fail_machine(self.store, self.bus, event.machine_id, stage="pause", reason=reason,
-                           cause_event_id=event.event_id)  # fmt: skip
+        await self.machines.fail(event.machine_id, "pause", reason, event.event_id)
 
     async def resume_event_failed(self, event: MachineResumeRequested, reason: str) -> None:
-        await fail_machine(self.store, self.bus, event.machine_id, stage="resume", reason=reason,
-                           cause_event_id=event.event_id)  # fmt: skip
+        await self.machines.fail(event.machine_id, "resume", reason, event.event_id)
 
     @subscriber(MachinePauseRequested, durable=Durable.PROVISIONER_PAUSE,
                 give_up=pause_event_failed)  # fmt: skip
@@ -82,7 +77,7 @@ class PauseResume:
             return  # its own host's provisioner pauses it
         lock = await self.machines.locked(event.machine_id, ttl_s=_HELD_S)
         try:
-            machine = await self.store.get_machine(event.machine_id)
+            machine = await self.machines.store.get_machine(event.machine_id)
             if machine.status is not S.PAUSING:  # paused already, or stopped since
                 log.info("pause.skipped", machine_id=machine.id, status=machine.status.value)
                 return
@@ -98,18 +93,19 @@ class PauseResume:
                 await self._refused(machine.id, exc.message, event.event_id)
                 return
             except (ProviderError, OSError) as exc:
-                await fail_machine(self.store, self.bus, machine.id, stage="pause",
-                                   reason=str(exc), cause_event_id=event.event_id)  # fmt: skip
+                await self.machines.fail(machine.id, "pause", str(exc), event.event_id)
                 return
-            await self.store.disk.settle(machine.instance_id, field, size)
+            await self.machines.store.disk.settle(machine.instance_id, field, size)
             took_ms = (time.monotonic() - began) * 1000
-            await self.store.heartbeats.forget(machine.id)  # none are expected while paused
-            t = await self.store.transition(machine.id, S.PAUSED, event.reason,
+            await self.machines.store.heartbeats.forget(
+                machine.id
+            )  # none are expected while paused
+            t = await self.machines.store.transition(machine.id, S.PAUSED, event.reason,
                                             paused_bytes=size)  # fmt: skip
         finally:
-            await self.store.locks.release(*lock)
+            await self.machines.store.locks.release(*lock)
         if t.moved:
-            await self.bus.publish(MachinePaused(
+            await self.machines.bus.publish(MachinePaused(
                 event_id=derived_event_id(event.event_id, "paused"), machine_id=machine.id,
                 bytes=size, duration_ms=round(took_ms, 1), by=event.by,
             ))  # fmt: skip
@@ -117,9 +113,9 @@ class PauseResume:
 
     async def _refused(self, machine_id: str, why: str, cause_event_id: str) -> None:
         reason = f"{PAUSE_REFUSED}{why}"
-        t = await self.store.transition(machine_id, S.READY, reason)
+        t = await self.machines.store.transition(machine_id, S.READY, reason)
         if t.moved:  # what waits on the machine's events sees it ready again
-            await self.bus.publish(MachinePauseRefused(
+            await self.machines.bus.publish(MachinePauseRefused(
                 event_id=derived_event_id(cause_event_id, "pause-refused"),
                 machine_id=machine_id, reason=reason,
             ))  # fmt: skip
@@ -140,9 +136,9 @@ class PauseResume:
             await self._silent_after_resume(event.machine_id)
             return
         took_ms = (self.clock.monotonic() - began) * 1000
-        t = await self.store.transition(event.machine_id, S.READY, f"resumed ({event.by})")
+        t = await self.machines.store.transition(event.machine_id, S.READY, f"resumed ({event.by})")
         if t.moved:
-            await self.bus.publish(MachineResumed(
+            await self.machines.bus.publish(MachineResumed(
                 event_id=derived_event_id(event.event_id, "resumed"),
                 machine_id=event.machine_id, duration_ms=round(took_ms, 1), by=event.by,
             ))  # fmt: skip
@@ -156,7 +152,7 @@ class PauseResume:
         stopped since) or the restore failed it."""
         lock = await self.machines.locked(event.machine_id, ttl_s=_HELD_S)
         try:
-            machine = await self.store.get_machine(event.machine_id)
+            machine = await self.machines.store.get_machine(event.machine_id)
             if machine.status is not S.RESUMING:
                 log.info("resume.skipped", machine_id=machine.id, status=machine.status.value)
                 return None
@@ -167,19 +163,24 @@ class PauseResume:
                 if not (watch is not None and await watch.daemon_runs(machine.id)):
                     # A restored sandbox is a new process: the machine's id for it stored, or
                     # the provisioner's next start would take its daemon for started anew.
-                    await self.store.set_external_id(machine.id, await pauser.resume(machine.id))
+                    await self.machines.store.set_external_id(
+                        machine.id, await pauser.resume(machine.id)
+                    )
                 restored = self.clock.monotonic()
                 # The restore's namespace is a new one: the instance's policy goes on it again.
                 await self.machines.egress.enforce(machine, at_start=True)
             except (ProviderError, NotSupported, OSError) as exc:
-                await fail_machine(self.store, self.bus, machine.id, stage="resume",
-                                   reason=str(exc), cause_event_id=event.event_id)  # fmt: skip
+                await self.machines.fail(machine.id, "resume", str(exc), event.event_id)
                 return None
-            await self.store.disk.forget(machine.instance_id, store_disk.paused(machine.id))
-            await self.store.heartbeats.forget(machine.id)  # its first beat after is the new one
+            await self.machines.store.disk.forget(
+                machine.instance_id, store_disk.paused(machine.id)
+            )
+            await self.machines.store.heartbeats.forget(
+                machine.id
+            )  # its first beat after is the new one
             return restored
         finally:
-            await self.store.locks.release(*lock)
+            await self.machines.store.locks.release(*lock)
 
     async def _answers(self, machine_id: str) -> bool:
         """Once the resumed machine's daemon answers; False if it did not within
@@ -196,6 +197,6 @@ class PauseResume:
         first heartbeat (services/prober/liveness.py), never before it serves."""
         reason = (f"resumed, but its daemon did not answer within "
                   f"{self.settings.boot_timeout_s:g}s")  # fmt: skip
-        if (marked := await mark_unresponsive(self.store, machine_id, reason)) is not None:
-            await self.bus.publish(marked)
+        if (marked := await mark_unresponsive(self.machines.store, machine_id, reason)) is not None:
+            await self.machines.bus.publish(marked)
         log.warning("resume.daemon_silent", machine_id=machine_id)

@@ -45,11 +45,9 @@ class StopStart:
 
     def __init__(self, machines: HostMachines, claims: PoolClaims) -> None:
         self.machines = machines
-        self.store = machines.store
         self.claims = claims
-
-    async def give_up(self, event: MachineStarted, reason: str) -> None:
-        await self.machines.give_up(event, reason)
+        #: The give-up of the start's declaration, which names none: the host's.
+        self.give_up = machines.give_up
 
     async def stop_event_failed(self, event: MachineStopped, reason: str) -> None:
         # The machine is stopped already (its status says so); a resume ends what is left.
@@ -61,14 +59,16 @@ class StopStart:
             return  # its own host's provisioner stops it
         lock = await self.machines.locked(event.machine_id)
         try:
-            machine = await self.store.get_machine(event.machine_id)
-            overtaken = machine.status is S.BOOTING and not await self.store.stops.done(machine.id)
+            machine = await self.machines.store.get_machine(event.machine_id)
+            overtaken = machine.status is S.BOOTING and not await self.machines.store.stops.done(
+                machine.id
+            )
             if machine.status not in STOPPED_OR_STOPPING and not overtaken:
                 log.info("stop.skipped", machine_id=machine.id, status=machine.status.value)
                 return
             await self.end_processes(machine, event.event_id)
         finally:
-            await self.store.locks.release(*lock)
+            await self.machines.store.locks.release(*lock)
 
     async def end_processes(self, machine: Machine, cause_event_id: str) -> None:
         """End the machine's processes, keep its home; record that it is done, and only then
@@ -81,15 +81,15 @@ class StopStart:
         await self._stopped(machine, cause_event_id)
         log.info("stop.machine_stopped", machine_id=machine.id, was_up=was_up)
         # A stopped machine's memory image is gone, and its home counts as it is now.
-        await self.store.disk.forget(machine.instance_id, store_disk.paused(machine.id))
+        await self.machines.store.disk.forget(machine.instance_id, store_disk.paused(machine.id))
         await self.machines.disk.measured(provider, machine.instance_id, machine.id, machine=True)
 
     async def _stopped(self, machine: Machine, cause_event_id: str) -> None:
         """Its stop is carried out: recorded (a start waits for that), and a stopping machine
         is stopped now, which its event says (what waits for ``stopped`` is woken by it)."""
-        await self.store.stops.mark_done(machine.id)
+        await self.machines.store.stops.mark_done(machine.id)
         reason = machine.status_reason or "stopped"
-        t = await self.store.transition(machine.id, S.STOPPED, reason)
+        t = await self.machines.store.transition(machine.id, S.STOPPED, reason)
         if t.moved:
             await self.machines.bus.publish(
                 MachineProcessesEnded(
@@ -107,16 +107,16 @@ class StopStart:
             return  # its own host's provisioner starts it
         lock = await self.machines.locked(event.machine_id)
         try:
-            machine = await self.store.get_machine(event.machine_id)
+            machine = await self.machines.store.get_machine(event.machine_id)
             if machine.status is not S.BOOTING:  # ready already, or stopped again since
                 log.info("start.skipped", machine_id=machine.id, status=machine.status.value)
                 return
-            if not await self.store.stops.done(machine.id):
+            if not await self.machines.store.stops.done(machine.id):
                 raise Retry("its stop is not carried out yet", delay_s=0.5)
             provider, token = await self.machines.credentials(machine)
             external_id, pooled = await self._start_again(machine, provider, token)
         finally:
-            await self.store.locks.release(*lock)
+            await self.machines.store.locks.release(*lock)
         await self.machines.bus.publish(  # the boot watchdog's cue, as after a create
             MachineProvisioned(
                 event_id=derived_event_id(event.event_id, "provisioned"),
@@ -134,11 +134,11 @@ class StopStart:
         """The same machine, in its own home: a pooled one of its image given that home (not
         yet told who it is), else a cold start."""
         image = machine.environment_image
-        pool = await machine_pool(self.store, machine.id, machine.provider, image)
+        pool = await machine_pool(self.machines.store, machine.id, machine.provider, image)
         external_id, pooled = await self.claims.obtain(pool, provider, machine.id, token,
                                                        home_kept=True)  # fmt: skip
         await self.machines.egress.enforce(machine, at_start=True)
-        await self.store.set_external_id(machine.id, external_id)
+        await self.machines.store.set_external_id(machine.id, external_id)
         log.info("start.machine_started", machine_id=machine.id, external_id=external_id,
                  pooled=pooled is not None)  # fmt: skip
         return external_id, pooled
@@ -155,7 +155,9 @@ class StopStart:
             except Retry:
                 continue  # being stopped (or started) by a handler right now
             try:
-                if (now := await self.store.get_machine(machine.id)).status in STOPPED_OR_STOPPING:
+                if (
+                    now := await self.machines.store.get_machine(machine.id)
+                ).status in STOPPED_OR_STOPPING:
                     was_up = await providers[machine.provider].stop(machine.id)
                     await self._stopped(now, new_event_id())
                     ended += was_up
@@ -164,5 +166,5 @@ class StopStart:
             except (ProviderError, OSError) as exc:  # the next start (or stop) tries again
                 log.warning("stop.keep_stopped_failed", machine_id=machine.id, error=str(exc))
             finally:
-                await self.store.locks.release(*lock)
+                await self.machines.store.locks.release(*lock)
         return ended
