@@ -47,7 +47,8 @@ def _left_open() -> list[str]:
     """Subprocess transports left open on a closed loop: killed, reaped, closed, named."""
     said = []
     for t in list(_MADE):
-        if t._closed or not t._loop.is_closed():
+        loop = t._loop  # None once its process ended and its pipes closed
+        if t._closed or loop is None or not loop.is_closed():
             continue
         proc: subprocess.Popen[bytes] | None = t._proc
         if proc is not None and proc.returncode is None:
