@@ -119,6 +119,25 @@ async def test_a_cancelled_run_kills_its_child(tmp_path: Path) -> None:
     assert not _alive(pid)
 
 
+async def test_a_run_cancelled_twice_still_kills_and_reaps_its_child(tmp_path: Path) -> None:
+    """A service's shutdown may cancel a run again while it cleans up: its child is still
+    killed and reaped before the cancellation goes on (a second cancellation had skipped the
+    kill, and the loop closed with a disk walk running)."""
+    said = tmp_path / "pid"
+    os.mkfifo(said)
+    run = asyncio.create_task(
+        run_capped(["sh", "-c", f"echo $$ > {said}; exec sleep 600"], cap=CAP, timeout_s=600)
+    )
+    async with asyncio.timeout(30):
+        pid = int(await asyncio.to_thread(said.read_text))
+    run.cancel()
+    await asyncio.sleep(0)  # one turn: the run takes its first cancellation and cleans up
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert not _alive(pid)
+
+
 def test_json_text_fits_its_budget_whatever_the_bytes() -> None:
     for data in (bytes(100_000), b"\xff" * 100_000, b"\x1b[0m" * 30_000):
         text, cut = json_text(data, 65536)
