@@ -30,7 +30,7 @@ from typing import Literal
 import msgspec
 
 from base.fd_readable import Readable
-from base.tasks import cancel_and_join
+from base.tasks import cancel_and_join, finished
 
 CHUNK = 1 << 16
 #: After the child exits, how long its pipes are still read (see the module).
@@ -137,31 +137,15 @@ async def run_capped(
             timed_out = await _wait(proc, timeout_s)
             await asyncio.wait(pumps, timeout=PIPE_GRACE_S)
         finally:
-            if proc.returncode is None:  # cancelled: killed before anything is awaited
-                _kill_group(proc.pid)
-                await _reaped(proc)
+            if proc.returncode is None:  # cancelled: killed before anything is awaited, and
+                _kill_group(proc.pid)  # reaped however often the caller cancels meanwhile
+                await finished(proc.wait())
             await cancel_and_join(*pumps)
     finally:
         os.close(r_out)
         os.close(r_err)
     code = proc.returncode if proc.returncode is not None else -signal.SIGKILL
     return Captured(code, out.data(), err.data(), out.truncated or err.truncated, timed_out)
-
-
-async def _reaped(proc: asyncio.subprocess.Process) -> None:
-    """Until the killed ``proc`` is reaped (a moment), however often this is cancelled
-    meanwhile; a cancellation goes on after. A second cancellation of a caller (a service's
-    shutdown) had ended the wait early, and its loop closed with the child unreaped (its
-    transport left open, a disk walk still running)."""
-    waiting = asyncio.ensure_future(proc.wait())
-    cancelled = False
-    while not waiting.done():
-        try:
-            await asyncio.shield(waiting)
-        except asyncio.CancelledError:
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
 
 
 async def _wait(proc: asyncio.subprocess.Process, timeout_s: float | None) -> bool:

@@ -1,11 +1,12 @@
 """Tasks that an owner starts and joins: ``cancel_and_join`` for a task or two, ``OwnedTasks``
-for a set of them (a server's per-request tasks, a hub's streams, a pool's starts)."""
+for a set of them (a server's per-request tasks, a hub's streams, a pool's starts), and
+``finished`` for a cleanup that must end before its caller's cancellation goes on."""
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -34,6 +35,28 @@ async def cancel_and_join(*tasks: asyncio.Task[Any] | None, recancel_s: float = 
             task.cancel()
         await asyncio.wait(pending, timeout=recancel_s)
     await asyncio.gather(*owned, return_exceptions=True)
+
+
+async def finished(aw: Awaitable[T]) -> T:
+    """``aw``'s outcome. A cancellation that comes meanwhile, however often, goes on only once
+    ``aw`` has finished (its own failure then dropped): a cleanup (a killed child reaped, a
+    helper container removed) is never left half done by a caller's shutdown, which may cancel
+    it twice."""
+    work = asyncio.ensure_future(aw)
+    cancelled = False
+    while not work.done():
+        try:
+            await asyncio.shield(work)
+        except asyncio.CancelledError:
+            cancelled = True
+        except Exception:
+            if not cancelled:
+                raise
+    if cancelled:
+        if not work.cancelled():
+            work.exception()  # retrieved: the cancellation is what goes on
+        raise asyncio.CancelledError
+    return work.result()
 
 
 class OwnedTasks:

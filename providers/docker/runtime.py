@@ -30,6 +30,7 @@ import aiodocker
 import aiohttp
 
 from base.loader import LIBRARY_FLAGS
+from base.tasks import finished
 from base.tokenfd import LOADER_VAR, RUNTIME_LIBS_VAR
 from contracts.errors import ProviderError
 from providers.docker.image import LOADER, MACHINE_HOME, MACHINE_UID
@@ -134,13 +135,7 @@ async def _removed(helper: aiodocker.containers.DockerContainer) -> None:
     """``helper`` removed. A cancellation that comes meanwhile goes on only once it is gone:
     a shielded removal alone let it go on at once, and the caller's cleanup that came next
     found the helper's volumes still in use (a pool slot's home left behind)."""
-    removing = asyncio.ensure_future(helper.delete(force=True))
-    try:
-        await asyncio.shield(removing)
-    except asyncio.CancelledError:
-        with contextlib.suppress(aiodocker.DockerError, aiohttp.ClientError, OSError):
-            await removing
-        raise
+    await finished(helper.delete(force=True))
 
 
 async def created(docker: aiodocker.Docker, config: dict[str, Any],

@@ -9,7 +9,7 @@ import inspect
 import pytest
 from structlog.testing import capture_logs
 
-from base.tasks import OwnedTasks
+from base.tasks import OwnedTasks, finished
 
 
 async def test_close_lets_running_tasks_finish_within_the_drain() -> None:
@@ -116,3 +116,27 @@ async def test_the_owners_cancellation_propagates_and_still_joins_every_task() -
         await asyncio.wait_for(owner, 10)
     assert cancelled.is_set()
     assert task.done()
+
+
+async def test_finished_outlasts_two_cancellations_then_lets_them_go_on() -> None:
+    """The cleanup ends whole however often its caller is cancelled; its failure after a
+    cancellation is dropped, and the cancellation is what the caller sees."""
+    release = asyncio.Event()
+    ended: list[str] = []
+
+    async def cleanup() -> None:
+        await release.wait()
+        ended.append("cleanup")
+        raise OSError("the cleanup's own failure")
+
+    caller = asyncio.create_task(finished(cleanup()))
+    await asyncio.sleep(0)
+    caller.cancel()
+    await asyncio.sleep(0)
+    caller.cancel()
+    await asyncio.sleep(0)
+    assert not caller.done()  # still waiting for the cleanup
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert ended == ["cleanup"]
