@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import secrets
-import uuid
 
 MACHINE_ID_RE = re.compile(r"^m-[0-9a-f]{16}$")
 INSTANCE_ID_RE = re.compile(r"^i-[0-9a-f]{16}$")
@@ -39,34 +37,44 @@ def _a(noun: str) -> str:
 
 
 # A fixed namespace so derived event ids are the same in every process.
-_EVENT_NS = uuid.UUID("6f1c1a52-3f63-4b3e-9d0a-0c7f8f5b7a11")
+_EVENT_NS = "6f1c1a52-3f63-4b3e-9d0a-0c7f8f5b7a11"
 
 
 def new_machine_id() -> str:
-    return "m-" + secrets.token_hex(8)
+    return "m-" + _hex8()
 
 
 def new_instance_id() -> str:
-    return "i-" + secrets.token_hex(8)
+    return "i-" + _hex8()
 
 
 def new_snapshot_id() -> str:
-    return "s-" + secrets.token_hex(8)
+    return "s-" + _hex8()
 
 
 def new_token_id() -> str:
-    return "t-" + secrets.token_hex(8)
+    return "t-" + _hex8()
 
 
 def new_user_id() -> str:
-    return "u-" + secrets.token_hex(8)
+    return "u-" + _hex8()
 
 
 def new_webhook_id() -> str:
-    return "w-" + secrets.token_hex(8)
+    return "w-" + _hex8()
+
+
+def _hex8() -> str:
+    # secrets and uuid are imported where an id is made: `fleet machines list` and `exec`
+    # check ids' shapes on a start that pays for every import (bench 30).
+    import secrets
+
+    return secrets.token_hex(8)
 
 
 def new_event_id() -> str:
+    import uuid
+
     return uuid.uuid4().hex
 
 
@@ -76,4 +84,6 @@ def derived_event_id(cause_event_id: str, kind: str) -> str:
     Deterministic, so a redelivered cause makes a handler publish an event with the same id,
     which JetStream's duplicate window (``Nats-Msg-Id``) then drops.
     """
-    return uuid.uuid5(_EVENT_NS, f"{cause_event_id}/{kind}").hex
+    import uuid
+
+    return uuid.uuid5(uuid.UUID(_EVENT_NS), f"{cause_event_id}/{kind}").hex

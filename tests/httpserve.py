@@ -3,6 +3,7 @@ or a proxy in front of the gateway), stopped when the block ends."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator
@@ -29,3 +30,12 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{await start_site(runner)}"
     finally:
         await runner.cleanup()
+
+
+async def cut_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An ``asyncio.start_server`` handler whose answer's body ends before the length it
+    announced: a gateway gone mid-answer."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b")
+    await writer.drain()
+    writer.close()

@@ -9,6 +9,10 @@ import msgspec
 from contracts.daemon import sessions as ss
 from contracts.daemon.code import CODE_METHODS
 from contracts.daemon.desktop import DESKTOP_METHODS
+from contracts.daemon.exec_limits import (
+    DEFAULT_EXEC_TIMEOUT_S as DEFAULT_EXEC_TIMEOUT_S,
+    MAX_EXEC_TIMEOUT_S as MAX_EXEC_TIMEOUT_S,
+)
 from contracts.daemon.files import FILE_METHODS
 from contracts.daemon.streams import DEFAULT_CHUNK, DEFAULT_WINDOW, MAX_CHUNK, StreamOpened
 from contracts.daemon.watch import WATCH_METHODS
@@ -33,9 +37,7 @@ from contracts.validation import (
 )
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
-DEFAULT_EXEC_TIMEOUT_S = 120.0
 DEFAULT_FILE_MODE = 0o644
-MAX_EXEC_TIMEOUT_S = 3600.0
 #: The exit code of a command whose program the machine does not have (as a shell's).
 EXIT_NOT_FOUND = 127
 #: ``tool.gitClone``'s ``check_only`` exit code when ``path`` holds an unfinished clone of

@@ -28,6 +28,13 @@ from contracts.errors import (
     NotSupported,
     ToolError,
 )
+from contracts.gateway.wire_names import (
+    MACHINES_EXEC_STREAM as _EXEC_STREAM,
+    RPC_STREAM_PATH as RPC_STREAM_PATH,
+    SSE_DROPPED as SSE_DROPPED,
+    SSE_OUTPUT as SSE_OUTPUT,
+    SSE_RESULT as SSE_RESULT,
+)
 from contracts.ids import ID_LENGTH, MACHINE_ID_RE
 from contracts.rpc.jsonrpc import AnySpec, ClientMethod, MethodSpec, Params
 from contracts.rpc.pass_through import PassThrough
@@ -35,15 +42,6 @@ from contracts.rpc.pass_through import PassThrough
 _MachineId = Annotated[
     str, msgspec.Meta(pattern=MACHINE_ID_RE.pattern, min_length=ID_LENGTH, max_length=ID_LENGTH)
 ]
-#: The HTTP path that answers a streaming method as server-sent events.
-RPC_STREAM_PATH = "/rpc/stream"
-#: The SSE event names of a streamed answer.
-SSE_OUTPUT = "output"
-SSE_RESULT = "result"
-#: How many parts a client that read slower than its machine wrote missed (past what the
-#: gateway holds for a stream), so far: ``{"parts": n}``, before the next part once it grew,
-#: and before the result.
-SSE_DROPPED = "dropped"
 
 _DAEMON = (
     NotFound,
@@ -66,7 +64,7 @@ class DaemonLogRequest(Params, kw_only=True):
 
 
 MACHINES_EXEC_STREAM = MethodSpec(
-    "machines.execStream",
+    _EXEC_STREAM,
     MachineExecStreamParams,
     ExecCommandResult,
     f"Run argv on a machine; POSTed to {RPC_STREAM_PATH}, its output streams as it is produced.",

@@ -31,6 +31,7 @@ from contracts.errors import (
     RunningMachinesLimit,
     ToolError,
 )
+from contracts.gateway import wire_names
 from contracts.gateway.audit import AUDIT_METHODS
 from contracts.gateway.code import CODE_METHODS
 from contracts.gateway.codemode import (
@@ -221,7 +222,7 @@ MACHINES_GET = MethodSpec(
     client=ClientMethod("get_machine", "machine_id"),
 )
 MACHINES_LIST = MethodSpec(
-    "machines.list",
+    wire_names.MACHINES_LIST,
     ListMachinesParams,
     MachineList,
     "Machines, newest first.",

@@ -19,6 +19,7 @@ from fleet.cli.defaults import (
     EXIT_TIMEOUT as EXIT_TIMEOUT,
     EXIT_UNREACHABLE as EXIT_UNREACHABLE,
     EXIT_USAGE as EXIT_USAGE,
+    error_text,
     version_line,
 )
 
@@ -120,7 +121,7 @@ class UsageError(Exception):
 
 def error_line(exc: FleetError) -> str:
     """How every command prints an error the gateway answered, whichever route it came by."""
-    return f"fleet: error {exc.code}: {exc.message}"
+    return error_text(exc.code, exc.message)
 
 
 def common_flags(*, url: bool = True) -> Parser:

@@ -8,6 +8,12 @@ parts) written out so that ``--help`` need not import every contract; a unit tes
 
 from __future__ import annotations
 
+import os
+
+TYPE_CHECKING = False  # typing's, without importing typing
+if TYPE_CHECKING:
+    from pathlib import Path
+
 #: Exit codes scripts can rely on (documented in docs/cli.md). `machines exec` exits with the
 #: remote command's own code instead when the command ran.
 EXIT_OK = 0
@@ -84,3 +90,44 @@ def version_line() -> str:
     from base.version import git_sha, package_version
 
     return f"fleet {package_version()} ({git_sha() or 'unknown sha'})"
+
+
+def error_text(code: int, message: str) -> str:
+    """How every command prints an error the gateway answered, whichever route it came by."""
+    return f"fleet: error {code}: {message}"
+
+
+def token_path() -> Path:
+    """Where ``fleet login`` keeps its token: ``$XDG_CONFIG_HOME/fleet/token``."""
+    from pathlib import Path
+
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "fleet" / "token"
+
+
+def saved_token() -> str:
+    path = token_path()
+    return path.read_text().strip() if path.is_file() else ""
+
+
+def default_token() -> str:
+    """``FLEET_TOKEN``, else ``fleet login``'s, else the local quick start's (`fleet up`'s
+    default data dir, here); empty when there is none."""
+    if token := os.environ.get("FLEET_TOKEN") or saved_token():
+        return token
+    try:
+        with open(".fleet-data/admin-token") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def timed_out_text(url: str) -> str:
+    return f"fleet: timed out waiting for {url}"
+
+
+def split_remote(argv: list[str]) -> tuple[list[str], list[str]]:
+    """The command line before the first ``--``, and the remote command after it, verbatim
+    (argparse would read options in it)."""
+    split = argv.index("--") if "--" in argv else len(argv)
+    return argv[:split], argv[split + 1 :]

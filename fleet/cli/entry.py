@@ -28,12 +28,16 @@ from fleet.cli.defaults import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     METHOD_GROUPS,
+    default_token,
+    split_remote,
+    timed_out_text,
     version_line,
 )
 
 TYPE_CHECKING = False  # typing's own costs `fleet --version` a few ms; type checkers know this
 if TYPE_CHECKING:
     import argparse
+    from collections.abc import Callable
 
     from fleet.cli.common import Parser, SubAction
 
@@ -48,17 +52,6 @@ __all__ = [
     "EXIT_USAGE",
     "main",
 ]
-
-
-def _default_token() -> str:
-    from pathlib import Path
-
-    from fleet.cli.people import saved_token
-
-    if token := os.environ.get("FLEET_TOKEN") or saved_token():
-        return token
-    local = Path(".fleet-data/admin-token")  # `fleet up`'s default, for the local quick start
-    return local.read_text().strip() if local.exists() else ""
 
 
 def _parser(*, lazy: bool = False) -> Parser:
@@ -182,9 +175,9 @@ def _run_image_build() -> int:
 def parse(argv: list[str]) -> argparse.Namespace:
     """Everything after the first `--` is a remote command, passed verbatim (argparse would try
     to read options in it)."""
-    split = argv.index("--") if "--" in argv else len(argv)
-    args = _parser(lazy=True).parse_args(argv[:split])
-    args.argv = argv[split + 1 :]
+    ours, remote = split_remote(argv)
+    args = _parser(lazy=True).parse_args(ours)
+    args.argv = remote
     return args
 
 
@@ -215,6 +208,8 @@ def main(argv: list[str] | None = None) -> None:
     if argv[:1] == ["--version"]:  # what the parser would do first, without building it
         print(version_line())
         raise SystemExit(EXIT_OK)
+    if "machines" in argv and (code := _guarded(lambda: _oneshot(argv))) is not None:
+        raise SystemExit(code)
     args = parse(argv)
     if args.cmd in ("up", "image", "gc"):
         raise SystemExit(_run_here(args))
@@ -223,14 +218,26 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(EXIT_USAGE)
     import asyncio  # here: `fleet --help` and `fleet up` do without it
 
+    raise SystemExit(_guarded(lambda: asyncio.run(_run_client(args))))
+
+
+def _oneshot(argv: list[str]) -> int | None:
+    # Only for a command line that names `machines`: the others' start does without it.
+    from fleet.cli.oneshot import run
+
+    return run(argv)
+
+
+def _guarded(command: Callable[[], int | None]) -> int | None:
+    """``command``'s exit code, or Ctrl-C's, or a closed stdout's (`fleet events | head`: the
+    reader has gone, stop quietly)."""
     try:
-        code = asyncio.run(_run_client(args))
+        return command()
     except KeyboardInterrupt:
-        code = EXIT_INTERRUPTED
-    except BrokenPipeError:  # `fleet events | head`: the reader has gone, stop quietly
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        code = EXIT_BROKEN_PIPE
-    raise SystemExit(code)
+        return EXIT_BROKEN_PIPE
 
 
 async def _run_client(args: argparse.Namespace) -> int:
@@ -241,7 +248,7 @@ async def _run_client(args: argparse.Namespace) -> int:
     from fleet.cli.refs import resolve_refs
     from fleet.client import ConnectionFailed, FleetClient, StreamTransport
 
-    token = args.token or _default_token()
+    token = args.token or default_token()
     # Not aiohttp's transport: importing it costs more than the rest of a command's start.
     transport = StreamTransport(args.url, token)
     async with FleetClient(args.url, token, transport=transport) as client:
@@ -259,5 +266,5 @@ async def _run_client(args: argparse.Namespace) -> int:
             print(error_line(exc), file=sys.stderr)
             return EXIT_API
         except TimeoutError:
-            print(f"fleet: timed out waiting for {args.url}", file=sys.stderr)
+            print(timed_out_text(args.url), file=sys.stderr)
             return EXIT_TIMEOUT

@@ -14,6 +14,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from fleet.cli.common import EXIT_FAILED, EXIT_OK, UsageError, emit, to_json
+from fleet.cli.oneshot import command_exit, exec_ended
 
 if TYPE_CHECKING:
     from contracts.daemon.rpc import ExecCommandResult
@@ -30,15 +31,10 @@ async def machines_exec(c: FleetClient, a: Args, argv: list[str]) -> int:
         if not a.json:
             sys.stdout.write(r.stdout)
             sys.stderr.write(r.stderr)
-            return _exit(r)
+            return command_exit(r.exit_code)
         print(to_json(r))
-        return _exit(r)
-    result = await print_stream(c, a.machine_id, argv, timeout_s=a.timeout, cwd=a.cwd)
-    if result.timed_out:
-        print("fleet: the command timed out and was killed", file=sys.stderr)
-    if result.truncated:
-        print("fleet: the output was cut at the daemon's output cap", file=sys.stderr)
-    return _exit(result)
+        return command_exit(r.exit_code)
+    return exec_ended(await print_stream(c, a.machine_id, argv, timeout_s=a.timeout, cwd=a.cwd))
 
 
 async def print_stream(
@@ -57,10 +53,6 @@ async def print_stream(
             else:
                 return item
     raise UsageError("the stream ended without a result")  # unreachable: exec_stream raises
-
-
-def _exit(r: ExecCommandResult) -> int:
-    return r.exit_code if 0 <= r.exit_code < 256 else EXIT_FAILED
 
 
 async def daemon_log(c: FleetClient, a: Args) -> int:

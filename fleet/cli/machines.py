@@ -35,6 +35,7 @@ from fleet.cli.common import (
     group,
     to_json,
 )
+from fleet.cli.oneshot import exec_arguments, list_arguments
 from fleet.cli.render import (
     Progress,
     event_line,
@@ -86,17 +87,13 @@ def _machines(g: SubAction) -> None:
         p.add_argument("--wait", action="store_true", help="show the stages until ready/failed")
         p.add_argument("--timeout", type=float, default=300.0, help="seconds, for --wait")
     command(g, "get", _machines_get, "one machine").add_argument("machine_id")
-    command(g, "list", _machines_list, "machines, newest first").add_argument("--instance")
+    list_arguments(command(g, "list", _machines_list, "machines, newest first"))
     archive = command(g, "archive", _machines_archive, "end a machine for good, files and all")
     archive.add_argument("machine_id")
     archive.add_argument("--timeout", type=float, default=120.0,
                          help="seconds to wait until its files are gone")  # fmt: skip
     ex = command(g, "exec", _machines_exec, "run a command: exec MACHINE_ID [--cwd DIR] -- ARGV")
-    ex.add_argument("machine_id")
-    ex.add_argument("--cwd", help="relative to the machine's home")
-    ex.add_argument("--timeout", type=float, help="seconds before the command is killed")
-    ex.add_argument("--user", choices=["root"],
-                    help="run as root inside the machine (gvisor machines only)")  # fmt: skip
+    exec_arguments(ex)
     wa = command(g, "watch", cli_live.machines_watch,
                  "print each change under PATH of the machine's home as it happens")  # fmt: skip
     wa.add_argument("machine_id")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from contracts.people import INSTANCE_ROLES, PLATFORM_ROLES
 from fleet.cli.common import SubAction, command, emit, group
+from fleet.cli.defaults import token_path
 from fleet.cli.render import table
 
 if TYPE_CHECKING:
@@ -90,17 +91,6 @@ async def _members_set(c: FleetClient, a: argparse.Namespace) -> int:
 
 
 # --- fleet login ------------------------------------------------------------------------------
-def token_path() -> Path:
-    """Where ``fleet login`` keeps its token: ``$XDG_CONFIG_HOME/fleet/token``."""
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "fleet" / "token"
-
-
-def saved_token() -> str:
-    path = token_path()
-    return path.read_text().strip() if path.is_file() else ""
-
-
 def save_token(secret: str) -> Path:
     """Write the token readable by this user only (0600, in a 0700 directory), never through
     a link planted where the file goes."""

@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import posixpath
-import re
 import shutil
 import signal
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TextIO
 
 from contracts.bus.events import (
@@ -33,6 +31,17 @@ from contracts.bus.events import (
 from contracts.bus.subjects import EventKind
 from contracts.daemon.machine_files import CronJob
 from contracts.models import Machine
+from fleet.cli.tables import (
+    CELL_WIDTH as CELL_WIDTH,
+    CODE_MARKS as CODE_MARKS,
+    UPDATE_MARK as UPDATE_MARK,
+    age as age,
+    cell as cell,
+    daemon_text,
+    machines_table as machines_table,
+    runtime_text,
+    table as table,
+)
 
 if TYPE_CHECKING:
     from contracts.daemon.rpc import ProcessInfo
@@ -45,90 +54,7 @@ PIPELINE = (
     EventKind.SETUP_PUSHED,
     EventKind.READY,
 )
-UPDATE_MARK = "*"
-#: The mark after a daemon's version in tables, and what it means, by ``codeStatus``
-#: (``current`` and ``unknown`` are not marked).
-CODE_MARKS = {
-    "behind": (UPDATE_MARK, "newer code available: fleet machines refresh-code MACHINE_ID"),
-    "ahead": ("+", "runs code newer than the platform's"),
-    "diverged": ("~", "runs code from another branch than the platform's"),
-}
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
-
-
-#: The most characters a table's cell shows; the rest is one "…" (`--json` has the whole).
-CELL_WIDTH = 80
-_NEWLINES = re.compile(r"\s*(?:\r\n|\r|\n)\s*")
-_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def cell(text: str, width: int = CELL_WIDTH) -> str:
-    """Text on one line of a table: each line break a ⏎, other control characters a space, and
-    at most ``width`` characters, the last one … when it was longer."""
-    one = _CONTROLS.sub(" ", _NEWLINES.sub(" ⏎ ", text.strip()))
-    return one if len(one) <= width else one[: width - 1] + "…"
-
-
-def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
-    """Columns padded to their widest cell, two spaces apart; no trailing blanks. One line per
-    row, whatever the text (see ``cell``)."""
-    cells = [[cell(c) for c in r] for r in [header, *rows]]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells]
-    return "\n".join(line.rstrip() for line in lines)
-
-
-def age(when: datetime, now: datetime | None = None) -> str:
-    """How long ago, in the largest whole unit: 42s, 5m, 3h, 2d."""
-    secs = max(0, int(((now or datetime.now(UTC)) - when).total_seconds()))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if secs >= size:
-            return f"{secs // size}{unit}"
-    return f"{secs}s"
-
-
-def _daemon(m: Machine) -> str:
-    if m.daemon_version is None:
-        return "-"
-    sha = (m.daemon_git_sha or "")[:7]
-    text = f"{m.daemon_version}@{sha}" if sha else m.daemon_version
-    return text + _mark(m)
-
-
-def _mark(m: Machine) -> str:
-    if m.code_status == "behind" and not m.update_available:
-        return ""  # a failed or archived machine gets no update
-    return CODE_MARKS[m.code_status][0] if m.code_status in CODE_MARKS else ""
-
-
-def machines_table(machines: Sequence[Machine]) -> str:
-    rows = [
-        [
-            m.id,
-            m.instance_id,
-            m.provider,
-            _runtime(m),
-            m.host_id or "-",
-            m.status.value,
-            _daemon(m),
-            age(m.created_at),
-            f"{m.status_reason} (warning: {m.setup_warning})"
-            if m.setup_warning
-            else m.status_reason,
-        ]
-        for m in machines
-    ]
-    heads = ["ID", "INSTANCE", "PROVIDER", "RUNTIME", "HOST", "STATUS", "DAEMON", "AGE", "REASON"]
-    text = table(rows, heads)
-    for mark, meaning in CODE_MARKS.values():
-        if any(_mark(m) == mark for m in machines):
-            text += f"\n{mark} {meaning}"
-    return text
-
-
-def _runtime(m: Machine) -> str:
-    """``namespaces``, or ``gvisor (ptrace)`` with its platform."""
-    return f"{m.runtime} ({m.runtime_platform})" if m.runtime_platform else m.runtime
 
 
 def machine_line(m: Machine) -> str:
@@ -136,7 +62,7 @@ def machine_line(m: Machine) -> str:
 
 
 def machine_detail(m: Machine) -> str:
-    daemon = _daemon(m)
+    daemon = daemon_text(m)
     if m.update_available:
         daemon += f"  (behind the platform: fleet machines refresh-code {m.id})"
     elif m.daemon_git_sha and m.code_status != "behind":
@@ -145,7 +71,7 @@ def machine_detail(m: Machine) -> str:
         ("id", m.id),
         ("instance", m.instance_id),
         ("provider", f"{m.provider} ({m.external_id or 'not started'})"),
-        ("runtime", _runtime(m)),
+        ("runtime", runtime_text(m)),
         ("host", m.host_id or "- (no host took it yet)"),
         ("status", f"{m.status.value}: {m.status_reason}"),
         *([("warning", m.setup_warning)] if m.setup_warning else []),

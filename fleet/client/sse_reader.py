@@ -9,6 +9,7 @@ import msgspec
 
 from contracts.errors import ERROR_HEADER, FleetError, error_from_http, error_from_wire
 from contracts.gateway import sse
+from fleet.client.sse_lines import EventLines
 from fleet.client.transport import Answer, Body
 
 
@@ -18,7 +19,7 @@ async def sse_messages(
     """Server-sent event messages: (id, data); (id, None) for ``event: overflow``, which ends
     the stream. With ``idle_s``, the stream also ends after that long without a line; with
     ``stop_caught_up``, at ``event: caught-up``. ``event: error`` raises its error."""
-    seq, kind, data = 0, b"message", list[bytes]()
+    events = EventLines()
     while True:
         try:
             async with asyncio.timeout(idle_s):
@@ -27,27 +28,19 @@ async def sse_messages(
             return
         if not raw:
             return
-        line = raw.rstrip(b"\r\n")
-        if line:  # a field; a comment (": keepalive") has an empty name and is ignored
-            name, _, value = line.partition(b":")
-            value = value.removeprefix(b" ")
-            if name == b"id":
-                seq = int(value)
-            elif name == b"event":
-                kind = value
-            elif name == b"data":
-                data.append(value)
+        if (ended := events.feed(raw)) is None:
             continue
+        kind, data = ended
+        seq = int(events.id) if events.id else 0
         if kind == OVERFLOW:
             yield seq, None
             return
         if kind == CAUGHT_UP and stop_caught_up:
             return
         if kind == ERROR:  # the stream ends on this error (1501: resume after the last id)
-            raise _stream_error(b"\n".join(data))
-        if data and kind == b"message":
-            yield seq, b"\n".join(data)
-        kind, data = b"message", []
+            raise _stream_error(data or b"")
+        if data is not None and kind == b"message":
+            yield seq, data
 
 
 OVERFLOW, CAUGHT_UP, ERROR = (n.encode() for n in (sse.OVERFLOW, sse.CAUGHT_UP, sse.ERROR))

@@ -30,6 +30,7 @@ from contracts.daemon.watch import FileEvent, FileEventType
 from contracts.errors import ERROR_HEADER, FleetError, error_from_http, error_from_wire
 from contracts.gateway import code as gc, codemode as cm, files as gf, live
 from contracts.rpc.jsonrpc import MethodSpec, Params, decode_result, encode_call, new_params
+from fleet.client.sse_lines import MAX_EVENT_LINE, STREAM_MARGIN_S, EventLines
 from fleet.client.transport import Body, Timeout
 
 if TYPE_CHECKING:  # the client binds these
@@ -40,11 +41,6 @@ StreamItem = OutputChunk | ExecCommandResult
 CodeRunItem = dc.CodeRunPart | dc.CodeRunResult
 _CHUNK = msgspec.json.Decoder(OutputChunk)
 _PART = msgspec.json.Decoder(dc.CodeRunPart)
-#: The longest line of a server-sent event read (a machine's answer is at most a NATS message,
-#: whose servers allow 64 MiB at most).
-MAX_EVENT_LINE = 64 * 1024 * 1024 + 4096
-#: On top of a streamed call's own time: the gateway's and the network's.
-_MARGIN_S = 30.0
 Part = TypeVar("Part")
 Answer = TypeVar("Answer")
 _EVENT = msgspec.json.Decoder(cm.RunEvent)
@@ -123,7 +119,7 @@ async def rpc_stream(
     ``dropped``: the item a ``dropped`` event (the count of parts left out so far) becomes,
     if any (None: such events are not told)."""
     body = encode_call(spec, params, next(self._ids))
-    timeout = Timeout(total=None if wait is None else wait + _MARGIN_S, read=None)
+    timeout = Timeout(total=None if wait is None else wait + STREAM_MARGIN_S, read=None)
     headers = {**self.headers, "Content-Type": "application/json"}
     async with self.transport.request(
         "POST", live.RPC_STREAM_PATH, headers=headers, body=body, timeout=timeout
@@ -176,21 +172,11 @@ async def code_stream(
 
 async def sse_events(content: Body) -> AsyncGenerator[tuple[str, bytes], None]:
     """(event name, data) of each server-sent event; comments (keepalives) skipped."""
-    kind, data = "message", list[bytes]()
+    events = EventLines()
     # An event's data is one line: a code run's answer holds a whole NATS message (its images).
     while raw := await content.readuntil(b"\n", max_size=MAX_EVENT_LINE):
-        line = raw.rstrip(b"\r\n")
-        if line:
-            name, _, value = line.partition(b":")
-            value = value.removeprefix(b" ")
-            if name == b"event":
-                kind = value.decode()
-            elif name == b"data":
-                data.append(value)
-            continue
-        if data:
-            yield kind, b"\n".join(data)
-        kind, data = "message", []
+        if (ended := events.feed(raw)) is not None and ended[1] is not None:
+            yield ended[0].decode(), ended[1]
 
 
 def _end(body: bytes) -> cm.RunResult:

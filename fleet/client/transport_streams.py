@@ -18,7 +18,13 @@ from collections.abc import AsyncIterator, Mapping
 import h11
 
 from base.http1 import next_event, response_head
-from base.version import package_version
+from fleet.client.http_head import (
+    HEAD_LIMIT as _HEAD_LIMIT,
+    READ_SIZE as _READ,
+    content_type,
+    joined_headers,
+    request_headers,
+)
 from fleet.client.transport import (
     Answer,
     ConnectionFailed,
@@ -30,18 +36,9 @@ from fleet.client.transport import (
     unreachable_message,
 )
 
-#: The longest head (status line and headers) of an answer read, and each read's size.
-_HEAD_LIMIT = 64 * 1024
-_READ = 64 * 1024
-
 
 def _headers(head: h11.Response) -> Headers:
-    """h11's (lower-cased) header list; a repeated header's values joined, as HTTP joins them."""
-    joined: dict[str, str] = {}
-    for name, value in head.headers:
-        key, text = name.decode("latin-1"), value.decode("latin-1")
-        joined[key] = f"{joined[key]}, {text}" if key in joined else text
-    return Headers(joined)
+    return Headers(joined_headers(head))
 
 
 class _Body:
@@ -107,9 +104,8 @@ class _Answer:
         self.status, self.headers, self.content = status, headers, body
 
     @property
-    def content_type(self) -> str:  # aiohttp's default where there is none
-        value = self.headers.get("content-type") or "application/octet-stream"
-        return value.split(";", 1)[0].strip().lower()
+    def content_type(self) -> str:
+        return content_type(self.headers)
 
     @property
     def content_length(self) -> int | None:
@@ -143,7 +139,7 @@ class StreamTransport(HttpTransport):
             reader, writer = await self._connect(url, timeout.connect)
             http = h11.Connection(h11.CLIENT, max_incomplete_event_size=_HEAD_LIMIT)
             head = h11.Request(method=method, target=target,
-                               headers=_request_headers(url, headers, body))  # fmt: skip
+                               headers=request_headers(url, headers, body))  # fmt: skip
             # Sent while the answer is awaited, as aiohttp does: a gateway that refuses an
             # upload answers (and closes) before it has read the body, and its answer is the
             # request's, not the broken send.
@@ -175,20 +171,6 @@ def _tls_context() -> object:
     import ssl  # here: a context loads the system's certificates, which http:// does without
 
     return ssl.create_default_context()
-
-
-def _request_headers(
-    url: urllib.parse.SplitResult, headers: Mapping[str, str], body: RequestBody
-) -> list[tuple[str, str]]:
-    """The request's headers, with its framing: h11 writes a body only as they announce it."""
-    named = {k.lower() for k in headers}
-    framing = [] if body is None or {"content-length", "transfer-encoding"} & named else (
-        [("Content-Length", str(len(body)))] if isinstance(body, bytes)
-        else [("Transfer-Encoding", "chunked")]
-    )  # fmt: skip
-    # The audit log keeps a call's User-Agent: it says which client made it.
-    agent = [] if "user-agent" in named else [("User-Agent", f"fleetd-client/{package_version()}")]
-    return [("Host", url.netloc), ("Connection", "close"), *agent, *headers.items(), *framing]
 
 
 async def _answer_head(

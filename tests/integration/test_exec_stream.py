@@ -1,5 +1,7 @@
 """Streamed exec on real daemons through the whole stack: output arrives while the command
-runs, and leaving the stream (a Ctrl-C) ends the remote process group with nothing left."""
+runs, and leaving the stream (a Ctrl-C) ends the remote process group with nothing left. The
+CLI's blocking path (`fleet machines list` and `exec`, fleet/cli/oneshot.py) prints what its
+full way prints, against the real gateway."""
 
 from __future__ import annotations
 
@@ -111,3 +113,38 @@ async def test_the_daemon_log_is_read_from_the_platform(
     lines = await shared_stack.daemon_log(mid, 50)
     assert any("daemon.ready" in line and mid in line for line in lines)
     assert len(await shared_stack.daemon_log(mid, 1)) == 1
+
+
+FULL_WAY = ("import asyncio, sys; from fleet.cli.entry import _run_client, parse; "
+            "sys.exit(asyncio.run(_run_client(parse(sys.argv[1:]))))")  # fmt: skip
+BLOCKING = "import sys; from fleet.cli.entry import main; main()"
+
+
+async def _fleet(launch: str, env: dict[str, str], *argv: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", launch, *argv, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_the_clis_blocking_path_prints_what_its_full_way_prints(
+    shared_stack: FleetClient, ready_machine: ReadyMachine, shared_settings: Settings
+) -> None:
+    mid = await ready_machine("oneshot")
+    env = {**os.environ, "FLEET_URL": f"http://127.0.0.1:{shared_settings.port}",
+           "FLEET_TOKEN": ADMIN_TOKEN}  # fmt: skip
+    script = "echo out; echo err >&2; printf 'no end'; exit 7"
+    for argv in (["--json", "machines", "list"],
+                 ["machines", "exec", mid, "--cwd", ".", "--", "sh", "-c", script],
+                 ["machines", "exec", "m-0000000000000000", "--", "true"]):  # fmt: skip
+        blocking = await _fleet(BLOCKING, env, *argv)
+        full = await _fleet(FULL_WAY, env, *argv)
+        assert blocking == full, argv
+    assert blocking[0] == 4  # the unknown machine: the API's error, as the full way says it
+    code, out, err = await _fleet(BLOCKING, env, "machines", "exec", mid, "--", "sh", "-c", script)
+    assert (code, out, err) == (7, "out\nno end", "err\n")
+    table = (await _fleet(BLOCKING, env, "machines", "list"))[1]
+    assert any(line.startswith(mid) and " ready " in line for line in table.splitlines())

@@ -18,7 +18,7 @@ from aiohttp import web
 from contracts.errors import ERROR_HEADER, Unauthorized
 from fleet.client import ConnectionFailed, FleetClient, HttpTransport, StreamCut, StreamTransport
 from fleet.client.transport import Timeout
-from tests.httpserve import serving
+from tests.httpserve import cut_body, serving
 
 TRANSPORTS = [StreamTransport, HttpTransport]
 
@@ -144,13 +144,7 @@ async def test_an_answer_before_the_whole_upload_is_the_requests(kind: type[Http
 
 
 async def test_no_server_a_cut_body_and_a_slow_answer_are_the_clients_errors() -> None:
-    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(cut, "127.0.0.1", 0)
+    server = await asyncio.start_server(cut_body, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     async with server:
         transport = StreamTransport(f"http://127.0.0.1:{port}")
