@@ -246,7 +246,13 @@ async def _run_client(args: argparse.Namespace) -> int:
     from contracts.errors import FleetError
     from fleet.cli.common import UsageError, error_line
     from fleet.cli.refs import resolve_refs
-    from fleet.client import ConnectionFailed, FleetClient, StreamTransport
+    from fleet.client import (
+        ConnectionFailed,
+        EventTooLong,
+        FleetClient,
+        StreamCut,
+        StreamTransport,
+    )
 
     token = args.token or default_token()
     # Not aiohttp's transport: importing it costs more than the rest of a command's start.
@@ -259,7 +265,7 @@ async def _run_client(args: argparse.Namespace) -> int:
         except UsageError as exc:
             print(f"fleet: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        except ConnectionFailed as exc:
+        except (ConnectionFailed, StreamCut, EventTooLong) as exc:  # none, or broken midway
             print(f"fleet: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
         except FleetError as exc:

@@ -14,12 +14,13 @@ says it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 from datetime import datetime
 
-from contracts.daemon.exec_limits import DEFAULT_EXEC_TIMEOUT_S
+from contracts.daemon.exec_limits import DEFAULT_EXEC_TIMEOUT_S, MAX_EXEC_TIMEOUT_S
 from contracts.gateway import wire_names as wire
 from contracts.ids import INSTANCE_ID_RE, MACHINE_ID_RE
 from fleet import DEFAULT_URL
@@ -35,7 +36,14 @@ from fleet.cli.defaults import (
     timed_out_text,
 )
 from fleet.cli.tables import machines_table
-from fleet.client import MAX_EVENT_LINE, STREAM_MARGIN_S, Broken, EventLines, post
+from fleet.client import (
+    MAX_EVENT_LINE,
+    STREAM_MARGIN_S,
+    Broken,
+    EventLines,
+    EventTooLong,
+    post,
+)
 
 TYPE_CHECKING = False  # typing's, without importing typing
 if TYPE_CHECKING:
@@ -91,7 +99,7 @@ def run(argv: list[str]) -> int | None:
         args = _parser().parse_args(ours)
     except _Declined:
         return None
-    url = getattr(args, "url", None) or os.environ.get("FLEET_URL", DEFAULT_URL)
+    url = args.url if hasattr(args, "url") else os.environ.get("FLEET_URL", DEFAULT_URL)
     if not url.startswith(("http://", "https://")):
         return None
     call = _Call(url, getattr(args, "token", None) or default_token())
@@ -100,6 +108,8 @@ def run(argv: list[str]) -> int | None:
         return _list(call, args.instance, as_json)
     if as_json or args.user or not remote or not MACHINE_ID_RE.fullmatch(args.machine_id):
         return None
+    if args.timeout is not None and not 0 < args.timeout <= MAX_EXEC_TIMEOUT_S:
+        return None  # the gateway's refusal, the full way's words
     return _exec(call, args.machine_id, remote, args.timeout, args.cwd)
 
 
@@ -126,12 +136,11 @@ def _list(call: _Call, instance: str | None, as_json: bool) -> int | None:
         return None  # it only reads: the full way asks again, and says why it cannot
     try:
         machines = json.loads(raw)["result"]["machines"]
-    except (ValueError, KeyError, TypeError):
-        return None  # an error, or an answer this path does not know: the full way says it
-    if as_json:
-        print(json.dumps(machines, ensure_ascii=False, separators=(",", ":")))
-    else:
-        print(machines_table([WireView(m) for m in machines]))
+        text = (json.dumps(machines, ensure_ascii=False, separators=(",", ":")) if as_json
+                else machines_table([WireView(m) for m in machines]))  # fmt: skip
+    except (ValueError, LookupError, TypeError, AttributeError):
+        return None  # an error, or an answer this path cannot read: the full way says it
+    print(text)
     return EXIT_OK
 
 
@@ -156,6 +165,9 @@ def _exec(call: _Call, machine_id: str, argv: list[str], timeout_s: float | None
             return None  # nothing reached the gateway: the full way says why
         print(f"fleet: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
+    except EventTooLong as exc:
+        print(f"fleet: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
 
 
 def _print_stream(lines: Any) -> int:
@@ -164,20 +176,54 @@ def _print_stream(lines: Any) -> int:
         ended = events.feed(raw)
         if ended is None or (data := ended[1]) is None:
             continue
-        kind = ended[0]
-        if kind == _OUTPUT:
-            chunk = json.loads(data)
-            out = sys.stderr if chunk.get("stream") == "stderr" else sys.stdout
-            out.write(chunk.get("data", ""))
+        if ended[0] == _OUTPUT:
+            stream, text = _chunk(data)
+            out = sys.stderr if stream == "stderr" else sys.stdout
+            out.write(text)
             out.flush()
-        elif kind == _RESULT:
-            answer = json.loads(data)
-            if isinstance(error := answer.get("error"), dict):
-                print(error_text(error.get("code", 0), str(error.get("message"))), file=sys.stderr)
-                return EXIT_API
-            return exec_ended(WireView(answer["result"]))
-    print("fleet: the stream ended without a result", file=sys.stderr)
-    return EXIT_UNREACHABLE
+        elif ended[0] == _RESULT:
+            return _exec_result(data)
+    return _the_full_ways_end(None)
+
+
+def _chunk(data: bytes) -> tuple[str, str]:
+    """An ``output`` event's (stream, text)."""
+    with contextlib.suppress(ValueError):
+        chunk = json.loads(data)
+        if isinstance(chunk, dict) and isinstance(text := chunk.get("data"), str):
+            return str(chunk.get("stream")), text
+    raise Broken(f"an output event this client cannot read: {data[:200]!r}", sent=True)
+
+
+def _exec_result(data: bytes) -> int:
+    """The ``result`` event: the command's end; an error or an answer of another shape is
+    decoded the full way's way."""
+    with contextlib.suppress(ValueError):
+        answer = json.loads(data)
+        result = answer.get("result") if isinstance(answer, dict) else None
+        if (
+            isinstance(result, dict)
+            and type(result.get("exitCode")) is int
+            and all(type(result.get(k, False)) is bool for k in ("timedOut", "truncated"))
+        ):
+            return exec_ended(WireView(result))
+    return _the_full_ways_end(data)
+
+
+def _the_full_ways_end(data: bytes | None) -> int:
+    """An answer that is an error (or none came): decoded by the specs, loaded only now, so
+    that it is said in the full way's words and codes."""
+    from contracts.errors import FleetError
+    from contracts.gateway.live import MACHINES_EXEC_STREAM
+    from contracts.rpc.jsonrpc import decode_result
+
+    try:
+        if data is None:
+            raise FleetError("the stream ended without a result")
+        return exec_ended(decode_result(MACHINES_EXEC_STREAM, data))
+    except FleetError as exc:
+        print(error_text(exc.code, exc.message), file=sys.stderr)
+        return EXIT_API
 
 
 def exec_ended(result: Any) -> int:

@@ -16,6 +16,7 @@ __all__ = [
     "Broken",
     "ConnectionFailed",
     "EventLines",
+    "EventTooLong",
     "FleetClient",
     "HttpTransport",
     "MachineHandle",
@@ -32,7 +33,7 @@ __all__ = [
 if TYPE_CHECKING:
     from fleet.client.blocking import BlockingAnswer, Broken, post
     from fleet.client.client import FleetClient, MachineHandle, MachineNotReady
-    from fleet.client.sse_lines import MAX_EVENT_LINE, STREAM_MARGIN_S, EventLines
+    from fleet.client.sse_lines import MAX_EVENT_LINE, STREAM_MARGIN_S, EventLines, EventTooLong
     from fleet.client.transport import ConnectionFailed, HttpTransport, StreamCut, Transport
     from fleet.client.transport_mock import MockTransport, Request, Response
     from fleet.client.transport_streams import StreamTransport
@@ -58,6 +59,6 @@ else:
             ),
             "transport_streams": ("StreamTransport",),
             "blocking": ("BlockingAnswer", "Broken", "post"),
-            "sse_lines": ("EventLines", "MAX_EVENT_LINE", "STREAM_MARGIN_S"),
+            "sse_lines": ("EventLines", "EventTooLong", "MAX_EVENT_LINE", "STREAM_MARGIN_S"),
         },
     )

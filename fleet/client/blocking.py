@@ -3,14 +3,17 @@ command that makes one call and exits needs, without asyncio (whose import alone
 than the whole of a urllib call's, bench 30). ``fleet machines list`` and ``exec`` run on it
 (fleet/cli/oneshot.py); everything else is ``FleetClient``'s.
 
-Each read is bounded by the size asked for, h11 bounds the answer's head, and a line of a
-streamed answer is bounded by the caller's ``max_line``.
+Each read is bounded by the size asked for, h11 bounds the answer's head, a line of a streamed
+answer is bounded by the caller's ``max_line``, and the whole exchange by one deadline (as the
+async transport's ``Timeout(total=...)``): a gateway that trickles keepalives cannot hold it
+longer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import time
 import urllib.parse
 
 import h11
@@ -40,8 +43,9 @@ class Broken(Exception):
 class BlockingAnswer:
     """An answer's head, and its body as it comes."""
 
-    def __init__(self, http: h11.Connection, sock: socket.socket, head: h11.Response) -> None:
-        self._http, self._sock = http, sock
+    def __init__(self, http: h11.Connection, sock: socket.socket, head: h11.Response,
+                 deadline: float | None) -> None:  # fmt: skip
+        self._http, self._sock, self._deadline = http, sock, deadline
         self.status = head.status_code
         self.headers = joined_headers(head)
         self.content_type = content_type(self.headers)
@@ -53,7 +57,7 @@ class BlockingAnswer:
         if self._done:
             return False
         try:
-            event = _next_event(self._http, self._sock)
+            event = _next_event(self._http, self._sock, self._deadline)
         except TimeoutError:
             raise  # its own: the caller tells a slow answer from a broken one
         except (h11.ProtocolError, OSError) as exc:
@@ -92,8 +96,12 @@ class BlockingAnswer:
                 return
 
 
-def _next_event(http: h11.Connection, sock: socket.socket) -> object:
+def _next_event(http: h11.Connection, sock: socket.socket, deadline: float | None) -> object:
     while (event := http.next_event()) is h11.NEED_DATA:
+        if deadline is not None:
+            if (left := deadline - time.monotonic()) <= 0:
+                raise TimeoutError("the call's time ran out")
+            sock.settimeout(left)
         http.receive_data(sock.recv(READ_SIZE))
     return event
 
@@ -106,7 +114,11 @@ def _connect(url: urllib.parse.SplitResult, timeout_s: float | None) -> socket.s
         return sock
     import ssl  # here: a context loads the system's certificates, which http:// does without
 
-    return ssl.create_default_context().wrap_socket(sock, server_hostname=url.hostname)
+    try:
+        return ssl.create_default_context().wrap_socket(sock, server_hostname=url.hostname)
+    except BaseException:
+        sock.close()
+        raise
 
 
 @contextlib.contextmanager
@@ -114,25 +126,33 @@ def post(
     url: str, path: str, headers: Mapping[str, str], body: bytes, timeout_s: float | None
 ) -> Iterator[BlockingAnswer]:
     """POST ``body`` to ``path`` under ``url``; the answer once its head came. ``timeout_s``
-    bounds the connect and each read (None: none): a read past it raises ``TimeoutError``; a
-    connection that cannot be made or breaks, ``Broken``."""
+    bounds the whole exchange, its connect and its answer's end included (None: no bound):
+    past it a read raises ``TimeoutError``; a connection that cannot be made or breaks,
+    ``Broken``."""
     split = urllib.parse.urlsplit(url)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     try:
         sock = _connect(split, timeout_s)
+    except TimeoutError:
+        raise
     except OSError as exc:
         raise Broken(str(exc), sent=False) from None
     with sock:
         http = h11.Connection(h11.CLIENT, max_incomplete_event_size=HEAD_LIMIT)
         head = h11.Request(method="POST", target=(split.path or "") + path,
                            headers=request_headers(split, headers, body))  # fmt: skip
+        request = b"".join(
+            http.send(e) or b"" for e in (head, h11.Data(data=body), h11.EndOfMessage())
+        )
+        # A gateway that refuses a request answers, and closes, before it read it whole: its
+        # answer is the request's, not the broken send.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(request)
         try:
-            sock.sendall(http.send(head) or b"")
-            sock.sendall(http.send(h11.Data(data=body)) or b"")
-            sock.sendall(http.send(h11.EndOfMessage()) or b"")
-            while not isinstance(answer := _next_event(http, sock), h11.Response):
+            while not isinstance(answer := _next_event(http, sock, deadline), h11.Response):
                 pass  # a 1xx
         except TimeoutError:
             raise
         except (h11.ProtocolError, OSError) as exc:
             raise Broken(f"no answer came: {exc!r}", sent=True) from None
-        yield BlockingAnswer(http, sock, answer)
+        yield BlockingAnswer(http, sock, answer, deadline)

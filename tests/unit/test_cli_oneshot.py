@@ -25,8 +25,8 @@ from contracts.models import Machine
 from contracts.status import MachineStatus
 from fleet.cli.entry import _run_client, parse
 from fleet.cli.oneshot import WireView, run
-from fleet.client import Broken, EventLines, post
-from tests.httpserve import cut_body, serving
+from fleet.client import Broken, EventLines, EventTooLong, post
+from tests.httpserve import cut_body, raw_serving, read_request, serving
 
 M = "m-0123456789abcdef"
 TOKEN = "secret"
@@ -152,8 +152,18 @@ KILLED = [frame(SSE_RESULT, b'{"jsonrpc":"2.0","id":1,"result":{"exitCode":-9,'
           b'"stdout":"","stderr":""}}')]  # fmt: skip
 
 
-@pytest.mark.parametrize(("stream", "code"), [(ENDED, 3), (FAILED, 4), (KILLED, 1)],
-                         ids=["ended", "failed", "killed"])  # fmt: skip
+#: Answers of other shapes: decoded the full way's way, in its words and codes.
+ODD_CODE = [frame(SSE_RESULT, b'{"jsonrpc":"2.0","id":1,"error":{"code":4242}}')]
+NO_RESULT = [frame(SSE_RESULT, b'{"jsonrpc":"2.0","id":1,"result":null}')]
+BAD_FLAG = [frame(SSE_RESULT, b'{"jsonrpc":"2.0","id":1,"result":{"exitCode":0,"stdout":"",'
+            b'"stderr":"","timedOut":"yes"}}')]  # fmt: skip
+CASES = [(ENDED, 3), (FAILED, 4), (KILLED, 1), (_OUT, 4), (ODD_CODE, 4), (NO_RESULT, 4),
+         (BAD_FLAG, 4)]  # fmt: skip
+
+
+@pytest.mark.parametrize(("stream", "code"), CASES,
+                         ids=["ended", "failed", "killed", "unended", "odd-code", "no-result",
+                              "bad-flag"])  # fmt: skip
 async def test_exec_prints_and_ends_as_the_full_way(stream: list[bytes], code: int) -> None:
     async with gateway() as (g, url):
         g.stream = stream
@@ -175,6 +185,8 @@ DECLINED = [
     ["machines", "exec", M, "--user", "root", "--", "true"],
     ["machines", "exec", M],  # no command: the full way's usage error
     ["machines", "exec", "m-xyz", "--", "true"],  # not an id: the full way's usage error
+    *(["machines", "exec", M, "--timeout", t, "--", "true"] for t in ("-50", "nan", "inf", "1e12")),
+    ["--url", "", "machines", "list"],  # not a URL: the full way's usage error
 ]
 
 
@@ -210,24 +222,34 @@ def test_event_lines_are_the_events_with_their_ids() -> None:
                                         b"data: a\n", b"data:b\n", b"\n")]  # fmt: skip
     assert said == [None, (b"message", None), None, None, None, None, (b"x", b"a\nb")]
     assert lines.id == b"7"
+    small = EventLines(max_bytes=8)
+    assert small.feed(b"data: 1234\n") is None
+    with pytest.raises(EventTooLong):
+        small.feed(b"data: 5678\n")  # 10 bytes with the line ends
 
 
 async def test_the_blocking_client_tells_what_broke() -> None:
     async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
+        await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\n\r\n" + b"x" * 4096)  # no line end, ever
         await writer.drain()
         await reader.read()  # until the client leaves
-        writer.close()
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        while not reader.at_eof():  # a keepalive each 20 ms: no read waits long
+            writer.write(b": keepalive\n\n")
+            await writer.drain()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reader.read(), 0.02)
 
     def read(url: str, *, lines: bool = False, timeout_s: float = 10) -> object:
         with post(url, "/", {}, b"{}", timeout_s) as answer:
             return list(answer.lines(1024)) if lines else answer.read(1 << 20)
 
     for handler in (cut_body, endless):
-        server = await asyncio.start_server(handler, "127.0.0.1", 0)
-        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-        async with server:
+        async with raw_serving(handler) as url:
             with pytest.raises(Broken, match=r"broke off|longer than 1024") as broke:
                 await asyncio.to_thread(read, url, lines=handler is endless)
             assert broke.value.sent
@@ -237,6 +259,9 @@ async def test_the_blocking_client_tells_what_broke() -> None:
     with pytest.raises(Broken) as refused:
         await asyncio.to_thread(read, url)
     assert not refused.value.sent
+    async with raw_serving(trickle) as url:
+        with pytest.raises(TimeoutError):  # the whole call's deadline, however often data came
+            await asyncio.to_thread(read, url, lines=True, timeout_s=0.5)
 
 
 PROBE = """
@@ -258,3 +283,20 @@ async def test_a_blocking_call_imports_neither_asyncio_nor_msgspec() -> None:
         out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert out.decode().splitlines()[-1] == "0 []"
     assert json.dumps(out.decode()).count("m-0000000000000001") == 1
+
+
+async def test_an_exec_cut_midway_is_said_alike_both_ways() -> None:
+    """Its command ran: neither way asks again; each says the answer broke off, exit 3."""
+
+    async def cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        part = frame(SSE_OUTPUT, b'{"seq":0,"stream":"stdout","data":"half"}')
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+        writer.write(head + b"Transfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n" % (len(part), part))
+        await writer.drain()
+
+    async with raw_serving(cut) as url:
+        blocking, full = await _both(url, ["machines", "exec", M, "--", "true"])
+    for code, out, err in (blocking, full):
+        assert (code, out) == (3, "half"), (blocking, full)
+        assert err.startswith("fleet: the answer broke off"), (blocking, full)

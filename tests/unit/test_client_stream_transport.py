@@ -18,7 +18,7 @@ from aiohttp import web
 from contracts.errors import ERROR_HEADER, Unauthorized
 from fleet.client import ConnectionFailed, FleetClient, HttpTransport, StreamCut, StreamTransport
 from fleet.client.transport import Timeout
-from tests.httpserve import cut_body, serving
+from tests.httpserve import cut_body, raw_serving, serving
 
 TRANSPORTS = [StreamTransport, HttpTransport]
 
@@ -144,10 +144,8 @@ async def test_an_answer_before_the_whole_upload_is_the_requests(kind: type[Http
 
 
 async def test_no_server_a_cut_body_and_a_slow_answer_are_the_clients_errors() -> None:
-    server = await asyncio.start_server(cut_body, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    async with server:
-        transport = StreamTransport(f"http://127.0.0.1:{port}")
+    async with raw_serving(cut_body) as url:
+        transport = StreamTransport(url)
         async with transport.request("GET", "/", headers={}) as resp:
             with pytest.raises(StreamCut):
                 await resp.read()
