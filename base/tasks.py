@@ -39,24 +39,21 @@ async def cancel_and_join(*tasks: asyncio.Task[Any] | None, recancel_s: float = 
 
 async def finished(aw: Awaitable[T]) -> T:
     """``aw``'s outcome. A cancellation that comes meanwhile, however often, goes on only once
-    ``aw`` has finished (its own failure then dropped): a cleanup (a killed child reaped, a
-    helper container removed) is never left half done by a caller's shutdown, which may cancel
-    it twice."""
+    ``aw`` has finished (its own failure then logged, not raised): a cleanup (a killed child
+    reaped, a helper container removed) is never left half done by a caller's shutdown, which
+    may cancel it twice."""
     work = asyncio.ensure_future(aw)
     cancelled = False
     while not work.done():
         try:
-            await asyncio.shield(work)
+            await asyncio.wait({work})  # a cancelled wait leaves ``work`` running
         except asyncio.CancelledError:
             cancelled = True
-        except Exception:
-            if not cancelled:
-                raise
-    if cancelled:
-        if not work.cancelled():
-            work.exception()  # retrieved: the cancellation is what goes on
-        raise asyncio.CancelledError
-    return work.result()
+    if not cancelled:
+        return work.result()
+    if not work.cancelled() and (failure := work.exception()) is not None:
+        log.warning("task.cleanup_failed_while_cancelled", error=repr(failure))
+    raise asyncio.CancelledError
 
 
 class OwnedTasks:

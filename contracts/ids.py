@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import re
+
+TYPE_CHECKING = False  # typing's, without importing typing
+if TYPE_CHECKING:
+    import uuid
 
 MACHINE_ID_RE = re.compile(r"^m-[0-9a-f]{16}$")
 INSTANCE_ID_RE = re.compile(r"^i-[0-9a-f]{16}$")
@@ -86,4 +91,12 @@ def derived_event_id(cause_event_id: str, kind: str) -> str:
     """
     import uuid
 
-    return uuid.uuid5(uuid.UUID(_EVENT_NS), f"{cause_event_id}/{kind}").hex
+    return uuid.uuid5(_event_namespace(), f"{cause_event_id}/{kind}").hex
+
+
+@functools.cache
+def _event_namespace() -> uuid.UUID:
+    # Made once: derived_event_id runs for every event a handler publishes.
+    import uuid
+
+    return uuid.UUID(_EVENT_NS)

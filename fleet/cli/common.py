@@ -19,6 +19,7 @@ from fleet.cli.defaults import (
     EXIT_TIMEOUT as EXIT_TIMEOUT,
     EXIT_UNREACHABLE as EXIT_UNREACHABLE,
     EXIT_USAGE as EXIT_USAGE,
+    add_common_flags,
     error_text,
     version_line,
 )
@@ -128,15 +129,7 @@ def common_flags(*, url: bool = True) -> Parser:
     """The global flags, accepted after the command too (`fleet machines list --json`). Their
     defaults are set once, on the top-level parser."""
     p = Parser(add_help=False)
-    if url:
-        p.add_argument("--url", default=argparse.SUPPRESS, help="gateway URL (FLEET_URL)")
-    p.add_argument("--token", default=argparse.SUPPRESS, help="access token (FLEET_TOKEN)")
-    p.add_argument(
-        "--json",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="print the API's JSON result (one object per line for streams)",
-    )
+    add_common_flags(p, url=url)
     return p
 
 

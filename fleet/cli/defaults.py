@@ -12,6 +12,7 @@ import os
 
 TYPE_CHECKING = False  # typing's, without importing typing
 if TYPE_CHECKING:
+    import argparse
     from pathlib import Path
 
 #: Exit codes scripts can rely on (documented in docs/cli.md). `machines exec` exits with the
@@ -131,3 +132,19 @@ def split_remote(argv: list[str]) -> tuple[list[str], list[str]]:
     (argparse would read options in it)."""
     split = argv.index("--") if "--" in argv else len(argv)
     return argv[:split], argv[split + 1 :]
+
+
+def add_common_flags(p: argparse.ArgumentParser, *, url: bool = True) -> None:
+    """The global flags, accepted after a command too (`fleet machines list --json`), on ``p``;
+    their defaults are set once, on the top-level parser."""
+    import argparse  # here: `fleet --version` does without it
+
+    if url:
+        p.add_argument("--url", default=argparse.SUPPRESS, help="gateway URL (FLEET_URL)")
+    p.add_argument("--token", default=argparse.SUPPRESS, help="access token (FLEET_TOKEN)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the API's JSON result (one object per line for streams)",
+    )

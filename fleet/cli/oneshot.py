@@ -30,6 +30,7 @@ from fleet.cli.defaults import (
     EXIT_OK,
     EXIT_TIMEOUT,
     EXIT_UNREACHABLE,
+    add_common_flags,
     default_token,
     error_text,
     split_remote,
@@ -81,9 +82,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> _Parser:
     flags = _Parser(add_help=False)
-    for name in ("--url", "--token"):
-        flags.add_argument(name, default=argparse.SUPPRESS)
-    flags.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    add_common_flags(flags)
     top = _Parser(add_help=False, parents=[flags])
     machines = top.add_subparsers(dest="cmd", required=True).add_parser("machines", add_help=False)
     sub = machines.add_subparsers(dest="sub", required=True)

@@ -120,7 +120,7 @@ async def test_the_owners_cancellation_propagates_and_still_joins_every_task() -
 
 async def test_finished_outlasts_two_cancellations_then_lets_them_go_on() -> None:
     """The cleanup ends whole however often its caller is cancelled; its failure after a
-    cancellation is dropped, and the cancellation is what the caller sees."""
+    cancellation is logged, and the cancellation is what the caller sees."""
     release = asyncio.Event()
     ended: list[str] = []
 
@@ -137,6 +137,9 @@ async def test_finished_outlasts_two_cancellations_then_lets_them_go_on() -> Non
     await asyncio.sleep(0)
     assert not caller.done()  # still waiting for the cleanup
     release.set()
-    with pytest.raises(asyncio.CancelledError):
+    with capture_logs() as logs, pytest.raises(asyncio.CancelledError):
         await caller
     assert ended == ["cleanup"]
+    assert [(e["event"], e["error"]) for e in logs] == [
+        ("task.cleanup_failed_while_cancelled", 'OSError("the cleanup\'s own failure")')
+    ]
