@@ -127,6 +127,10 @@ _SETUP_BUDGET_S = 120.0
 _SETUP_RETRY = Backoff(base=0.25, cap=2.0)
 #: JetStream's code for a stream whose ``max_bytes`` its storage cannot reserve.
 _NO_ROOM = 10047
+#: JetStream's code for a stream no peers can be placed on. A cluster that has just formed
+#: answers it until every peer has sent its first statistics (the meta leader counts a peer
+#: it has no figures for as having no storage), so a setup step waits it out like a 503.
+_NO_PEERS = 10005
 _NO_ROOM_HINT = (
     "JetStream's store (by default 75% of the disk free when nats-server started) cannot "
     "reserve the stream's size: free disk, or lower FLEET_STREAM_MAX_BYTES/FLEET_AUDIT_MAX_BYTES"
@@ -182,12 +186,24 @@ async def _put_stream(js: JetStreamContext, config: StreamConfig) -> None:
             return
         except nats.js.errors.APIError as exc:
             if not await _exists(js, config.name):
+                if exc.err_code == _NO_PEERS:
+                    raise PlacementPending(config.name, exc) from exc
                 if exc.err_code == _NO_ROOM:
                     log.error("bus.stream_no_room", stream=config.name,
                               max_bytes=config.max_bytes, hint=_NO_ROOM_HINT)  # fmt: skip
                 raise
             # Made meanwhile by another process: brought to this configuration below.
     await js.update_stream(config)
+
+
+class PlacementPending(natsconn.StreamUnavailable):
+    """No peer of the cluster can hold the stream yet (10005): tried again within the setup's
+    budget; once that is spent, the service stops with the server's reason and the hint."""
+
+    def __init__(self, stream: str, refused: nats.js.errors.APIError) -> None:
+        reason = str(refused.description)
+        hint = f"; {_NO_ROOM_HINT}" if "storage" in reason else ""
+        super().__init__(f"no JetStream peer can place stream {stream} ({reason}){hint}")
 
 
 async def _exists(js: JetStreamContext, name: str) -> bool:

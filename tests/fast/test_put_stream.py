@@ -14,7 +14,7 @@ import pytest
 from nats.js.api import ConsumerConfig, StreamConfig
 
 from contracts.bus.events import MachineCreated
-from controlplane.bus import bind_pull, put_stream
+from controlplane.bus import PlacementPending, bind_pull, put_stream
 from controlplane.events.consumer import Consumer
 
 CONFIG = StreamConfig(name="events", subjects=["machine.>"])
@@ -129,3 +129,60 @@ async def test_a_pull_consumer_of_its_own_is_bound_once_the_cluster_answers() ->
     config = ConsumerConfig(durable_name="webhooks", filter_subject="machines.>")
     await bind_pull(bus.js, config)  # type: ignore[arg-type]
     assert bus.calls == ["add", "add", "add", "subscribe"]
+
+
+def _no_peers(reason: str) -> nats.js.errors.APIError:
+    """What a cluster's meta leader answers a stream no peer can hold (10005)."""
+    return nats.js.errors.BadRequestError(
+        code=400, err_code=10005, description=f"no suitable peers for placement, {reason}"
+    )
+
+
+class PlacingLate(ClusterStarting):
+    """A cluster that has just formed: its meta leader knows no peer's storage yet, so it
+    refuses a replicated stream ``refusals`` times, then makes it."""
+
+    def __init__(self, refusals: int) -> None:
+        super().__init__(silent=0)
+        self.failures = []
+        self.refusals = refusals
+
+    async def add_stream(self, config: StreamConfig) -> None:
+        self.calls.append("add")
+        if self.refusals:
+            self.refusals -= 1
+            raise _no_peers("insufficient storage")
+        assert config.name is not None
+        self.streams[config.name] = config
+
+
+async def test_a_stream_no_peer_can_place_yet_is_made_once_the_peers_report() -> None:
+    """The HA chaos test's gateway stopped at its start: its audit stream (R3) was refused
+    10005 "insufficient storage" before the peers' first statistics had reached the leader."""
+    js = PlacingLate(refusals=2)
+    await put_stream(js, CONFIG)  # type: ignore[arg-type]
+    assert js.streams == {"events": CONFIG}
+    assert js.calls.count("add") == 3
+
+
+async def test_a_stream_no_peer_can_ever_place_stops_with_the_reason_and_the_hint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("controlplane.bus._SETUP_BUDGET_S", 0.3)
+    js = PlacingLate(refusals=10**6)
+    with pytest.raises(PlacementPending) as stopped:
+        await put_stream(js, CONFIG)  # type: ignore[arg-type]
+    assert "stream events (no suitable peers for placement, insufficient storage)" in str(
+        stopped.value
+    )
+    assert "FLEET_STREAM_MAX_BYTES" in str(stopped.value)
+    assert js.streams == {}
+    assert js.calls.count("add") >= 2
+
+
+def test_a_placement_refused_for_another_reason_carries_no_storage_hint() -> None:
+    pending = PlacementPending("events", _no_peers("peers offline"))
+    assert (
+        str(pending) == "no JetStream peer can place stream events (no suitable peers "
+        "for placement, peers offline)"
+    )
